@@ -1,0 +1,20 @@
+// Shared pieces of wick-bench: benchmark models made on first use, and the machine's memory bandwidth.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace wick::bench {
+
+/// Directory of a random model shaped like `like` (qwen2.5-0.5b, tiny, ...) with bf16 files,
+/// written on first use under $WICK_BENCH_MODELS (default: ./bench-models).
+std::filesystem::path bench_model(const std::string& like);
+
+struct Bandwidth {
+  double read_gbps;  // GB/s streaming reads (sum of a large buffer), all cores
+  double copy_gbps;  // GB/s for memcpy, counting bytes read + bytes written
+};
+/// Measured once per process on a buffer far larger than the caches.
+const Bandwidth& memory_bandwidth();
+
+}  // namespace wick::bench

@@ -1,0 +1,47 @@
+// Element types wick stores and the conversions between them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace wick {
+
+/// Element type of a Tensor. bf16 and f16 are stored as uint16_t bit patterns.
+enum class DType : uint8_t { f32, bf16, f16, i32 };
+
+/// Bytes per element.
+constexpr size_t dtype_size(DType t) { return t == DType::f32 || t == DType::i32 ? 4 : 2; }
+
+/// "f32", "bf16", "f16", "i32".
+std::string_view to_string(DType t);
+
+/// Parses "f32" / "bf16" / "f16" / "i32"; throws Error(bad_input) naming `what` otherwise.
+DType parse_dtype(std::string_view name, std::string_view what);
+
+inline float bf16_to_f32(uint16_t bits) {
+  uint32_t u = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/// Round to nearest even, as torch does; NaN stays NaN.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+float f16_to_f32(uint16_t bits);
+uint16_t f32_to_f16(float f);
+
+/// Converts n elements of type `from` at src into f32 at dst (i32 converts by value).
+void convert_to_f32(const void* src, DType from, float* dst, size_t n);
+/// Converts n f32 values into type `to` at dst (rounding to nearest even).
+void convert_from_f32(const float* src, DType to, void* dst, size_t n);
+
+}  // namespace wick

@@ -1,0 +1,76 @@
+// A Qwen2 model: configuration, weights on a backend, and the forward pass.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "wick/config.h"
+#include "wick/kv_cache.h"
+#include "wick/tensor.h"
+
+namespace wick {
+
+class Backend;
+class LoraSource;
+
+struct LoadOptions {
+  Device device = Device::cpu;
+};
+
+/// The new tokens of one sequence and the cache they extend (positions continue from cache->length()).
+struct SequenceInput {
+  std::span<const int32_t> tokens;
+  KVCache* cache = nullptr;
+};
+
+enum class LogitsFor {
+  every_token,  ///< one row per input token, in input order
+  last_token,   ///< one row per sequence, at its last new token
+};
+
+struct ForwardOptions {
+  LogitsFor logits = LogitsFor::last_token;
+  /// The LoRA adapter in effect (see DESIGN.md's single chokepoint); nullptr for the base model.
+  const LoraSource* lora = nullptr;
+};
+
+/// A loaded Qwen2 model. forward() is const and may run on several threads at once for
+/// different caches.
+class Model {
+ public:
+  /// Loads a Hugging Face directory: config.json, generation_config.json (optional), and
+  /// model.safetensors or a sharded model.safetensors.index.json. Every tensor is checked against
+  /// the config before anything is allocated; all mismatches are reported in one error.
+  static std::shared_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const GenerationDefaults& generation_defaults() const;
+  Device device() const;
+
+  /// An empty cache for up to `capacity` positions (≤ max_position_embeddings).
+  KVCache make_cache(int64_t capacity) const;
+
+  /// Runs each sequence's new tokens through the model, appending them to its cache, and returns
+  /// CPU f32 logits: [rows, vocab] for a causal LM, [rows, num_labels] for a classifier, where rows
+  /// follow options.logits. Fails with bad_input (and leaves every cache unchanged) when a token is
+  /// outside the vocabulary or a cache would overflow.
+  Tensor forward(std::span<const SequenceInput> batch, const ForwardOptions& options = {}) const;
+
+  /// The CLI's `wick logits`: a fresh cache per row; a causal LM returns [rows, len, vocab] (rows of
+  /// equal length), a classifier [rows, num_labels] scored at each row's own last token.
+  Tensor logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora = nullptr) const;
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace wick

@@ -1,0 +1,187 @@
+// CPU reference backend: f32 compute, OpenBLAS for GEMM, wick's thread pool across rows and heads.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/thread_pool.h"
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+void expect(bool ok, const char* op, const std::string& what) {
+  if (!ok) fail(ErrorKind::internal, std::string("cpu ") + op + ": " + what);
+}
+
+int64_t row_size(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cpu; }
+  std::string name() const override { return "cpu"; }
+  DType compute_dtype() const override { return DType::f32; }
+
+  Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
+  Tensor upload(const Tensor& host, DType dtype) override { return host.to(dtype); }
+  Tensor download(const Tensor& t) override { return t.to(DType::f32); }
+
+  void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override {
+    const int64_t vocab = table.dim(0), hidden = table.dim(1), n = ids.numel();
+    expect(out.dim(0) == n && out.dim(1) == hidden, "embedding", "output shape " + to_string(out.shape()));
+    const int32_t* id = ids.data<int32_t>();
+    for (int64_t t = 0; t < n; ++t)
+      if (id[t] < 0 || id[t] >= vocab)
+        fail(ErrorKind::bad_input, "token id " + std::to_string(id[t]) + " is outside the vocabulary [0, " +
+                                       std::to_string(vocab) + ")");
+    const float* src = table.data<float>();
+    float* dst = out.data<float>();
+    for (int64_t t = 0; t < n; ++t)
+      std::memcpy(dst + t * hidden, src + int64_t(id[t]) * hidden, size_t(hidden) * sizeof(float));
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    const int64_t rows = x.dim(0), n = row_size(x);
+    expect(weight.numel() == n && out.numel() == x.numel(), "rmsnorm", "shape mismatch");
+    const float* xp = x.data<float>();
+    const float* w = weight.data<float>();
+    float* o = out.data<float>();
+    parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = xp + r * n;
+        double ss = 0.0;
+        for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+        const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+        float* orow = o + r * n;
+        for (int64_t i = 0; i < n; ++i) orow[i] = w[i] * (xr[i] * inv);
+      }
+    });
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p) override {
+    const int64_t rows = x.dim(0), in = row_size(x), outs = w.dim(0);
+    expect(w.dim(1) == in, "linear", "x " + to_string(x.shape()) + " vs w " + to_string(w.shape()));
+    expect(out.dim(0) == rows && row_size(out) == outs, "linear", "output shape " + to_string(out.shape()));
+    if (rows == 0) return;
+    float* o = out.data<float>();
+    if (rows == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(outs), int(in), p.alpha, w.data<float>(), int(in), x.data<float>(),
+                  1, p.beta, o, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(outs), int(in), p.alpha, x.data<float>(),
+                  int(in), w.data<float>(), int(in), p.beta, o, int(outs));
+    }
+    if (bias.defined()) {
+      expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
+      const float* b = bias.data<float>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < outs; ++j) o[r * outs + j] += b[j];
+    }
+  }
+
+  void rope(Tensor& x, const Tensor& positions, double theta) override {
+    const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
+    expect(positions.numel() == n, "rope", "positions do not match tokens");
+    std::vector<float> inv_freq(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = float(1.0 / std::pow(theta, double(2 * i) / double(d)));
+    const int32_t* pos = positions.data<int32_t>();
+    float* xp = x.data<float>();
+    parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        for (int64_t i = 0; i < half; ++i) {
+          // Angles in f32 as transformers computes them (position · inv_freq, then cos/sin).
+          const float angle = float(pos[t]) * inv_freq[size_t(i)];
+          const float c = std::cos(angle), s = std::sin(angle);
+          for (int64_t h = 0; h < heads; ++h) {
+            float* v = xp + (t * heads + h) * d;
+            const float a = v[i], b = v[i + half];
+            v[i] = a * c - b * s;
+            v[i + half] = b * c + a * s;
+          }
+        }
+      }
+    });
+  }
+
+  void copy_rows(const Tensor& src, Tensor& dst, int64_t row0) override {
+    const int64_t n = src.dim(0), row = row_size(src);
+    expect(row == row_size(dst) && row0 >= 0 && row0 + n <= dst.dim(0), "copy_rows",
+           "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()) + " at row " + std::to_string(row0));
+    std::memcpy(dst.data<float>() + row0 * row, src.data<float>(), size_t(n * row) * sizeof(float));
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p) override {
+    const int64_t n = q.dim(0), heads = p.num_heads, d = p.head_dim, kvh = p.num_kv_heads;
+    const int64_t ctx = p.past + n;
+    expect(q.numel() == n * heads * d && k.dim(0) >= ctx && row_size(k) == kvh * d && out.numel() == n * heads * d,
+           "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
+    const int64_t group = heads / kvh;
+    const float* qp = q.data<float>();
+    const float* kp = k.data<float>();
+    const float* vp = v.data<float>();
+    float* op = out.data<float>();
+    // One work item per (query, head); small contexts are batched into larger chunks.
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, ctx * d));
+    parallel_for(n * heads, grain, [&](int64_t w0, int64_t w1) {
+      std::vector<float> scores(static_cast<size_t>(ctx));
+      for (int64_t w = w0; w < w1; ++w) {
+        {
+          const int64_t i = w / heads, h = w % heads;
+          const float* qi = qp + (i * heads + h) * d;
+          const int64_t kv = h / group, visible = p.past + i + 1;
+          float mx = -INFINITY;
+          for (int64_t j = 0; j < visible; ++j) {
+            const float* kj = kp + (j * kvh + kv) * d;
+            float s = 0.0f;
+            for (int64_t e = 0; e < d; ++e) s += qi[e] * kj[e];
+            s *= p.scale;
+            scores[size_t(j)] = s;
+            mx = std::max(mx, s);
+          }
+          float sum = 0.0f;
+          for (int64_t j = 0; j < visible; ++j) sum += scores[size_t(j)] = std::exp(scores[size_t(j)] - mx);
+          const float inv = 1.0f / sum;
+          float* oi = op + (i * heads + h) * d;
+          std::fill(oi, oi + d, 0.0f);
+          for (int64_t j = 0; j < visible; ++j) {
+            const float p_j = scores[size_t(j)] * inv;
+            const float* vj = vp + (j * kvh + kv) * d;
+            for (int64_t e = 0; e < d; ++e) oi[e] += p_j * vj[e];
+          }
+        }
+      }
+    });
+  }
+
+  void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    const int64_t n = gate.numel();
+    expect(up.numel() == n && out.numel() == n, "swiglu", "shape mismatch");
+    const float* g = gate.data<float>();
+    const float* u = up.data<float>();
+    float* o = out.data<float>();
+    parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    });
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    const int64_t n = a.numel();
+    expect(b.numel() == n && out.numel() == n, "add", "shape mismatch");
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    float* o = out.data<float>();
+    parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) o[i] = ap[i] + bp[i];
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace wick

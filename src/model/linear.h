@@ -1,0 +1,40 @@
+// The single chokepoint every projection goes through: base weight, bias, and the LoRA adapter in effect.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace wick {
+
+/// The seven LoRA targets of a Qwen2 decoder layer.
+enum class ProjKind : uint8_t { q, k, v, o, gate, up, down };
+constexpr int kProjKinds = 7;
+
+/// A linear layer of the base model.
+struct Projection {
+  Tensor weight;  // [out, in], compute dtype
+  Tensor bias;    // [out] or undefined
+  int layer = 0;
+  ProjKind kind = ProjKind::q;
+};
+
+/// Low-rank factors of one projection: ΔW = scale · B·A.
+struct LoraFactors {
+  Tensor a;  // [rank, in]
+  Tensor b;  // [out, rank]
+  float scale = 1.0f;
+};
+
+/// Whatever supplies LoRA factors for (layer, projection): an adapter, or none.
+class LoraSource {
+ public:
+  virtual ~LoraSource() = default;
+  /// nullptr when the adapter leaves this projection alone.
+  virtual const LoraFactors* factors(int layer, ProjKind kind) const = 0;
+};
+
+/// out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ.  x [rows, in]; out [rows, out].
+void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out);
+
+}  // namespace wick

@@ -1,0 +1,121 @@
+#include "model/weights.h"
+
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+std::string layer_prefix(int64_t i) { return "model.layers." + std::to_string(i) + "."; }
+
+const char* proj_name(ProjKind k) {
+  switch (k) {
+    case ProjKind::q: return "self_attn.q_proj";
+    case ProjKind::k: return "self_attn.k_proj";
+    case ProjKind::v: return "self_attn.v_proj";
+    case ProjKind::o: return "self_attn.o_proj";
+    case ProjKind::gate: return "mlp.gate_proj";
+    case ProjKind::up: return "mlp.up_proj";
+    case ProjKind::down: return "mlp.down_proj";
+  }
+  return "?";
+}
+
+// Shape [out, in] of a projection, and whether Qwen2 gives it a bias (q, k and v only).
+Shape proj_shape(const ModelConfig& c, ProjKind k) {
+  switch (k) {
+    case ProjKind::q: return {c.q_dim(), c.hidden_size};
+    case ProjKind::k:
+    case ProjKind::v: return {c.kv_dim(), c.hidden_size};
+    case ProjKind::o: return {c.hidden_size, c.q_dim()};
+    case ProjKind::gate:
+    case ProjKind::up: return {c.intermediate_size, c.hidden_size};
+    case ProjKind::down: return {c.hidden_size, c.intermediate_size};
+  }
+  return {};
+}
+bool has_bias(ProjKind k) { return k == ProjKind::q || k == ProjKind::k || k == ProjKind::v; }
+
+constexpr ProjKind kAllProj[] = {ProjKind::q, ProjKind::k, ProjKind::v, ProjKind::o,
+                                 ProjKind::gate, ProjKind::up, ProjKind::down};
+
+std::string head_name(const ModelConfig& c) {
+  return c.head == ModelHead::sequence_classification ? "score.weight" : "lm_head.weight";
+}
+
+}  // namespace
+
+std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = layer_prefix(i);
+    specs.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+    specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
+    for (ProjKind k : kAllProj) {
+      const Shape s = proj_shape(c, k);
+      specs.push_back({p + proj_name(k) + ".weight", s});
+      if (has_bias(k)) specs.push_back({p + proj_name(k) + ".bias", {s[0]}});
+    }
+  }
+  specs.push_back({"model.norm.weight", {c.hidden_size}});
+  if (c.head == ModelHead::sequence_classification)
+    specs.push_back({"score.weight", {c.num_labels, c.hidden_size}});
+  else if (!c.tie_word_embeddings)
+    specs.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  return specs;
+}
+
+ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backend& backend, const std::string& source) {
+  // Validate whole, report all: every problem in one message before any allocation.
+  std::vector<std::string> problems;
+  bool only_missing = true;
+  for (const TensorSpec& spec : expected_tensors(c)) {
+    const SafetensorsEntry* e = store.find(spec.name);
+    if (!e) {
+      problems.push_back("missing '" + spec.name + "' " + to_string(spec.shape));
+      continue;
+    }
+    if (e->shape != spec.shape)
+      problems.push_back("'" + spec.name + "': expected shape " + to_string(spec.shape) + ", found " +
+                         to_string(e->shape));
+    else if (!e->supported || e->dtype == DType::i32)
+      problems.push_back("'" + spec.name + "': dtype " + e->dtype_name + " (expected F32, BF16 or F16)");
+    else
+      continue;
+    only_missing = false;
+  }
+  if (!problems.empty()) {
+    std::string msg = source + ": " + std::to_string(problems.size()) + " tensor" +
+                      (problems.size() == 1 ? "" : "s") + " do not fit config.json:";
+    for (const auto& p : problems) msg += "\n  " + p;
+    msg += "\n  (weights for a different model, or a config.json that does not belong to them?)";
+    fail(only_missing ? ErrorKind::not_found : ErrorKind::corrupt, msg);
+  }
+
+  const DType dt = backend.compute_dtype();
+  auto get = [&](const std::string& name) { return backend.upload(store.tensor(name), dt); };
+  ModelWeights w;
+  w.embed = get("model.embed_tokens.weight");
+  w.layers.resize(size_t(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerWeights& l = w.layers[size_t(i)];
+    const std::string p = layer_prefix(i);
+    l.input_norm = get(p + "input_layernorm.weight");
+    l.post_attention_norm = get(p + "post_attention_layernorm.weight");
+    Projection* slots[] = {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down};
+    for (int j = 0; j < kProjKinds; ++j) {
+      const ProjKind k = kAllProj[j];
+      Projection& proj = *slots[j];
+      proj.layer = int(i);
+      proj.kind = k;
+      proj.weight = get(p + proj_name(k) + ".weight");
+      if (has_bias(k)) proj.bias = get(p + proj_name(k) + ".bias");
+    }
+  }
+  w.final_norm = get("model.norm.weight");
+  w.head = c.head == ModelHead::causal_lm && c.tie_word_embeddings ? w.embed : get(head_name(c));
+  return w;
+}
+
+}  // namespace wick

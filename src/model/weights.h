@@ -1,0 +1,41 @@
+// Qwen2 weights: the tensors a config implies, checked against the files, loaded onto a backend.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "model/linear.h"
+#include "wick/config.h"
+#include "wick/safetensors.h"
+
+namespace wick {
+
+struct LayerWeights {
+  Tensor input_norm;                  // [hidden]
+  Projection q, k, v, o;              // q [heads·d, hidden] + bias; k, v [kv_heads·d, hidden] + bias; o [hidden, heads·d]
+  Tensor post_attention_norm;         // [hidden]
+  Projection gate, up, down;          // gate, up [ffn, hidden]; down [hidden, ffn]
+};
+
+struct ModelWeights {
+  Tensor embed;       // [vocab, hidden]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [hidden]
+  Tensor head;        // lm_head [vocab, hidden] (the embedding itself when tied) or score [num_labels, hidden]
+};
+
+/// One tensor a config implies: its Hugging Face name and shape.
+struct TensorSpec {
+  std::string name;
+  Shape shape;
+};
+
+/// Every tensor a model with this config stores, in a stable order (a tied lm_head is not stored).
+std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
+
+/// Checks every expected tensor's presence, shape and dtype in `store` and reports all problems in
+/// one error naming `source`; then uploads them to `backend` in its compute dtype.
+ModelWeights load_weights(const ModelConfig& config, const TensorStore& store, Backend& backend,
+                          const std::string& source);
+
+}  // namespace wick

@@ -1,0 +1,30 @@
+// Helpers for tests that compare wick's model outputs with transformers' reference dumps.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "wick/tensor.h"
+
+namespace wick::test {
+
+/// max |a - b| / max |b| over all elements (b is the reference).
+inline double relative_max_error(const Tensor& a, const Tensor& b) {
+  const Tensor fa = a.to(DType::f32), fb = b.to(DType::f32);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < fb.numel(); ++i) {
+    num = std::max(num, double(std::fabs(fa.data<float>()[i] - fb.data<float>()[i])));
+    den = std::max(den, double(std::fabs(fb.data<float>()[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+/// Row r of an i32 [rows, n] tensor, optionally only its first n values.
+inline std::vector<int32_t> int_row(const Tensor& t, int64_t r, int64_t n = -1) {
+  const int64_t w = t.dim(1);
+  const int32_t* p = t.data<int32_t>() + r * w;
+  return std::vector<int32_t>(p, p + (n < 0 ? w : n));
+}
+
+}  // namespace wick::test

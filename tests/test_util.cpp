@@ -1,0 +1,51 @@
+#include "test_util.h"
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace wick::test {
+
+namespace {
+struct TempRoot {
+  std::filesystem::path root;
+  TempRoot() {
+    root = std::filesystem::temp_directory_path() / ("wick-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(root);
+  }
+  ~TempRoot() {
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
+};
+TempRoot& temp_root() {
+  static TempRoot r;
+  return r;
+}
+}  // namespace
+
+std::filesystem::path temp_dir(std::string_view tag) {
+  static std::atomic<int> counter{0};
+  auto p = temp_root().root / (std::string(tag) + "-" + std::to_string(counter++));
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+std::filesystem::path fixture(std::string_view rel) { return std::filesystem::path(WICK_FIXTURES) / rel; }
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + p.string());
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::filesystem::path& p, std::string_view bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+  if (!f) throw std::runtime_error("cannot write " + p.string());
+}
+
+}  // namespace wick::test

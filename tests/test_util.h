@@ -1,0 +1,36 @@
+// Helpers shared by all wick tests.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include <gtest/gtest.h>
+
+#include "wick/error.h"
+
+namespace wick::test {
+
+/// A fresh, empty directory under the system temp dir, unique per test; removed at exit of the process.
+std::filesystem::path temp_dir(std::string_view tag = "t");
+/// Path of a committed fixture: tests/fixtures/<rel>.
+std::filesystem::path fixture(std::string_view rel);
+std::string read_file(const std::filesystem::path& p);
+void write_file(const std::filesystem::path& p, std::string_view bytes);
+
+/// Runs `statement`, expects a wick::Error of `want_kind` whose message contains every `needle`.
+/// (The parameter is not called `kind`: the macro would rewrite `e_.kind()` with it.)
+#define EXPECT_WICK_ERROR(statement, want_kind, ...)                                             \
+  do {                                                                                           \
+    try {                                                                                        \
+      statement;                                                                                 \
+      ADD_FAILURE() << "expected wick::Error from: " #statement;                                \
+    } catch (const ::wick::Error& e_) {                                                          \
+      EXPECT_EQ(e_.kind(), want_kind) << e_.what();                                              \
+      for (std::string_view needle_ : {__VA_ARGS__})                                             \
+        EXPECT_NE(std::string_view(e_.what()).find(needle_), std::string_view::npos)            \
+            << "message '" << e_.what() << "' lacks '" << needle_ << "'";                        \
+    }                                                                                            \
+  } while (0)
+
+}  // namespace wick::test

@@ -1,0 +1,108 @@
+// The wick CLI contract (DESIGN.md): outputs, exit codes and one-line errors.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "../model/model_test_util.h"
+#include "test_util.h"
+#include "wick/safetensors.h"
+
+namespace wick::test {
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+CliRun wick(const std::string& args) {
+  const auto dir = temp_dir("cli");
+  const std::string cmd = std::string(WICK_CLI) + " " + args + " >" + (dir / "out").string() + " 2>" + (dir / "err").string();
+  const int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(dir / "out"), read_file(dir / "err")};
+}
+
+std::string model(const char* name) { return fixture(std::string("models/") + name).string(); }
+
+std::string ids_arg(const Tensor& t, int64_t row) {
+  std::string s;
+  for (int32_t v : int_row(t, row)) s += (s.empty() ? "" : ",") + std::to_string(v);
+  return s;
+}
+
+TEST(Cli, LogitsMatchTransformers) {
+  auto ref = SafetensorsFile::open(fixture("models/tiny-untied/reference.safetensors"));
+  const Tensor ids = ref->tensor("input_ids");
+  const auto out = temp_dir("logits") / "l.safetensors";
+  const CliRun r = wick("logits --model " + model("tiny-untied") + " --tokens '" + ids_arg(ids, 0) + ";" + ids_arg(ids, 1) +
+                     "' --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto got = SafetensorsFile::open(out);
+  EXPECT_LE(relative_max_error(got->tensor("logits"), ref->tensor("logits")), 1e-4);
+}
+
+TEST(Cli, ClassifierLogitsPerRow) {
+  auto ref = SafetensorsFile::open(fixture("models/tiny-seqcls/reference.safetensors"));
+  const Tensor ids = ref->tensor("input_ids"), lengths = ref->tensor("lengths");
+  std::string arg;
+  for (int64_t r = 0; r < ids.dim(0); ++r) {
+    const auto row = int_row(ids, r, lengths.data<int32_t>()[r]);
+    for (size_t i = 0; i < row.size(); ++i) arg += (i ? "," : "") + std::to_string(row[i]);
+    if (r + 1 < ids.dim(0)) arg += ";";
+  }
+  const auto out = temp_dir("cls") / "l.safetensors";
+  const CliRun r = wick("logits --model " + model("tiny-seqcls") + " --tokens '" + arg + "' --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_LE(relative_max_error(SafetensorsFile::open(out)->tensor("logits"), ref->tensor("logits")), 1e-4);
+}
+
+TEST(Cli, GenerateJsonMatchesTransformersGreedy) {
+  auto ref = SafetensorsFile::open(fixture("models/tiny-tied/reference.safetensors"));
+  const Tensor prompts = ref->tensor("greedy_prompts"), expected = ref->tensor("greedy_ids");
+  const CliRun r = wick("generate --model " + model("tiny-tied") + " --tokens " + ids_arg(prompts, 1) +
+                     " --greedy --ignore-eos --max-tokens 24 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["output_ids"].get<std::vector<int32_t>>(), int_row(expected, 1));
+  EXPECT_EQ(j["prompt_ids"].get<std::vector<int32_t>>(), int_row(prompts, 1));
+  EXPECT_EQ(j["finish_reason"], "length");
+  EXPECT_TRUE(j["timings"].contains("prefill_ms"));
+}
+
+TEST(Cli, RandomModelRoundTrip) {
+  const auto dir = temp_dir("rm") / "tiny";
+  CliRun r = wick("random-model --like tiny --dtype f32 --out " + dir.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = wick("generate --model " + dir.string() + " --tokens 1,2,3 --greedy --max-tokens 5 --ignore-eos");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), ','), 4) << r.out;
+}
+
+TEST(Cli, BadInputIsOneLineAndExitCode2) {
+  struct Case {
+    std::string args, needle;
+  } cases[] = {
+      {"logits --model " + model("tiny-tied") + " --tokens 1,x --out /tmp/x.safetensors", "--tokens: 'x'"},
+      {"logits --model " + model("tiny-tied") + " --tokens '1,2;3' --out /tmp/x.safetensors", "equal length"},
+      {"logits --model " + model("tiny-tied") + " --tokens 1,999 --out /tmp/x.safetensors", "999"},
+      {"logits --model /nonexistent --tokens 1 --out /tmp/x.safetensors", "/nonexistent"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 0", "--max-tokens"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device cuda", "cuda"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2", "--greedy"},
+      {"random-model --like gpt5 --out /tmp/x", "gpt5"},
+      {"random-model --like tiny --dtype i32 --out /tmp/x", "--dtype"},
+      {"frobnicate", "frobnicate"},
+  };
+  for (const Case& c : cases) {
+    const CliRun r = wick(c.args);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\n" << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace wick::test

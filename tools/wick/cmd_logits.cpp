@@ -1,0 +1,28 @@
+// wick logits --model DIR --tokens "1,2,3;4,5,6" --out FILE.safetensors
+#include <memory>
+
+#include "cli.h"
+#include "wick/model.h"
+#include "wick/safetensors.h"
+
+namespace wick::cli {
+
+Action add_logits(CLI::App& app) {
+  struct Opts {
+    std::string model, tokens, out, device = "cpu";
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("logits", "One forward pass; writes f32 tensor `logits` to a safetensors file");
+  cmd->add_option("--model", o->model, "Hugging Face model directory")->required();
+  cmd->add_option("--tokens", o->tokens, "token ids: rows separated by ';', ids by ','")->required();
+  cmd->add_option("--out", o->out, "output .safetensors file")->required();
+  cmd->add_option("--device", o->device, "cpu or cuda");
+  return [o]() {
+    const auto rows = parse_token_rows(o->tokens, "--tokens");
+    auto model = Model::load(o->model, {.device = parse_device(o->device)});
+    Tensor logits = model->logits(rows);
+    write_safetensors(o->out, {{"logits", logits}});
+  };
+}
+
+}  // namespace wick::cli

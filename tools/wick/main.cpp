@@ -1,0 +1,94 @@
+// wick: command-line frontend. Parses, validates, prints; the engine does the math.
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include "cli.h"
+#include "wick/error.h"
+
+namespace wick::cli {
+
+std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, const std::string& flag) {
+  std::vector<std::vector<int32_t>> rows(1);
+  std::string tok;
+  auto flush = [&]() {
+    size_t a = tok.find_first_not_of(" \t"), b = tok.find_last_not_of(" \t");
+    const std::string t = a == std::string::npos ? "" : tok.substr(a, b - a + 1);
+    tok.clear();
+    if (t.empty()) fail(ErrorKind::bad_input, flag + ": empty token id in '" + text + "' (expected e.g. 1,2,3;4,5,6)");
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(t, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != t.size() || v < 0 || v > INT32_MAX)
+      fail(ErrorKind::bad_input, flag + ": '" + t + "' is not a token id (a non-negative integer)");
+    rows.back().push_back(int32_t(v));
+  };
+  for (char ch : text) {
+    if (ch == ',') flush();
+    else if (ch == ';') flush(), rows.emplace_back();
+    else tok += ch;
+  }
+  flush();
+  return rows;
+}
+
+Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu;
+  if (text == "cuda") return Device::cuda;
+  fail(ErrorKind::bad_input, "--device: expected cpu or cuda, found '" + text + "'");
+}
+
+}  // namespace wick::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"wick: Qwen2 inference and LoRA adapters"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "wick 0.1.0");
+  std::map<CLI::App*, wick::cli::Action> actions;
+  auto add = [&](wick::cli::Action (*make)(CLI::App&)) {
+    const size_t before = app.get_subcommands({}).size();
+    wick::cli::Action act = make(app);
+    actions[app.get_subcommands({})[before]] = std::move(act);
+  };
+  add(wick::cli::add_logits);
+  add(wick::cli::add_generate);
+  add(wick::cli::add_random_model);
+  auto is_command = [&](const std::string& name) {
+    for (const auto& entry : actions)
+      if (entry.first->check_name(name)) return true;
+    return false;
+  };
+  if (argc > 1 && argv[1][0] != '-' && !is_command(argv[1])) {
+    std::string known;
+    for (const auto& [sub, act] : actions) known += (known.empty() ? "" : ", ") + sub->get_name();
+    std::cerr << "wick: unknown command '" << argv[1] << "' (expected one of: " << known << ")\n";
+    return 2;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    for (auto& [sub, act] : actions)
+      if (sub->parsed()) act();
+    return 0;
+  } catch (const wick::Error& e) {
+    std::cerr << "wick: " << e.what() << "\n";
+    switch (e.kind()) {
+      case wick::ErrorKind::bad_input:
+      case wick::ErrorKind::not_found:
+      case wick::ErrorKind::corrupt:
+      case wick::ErrorKind::unsupported: return 2;
+      default: return 1;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "wick: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
