@@ -62,6 +62,11 @@ class Model {
   /// outside the vocabulary or a cache would overflow.
   Tensor forward(std::span<const SequenceInput> batch, const ForwardOptions& options = {}) const;
 
+  /// The LoRA adapter in effect for new requests (nullptr: the base model). Setting it is a pointer
+  /// exchange; a request that took a snapshot keeps its adapter while another thread swaps.
+  std::shared_ptr<const LoraSource> active_lora() const;
+  void set_active_lora(std::shared_ptr<const LoraSource> lora);
+
   /// The CLI's `wick logits`: a fresh cache per row; a causal LM returns [rows, len, vocab] (rows of
   /// equal length), a classifier [rows, num_labels] scored at each row's own last token.
   Tensor logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora = nullptr) const;

@@ -53,12 +53,15 @@ GenerateResult Generator::generate(std::span<const int32_t> prompt, const Genera
   const auto& eos = model_->generation_defaults().eos_token_ids;
   const std::span<const int32_t> masked = params.ignore_eos ? std::span<const int32_t>(eos) : std::span<const int32_t>();
 
+  // The adapter in effect when the request starts stays with it, whatever is swapped meanwhile.
+  const std::shared_ptr<const LoraSource> lora = model_->active_lora();
+  const ForwardOptions opts{.logits = LogitsFor::last_token, .lora = lora.get()};
   GenerateResult r;
   r.prompt_ids.assign(prompt.begin(), prompt.end());
   KVCache cache = model_->make_cache(needed);
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
-  Tensor logits = model_->forward(std::vector<SequenceInput>{{prompt, &cache}});
+  Tensor logits = model_->forward(std::vector<SequenceInput>{{prompt, &cache}}, opts);
   auto t1 = clock::now();
   r.prefill_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
   for (;;) {
@@ -73,7 +76,7 @@ GenerateResult Generator::generate(std::span<const int32_t> prompt, const Genera
       break;
     }
     const int32_t step[] = {next};
-    logits = model_->forward(std::vector<SequenceInput>{{step, &cache}});
+    logits = model_->forward(std::vector<SequenceInput>{{step, &cache}}, opts);
   }
   r.decode_ms = std::chrono::duration<double, std::milli>(clock::now() - t1).count();
   return r;

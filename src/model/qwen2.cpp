@@ -1,4 +1,5 @@
 // The Qwen2 forward pass, written once against the backend interface.
+#include <atomic>
 #include <cmath>
 
 #include "backend/backend.h"
@@ -14,6 +15,7 @@ struct Model::Impl {
   GenerationDefaults generation;
   std::unique_ptr<Backend> backend;
   ModelWeights weights;
+  std::atomic<std::shared_ptr<const LoraSource>> active_lora;
 };
 
 namespace {
@@ -182,6 +184,9 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   for (const Span& s : spans) s.cache->advance(s.count);
   return out;
 }
+
+std::shared_ptr<const LoraSource> Model::active_lora() const { return impl_->active_lora.load(); }
+void Model::set_active_lora(std::shared_ptr<const LoraSource> lora) { impl_->active_lora.store(std::move(lora)); }
 
 Tensor Model::logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora) const {
   const ModelConfig& c = impl_->config;
