@@ -1,0 +1,175 @@
+// CUDA backend: bf16 weights and activations, f32 accumulation; cuBLAS for GEMMs, wick's kernels for the rest.
+// Every op is queued on the backend's stream; download() is the only synchronisation point.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_allocator.h"
+#include "backend/cuda/kernels.h"
+
+namespace wick {
+
+namespace {
+
+using cuda::check;
+
+void expect(bool ok, const char* op, const std::string& what) {
+  if (!ok) fail(ErrorKind::internal, std::string("cuda ") + op + ": " + what);
+}
+
+int64_t row_size(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
+
+void expect_device(const Tensor& t, DType dtype, const char* op, const char* name) {
+  expect(t.device() == Device::cuda && t.dtype() == dtype, op,
+         std::string(name) + " must be a CUDA " + std::string(to_string(dtype)) + " tensor, found " +
+             (t.device() == Device::cuda ? "CUDA " : "CPU ") + std::string(to_string(t.dtype())));
+}
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    case DType::i32: return CUDA_R_32I;
+  }
+  return CUDA_R_32F;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() : allocator_(std::make_shared<cuda::DeviceAllocator>()) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      fail(ErrorKind::unsupported, "--device cuda: no CUDA device is available on this machine");
+    }
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cublasCreate(&blas_), "cublasCreate");
+    check(cublasSetStream(blas_, stream_), "cublasSetStream");
+    check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    cublasDestroy(blas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return Device::cuda; }
+  std::string name() const override { return "cuda"; }
+  DType compute_dtype() const override { return DType::bf16; }
+
+  Tensor alloc(const Shape& shape, DType dtype) override { return allocator_->allocate(shape, dtype); }
+
+  Tensor upload(const Tensor& host, DType dtype) override {
+    expect(host.device() == Device::cpu, "upload", "source must be a CPU tensor");
+    const Tensor src = host.dtype() == dtype ? host : host.to(dtype);
+    Tensor dst = alloc(host.shape(), dtype);
+    // Pageable source: the copy is complete for the host when this returns, so `src` may die afterwards.
+    check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
+    check(cudaStreamSynchronize(stream_), "upload sync");
+    return dst;
+  }
+
+  Tensor download(const Tensor& t) override {
+    expect(t.device() == Device::cuda, "download", "source must be a CUDA tensor");
+    Tensor host = Tensor::empty(t.shape(), t.dtype());
+    check(cudaMemcpyAsync(host.raw(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
+    check(cudaStreamSynchronize(stream_), "download sync");
+    return host.dtype() == DType::f32 ? host : host.to(DType::f32);
+  }
+
+  void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override {
+    expect_device(table, DType::bf16, "embedding", "table");
+    expect_device(ids, DType::i32, "embedding", "ids");
+    expect(out.dim(0) == ids.numel() && out.dim(1) == table.dim(1), "embedding", "output shape " + to_string(out.shape()));
+    cuda::embedding(table.raw(), ids.data<int32_t>(), out.raw(), ids.numel(), table.dim(1), stream_);
+    cuda::check_launch("embedding");
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    expect_device(x, DType::bf16, "rmsnorm", "x");
+    const int64_t n = row_size(x);
+    expect(weight.numel() == n && out.numel() == x.numel(), "rmsnorm", "shape mismatch");
+    cuda::rmsnorm(x.raw(), weight.raw(), out.raw(), x.dim(0), n, eps, stream_);
+    cuda::check_launch("rmsnorm");
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p) override {
+    expect_device(x, DType::bf16, "linear", "x");
+    expect_device(w, DType::bf16, "linear", "w");
+    const int64_t rows = x.dim(0), in = row_size(x), outs = w.dim(0);
+    expect(w.dim(1) == in, "linear", "x " + to_string(x.shape()) + " vs w " + to_string(w.shape()));
+    expect(out.dim(0) == rows && row_size(out) == outs, "linear", "output shape " + to_string(out.shape()));
+    if (rows == 0) return;
+    // Row-major out[rows, outs] = x[rows, in] · w[outs, in]ᵀ is column-major outᵀ = w · xᵀ.
+    check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(), CUDA_R_16BF,
+                       int(in), x.raw(), CUDA_R_16BF, int(in), &p.beta, out.raw(), cuda_type(out.dtype()), int(outs),
+                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx");
+    if (bias.defined()) {
+      expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
+      cuda::add_bias(out.raw(), out.dtype() == DType::f32, bias.raw(), rows, outs, stream_);
+      cuda::check_launch("add_bias");
+    }
+  }
+
+  void rope(Tensor& x, const Tensor& positions, double theta) override {
+    expect_device(x, DType::bf16, "rope", "x");
+    expect_device(positions, DType::i32, "rope", "positions");
+    expect(positions.numel() == x.dim(0), "rope", "positions do not match tokens");
+    cuda::rope(x.raw(), positions.data<int32_t>(), x.dim(0), x.dim(1), x.dim(2), theta, stream_);
+    cuda::check_launch("rope");
+  }
+
+  void copy_rows(const Tensor& src, Tensor& dst, int64_t row0) override {
+    const int64_t n = src.dim(0), row = row_size(src);
+    expect(src.dtype() == dst.dtype() && row == row_size(dst) && row0 >= 0 && row0 + n <= dst.dim(0), "copy_rows",
+           "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()) + " at row " + std::to_string(row0));
+    const size_t bytes = size_t(n * row) * dtype_size(src.dtype());
+    check(cudaMemcpyAsync(static_cast<std::byte*>(dst.raw()) + size_t(row0 * row) * dtype_size(dst.dtype()), src.raw(),
+                          bytes, cudaMemcpyDeviceToDevice, stream_),
+          "copy_rows");
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p) override {
+    expect_device(q, DType::bf16, "attention", "q");
+    const int64_t n = q.dim(0);
+    expect(q.numel() == n * p.num_heads * p.head_dim && k.dim(0) >= p.past + n &&
+               row_size(k) == p.num_kv_heads * p.head_dim && out.numel() == q.numel(),
+           "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
+    const cuda::AttentionShape s{.queries = n, .heads = p.num_heads, .kv_heads = p.num_kv_heads,
+                                 .head_dim = p.head_dim, .past = p.past, .scale = p.scale};
+    if (!cuda::attention(q.raw(), k.raw(), v.raw(), out.raw(), s, stream_))
+      fail(ErrorKind::unsupported, "cuda attention: head_dim " + std::to_string(p.head_dim) +
+                                       " (built for 16, 32, 64, 80, 96, 128, 256)");
+    cuda::check_launch("attention");
+  }
+
+  void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    expect(up.numel() == gate.numel() && out.numel() == gate.numel(), "swiglu", "shape mismatch");
+    cuda::swiglu(gate.raw(), up.raw(), out.raw(), gate.numel(), stream_);
+    cuda::check_launch("swiglu");
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    expect(b.numel() == a.numel() && out.numel() == a.numel(), "add", "shape mismatch");
+    cuda::add(a.raw(), b.raw(), out.raw(), a.numel(), stream_);
+    cuda::check_launch("add");
+  }
+
+ private:
+  std::shared_ptr<cuda::DeviceAllocator> allocator_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<CudaBackend>(); }
+
+}  // namespace wick

@@ -1,0 +1,27 @@
+// Error checks for CUDA runtime and cuBLAS calls: failures become wick::Error naming the call.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "wick/error.h"
+
+namespace wick::cuda {
+
+inline void check(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return;
+  const ErrorKind kind = err == cudaErrorMemoryAllocation ? ErrorKind::out_of_memory : ErrorKind::internal;
+  fail(kind, std::string("CUDA: ") + what + ": " + cudaGetErrorString(err));
+}
+
+inline void check(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  fail(ErrorKind::internal, std::string("cuBLAS: ") + what + ": status " + std::to_string(int(status)));
+}
+
+/// After a kernel launch: reports a bad launch configuration at once (execution errors surface at the next sync).
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+}  // namespace wick::cuda

@@ -1,0 +1,79 @@
+#include "backend/cuda/device_allocator.h"
+
+#include "backend/cuda/cuda_check.h"
+
+namespace wick::cuda {
+
+namespace {
+// Size classes: 512-byte steps up to 1 MiB, then 1/8-power-of-two steps, so reuse wastes ≤ 12.5 %.
+size_t size_class(size_t bytes) {
+  if (bytes <= (size_t(1) << 20)) return (bytes + 511) / 512 * 512;
+  size_t top = size_t(1) << (63 - __builtin_clzll(bytes));
+  const size_t step = top / 8;
+  return (bytes + step - 1) / step * step;
+}
+}  // namespace
+
+DeviceAllocator::~DeviceAllocator() {
+  for (auto& [size, blocks] : free_)
+    for (void* p : blocks) cudaFree(p);
+}
+
+Tensor DeviceAllocator::allocate(const Shape& shape, DType dtype) {
+  const size_t bytes = size_class(std::max<size_t>(size_t(shape_numel(shape)) * dtype_size(dtype), 1));
+  void* p = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = free_.find(bytes);
+    if (it != free_.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+    }
+    in_use_ += bytes;
+  }
+  if (!p) {
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {  // retry once after returning cached blocks
+      cudaGetLastError();
+      release_cached();
+      err = cudaMalloc(&p, bytes);
+    }
+    if (err != cudaSuccess) {
+      std::lock_guard lock(mu_);
+      in_use_ -= bytes;
+    }
+    check(err, ("cudaMalloc of " + std::to_string(bytes) + " bytes for tensor " + to_string(shape)).c_str());
+    std::lock_guard lock(mu_);
+    reserved_ += bytes;
+  }
+  auto self = shared_from_this();
+  std::shared_ptr<const void> owner(p, [self, bytes](const void* q) { self->give_back(const_cast<void*>(q), bytes); });
+  return Tensor::borrow(p, shape, dtype, std::move(owner), Device::cuda);
+}
+
+void DeviceAllocator::give_back(void* p, size_t bytes) {
+  std::lock_guard lock(mu_);
+  free_[bytes].push_back(p);
+  in_use_ -= bytes;
+}
+
+size_t DeviceAllocator::reserved_bytes() const {
+  std::lock_guard lock(mu_);
+  return reserved_;
+}
+
+size_t DeviceAllocator::in_use_bytes() const {
+  std::lock_guard lock(mu_);
+  return in_use_;
+}
+
+void DeviceAllocator::release_cached() {
+  std::lock_guard lock(mu_);
+  for (auto& [size, blocks] : free_) {
+    for (void* p : blocks) cudaFree(p);
+    reserved_ -= size * blocks.size();
+    blocks.clear();
+  }
+}
+
+}  // namespace wick::cuda

@@ -1,0 +1,34 @@
+// Launchers for wick's own CUDA kernels (bf16 storage, f32 math). All run on `stream`; pointers are device
+// pointers. Shapes as in backend/backend.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace wick::cuda {
+
+/// out[t, :] = table[ids[t], :].  table [vocab, hidden] bf16; ids i32 [n]; out [n, hidden] bf16.
+void embedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t hidden, cudaStream_t stream);
+/// Per row: out = x / sqrt(mean(x²) + eps) * weight.  x, out [rows, n] bf16; weight [n] bf16.
+void rmsnorm(const void* x, const void* weight, void* out, int64_t rows, int64_t n, float eps, cudaStream_t stream);
+/// In-place NeoX-style rotation of x [tokens, heads, d] bf16 at positions pos [tokens].
+void rope(void* x, const int32_t* pos, int64_t tokens, int64_t heads, int64_t d, double theta, cudaStream_t stream);
+/// out = silu(gate) ⊙ up, n elements bf16.
+void swiglu(const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream);
+/// out = a + b, n elements bf16.
+void add(const void* a, const void* b, void* out, int64_t n, cudaStream_t stream);
+/// out[r, :] += bias, rows x n; out bf16 or f32 (out_f32), bias bf16.
+void add_bias(void* out, bool out_f32, const void* bias, int64_t rows, int64_t n, cudaStream_t stream);
+
+struct AttentionShape {
+  int64_t queries = 0;  // n new tokens
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t past = 0;     // query i sees keys [0, past + i]
+  float scale = 1.0f;
+};
+/// Causal GQA attention for one sequence.  q [n, heads, d]; k, v [≥ past + n, kv_heads, d]; out [n, heads·d]; bf16.
+/// Returns false when head_dim is not one the kernel is built for.
+bool attention(const void* q, const void* k, const void* v, void* out, const AttentionShape& s, cudaStream_t stream);
+
+}  // namespace wick::cuda
