@@ -17,4 +17,7 @@ struct Bandwidth {
 /// Measured once per process on a buffer far larger than the caches.
 const Bandwidth& memory_bandwidth();
 
+/// GPU device-to-device copy bandwidth in GB/s (bytes read + written), measured once; 0 without CUDA.
+double device_copy_bandwidth_gbps();
+
 }  // namespace wick::bench

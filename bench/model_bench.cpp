@@ -1,5 +1,5 @@
-// CPU prefill and decode on a Qwen2.5-0.5B-shaped random model (bf16 files, f32 compute), beside the
-// machine's memory bandwidth measured in the same run.
+// Prefill and decode on Qwen2.5-shaped random models (bf16 files) on each backend, beside the memory
+// bandwidth measured in the same run: decode is reported as a fraction of the bandwidth roofline.
 #include <benchmark/benchmark.h>
 
 #include <map>
@@ -7,16 +7,28 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "wick/error.h"
 #include "wick/model.h"
 
 namespace wick::bench {
 namespace {
 
-std::shared_ptr<Model> cpu_model(const std::string& like) {
-  static std::map<std::string, std::shared_ptr<Model>> cache;
-  auto& m = cache[like];
-  if (!m) m = Model::load(bench_model(like));
+// One loaded model per (shape, device), kept for the whole run.
+std::shared_ptr<Model> load_model(const std::string& like, Device device) {
+  static std::map<std::pair<std::string, Device>, std::shared_ptr<Model>> cache;
+  auto& m = cache[{like, device}];
+  if (!m) m = Model::load(bench_model(like), {.device = device});
   return m;
+}
+
+// The model, or nullptr after marking the benchmark skipped (no GPU here).
+std::shared_ptr<Model> model_or_skip(benchmark::State& state, const std::string& like, Device device) {
+  try {
+    return load_model(like, device);
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return nullptr;
+  }
 }
 
 std::vector<int32_t> prompt_tokens(int64_t n, int64_t vocab) {
@@ -30,10 +42,11 @@ void BM_MemoryBandwidth(benchmark::State& state) {
   state.counters["read_GBps"] = memory_bandwidth().read_gbps;
   state.counters["copy_GBps"] = memory_bandwidth().copy_gbps;
 }
-BENCHMARK(BM_MemoryBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemoryBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_CpuPrefill(benchmark::State& state, const std::string& like) {
-  auto model = cpu_model(like);
+void BM_Prefill(benchmark::State& state, const std::string& like, Device device) {
+  auto model = model_or_skip(state, like, device);
+  if (!model) return;
   const int64_t n = state.range(0);
   const auto tokens = prompt_tokens(n, model->config().vocab_size);
   for (auto _ : state) {
@@ -42,12 +55,12 @@ void BM_CpuPrefill(benchmark::State& state, const std::string& like) {
   }
   state.counters["tok_per_s"] = benchmark::Counter(double(n) * double(state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK_CAPTURE(BM_CpuPrefill, qwen2_5_0_5b, std::string("qwen2.5-0.5b"))->Arg(512)->Unit(benchmark::kMillisecond)->Iterations(2);
 
-// Decode of `steps` tokens after a 16-token prompt; reports tok/s and the fraction of the roofline
-// (weight bytes read per token at the measured streaming-read bandwidth).
-void BM_CpuDecode(benchmark::State& state, const std::string& like) {
-  auto model = cpu_model(like);
+// Decode of `steps` tokens after a 16-token prompt (prefill excluded): tok/s, and the roofline given by
+// the weight bytes read per token at the measured bandwidth (streaming reads on the CPU, copy on the GPU).
+void BM_Decode(benchmark::State& state, const std::string& like, Device device) {
+  auto model = model_or_skip(state, like, device);
+  if (!model) return;
   const ModelConfig& c = model->config();
   const int64_t steps = state.range(0);
   const auto prompt = prompt_tokens(16, c.vocab_size);
@@ -62,17 +75,28 @@ void BM_CpuDecode(benchmark::State& state, const std::string& like) {
     }
     benchmark::DoNotOptimize(logits);
   }
-  const double tokens = double(steps) * double(state.iterations());
-  state.counters["tok_per_s"] = benchmark::Counter(tokens, benchmark::Counter::kIsRate);
-  // Every weight is read once per token in f32, except the embedding rows (one row each).
+  state.counters["tok_per_s"] = benchmark::Counter(double(steps) * double(state.iterations()), benchmark::Counter::kIsRate);
+  // Every weight is read once per token, except the embedding table (one row) when the head is untied.
   const double params = double(c.parameter_count()) - (c.tie_word_embeddings ? 0.0 : double(c.vocab_size * c.hidden_size));
-  const double bytes_per_token = params * 4.0;
-  const double roofline_tok_s = memory_bandwidth().read_gbps * 1e9 / bytes_per_token;
-  state.counters["roofline_tok_per_s"] = roofline_tok_s;
+  const double bytes_per_token = params * (device == Device::cpu ? 4.0 : 2.0);  // f32 on the CPU, bf16 on CUDA
+  const double gbps = device == Device::cpu ? memory_bandwidth().read_gbps : device_copy_bandwidth_gbps();
+  state.counters["roofline_tok_per_s"] = gbps * 1e9 / bytes_per_token;
   state.counters["GB_per_token"] = bytes_per_token / 1e9;
-  state.counters["read_GBps"] = memory_bandwidth().read_gbps;
+  state.counters["bandwidth_GBps"] = gbps;
 }
-BENCHMARK_CAPTURE(BM_CpuDecode, qwen2_5_0_5b, std::string("qwen2.5-0.5b"))->Arg(32)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+BENCHMARK_CAPTURE(BM_Prefill, cpu_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)
+    ->Arg(512)->Iterations(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, cpu_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)
+    ->Arg(32)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
+    ->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
+    ->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, cuda_qwen2_5_7b, std::string("qwen2.5-7b"), Device::cuda)
+    ->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_7b, std::string("qwen2.5-7b"), Device::cuda)
+    ->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace wick::bench

@@ -178,7 +178,7 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   }
   Tensor normed = b.alloc(rows.shape(), b.compute_dtype());
   b.rmsnorm(rows, impl_->weights.final_norm, float(c.rms_norm_eps), normed);
-  Tensor logits = b.alloc({rows.dim(0), impl_->weights.head.dim(0)}, b.compute_dtype());
+  Tensor logits = b.alloc({rows.dim(0), impl_->weights.head.dim(0)}, DType::f32);  // f32 logits on every backend
   b.linear(normed, impl_->weights.head, Tensor(), logits);
   Tensor out = b.download(logits);
   for (const Span& s : spans) s.cache->advance(s.count);
