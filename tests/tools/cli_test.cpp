@@ -91,7 +91,6 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
       {"logits --model /nonexistent --tokens 1 --out /tmp/x.safetensors", "/nonexistent"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 0", "--max-tokens"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
-      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device cuda", "cuda"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2", "--greedy"},
       {"random-model --like gpt5 --out /tmp/x", "gpt5"},
       {"random-model --like tiny --dtype i32 --out /tmp/x", "--dtype"},
@@ -101,6 +100,17 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
     const CliRun r = wick(c.args);
     EXPECT_EQ(r.code, 2) << c.args << "\n" << r.err;
     EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\n" << r.err;
+  }
+}
+
+// --device cuda works where a GPU is, and is otherwise a clear error with exit code 2.
+TEST(Cli, DeviceCudaRunsOrExplains) {
+  const CliRun r = wick("generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 3 --device cuda");
+  if (r.code == 0) {
+    EXPECT_FALSE(r.out.empty());
+  } else {
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
   }
 }
 
