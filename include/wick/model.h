@@ -15,6 +15,7 @@ namespace wick {
 
 class Backend;
 class LoraSource;
+class LoraAdapter;
 
 struct LoadOptions {
   Device device = Device::cpu;
@@ -67,11 +68,39 @@ class Model {
   std::shared_ptr<const LoraSource> active_lora() const;
   void set_active_lora(std::shared_ptr<const LoraSource> lora);
 
+  /// Puts `adapter` in effect for new requests, unmerged (through the LoRA chokepoint): a pointer
+  /// exchange that leaves the base weights alone. Fails with bad_input, changing nothing, when the
+  /// adapter was made for a model of another shape or device.
+  void apply_adapter(std::shared_ptr<const LoraAdapter> adapter);
+  /// Back to the base model for new requests; returns the adapter that was in effect (or nullptr).
+  std::shared_ptr<const LoraAdapter> remove_adapter();
+  /// Whether an adapter is in effect unmerged (a merged one is part of the weights).
+  bool has_adapter() const;
+  /// The adapter in effect unmerged, or nullptr; info() gives its name, rank, alpha, targets and size.
+  std::shared_ptr<const LoraAdapter> current_adapter() const;
+
+  /// Folds `adapter` into the base weights (W + scale·B·A in new tensors; saved modules replace theirs)
+  /// for adapter-free speed. The base tensors are kept, so unmerge_adapter() restores them bit-exactly.
+  /// Waits for forward passes in flight; requests still running see the merged weights from their next
+  /// step. bad_input, changing nothing, when an adapter is already merged or the shapes differ.
+  void merge_adapter(std::shared_ptr<const LoraAdapter> adapter);
+  /// Puts the base tensors back; returns the adapter that was merged (or nullptr when none was).
+  std::shared_ptr<const LoraAdapter> unmerge_adapter();
+  /// The adapter folded into the weights, or nullptr.
+  std::shared_ptr<const LoraAdapter> merged_adapter() const;
+
+  /// Writes the weights as they are now (a merged adapter included) as a Hugging Face directory that
+  /// transformers loads: config.json (dtype float32), generation_config.json when the model has one,
+  /// and model.safetensors in f32.
+  void save_pretrained(const std::filesystem::path& dir) const;
+
   /// The CLI's `wick logits`: a fresh cache per row; a causal LM returns [rows, len, vocab] (rows of
   /// equal length), a classifier [rows, num_labels] scored at each row's own last token.
   Tensor logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora = nullptr) const;
 
   struct Impl;
+  /// wick's own layers reach the weights and backend through this (the definition is private).
+  const Impl& internals() const { return *impl_; }
 
  private:
   explicit Model(std::unique_ptr<Impl> impl);

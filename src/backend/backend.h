@@ -3,6 +3,7 @@
 // every op of a faster backend is tested against its CPU twin.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,8 +20,15 @@ struct AttentionParams {
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;  // grouped-query attention: num_heads / num_kv_heads query heads share one kv head
   int64_t head_dim = 0;
-  int64_t past = 0;  // cached positions before the first query; query i sees keys [0, past + i]
   float scale = 1.0f;
+};
+
+/// A recorded sequence of ops that can be replayed (a CUDA graph). Tensors it uses keep their addresses,
+/// so inputs change between replays by writing into them (Backend::write), not by passing new tensors.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  virtual void replay() = 0;
 };
 
 class Backend {
@@ -37,21 +45,41 @@ class Backend {
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;
   /// A CPU f32 copy of a device tensor.
   virtual Tensor download(const Tensor& device_tensor) = 0;
+  /// Queues a copy of `bytes` host bytes into the start of `dst` (ordered with the ops around it).
+  virtual void write(Tensor& dst, const void* host, size_t bytes) = 0;
+  /// Records the ops `body` queues into a Graph instead of running them; nullptr when this backend has
+  /// no graphs (then the caller runs body itself each time).
+  virtual std::unique_ptr<Graph> capture(const std::function<void()>& body) {
+    (void)body;
+    return nullptr;
+  }
 
   /// out[t, :] = table[ids[t], :].  table [vocab, hidden], ids i32 [tokens], out [tokens, hidden].
   virtual void embedding(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
   /// out = x / sqrt(mean(x²) + eps) * weight, per row.  x, out [rows, n]; weight [n].
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  /// The residual add folded into the next norm: x += delta, then normed = rmsnorm(x).  x, delta, normed [rows, n].
+  virtual void add_rmsnorm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& normed) = 0;
   /// out = alpha · x·Wᵀ + beta · out + bias.  x [rows, in]; w [out, in]; bias [out] or undefined; out [rows, out].
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p = {}) = 0;
   /// Rotates pairs (i, i + d/2) of each head by position·θ^(-2i/d) in place (Qwen2 / NeoX layout).
   /// x [tokens, heads, head_dim]; positions i32 [tokens].
   virtual void rope(Tensor& x, const Tensor& positions, double theta) = 0;
+  /// RoPE on q and k in place, then k and v written into the caches at rows `positions` (the attention
+  /// prologue of one sequence).  q [n, heads, d]; k, v [n, kv_heads, d]; caches [capacity, kv_heads, d].
+  virtual void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
+                       Tensor& v_cache) = 0;
+  /// Sets every element to zero.
+  virtual void zero(Tensor& t) = 0;
   /// dst[row0 + i, :] = src[i, :].  src [n, ...], dst [capacity, ...] of the same row size.
   virtual void copy_rows(const Tensor& src, Tensor& dst, int64_t row0) = 0;
-  /// Causal softmax(q·kᵀ·scale)·v for one sequence.  q [n, heads, d]; k, v [≥ past + n, kv_heads, d]
-  /// (rows past + n and beyond are ignored); out [n, heads · d].
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p) = 0;
+  /// dst[rows[i], :] = src[i, :] (the KV-cache write).  src [n, ...]; dst [capacity, ...]; rows i32 [n], each
+  /// < capacity (callers validate: the index lives on the device).
+  virtual void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) = 0;
+  /// Causal softmax(q·kᵀ·scale)·v for one sequence: query i sees keys [0, positions[i]].
+  /// q [n, heads, d]; k, v [capacity, kv_heads, d]; positions i32 [n]; out [n, heads · d].
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& out,
+                         const AttentionParams& p) = 0;
   /// out = silu(gate) ⊙ up.  All [rows, n].
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   /// out = a + b (elementwise; out may alias a or b).

@@ -1,10 +1,6 @@
 #include "wick/generator.h"
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <limits>
-
+#include "generate/decode_loop.h"
 #include "wick/error.h"
 
 namespace wick {
@@ -12,7 +8,9 @@ namespace wick {
 std::string_view to_string(FinishReason reason) {
   switch (reason) {
     case FinishReason::eos: return "eos";
+    case FinishReason::stop: return "stop";
     case FinishReason::length: return "length";
+    case FinishReason::cancelled: return "cancelled";
   }
   return "?";
 }
@@ -22,64 +20,78 @@ double GenerateResult::decode_tokens_per_s() const {
   return decode_ms > 0 ? double(steps) / (decode_ms / 1000.0) : 0.0;
 }
 
-Generator::Generator(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+Generator::Generator(std::shared_ptr<const Model> model, std::optional<Tokenizer> tokenizer)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)) {
   if (!model_) fail(ErrorKind::bad_input, "Generator: no model");
   if (model_->config().head != ModelHead::causal_lm)
     fail(ErrorKind::bad_input, "Generator: a sequence-classification model cannot generate text");
+  eos_ = model_->generation_defaults().eos_token_ids;
+  if (eos_.empty()) eos_ = model_->config().eos_token_ids;
+}
+
+GenerateResult Generator::generate(std::span<const int32_t> prompt, const GenerateParams& params) const {
+  DecodeLoop loop(model_, tokenizer(), eos_, nullptr, prompt, params);
+  StreamToken t;
+  while (loop.step(t)) {
+  }
+  return std::move(loop.result());
 }
 
 namespace {
-int32_t argmax(const float* logits, int64_t n, std::span<const int32_t> masked) {
-  int32_t best = -1;
-  float best_v = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) {
-    if (std::find(masked.begin(), masked.end(), int32_t(i)) != masked.end()) continue;
-    if (best < 0 || logits[i] > best_v) best = int32_t(i), best_v = logits[i];  // first max wins, as torch.argmax
-  }
-  return best;
+GenerateResult run_with_callback(DecodeLoop& loop, const TokenCallback& on_token) {
+  StreamToken t;
+  while (loop.step(t))
+    if (!on_token(t)) {
+      loop.cancel();
+      break;
+    }
+  return std::move(loop.result());
 }
 }  // namespace
 
-GenerateResult Generator::generate(std::span<const int32_t> prompt, const GenerateParams& params) const {
-  const ModelConfig& c = model_->config();
-  if (prompt.empty()) fail(ErrorKind::bad_input, "generate: the prompt is empty");
-  if (params.max_tokens < 1)
-    fail(ErrorKind::bad_input, "--max-tokens: expected at least 1, found " + std::to_string(params.max_tokens));
-  const int64_t needed = int64_t(prompt.size()) + params.max_tokens;
-  if (needed > c.max_position_embeddings)
-    fail(ErrorKind::bad_input, "generate: prompt of " + std::to_string(prompt.size()) + " tokens + --max-tokens " +
-                                   std::to_string(params.max_tokens) + " exceeds the model's context of " +
-                                   std::to_string(c.max_position_embeddings) + " (max_position_embeddings)");
-  const auto& eos = model_->generation_defaults().eos_token_ids;
-  const std::span<const int32_t> masked = params.ignore_eos ? std::span<const int32_t>(eos) : std::span<const int32_t>();
-
-  // The adapter in effect when the request starts stays with it, whatever is swapped meanwhile.
-  const std::shared_ptr<const LoraSource> lora = model_->active_lora();
-  const ForwardOptions opts{.logits = LogitsFor::last_token, .lora = lora.get()};
-  GenerateResult r;
-  r.prompt_ids.assign(prompt.begin(), prompt.end());
-  KVCache cache = model_->make_cache(needed);
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  Tensor logits = model_->forward(std::vector<SequenceInput>{{prompt, &cache}}, opts);
-  auto t1 = clock::now();
-  r.prefill_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
-  for (;;) {
-    const int32_t next = argmax(logits.data<float>(), c.vocab_size, masked);
-    r.output_ids.push_back(next);
-    if (!params.ignore_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) {
-      r.finish = FinishReason::eos;
-      break;
-    }
-    if (int32_t(r.output_ids.size()) >= params.max_tokens) {
-      r.finish = FinishReason::length;
-      break;
-    }
-    const int32_t step[] = {next};
-    logits = model_->forward(std::vector<SequenceInput>{{step, &cache}}, opts);
-  }
-  r.decode_ms = std::chrono::duration<double, std::milli>(clock::now() - t1).count();
-  return r;
+GenerateResult Generator::generate_stream(std::span<const int32_t> prompt, const GenerateParams& params,
+                                          const TokenCallback& on_token) const {
+  DecodeLoop loop(model_, tokenizer(), eos_, nullptr, prompt, params);
+  return run_with_callback(loop, on_token);
 }
+
+Session Generator::make_session(int64_t capacity) const {
+  if (capacity < 1 || capacity > model_->config().max_position_embeddings)
+    fail(ErrorKind::bad_input, "--context: expected 1.." + std::to_string(model_->config().max_position_embeddings) +
+                                   " (max_position_embeddings), found " + std::to_string(capacity));
+  return Session(model_->make_cache(capacity));
+}
+
+GenerateResult Generator::generate_stream(Session& session, std::span<const int32_t> prompt,
+                                          const GenerateParams& params, const TokenCallback& on_token) const {
+  DecodeLoop loop(model_, tokenizer(), eos_, &session, prompt, params);
+  return run_with_callback(loop, on_token);
+}
+
+TokenStream Generator::stream(std::span<const int32_t> prompt, const GenerateParams& params) const {
+  return TokenStream(std::make_unique<DecodeLoop>(model_, tokenizer(), eos_, nullptr, prompt, params));
+}
+
+TokenStream::TokenStream(std::unique_ptr<DecodeLoop> loop) : loop_(std::move(loop)) {}
+TokenStream::TokenStream(TokenStream&&) noexcept = default;
+TokenStream& TokenStream::operator=(TokenStream&&) noexcept = default;
+TokenStream::~TokenStream() = default;
+
+TokenStream::iterator TokenStream::begin() {
+  if (!started_) {
+    started_ = true;
+    advance();
+  }
+  return iterator(this);
+}
+
+void TokenStream::advance() { has_current_ = loop_->step(current_); }
+
+void TokenStream::cancel() {
+  loop_->cancel();
+  has_current_ = false;
+}
+
+const GenerateResult& TokenStream::result() const { return loop_->result(); }
 
 }  // namespace wick

@@ -26,12 +26,24 @@ struct LoraFactors {
   float scale = 1.0f;
 };
 
+/// The module path of a projection inside a decoder layer, as Hugging Face names it ("self_attn.q_proj").
+constexpr const char* proj_path(ProjKind k) {
+  constexpr const char* paths[kProjKinds] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                             "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                             "mlp.down_proj"};
+  return paths[static_cast<int>(k)];
+}
+
 /// Whatever supplies LoRA factors for (layer, projection): an adapter, or none.
 class LoraSource {
  public:
   virtual ~LoraSource() = default;
   /// nullptr when the adapter leaves this projection alone.
   virtual const LoraFactors* factors(int layer, ProjKind kind) const = 0;
+  /// A full replacement of the output head (PEFT modules_to_save: `score` or `lm_head`), or nullptr.
+  virtual const Tensor* head() const { return nullptr; }
+  /// A full replacement of the embedding table (modules_to_save: `embed_tokens`), or nullptr.
+  virtual const Tensor* embedding() const { return nullptr; }
 };
 
 /// out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ.  x [rows, in]; out [rows, out].

@@ -3,53 +3,35 @@
 #include <cmath>
 
 #include "backend/backend.h"
+#include "model/forward.h"
 #include "model/linear.h"
+#include "model/model_impl.h"
 #include "model/weights.h"
 #include "wick/error.h"
 #include "wick/model.h"
 
 namespace wick {
 
-struct Model::Impl {
-  ModelConfig config;
-  GenerationDefaults generation;
-  std::unique_ptr<Backend> backend;
-  ModelWeights weights;
-  std::atomic<std::shared_ptr<const LoraSource>> active_lora;
-};
+Activations::Activations(Backend& b, const ModelConfig& c, int64_t T) {
+  const DType dt = b.compute_dtype();
+  x = b.alloc({T, c.hidden_size}, dt);
+  normed = b.alloc({T, c.hidden_size}, dt);
+  q = b.alloc({T, c.q_dim()}, dt);
+  k = b.alloc({T, c.kv_dim()}, dt);
+  v = b.alloc({T, c.kv_dim()}, dt);
+  attn = b.alloc({T, c.q_dim()}, dt);
+  proj = b.alloc({T, c.hidden_size}, dt);
+  gate = b.alloc({T, c.intermediate_size}, dt);
+  up = b.alloc({T, c.intermediate_size}, dt);
+}
+
+HeadBuffers::HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, int64_t rows, bool last)
+    : last_only(last),
+      last(last ? b.alloc({rows, c.hidden_size}, b.compute_dtype()) : Tensor()),
+      normed(b.alloc({rows, c.hidden_size}, b.compute_dtype())),
+      logits(b.alloc({rows, head.dim(0)}, DType::f32)) {}  // f32 logits on every backend
 
 namespace {
-
-// Activations of one forward pass over T tokens (all on the backend).
-struct Activations {
-  Tensor x;       // [T, hidden]  residual stream
-  Tensor normed;  // [T, hidden]
-  Tensor q;       // [T, heads · head_dim]
-  Tensor k, v;    // [T, kv_heads · head_dim]
-  Tensor attn;    // [T, heads · head_dim]
-  Tensor proj;    // [T, hidden]  output of o_proj / down_proj
-  Tensor gate;    // [T, ffn]
-  Tensor up;      // [T, ffn]
-
-  Activations(Backend& b, const ModelConfig& c, int64_t T) {
-    const DType dt = b.compute_dtype();
-    x = b.alloc({T, c.hidden_size}, dt);
-    normed = b.alloc({T, c.hidden_size}, dt);
-    q = b.alloc({T, c.q_dim()}, dt);
-    k = b.alloc({T, c.kv_dim()}, dt);
-    v = b.alloc({T, c.kv_dim()}, dt);
-    attn = b.alloc({T, c.q_dim()}, dt);
-    proj = b.alloc({T, c.hidden_size}, dt);
-    gate = b.alloc({T, c.intermediate_size}, dt);
-    up = b.alloc({T, c.intermediate_size}, dt);
-  }
-};
-
-// Where each sequence's new tokens sit in the flattened batch.
-struct Span {
-  int64_t begin, count, past;
-  KVCache* cache;
-};
 
 // Self-attention of one layer: q/k/v projections, RoPE, cache write, causal GQA, o_proj.
 void attention_block(Backend& b, const ModelConfig& c, const LayerWeights& l, const std::vector<Span>& spans,
@@ -61,15 +43,14 @@ void attention_block(Backend& b, const ModelConfig& c, const LayerWeights& l, co
   Tensor q = a.q.reshape({T, c.num_heads, d});
   Tensor k = a.k.reshape({T, c.num_kv_heads, d});
   Tensor v = a.v.reshape({T, c.num_kv_heads, d});
-  b.rope(q, positions, c.rope_theta);
-  b.rope(k, positions, c.rope_theta);
   for (const Span& s : spans) {
     Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
-    b.copy_rows(k.rows(s.begin, s.begin + s.count), kc, s.past);
-    b.copy_rows(v.rows(s.begin, s.begin + s.count), vc, s.past);
+    const Tensor pos = positions.rows(s.begin, s.begin + s.count);  // cache rows of the new tokens
+    Tensor qs = q.rows(s.begin, s.begin + s.count), ks = k.rows(s.begin, s.begin + s.count);
+    b.rope_kv(qs, ks, v.rows(s.begin, s.begin + s.count), pos, c.rope_theta, kc, vc);
     Tensor out = a.attn.rows(s.begin, s.begin + s.count);
-    b.attention(q.rows(s.begin, s.begin + s.count), kc, vc, out,
-                {.num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads, .head_dim = d, .past = s.past,
+    b.attention(q.rows(s.begin, s.begin + s.count), kc, vc, pos, out,
+                {.num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads, .head_dim = d,
                  .scale = float(1.0 / std::sqrt(double(d)))});
   }
   linear(b, a.attn, l.o, lora, a.proj);
@@ -83,15 +64,62 @@ void mlp_block(Backend& b, const LayerWeights& l, const LoraSource* lora, Activa
   linear(b, a.gate, l.down, lora, a.proj);
 }
 
+// One decoder layer. Each residual add is folded into the norm that follows it: the layer starts by adding
+// the previous block's output (a.proj; zero before the first layer) and leaves its MLP output in a.proj.
 void decoder_layer(Backend& b, const ModelConfig& c, const LayerWeights& l, const std::vector<Span>& spans,
                    const Tensor& positions, const LoraSource* lora, Activations& a, int64_t layer) {
   const float eps = float(c.rms_norm_eps);
-  b.rmsnorm(a.x, l.input_norm, eps, a.normed);
+  b.add_rmsnorm(a.x, a.proj, l.input_norm, eps, a.normed);
   attention_block(b, c, l, spans, positions, lora, a, layer);
-  b.add(a.x, a.proj, a.x);
-  b.rmsnorm(a.x, l.post_attention_norm, eps, a.normed);
+  b.add_rmsnorm(a.x, a.proj, l.post_attention_norm, eps, a.normed);
   mlp_block(b, l, lora, a);
-  b.add(a.x, a.proj, a.x);
+}
+
+// Embedding → decoder layers → final norm → head over the flattened batch; logits land in hb.logits.
+void run_passes(Backend& b, const ModelConfig& c, const ModelWeights& w, const Heads& heads,
+                const std::vector<Span>& spans, const Tensor& ids, const Tensor& positions, const LoraSource* lora,
+                Activations& a, HeadBuffers& hb) {
+  b.embedding(heads.embed, ids, a.x);
+  b.zero(a.proj);
+  for (int64_t l = 0; l < c.num_layers; ++l) decoder_layer(b, c, w.layers[size_t(l)], spans, positions, lora, a, l);
+  b.add(a.x, a.proj, a.x);  // the last layer's MLP output
+  Tensor rows = a.x;  // the head runs only on the rows asked for
+  if (hb.last_only) {
+    rows = hb.last;
+    for (size_t s = 0; s < spans.size(); ++s) {
+      const int64_t last = spans[s].begin + spans[s].count - 1;
+      b.copy_rows(a.x.rows(last, last + 1), rows, int64_t(s));
+    }
+  }
+  b.rmsnorm(rows, w.final_norm, float(c.rms_norm_eps), hb.normed);
+  b.linear(hb.normed, heads.head, Tensor(), hb.logits);
+}
+
+// The embedding and head in effect: an adapter may replace either (PEFT modules_to_save).
+Heads pick_heads(const ModelWeights& w, const LoraSource* lora) {
+  return {.embed = lora && lora->embedding() ? *lora->embedding() : w.embed,
+          .head = lora && lora->head() ? *lora->head() : w.head};
+}
+
+// The graph and fixed buffers for one-token steps on `cache` (keyed by its storage, whose address and layout a
+// graph bakes in). A handful are kept; the oldest goes first.
+Model::Impl::DecodeGraph& decode_graph(Model::Impl& impl, const KVCache& cache) {
+  const std::lock_guard lock(impl.graphs_mutex);
+  const std::pair<const void*, int64_t> key{cache.keys(0).raw(), cache.capacity()};
+  for (auto& g : impl.graphs)
+    if (g->key == key) return *g;
+  if (impl.graphs.size() >= Model::Impl::kMaxGraphs) impl.graphs.erase(impl.graphs.begin());
+  Backend& b = *impl.backend;
+  const Heads heads = pick_heads(impl.weights, nullptr);
+  auto g = std::make_unique<Model::Impl::DecodeGraph>(Model::Impl::DecodeGraph{
+      .key = key,
+      .ids = b.alloc({1}, DType::i32),
+      .pos = b.alloc({1}, DType::i32),
+      .acts = Activations(b, impl.config, 1),
+      .head = HeadBuffers(b, impl.config, heads.head, 1, false),
+      .graph = nullptr});
+  impl.graphs.push_back(std::move(g));
+  return *impl.graphs.back();
 }
 
 }  // namespace
@@ -159,27 +187,34 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
     ids.insert(ids.end(), in.tokens.begin(), in.tokens.end());
     for (int64_t i = 0; i < s.count; ++i) pos.push_back(int32_t(s.past + i));
   }
-  const Tensor ids_t = b.upload(Tensor::from_ints(ids, {T}), DType::i32);
-  const Tensor pos_t = b.upload(Tensor::from_ints(pos, {T}), DType::i32);
 
-  Activations a(b, c, T);
-  b.embedding(impl_->weights.embed, ids_t, a.x);
-  for (int64_t l = 0; l < c.num_layers; ++l)
-    decoder_layer(b, c, impl_->weights.layers[size_t(l)], spans, pos_t, options.lora, a, l);
+  // One stream per device backend: passes run one at a time there. A merge may not run meanwhile.
+  std::unique_lock<std::mutex> device_lock(impl_->device_mutex, std::defer_lock);
+  if (b.device() != Device::cpu) device_lock.lock();
+  const std::shared_lock weights_lock(impl_->weights_mutex);
+  const Heads heads = pick_heads(impl_->weights, options.lora);
 
-  // The head runs only on the rows asked for.
-  Tensor rows = a.x;
-  if (options.logits == LogitsFor::last_token) {
-    rows = b.alloc({int64_t(spans.size()), c.hidden_size}, b.compute_dtype());
-    for (size_t s = 0; s < spans.size(); ++s) {
-      const int64_t last = spans[s].begin + spans[s].count - 1;
-      b.copy_rows(a.x.rows(last, last + 1), rows, int64_t(s));
+  Tensor logits;
+  if (T == 1 && !options.lora && b.device() != Device::cpu) {
+    // Decode step: replay the graph recorded for this cache, writing the token and its position first.
+    Impl::DecodeGraph& g = decode_graph(*impl_, *spans[0].cache);
+    b.write(g.ids, ids.data(), sizeof(int32_t));
+    b.write(g.pos, pos.data(), sizeof(int32_t));
+    if (!g.graph) {
+      g.graph = b.capture([&] { run_passes(b, c, impl_->weights, heads, spans, g.ids, g.pos, nullptr, g.acts, g.head); });
+      if (!g.graph) run_passes(b, c, impl_->weights, heads, spans, g.ids, g.pos, nullptr, g.acts, g.head);
     }
+    if (g.graph) g.graph->replay();
+    logits = g.head.logits;
+  } else {
+    const Tensor ids_t = b.upload(Tensor::from_ints(ids, {T}), DType::i32);
+    const Tensor pos_t = b.upload(Tensor::from_ints(pos, {T}), DType::i32);
+    Activations a(b, c, T);
+    const int64_t rows = options.logits == LogitsFor::last_token ? int64_t(spans.size()) : T;
+    HeadBuffers hb(b, c, heads.head, rows, options.logits == LogitsFor::last_token);
+    run_passes(b, c, impl_->weights, heads, spans, ids_t, pos_t, options.lora, a, hb);
+    logits = hb.logits;
   }
-  Tensor normed = b.alloc(rows.shape(), b.compute_dtype());
-  b.rmsnorm(rows, impl_->weights.final_norm, float(c.rms_norm_eps), normed);
-  Tensor logits = b.alloc({rows.dim(0), impl_->weights.head.dim(0)}, DType::f32);  // f32 logits on every backend
-  b.linear(normed, impl_->weights.head, Tensor(), logits);
   Tensor out = b.download(logits);
   for (const Span& s : spans) s.cache->advance(s.count);
   return out;

@@ -8,20 +8,17 @@ namespace {
 
 std::string layer_prefix(int64_t i) { return "model.layers." + std::to_string(i) + "."; }
 
-const char* proj_name(ProjKind k) {
-  switch (k) {
-    case ProjKind::q: return "self_attn.q_proj";
-    case ProjKind::k: return "self_attn.k_proj";
-    case ProjKind::v: return "self_attn.v_proj";
-    case ProjKind::o: return "self_attn.o_proj";
-    case ProjKind::gate: return "mlp.gate_proj";
-    case ProjKind::up: return "mlp.up_proj";
-    case ProjKind::down: return "mlp.down_proj";
-  }
-  return "?";
+bool has_bias(ProjKind k) { return k == ProjKind::q || k == ProjKind::k || k == ProjKind::v; }
+
+constexpr ProjKind kAllProj[] = {ProjKind::q, ProjKind::k, ProjKind::v, ProjKind::o,
+                                 ProjKind::gate, ProjKind::up, ProjKind::down};
+
+std::string head_name(const ModelConfig& c) {
+  return c.head == ModelHead::sequence_classification ? "score.weight" : "lm_head.weight";
 }
 
-// Shape [out, in] of a projection, and whether Qwen2 gives it a bias (q, k and v only).
+}  // namespace
+
 Shape proj_shape(const ModelConfig& c, ProjKind k) {
   switch (k) {
     case ProjKind::q: return {c.q_dim(), c.hidden_size};
@@ -34,16 +31,6 @@ Shape proj_shape(const ModelConfig& c, ProjKind k) {
   }
   return {};
 }
-bool has_bias(ProjKind k) { return k == ProjKind::q || k == ProjKind::k || k == ProjKind::v; }
-
-constexpr ProjKind kAllProj[] = {ProjKind::q, ProjKind::k, ProjKind::v, ProjKind::o,
-                                 ProjKind::gate, ProjKind::up, ProjKind::down};
-
-std::string head_name(const ModelConfig& c) {
-  return c.head == ModelHead::sequence_classification ? "score.weight" : "lm_head.weight";
-}
-
-}  // namespace
 
 std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   std::vector<TensorSpec> specs;
@@ -54,8 +41,8 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
     specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
     for (ProjKind k : kAllProj) {
       const Shape s = proj_shape(c, k);
-      specs.push_back({p + proj_name(k) + ".weight", s});
-      if (has_bias(k)) specs.push_back({p + proj_name(k) + ".bias", {s[0]}});
+      specs.push_back({p + proj_path(k) + ".weight", s});
+      if (has_bias(k)) specs.push_back({p + proj_path(k) + ".bias", {s[0]}});
     }
   }
   specs.push_back({"model.norm.weight", {c.hidden_size}});
@@ -109,8 +96,8 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
       Projection& proj = *slots[j];
       proj.layer = int(i);
       proj.kind = k;
-      proj.weight = get(p + proj_name(k) + ".weight");
-      if (has_bias(k)) proj.bias = get(p + proj_name(k) + ".bias");
+      proj.weight = get(p + proj_path(k) + ".weight");
+      if (has_bias(k)) proj.bias = get(p + proj_path(k) + ".bias");
     }
   }
   w.final_norm = get("model.norm.weight");

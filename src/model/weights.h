@@ -30,6 +30,9 @@ struct TensorSpec {
   Shape shape;
 };
 
+/// Shape [out, in] of a projection's weight.
+Shape proj_shape(const ModelConfig& config, ProjKind kind);
+
 /// Every tensor a model with this config stores, in a stable order (a tied lm_head is not stored).
 std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
 

@@ -89,8 +89,36 @@ TEST_F(CudaOps, RmsNorm) {
   }
 }
 
+TEST_F(CudaOps, AddRmsNormAndZero) {
+  const Tensor x = random_bf16_values({3, 896}, 20, 2.0f), d = random_bf16_values({3, 896}, 21),
+               w = random_bf16_values({896}, 22);
+  Tensor xa = on_cpu(x), xb = on_gpu(x);
+  Tensor na = cpu->alloc({3, 896}, DType::f32), nb = gpu->alloc({3, 896}, DType::bf16);
+  cpu->add_rmsnorm(xa, on_cpu(d), on_cpu(w), 1e-6f, na);
+  gpu->add_rmsnorm(xb, on_gpu(d), on_gpu(w), 1e-6f, nb);
+  EXPECT_CLOSE(gpu->download(xb), xa, kTol);
+  EXPECT_CLOSE(gpu->download(nb), na, kTol);
+  gpu->zero(nb);
+  EXPECT_CLOSE(gpu->download(nb), cpu->upload(Tensor::zeros({3, 896}, DType::f32), DType::f32), 0.0);
+}
+
+TEST_F(CudaOps, RopeWithKvCacheWrite) {
+  const int64_t n = 5, heads = 14, kvh = 2, d = 64, cap = 40;
+  const Tensor q = random_bf16_values({n, heads, d}, 23), k = random_bf16_values({n, kvh, d}, 24),
+               v = random_bf16_values({n, kvh, d}, 25), cache = random_bf16_values({cap, kvh, d}, 26);
+  const Tensor pos = Tensor::from_ints({7, 8, 9, 33, 0}, {n});
+  Tensor qa = on_cpu(q), ka = on_cpu(k), kca = on_cpu(cache), vca = on_cpu(cache);
+  Tensor qb = on_gpu(q), kb = on_gpu(k), kcb = on_gpu(cache), vcb = on_gpu(cache);
+  cpu->rope_kv(qa, ka, on_cpu(v), pos, 10000.0, kca, vca);
+  gpu->rope_kv(qb, kb, on_gpu(v), on_gpu(pos), 10000.0, kcb, vcb);
+  EXPECT_CLOSE(gpu->download(qb), qa, kTol);
+  EXPECT_CLOSE(gpu->download(kb), ka, kTol);
+  EXPECT_CLOSE(gpu->download(kcb), kca, kTol);
+  EXPECT_CLOSE(gpu->download(vcb), vca, 0.0);
+}
+
 TEST_F(CudaOps, LinearWithBiasAccumulateAndF32Output) {
-  for (int64_t rows : {1, 5, 300}) {
+  for (int64_t rows : {1, 5, 300}) {  // one row takes the GEMV kernel, more take cuBLAS
     const Tensor x = random_bf16_values({rows, 128}, 4), w = random_bf16_values({96, 128}, 5, 0.1f),
                  bias = random_bf16_values({96}, 6), prior = random_bf16_values({rows, 96}, 7);
     Tensor a = cpu->upload(prior, DType::f32), b = gpu->upload(prior, DType::bf16);
@@ -128,6 +156,10 @@ TEST_F(CudaOps, CopyRowsSwigluAdd) {
   cpu->copy_rows(on_cpu(u).rows(1, 3), d1, 6);
   gpu->copy_rows(on_gpu(u).rows(1, 3), d2, 6);
   EXPECT_CLOSE(gpu->download(d2), d1, 0.0);
+  const Tensor where = Tensor::from_ints({9, 0, 4}, {3});
+  cpu->scatter_rows(on_cpu(g).rows(0, 3), d1, where);
+  gpu->scatter_rows(on_gpu(g).rows(0, 3), d2, on_gpu(where));
+  EXPECT_CLOSE(gpu->download(d2), d1, 0.0);
 }
 
 TEST_F(CudaOps, AttentionPrefillAndDecodeWithGqa) {
@@ -138,11 +170,14 @@ TEST_F(CudaOps, AttentionPrefillAndDecodeWithGqa) {
     const int64_t ctx = c.past + c.n + 3;  // rows past the visible end must be ignored
     const Tensor q = random_bf16_values({c.n, c.heads, c.d}, 11), k = random_bf16_values({ctx, c.kv_heads, c.d}, 12),
                  v = random_bf16_values({ctx, c.kv_heads, c.d}, 13);
-    const AttentionParams p{.num_heads = c.heads, .num_kv_heads = c.kv_heads, .head_dim = c.d, .past = c.past,
+    const AttentionParams p{.num_heads = c.heads, .num_kv_heads = c.kv_heads, .head_dim = c.d,
                             .scale = float(1.0 / std::sqrt(double(c.d)))};
+    std::vector<int32_t> positions;
+    for (int64_t i = 0; i < c.n; ++i) positions.push_back(int32_t(c.past + i));
+    const Tensor pos = Tensor::from_ints(positions, {c.n});
     Tensor a = cpu->alloc({c.n, c.heads * c.d}, DType::f32), b = gpu->alloc({c.n, c.heads * c.d}, DType::bf16);
-    cpu->attention(on_cpu(q), on_cpu(k), on_cpu(v), a, p);
-    gpu->attention(on_gpu(q), on_gpu(k), on_gpu(v), b, p);
+    cpu->attention(on_cpu(q), on_cpu(k), on_cpu(v), pos, a, p);
+    gpu->attention(on_gpu(q), on_gpu(k), on_gpu(v), on_gpu(pos), b, p);
     EXPECT_CLOSE(gpu->download(b), a, kTol) << "n " << c.n << " past " << c.past << " d " << c.d;
   }
 }
@@ -150,8 +185,9 @@ TEST_F(CudaOps, AttentionPrefillAndDecodeWithGqa) {
 TEST_F(CudaOps, RejectsUnsupportedHeadDim) {
   const Tensor q = random_bf16_values({1, 2, 24}, 1);
   Tensor out = gpu->alloc({1, 48}, DType::bf16);
-  EXPECT_WICK_ERROR(gpu->attention(on_gpu(q), on_gpu(q), on_gpu(q), out,
-                                   {.num_heads = 2, .num_kv_heads = 2, .head_dim = 24, .past = 0, .scale = 1.0f}),
+  const Tensor pos = on_gpu(Tensor::from_ints({0}, {1}));
+  EXPECT_WICK_ERROR(gpu->attention(on_gpu(q), on_gpu(q), on_gpu(q), pos, out,
+                                   {.num_heads = 2, .num_kv_heads = 2, .head_dim = 24, .scale = 1.0f}),
                     ErrorKind::unsupported, "head_dim 24");
 }
 

@@ -36,7 +36,8 @@ TEST_P(CausalFixture, GreedyIdsMatchTransformers) {
   Generator gen(model);
   for (int64_t r = 0; r < prompts.dim(0); ++r) {
     const auto prompt = int_row(prompts, r);
-    const GenerateResult out = gen.generate(prompt, {.max_tokens = int32_t(expected.dim(1)), .ignore_eos = true});
+    const GenerateResult out = gen.generate(prompt, {.max_tokens = int32_t(expected.dim(1)), .ignore_eos = true,
+                                                        .sampling = SamplingParams::greedy_params()});
     EXPECT_EQ(out.output_ids, int_row(expected, r)) << "prompt row " << r;
     EXPECT_EQ(out.finish, FinishReason::length);
   }

@@ -91,7 +91,7 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
       {"logits --model /nonexistent --tokens 1 --out /tmp/x.safetensors", "/nonexistent"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 0", "--max-tokens"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
-      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2", "--greedy"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2 --top-p 1.5", "--top-p"},
       {"random-model --like gpt5 --out /tmp/x", "gpt5"},
       {"random-model --like tiny --dtype i32 --out /tmp/x", "--dtype"},
       {"frobnicate", "frobnicate"},

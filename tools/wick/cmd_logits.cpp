@@ -1,7 +1,8 @@
-// wick logits --model DIR --tokens "1,2,3;4,5,6" --out FILE.safetensors
+// wick logits --model DIR [--adapter DIR] --tokens "1,2,3;4,5,6" --out FILE.safetensors
 #include <memory>
 
 #include "cli.h"
+#include "wick/adapter.h"
 #include "wick/model.h"
 #include "wick/safetensors.h"
 
@@ -9,18 +10,20 @@ namespace wick::cli {
 
 Action add_logits(CLI::App& app) {
   struct Opts {
-    std::string model, tokens, out, device = "cpu";
+    std::string model, adapter, tokens, out, device = "cpu";
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("logits", "One forward pass; writes f32 tensor `logits` to a safetensors file");
   cmd->add_option("--model", o->model, "Hugging Face model directory")->required();
+  cmd->add_option("--adapter", o->adapter, "PEFT LoRA adapter directory to apply");
   cmd->add_option("--tokens", o->tokens, "token ids: rows separated by ';', ids by ','")->required();
   cmd->add_option("--out", o->out, "output .safetensors file")->required();
   cmd->add_option("--device", o->device, "cpu or cuda");
   return [o]() {
     const auto rows = parse_token_rows(o->tokens, "--tokens");
     auto model = Model::load(o->model, {.device = parse_device(o->device)});
-    Tensor logits = model->logits(rows);
+    const auto adapter = o->adapter.empty() ? nullptr : LoraAdapter::load(o->adapter, *model);
+    Tensor logits = model->logits(rows, adapter ? &adapter->source() : nullptr);
     write_safetensors(o->out, {{"logits", logits}});
   };
 }

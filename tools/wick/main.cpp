@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
   };
   add(wick::cli::add_logits);
   add(wick::cli::add_generate);
+  add(wick::cli::add_chat);
   add(wick::cli::add_random_model);
+  add(wick::cli::add_adapters);
   auto is_command = [&](const std::string& name) {
     for (const auto& entry : actions)
       if (entry.first->check_name(name)) return true;

@@ -18,6 +18,8 @@ void expect(bool ok, const char* op, const std::string& what) {
   if (!ok) fail(ErrorKind::internal, std::string("cpu ") + op + ": " + what);
 }
 
+constexpr int64_t kSmallGemv = int64_t(1) << 16;  // weight elements
+
 int64_t row_size(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
 
 class CpuBackend final : public Backend {
@@ -29,6 +31,10 @@ class CpuBackend final : public Backend {
   Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
   Tensor upload(const Tensor& host, DType dtype) override { return host.to(dtype); }
   Tensor download(const Tensor& t) override { return t.to(DType::f32); }
+  void write(Tensor& dst, const void* host, size_t bytes) override {
+    expect(bytes <= dst.nbytes(), "write", std::to_string(bytes) + " bytes into " + to_string(dst.shape()));
+    std::memcpy(dst.raw(), host, bytes);
+  }
 
   void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override {
     const int64_t vocab = table.dim(0), hidden = table.dim(1), n = ids.numel();
@@ -62,13 +68,37 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void add_rmsnorm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& normed) override {
+    add(x, delta, x);
+    rmsnorm(x, weight, eps, normed);
+  }
+
+  void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
+               Tensor& v_cache) override {
+    rope(q, positions, theta);
+    rope(k, positions, theta);
+    scatter_rows(k, k_cache, positions);
+    scatter_rows(v, v_cache, positions);
+  }
+
+  void zero(Tensor& t) override { std::memset(t.raw(), 0, t.nbytes()); }
+
   void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p) override {
     const int64_t rows = x.dim(0), in = row_size(x), outs = w.dim(0);
     expect(w.dim(1) == in, "linear", "x " + to_string(x.shape()) + " vs w " + to_string(w.shape()));
     expect(out.dim(0) == rows && row_size(out) == outs, "linear", "output shape " + to_string(out.shape()));
     if (rows == 0) return;
     float* o = out.data<float>();
-    if (rows == 1) {
+    if (rows == 1 && outs * in <= kSmallGemv) {
+      // Tiny products (LoRA's rank-r factors when decoding): plain loops beat OpenBLAS waking its threads.
+      const float* xp = x.data<float>();
+      const float* wp = w.data<float>();
+      for (int64_t j = 0; j < outs; ++j) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < in; ++i) acc += wp[j * in + i] * xp[i];
+        o[j] = p.alpha * acc + (p.beta != 0.0f ? p.beta * o[j] : 0.0f);
+      }
+    } else if (rows == 1) {
       cblas_sgemv(CblasRowMajor, CblasNoTrans, int(outs), int(in), p.alpha, w.data<float>(), int(in), x.data<float>(),
                   1, p.beta, o, 1);
     } else {
@@ -114,10 +144,25 @@ class CpuBackend final : public Backend {
     std::memcpy(dst.data<float>() + row0 * row, src.data<float>(), size_t(n * row) * sizeof(float));
   }
 
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p) override {
+  void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) override {
+    const int64_t n = src.dim(0), row = row_size(src);
+    expect(row == row_size(dst) && rows.numel() == n, "scatter_rows",
+           "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()));
+    const int32_t* r = rows.data<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      expect(r[i] >= 0 && r[i] < dst.dim(0), "scatter_rows", "row " + std::to_string(r[i]) + " out of range");
+      std::memcpy(dst.data<float>() + r[i] * row, src.data<float>() + i * row, size_t(row) * sizeof(float));
+    }
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& out,
+                 const AttentionParams& p) override {
     const int64_t n = q.dim(0), heads = p.num_heads, d = p.head_dim, kvh = p.num_kv_heads;
-    const int64_t ctx = p.past + n;
-    expect(q.numel() == n * heads * d && k.dim(0) >= ctx && row_size(k) == kvh * d && out.numel() == n * heads * d,
+    const int32_t* pos = positions.data<int32_t>();
+    int64_t ctx = 0;
+    for (int64_t i = 0; i < n; ++i) ctx = std::max<int64_t>(ctx, pos[i] + 1);
+    expect(q.numel() == n * heads * d && positions.numel() == n && k.dim(0) >= ctx && row_size(k) == kvh * d &&
+               out.numel() == n * heads * d,
            "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
     const int64_t group = heads / kvh;
     const float* qp = q.data<float>();
@@ -132,7 +177,7 @@ class CpuBackend final : public Backend {
         {
           const int64_t i = w / heads, h = w % heads;
           const float* qi = qp + (i * heads + h) * d;
-          const int64_t kv = h / group, visible = p.past + i + 1;
+          const int64_t kv = h / group, visible = int64_t(pos[i]) + 1;
           float mx = -INFINITY;
           for (int64_t j = 0; j < visible; ++j) {
             const float* kj = kp + (j * kvh + kv) * d;

@@ -15,12 +15,12 @@ constexpr int kWarps = 4;
 
 // Each lane owns head elements lane, lane + 32, ... (E = ceil(D / 32) of them).
 template <int D>
-__global__ void attention_kernel(const bf16* q, const bf16* k, const bf16* v, bf16* out, int64_t heads,
-                                 int64_t kv_heads, int64_t past, float scale) {
+__global__ void attention_kernel(const bf16* q, const bf16* k, const bf16* v, const int32_t* positions, bf16* out,
+                                 int64_t heads, int64_t kv_heads, float scale) {
   constexpr int E = (D + 31) / 32;
   const int64_t i = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t kvh = h / (heads / kv_heads), visible = past + i + 1;
+  const int64_t kvh = h / (heads / kv_heads), visible = int64_t(positions[i]) + 1;
   const bf16* qi = q + (i * heads + h) * D;
   float qr[E], acc[E];
 #pragma unroll
@@ -75,25 +75,27 @@ __global__ void attention_kernel(const bf16* q, const bf16* k, const bf16* v, bf
 }
 
 template <int D>
-void launch(const void* q, const void* k, const void* v, void* out, const AttentionShape& s, cudaStream_t stream) {
+void launch(const void* q, const void* k, const void* v, const int32_t* positions, void* out, const AttentionShape& s,
+            cudaStream_t stream) {
   const dim3 grid(unsigned(s.queries), unsigned(s.heads));
   attention_kernel<D><<<grid, kWarps * 32, 0, stream>>>(static_cast<const bf16*>(q), static_cast<const bf16*>(k),
-                                                        static_cast<const bf16*>(v), static_cast<bf16*>(out), s.heads,
-                                                        s.kv_heads, s.past, s.scale);
+                                                        static_cast<const bf16*>(v), positions, static_cast<bf16*>(out),
+                                                        s.heads, s.kv_heads, s.scale);
 }
 
 }  // namespace
 
-bool attention(const void* q, const void* k, const void* v, void* out, const AttentionShape& s, cudaStream_t stream) {
+bool attention(const void* q, const void* k, const void* v, const int32_t* positions, void* out,
+               const AttentionShape& s, cudaStream_t stream) {
   if (s.queries == 0) return true;
   switch (s.head_dim) {
-    case 16: launch<16>(q, k, v, out, s, stream); return true;
-    case 32: launch<32>(q, k, v, out, s, stream); return true;
-    case 64: launch<64>(q, k, v, out, s, stream); return true;
-    case 80: launch<80>(q, k, v, out, s, stream); return true;
-    case 96: launch<96>(q, k, v, out, s, stream); return true;
-    case 128: launch<128>(q, k, v, out, s, stream); return true;
-    case 256: launch<256>(q, k, v, out, s, stream); return true;
+    case 16: launch<16>(q, k, v, positions, out, s, stream); return true;
+    case 32: launch<32>(q, k, v, positions, out, s, stream); return true;
+    case 64: launch<64>(q, k, v, positions, out, s, stream); return true;
+    case 80: launch<80>(q, k, v, positions, out, s, stream); return true;
+    case 96: launch<96>(q, k, v, positions, out, s, stream); return true;
+    case 128: launch<128>(q, k, v, positions, out, s, stream); return true;
+    case 256: launch<256>(q, k, v, positions, out, s, stream); return true;
     default: return false;
   }
 }

@@ -40,6 +40,17 @@ cudaDataType_t cuda_type(DType t) {
   return CUDA_R_32F;
 }
 
+class CudaGraph final : public Graph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  void replay() override { check(cudaGraphLaunch(exec_, stream_), "cudaGraphLaunch"); }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend() : allocator_(std::make_shared<cuda::DeviceAllocator>()) {
@@ -52,6 +63,9 @@ class CudaBackend final : public Backend {
     check(cublasCreate(&blas_), "cublasCreate");
     check(cublasSetStream(blas_, stream_), "cublasSetStream");
     check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    // A fixed workspace: cuBLAS must not allocate while a graph is being captured.
+    workspace_ = alloc({kWorkspaceBytes / 2}, DType::bf16);
+    check(cublasSetWorkspace(blas_, workspace_.raw(), kWorkspaceBytes), "cublasSetWorkspace");
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -83,6 +97,31 @@ class CudaBackend final : public Backend {
     return host.dtype() == DType::f32 ? host : host.to(DType::f32);
   }
 
+  void write(Tensor& dst, const void* host, size_t bytes) override {
+    expect(dst.device() == Device::cuda && bytes <= dst.nbytes(), "write",
+           std::to_string(bytes) + " bytes into " + to_string(dst.shape()));
+    check(cudaMemcpyAsync(dst.raw(), host, bytes, cudaMemcpyHostToDevice, stream_), "write");
+  }
+
+  std::unique_ptr<Graph> capture(const std::function<void()>& body) override {
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+      body();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream_, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      throw;
+    }
+    cudaGraph_t graph = nullptr;
+    check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(err, "cudaGraphInstantiate");
+    return std::make_unique<CudaGraph>(exec, stream_);
+  }
+
   void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override {
     expect_device(table, DType::bf16, "embedding", "table");
     expect_device(ids, DType::i32, "embedding", "ids");
@@ -99,6 +138,30 @@ class CudaBackend final : public Backend {
     cuda::check_launch("rmsnorm");
   }
 
+  void add_rmsnorm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& normed) override {
+    expect_device(x, DType::bf16, "add_rmsnorm", "x");
+    const int64_t n = row_size(x);
+    expect(delta.numel() == x.numel() && weight.numel() == n && normed.numel() == x.numel(), "add_rmsnorm",
+           "shape mismatch");
+    cuda::add_rmsnorm(x.raw(), delta.raw(), weight.raw(), normed.raw(), x.dim(0), n, eps, stream_);
+    cuda::check_launch("add_rmsnorm");
+  }
+
+  void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
+               Tensor& v_cache) override {
+    expect_device(q, DType::bf16, "rope_kv", "q");
+    expect_device(positions, DType::i32, "rope_kv", "positions");
+    const int64_t n = q.dim(0), d = q.dim(2), kvh = k.dim(1);
+    expect(k.dim(0) == n && v.numel() == k.numel() && positions.numel() == n && k.dim(2) == d &&
+               row_size(k_cache) == kvh * d && k_cache.shape() == v_cache.shape(),
+           "rope_kv", "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " cache " + to_string(k_cache.shape()));
+    cuda::rope_kv(q.raw(), k.raw(), v.raw(), positions.data<int32_t>(), k_cache.raw(), v_cache.raw(), n, q.dim(1), kvh,
+                  d, theta, stream_);
+    cuda::check_launch("rope_kv");
+  }
+
+  void zero(Tensor& t) override { check(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream_), "zero"); }
+
   void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p) override {
     expect_device(x, DType::bf16, "linear", "x");
     expect_device(w, DType::bf16, "linear", "w");
@@ -106,6 +169,15 @@ class CudaBackend final : public Backend {
     expect(w.dim(1) == in, "linear", "x " + to_string(x.shape()) + " vs w " + to_string(w.shape()));
     expect(out.dim(0) == rows && row_size(out) == outs, "linear", "output shape " + to_string(out.shape()));
     if (rows == 0) return;
+    if (rows == 1 && in % 8 == 0 && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0) {
+      // Decode: one bandwidth-bound pass over W with the bias fused.
+      if (bias.defined()) expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
+      cuda::gemv(w.raw(), x.raw(), bias.defined() ? bias.raw() : nullptr, out.raw(), out.dtype() == DType::f32, outs,
+                 in, p.alpha, p.beta, stream_);
+      cuda::check_launch("gemv");
+      return;
+    }
     // Row-major out[rows, outs] = x[rows, in] · w[outs, in]ᵀ is column-major outᵀ = w · xᵀ.
     check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(), CUDA_R_16BF,
                        int(in), x.raw(), CUDA_R_16BF, int(in), &p.beta, out.raw(), cuda_type(out.dtype()), int(outs),
@@ -136,15 +208,26 @@ class CudaBackend final : public Backend {
           "copy_rows");
   }
 
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p) override {
+  void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) override {
+    expect_device(rows, DType::i32, "scatter_rows", "rows");
+    const int64_t n = src.dim(0), row = row_size(src);
+    expect(src.dtype() == dst.dtype() && row == row_size(dst) && rows.numel() == n, "scatter_rows",
+           "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()));
+    cuda::scatter_rows(src.raw(), dst.raw(), rows.data<int32_t>(), n, row * int64_t(dtype_size(src.dtype())), stream_);
+    cuda::check_launch("scatter_rows");
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& out,
+                 const AttentionParams& p) override {
     expect_device(q, DType::bf16, "attention", "q");
+    expect_device(positions, DType::i32, "attention", "positions");
     const int64_t n = q.dim(0);
-    expect(q.numel() == n * p.num_heads * p.head_dim && k.dim(0) >= p.past + n &&
+    expect(q.numel() == n * p.num_heads * p.head_dim && positions.numel() == n &&
                row_size(k) == p.num_kv_heads * p.head_dim && out.numel() == q.numel(),
            "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
     const cuda::AttentionShape s{.queries = n, .heads = p.num_heads, .kv_heads = p.num_kv_heads,
-                                 .head_dim = p.head_dim, .past = p.past, .scale = p.scale};
-    if (!cuda::attention(q.raw(), k.raw(), v.raw(), out.raw(), s, stream_))
+                                 .head_dim = p.head_dim, .scale = p.scale};
+    if (!cuda::attention(q.raw(), k.raw(), v.raw(), positions.data<int32_t>(), out.raw(), s, stream_))
       fail(ErrorKind::unsupported, "cuda attention: head_dim " + std::to_string(p.head_dim) +
                                        " (built for 16, 32, 64, 80, 96, 128, 256)");
     cuda::check_launch("attention");
@@ -163,9 +246,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  static constexpr int64_t kWorkspaceBytes = int64_t(32) << 20;
   std::shared_ptr<cuda::DeviceAllocator> allocator_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  Tensor workspace_;
 };
 
 }  // namespace

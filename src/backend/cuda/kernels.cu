@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/reduce.cuh"
 
 namespace wick::cuda {
 
@@ -11,22 +12,6 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-__device__ float block_sum(float v) {
-  __shared__ float partial[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  const int warps = (blockDim.x + 31) / 32;
-  v = lane < warps ? partial[lane] : 0.0f;
-  if (warp == 0)
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if (threadIdx.x == 0) partial[0] = v;
-  __syncthreads();
-  const float total = partial[0];
-  __syncthreads();  // partial[] may be reused by the caller's next reduction
-  return total;
-}
 
 __global__ void embedding_kernel(const bf16* table, const int32_t* ids, bf16* out, int64_t hidden) {
   const int64_t t = blockIdx.x;
@@ -83,6 +68,14 @@ __global__ void add_bias_kernel(T* out, const bf16* bias, int64_t rows, int64_t 
   }
 }
 
+// One block per row; 16-byte words when the row allows, else 2-byte ones.
+template <class Word>
+__global__ void scatter_rows_kernel(const Word* src, Word* dst, const int32_t* rows, int64_t words) {
+  const Word* s = src + int64_t(blockIdx.x) * words;
+  Word* d = dst + int64_t(rows[blockIdx.x]) * words;
+  for (int64_t i = threadIdx.x; i < words; i += blockDim.x) d[i] = s[i];
+}
+
 int grid_for(int64_t n, int block) {
   const int64_t g = (n + block - 1) / block;
   return int(g < 65535 * 16 ? (g > 0 ? g : 1) : 65535 * 16);
@@ -119,6 +112,18 @@ void add(const void* a, const void* b, void* out, int64_t n, cudaStream_t stream
   if (n == 0) return;
   add_kernel<<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b),
                                                    static_cast<bf16*>(out), n);
+}
+
+void scatter_rows(const void* src, void* dst, const int32_t* rows, int64_t n, int64_t row_bytes, cudaStream_t stream) {
+  if (n == 0) return;
+  const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  if (wide)
+    scatter_rows_kernel<uint4><<<unsigned(n), 128, 0, stream>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst),
+                                                                rows, row_bytes / 16);
+  else
+    scatter_rows_kernel<uint16_t><<<unsigned(n), 128, 0, stream>>>(static_cast<const uint16_t*>(src),
+                                                                   static_cast<uint16_t*>(dst), rows, row_bytes / 2);
 }
 
 void add_bias(void* out, bool out_f32, const void* bias, int64_t rows, int64_t n, cudaStream_t stream) {

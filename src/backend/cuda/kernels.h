@@ -21,14 +21,36 @@ void add(const void* a, const void* b, void* out, int64_t n, cudaStream_t stream
 /// out[r, :] += bias, rows x n; out bf16 or f32 (out_f32), bias bf16.
 void add_bias(void* out, bool out_f32, const void* bias, int64_t rows, int64_t n, cudaStream_t stream);
 
+/// dst[rows[i], :] = src[i, :] for n rows of row_bytes bytes each.
+void scatter_rows(const void* src, void* dst, const int32_t* rows, int64_t n, int64_t row_bytes, cudaStream_t stream);
+
 struct AttentionShape {
   int64_t queries = 0;  // n new tokens
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
-  int64_t past = 0;     // query i sees keys [0, past + i]
   float scale = 1.0f;
 };
-/// Causal GQA attention for one sequence.  q [n, heads, d]; k, v [≥ past + n, kv_heads, d]; out [n, heads·d]; bf16.
+/// Causal GQA attention for one sequence: query i sees keys [0, positions[i]] (read on the device, so a
+/// captured graph serves every step).  q [n, heads, d]; k, v [capacity, kv_heads, d]; out [n, heads·d]; bf16.
 /// Returns false when head_dim is not one the kernel is built for.
-bool attention(const void* q, const void* k, const void* v, void* out, const AttentionShape& s, cudaStream_t stream);
+bool attention(const void* q, const void* k, const void* v, const int32_t* positions, void* out,
+               const AttentionShape& s, cudaStream_t stream);
+
+}  // namespace wick::cuda
+
+namespace wick::cuda {
+
+/// out[n] = alpha · W[n, :]·x + beta · out[n] + bias[n] for one input row (decode): a warp per output row,
+/// 16-byte loads. W [N, K] bf16 with K % 8 == 0; x [K] bf16; out bf16 or f32 (out_f32); bias bf16 or null.
+void gemv(const void* w, const void* x, const void* bias, void* out, bool out_f32, int64_t n, int64_t k, float alpha,
+          float beta, cudaStream_t stream);
+
+/// RoPE on q [T, heads, d] and k [T, kv_heads, d] in place, then k and v [T, kv_heads, d] written into the
+/// caches [capacity, kv_heads, d] at rows positions[t].
+void rope_kv(void* q, void* k, const void* v, const int32_t* positions, void* k_cache, void* v_cache, int64_t tokens,
+             int64_t heads, int64_t kv_heads, int64_t d, double theta, cudaStream_t stream);
+
+/// Per row: x += delta; normed = x / sqrt(mean(x²) + eps) * weight.  x, delta, normed [rows, n] bf16.
+void add_rmsnorm(void* x, const void* delta, const void* weight, void* normed, int64_t rows, int64_t n, float eps,
+                 cudaStream_t stream);
 
 }  // namespace wick::cuda

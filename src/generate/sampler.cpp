@@ -1,0 +1,275 @@
+#include "wick/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+std::string num(double v) {
+  if (std::isnan(v)) return "NaN";
+  std::string s = std::to_string(v);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
+// Indices of the n largest scores, best first (ties: lower id first). One pass with a min-heap,
+// so vocabulary-sized inputs cost O(V) comparisons plus O(n log n) for the survivors.
+void top_n(std::span<const float> scores, size_t n, std::vector<int32_t>& out) {
+  out.clear();
+  if (n == 0) return;
+  auto worse = [&](int32_t a, int32_t b) {  // heap order: the worst survivor at the front
+    return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b);
+  };
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (scores[i] == kNegInf) continue;
+    if (out.size() < n) {
+      out.push_back(int32_t(i));
+      std::push_heap(out.begin(), out.end(), worse);
+    } else if (scores[i] > scores[size_t(out.front())]) {
+      std::pop_heap(out.begin(), out.end(), worse);
+      out.back() = int32_t(i);
+      std::push_heap(out.begin(), out.end(), worse);
+    }
+  }
+  std::sort_heap(out.begin(), out.end(), worse);
+}
+
+}  // namespace
+
+SamplingParams SamplingParams::from_defaults(const GenerationDefaults& d) {
+  SamplingParams p;
+  p.repetition_penalty = d.repetition_penalty.value_or(1.0f);
+  if (!d.do_sample.value_or(false)) {
+    p.temperature = 0.0f;
+    return p;
+  }
+  p.temperature = d.temperature.value_or(1.0f);
+  p.top_k = d.top_k.value_or(50);
+  p.top_p = d.top_p.value_or(1.0f);
+  p.min_p = d.min_p.value_or(0.0f);
+  return p;
+}
+
+void SamplingParams::validate(int64_t vocab_size) const {
+  std::string problems;
+  auto bad = [&](const std::string& msg) { problems += (problems.empty() ? "" : "; ") + msg; };
+  if (!(temperature >= 0.0f) || std::isinf(temperature))
+    bad("--temperature: expected a finite number >= 0 (0 = greedy), found " + num(temperature));
+  if (top_k < 0) bad("--top-k: expected >= 0 (0 = off), found " + std::to_string(top_k));
+  if (!(top_p > 0.0f && top_p <= 1.0f)) bad("--top-p: expected a number in (0, 1], found " + num(top_p));
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) bad("--min-p: expected a number in [0, 1], found " + num(min_p));
+  if (!(repetition_penalty > 0.0f) || std::isinf(repetition_penalty))
+    bad("--repeat-penalty: expected a finite number > 0 (1 = off), found " + num(repetition_penalty));
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+    bad("--presence-penalty: expected a number in [-2, 2], found " + num(presence_penalty));
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    bad("--frequency-penalty: expected a number in [-2, 2], found " + num(frequency_penalty));
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || id >= vocab_size)
+      bad("--logit-bias: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+          std::to_string(vocab_size) + ")");
+    if (!std::isfinite(bias)) bad("--logit-bias: the bias of token " + std::to_string(id) + " is " + num(bias));
+  }
+  if (top_logprobs < 0 || top_logprobs > 20)
+    bad("--top-logprobs: expected 0..20, found " + std::to_string(top_logprobs));
+  if (!problems.empty()) fail(ErrorKind::bad_input, "sampling parameters: " + problems);
+}
+
+Sampler::Sampler(const SamplingParams& params, int64_t vocab_size, std::span<const int32_t> masked_ids)
+    : params_(params), vocab_(vocab_size), masked_(masked_ids.begin(), masked_ids.end()) {
+  params_.validate(vocab_size);
+  seen_.assign(static_cast<size_t>(vocab_), 0);
+  scores_.resize(static_cast<size_t>(vocab_));
+  kept_.reserve(static_cast<size_t>(vocab_));
+  probs_.resize(static_cast<size_t>(vocab_));
+  rng_.seed(params_.seed ? *params_.seed : (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}());
+}
+
+void Sampler::observe_context(std::span<const int32_t> ids) {
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_) fail(ErrorKind::bad_input, "sampler: token id " + std::to_string(id) + " is outside the vocabulary");
+    if (!seen_[size_t(id)]) seen_[size_t(id)] = 1, seen_ids_.push_back(id);
+  }
+}
+
+void Sampler::accept(int32_t id) {
+  observe_context(std::span<const int32_t>(&id, 1));
+  ++counts_[id];
+}
+
+double Sampler::uniform() { return double(rng_() >> 11) * 0x1.0p-53; }
+
+// Logit bias, penalties and EOS masking: the processors that also apply to greedy decoding.
+void Sampler::penalize(std::span<const float> logits) {
+  if (int64_t(logits.size()) != vocab_)
+    fail(ErrorKind::internal, "sampler: expected " + std::to_string(vocab_) + " logits, got " + std::to_string(logits.size()));
+  std::copy(logits.begin(), logits.end(), scores_.begin());
+  for (const auto& [id, bias] : params_.logit_bias) scores_[size_t(id)] += bias;
+  if (params_.repetition_penalty != 1.0f) {
+    const float r = params_.repetition_penalty;
+    for (int32_t id : seen_ids_) {
+      float& s = scores_[size_t(id)];
+      s = s < 0 ? s * r : s / r;
+    }
+  }
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f)
+    for (const auto& [id, n] : counts_)
+      scores_[size_t(id)] -= params_.presence_penalty + params_.frequency_penalty * float(n);
+  for (int32_t id : masked_)
+    if (id >= 0 && id < vocab_) scores_[size_t(id)] = kNegInf;
+}
+
+// Temperature, top-k, top-p, min-p. Leaves scores_ divided by the temperature and, when any cut
+// applied, kept_ = the survivors sorted best first (all_kept_ = false).
+void Sampler::warp() {
+  all_kept_ = true;
+  const float t = params_.temperature;
+  if (t != 1.0f)
+    for (float& s : scores_) s /= t;
+  auto by_score = [&](int32_t a, int32_t b) {
+    return scores_[size_t(a)] > scores_[size_t(b)] || (scores_[size_t(a)] == scores_[size_t(b)] && a < b);
+  };
+  if (params_.top_k > 0 && params_.top_k < vocab_) {
+    // transformers keeps every token >= the k-th best value, so ties at the boundary all survive.
+    top_n(scores_, size_t(params_.top_k), kept_);
+    if (kept_.size() == size_t(params_.top_k)) {
+      const float kth = scores_[size_t(kept_.back())];
+      for (int64_t i = 0; i < vocab_; ++i)
+        if (scores_[size_t(i)] == kth && std::find(kept_.begin(), kept_.end(), int32_t(i)) == kept_.end())
+          kept_.push_back(int32_t(i));
+      std::sort(kept_.begin(), kept_.end(), by_score);
+    }
+    all_kept_ = false;
+  }
+  if (params_.top_p < 1.0f) {
+    // Keep a token while the mass ranked strictly above it is < p (transformers removes tokens whose
+    // ascending cumulative sum is <= 1 - p); the best token always survives.
+    if (all_kept_) {
+      kept_.clear();
+      for (int64_t i = 0; i < vocab_; ++i)
+        if (scores_[size_t(i)] != kNegInf) kept_.push_back(int32_t(i));
+    }
+    const size_t n = kept_.size();
+    float s_max = kNegInf;
+    for (int32_t id : kept_) s_max = std::max(s_max, scores_[size_t(id)]);
+    double z = 0;
+    for (int32_t id : kept_) z += std::exp(scores_[size_t(id)] - s_max);
+    const double target = double(params_.top_p) * z;
+    // Sort only as far as needed: the survivors are usually a few hundred of a large vocabulary.
+    size_t sorted = all_kept_ ? 0 : n, chunk = 256, keep = n;
+    double above = 0;  // mass of kept_[0, j)
+    for (size_t j = 0; j < n; ++j) {
+      if (j == sorted) {
+        const size_t end = std::min(n, sorted + chunk);
+        std::partial_sort(kept_.begin() + long(sorted), kept_.begin() + long(end), kept_.end(), by_score);
+        sorted = end, chunk *= 4;
+      }
+      if (j > 0 && above >= target) {
+        keep = j;
+        break;
+      }
+      above += std::exp(scores_[size_t(kept_[j])] - s_max);
+    }
+    kept_.resize(keep);
+    all_kept_ = false;
+  }
+  if (params_.min_p > 0.0f) {
+    // p_i < min_p · p_max  ⇔  exp(s_i - s_max) < min_p: the normaliser cancels.
+    const double log_min = std::log(double(params_.min_p));
+    if (all_kept_) {
+      const float s_max = *std::max_element(scores_.begin(), scores_.end());
+      kept_.clear();
+      for (int64_t i = 0; i < vocab_; ++i)
+        if (double(scores_[size_t(i)]) - s_max >= log_min) kept_.push_back(int32_t(i));
+      std::sort(kept_.begin(), kept_.end(), by_score);
+    } else if (!kept_.empty()) {
+      const double s_max = scores_[size_t(kept_.front())];
+      size_t keep = 1;
+      while (keep < kept_.size() && double(scores_[size_t(kept_[keep])]) - s_max >= log_min) ++keep;
+      kept_.resize(keep);
+    }
+    all_kept_ = false;
+  }
+}
+
+void Sampler::process(std::span<const float> logits, std::span<float> out) {
+  penalize(logits);
+  if (!params_.greedy()) warp();
+  else all_kept_ = true;
+  if (all_kept_) {
+    std::copy(scores_.begin(), scores_.end(), out.begin());
+    return;
+  }
+  std::fill(out.begin(), out.end(), kNegInf);
+  for (int32_t id : kept_) out[size_t(id)] = scores_[size_t(id)];
+}
+
+TokenChoice Sampler::choose(std::span<const float> logits) {
+  penalize(logits);
+  if (!params_.greedy()) warp();
+  else all_kept_ = true;
+
+  TokenChoice c;
+  double log_z = 0;  // log of the normaliser of the final distribution
+  if (all_kept_) {
+    // Every finite score survives: one pass for max and normaliser, a second for the draw.
+    const auto best = std::max_element(scores_.begin(), scores_.end());  // first maximum, as torch.argmax
+    const float s_max = *best;
+    if (s_max == kNegInf || std::isnan(s_max)) fail(ErrorKind::internal, "sampler: no token has a finite score");
+    double z = 0;
+    for (int64_t i = 0; i < vocab_; ++i) z += (probs_[size_t(i)] = std::exp(scores_[size_t(i)] - s_max));
+    log_z = s_max + std::log(z);
+    c.id = int32_t(best - scores_.begin());
+    if (!params_.greedy()) {
+      const double u = uniform() * z;
+      double acc = 0;
+      int32_t last_nonzero = c.id;
+      for (int64_t i = 0; i < vocab_; ++i) {
+        if (probs_[size_t(i)] == 0) continue;
+        acc += probs_[size_t(i)];
+        last_nonzero = int32_t(i);
+        if (acc > u) break;
+      }
+      c.id = last_nonzero;
+    }
+  } else {
+    const float s_max = scores_[size_t(kept_.front())];
+    double z = 0;
+    for (int32_t id : kept_) z += std::exp(scores_[size_t(id)] - s_max);
+    log_z = s_max + std::log(z);
+    const double u = uniform() * z;
+    double acc = 0;
+    c.id = kept_.back();
+    for (int32_t id : kept_) {
+      acc += std::exp(scores_[size_t(id)] - s_max);
+      if (acc > u) {
+        c.id = id;
+        break;
+      }
+    }
+  }
+  c.logprob = float(double(scores_[size_t(c.id)]) - log_z);
+  c.probability = std::exp(c.logprob);
+  c.logit = logits[size_t(c.id)];
+  if (params_.top_logprobs > 0) {
+    const size_t n = size_t(params_.top_logprobs);
+    std::vector<int32_t> best;
+    if (all_kept_) top_n(scores_, n, best);
+    else best.assign(kept_.begin(), kept_.begin() + long(std::min(n, kept_.size())));
+    c.top.reserve(best.size());
+    for (int32_t id : best) c.top.push_back({id, float(double(scores_[size_t(id)]) - log_z)});
+  }
+  return c;
+}
+
+}  // namespace wick

@@ -1,0 +1,54 @@
+// Model::Impl, shared by the forward pass (qwen2.cpp) and the code that changes what the model computes
+// with: adapters, merge and export (adapter/model_adapters.cpp, model_export.cpp).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/forward.h"
+#include "model/linear.h"
+#include "model/weights.h"
+#include "wick/model.h"
+
+namespace wick {
+
+struct Model::Impl {
+  ModelConfig config;
+  GenerationDefaults generation;
+  std::unique_ptr<Backend> backend;
+  ModelWeights weights;
+  std::atomic<std::shared_ptr<const LoraSource>> active_lora;
+
+  // Merging swaps weight tensors in `weights`: forward() holds this lock shared, merge/unmerge exclusive.
+  mutable std::shared_mutex weights_mutex;
+  std::shared_ptr<const LoraSource> merged;          // the adapter folded into `weights`, or null
+  std::vector<std::pair<Tensor*, Tensor>> unmerged;  // each replaced slot and the base tensor it held
+
+  // Device backends run one pass at a time on their stream.
+  std::mutex device_mutex;
+  // One-token decode steps replay a recorded graph per KV cache (CUDA); declared after `backend` so they
+  // are destroyed before it. Anything that replaces weight tensors must clear them (they bake in addresses).
+  struct DecodeGraph {
+    std::pair<const void*, int64_t> key;  // the cache's storage and capacity
+    Tensor ids, pos;                      // i32 [1], written before each replay
+    Activations acts;
+    HeadBuffers head;
+    std::unique_ptr<Graph> graph;
+  };
+  static constexpr size_t kMaxGraphs = 8;
+  std::mutex graphs_mutex;
+  std::vector<std::unique_ptr<DecodeGraph>> graphs;
+
+  /// Forgets every recorded graph; call with weights_mutex held exclusively after replacing weight tensors.
+  void invalidate_graphs() {
+    const std::lock_guard lock(graphs_mutex);
+    graphs.clear();
+  }
+};
+
+}  // namespace wick

@@ -1,0 +1,245 @@
+// The sampler against transformers' logits processors (scripts/make_sampler_fixtures.py), plus the
+// OpenAI penalty formula, the seeded draw and parameter validation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+#include "wick/safetensors.h"
+#include "wick/sampler.h"
+
+namespace wick::test {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr double kTolerance = 1e-5;  // |Δ log p| on the surviving tokens
+
+std::vector<float> floats(const Tensor& t) {
+  const Tensor f = t.to(DType::f32);
+  return {f.data<float>(), f.data<float>() + f.numel()};
+}
+std::vector<int32_t> ints(const Tensor& t) { return {t.data<int32_t>(), t.data<int32_t>() + t.numel()}; }
+
+std::vector<double> log_softmax(const std::vector<float>& x) {
+  double m = -kInf, z = 0;
+  for (float v : x) m = std::max(m, double(v));
+  for (float v : x) z += std::exp(double(v) - m);
+  std::vector<double> out;
+  for (float v : x) out.push_back(double(v) - m - std::log(z));
+  return out;
+}
+
+struct Case {
+  std::string name;
+  bool big = false;
+  SamplingParams params;
+  std::vector<int32_t> masked;
+};
+
+Case parse_case(const nlohmann::json& j) {
+  Case c;
+  c.name = j["name"];
+  c.big = j["vocab"] == "big";
+  const auto& p = j["params"];
+  if (p.value("greedy", false)) c.params.temperature = 0.0f;
+  else c.params.temperature = p.value("temperature", 1.0f);
+  c.params.top_k = p.value("top_k", 0);
+  c.params.top_p = p.value("top_p", 1.0f);
+  c.params.min_p = p.value("min_p", 0.0f);
+  c.params.repetition_penalty = p.value("repetition_penalty", 1.0f);
+  if (p.contains("logit_bias"))
+    for (const auto& [k, v] : p["logit_bias"].items()) c.params.logit_bias[std::stoi(k)] = v.get<float>();
+  if (p.contains("eos_ids")) c.masked = p["eos_ids"].get<std::vector<int32_t>>();
+  return c;
+}
+
+class SamplerFixture : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    file_ = SafetensorsFile::open(fixture("sampler/sampler.safetensors"));
+    for (const auto& j : nlohmann::json::parse(read_file(fixture("sampler/cases.json")))) cases_.push_back(parse_case(j));
+  }
+  static std::vector<float> logits(bool big) { return floats(file_->tensor(big ? "big.logits" : "small.logits")); }
+  static std::vector<int32_t> seen(bool big) { return ints(file_->tensor(big ? "big.input_ids" : "small.input_ids")); }
+  // transformers' log-probabilities [vocab], -inf where a processor removed the token.
+  static std::vector<double> reference(const Case& c) {
+    if (!c.big) {
+      const auto lp = floats(file_->tensor(c.name + ".logprobs"));
+      return {lp.begin(), lp.end()};
+    }
+    std::vector<double> out(logits(true).size(), -kInf);
+    const auto ids = ints(file_->tensor(c.name + ".kept_ids"));
+    const auto lp = floats(file_->tensor(c.name + ".kept_logprobs"));
+    for (size_t i = 0; i < ids.size(); ++i) out[size_t(ids[i])] = lp[i];
+    return out;
+  }
+  static inline std::shared_ptr<const SafetensorsFile> file_;
+  static inline std::vector<Case> cases_;
+};
+
+TEST_F(SamplerFixture, ProcessedDistributionsMatchTransformers) {
+  ASSERT_EQ(cases_.size(), 23u);
+  for (const Case& c : cases_) {
+    SCOPED_TRACE(c.name);
+    const auto x = logits(c.big);
+    Sampler s(c.params, int64_t(x.size()), c.masked);
+    s.observe_context(seen(c.big));
+    std::vector<float> out(x.size());
+    s.process(x, out);
+    const auto got = log_softmax(out), want = reference(c);
+    size_t kept = 0, mismatched = 0;
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (std::isinf(want[i]) || std::isinf(got[i])) {
+        mismatched += std::isinf(want[i]) != std::isinf(got[i]);
+        continue;
+      }
+      ++kept;
+      worst = std::max(worst, std::fabs(got[i] - want[i]));
+    }
+    EXPECT_EQ(mismatched, 0u) << "tokens kept by one side only";
+    EXPECT_LE(worst, kTolerance);
+    EXPECT_GT(kept, 0u);
+  }
+}
+
+// The chosen token's logprob, probability and raw logit are those of the final distribution.
+TEST_F(SamplerFixture, ChosenTokenScoresAndTopAlternatives) {
+  for (const Case& c : cases_) {
+    SCOPED_TRACE(c.name);
+    const auto x = logits(c.big);
+    const auto want = reference(c);
+    SamplingParams p = c.params;
+    p.seed = 7;
+    p.top_logprobs = 5;
+    Sampler s(p, int64_t(x.size()), c.masked);
+    s.observe_context(seen(c.big));
+    for (int draw = 0; draw < 20; ++draw) {
+      const TokenChoice t = s.choose(x);
+      ASSERT_FALSE(std::isinf(want[size_t(t.id)])) << "drew a removed token " << t.id;
+      EXPECT_NEAR(t.logprob, want[size_t(t.id)], kTolerance);
+      EXPECT_NEAR(t.probability, std::exp(want[size_t(t.id)]), kTolerance);
+      EXPECT_EQ(t.logit, x[size_t(t.id)]);
+      if (c.params.greedy()) {
+        EXPECT_EQ(t.id, std::max_element(want.begin(), want.end()) - want.begin());
+      }
+      // The alternatives are the best tokens of the reference distribution, best first.
+      std::vector<std::pair<double, int32_t>> best;
+      for (size_t i = 0; i < want.size(); ++i)
+        if (!std::isinf(want[i])) best.push_back({want[i], int32_t(i)});
+      std::sort(best.begin(), best.end(), std::greater<>());
+      ASSERT_EQ(t.top.size(), std::min<size_t>(5, best.size()));
+      for (size_t k = 0; k < t.top.size(); ++k) EXPECT_NEAR(t.top[k].logprob, best[k].first, kTolerance) << k;
+    }
+  }
+}
+
+// Frequencies of many seeded draws follow the reference probabilities (5 standard errors).
+TEST_F(SamplerFixture, DrawsFollowTheReferenceDistribution) {
+  for (const std::string name : {"topp_0.9", "qwen_defaults", "temp_topk_minp"}) {
+    SCOPED_TRACE(name);
+    const Case& c = *std::find_if(cases_.begin(), cases_.end(), [&](const Case& k) { return k.name == name; });
+    const auto x = logits(false);
+    const auto want = reference(c);
+    SamplingParams p = c.params;
+    p.seed = 12345;
+    Sampler s(p, int64_t(x.size()), c.masked);
+    s.observe_context(seen(false));
+    constexpr int kDraws = 20000;
+    std::map<int32_t, int> hits;
+    for (int i = 0; i < kDraws; ++i) ++hits[s.choose(x).id];
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double prob = std::exp(want[i]);
+      const double freq = double(hits[int32_t(i)]) / kDraws;
+      EXPECT_NEAR(freq, prob, 5 * std::sqrt(prob * (1 - prob) / kDraws) + 1e-9) << "token " << i;
+    }
+  }
+}
+
+TEST(Sampler, SameSeedSameDraws) {
+  std::vector<float> x(500);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(std::sin(double(i) * 0.37) * 3);
+  auto draws = [&](uint64_t seed) {
+    Sampler s({.temperature = 1.2f, .top_p = 0.95f, .seed = seed}, 500);
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 50; ++i) ids.push_back(s.choose(x).id);
+    return ids;
+  };
+  EXPECT_EQ(draws(1), draws(1));
+  EXPECT_NE(draws(1), draws(2));
+}
+
+// OpenAI: logit -= presence · [count > 0] + frequency · count, over generated ids only.
+TEST(Sampler, PresenceAndFrequencyPenaltiesFollowOpenAI) {
+  const std::vector<float> x = {1.0f, 2.0f, -0.5f, 0.25f};
+  Sampler s({.temperature = 0.0f, .presence_penalty = 0.5f, .frequency_penalty = 0.25f}, 4);
+  s.observe_context(std::vector<int32_t>{0, 0, 3});  // prompt ids: not penalised
+  s.accept(1);
+  s.accept(1);
+  s.accept(2);
+  std::vector<float> out(4);
+  s.process(x, out);
+  EXPECT_FLOAT_EQ(out[0], 1.0f);
+  EXPECT_FLOAT_EQ(out[1], 2.0f - 0.5f - 0.25f * 2);
+  EXPECT_FLOAT_EQ(out[2], -0.5f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(out[3], 0.25f);
+}
+
+TEST(Sampler, GenerationDefaultsFollowTransformers) {
+  GenerationDefaults d;
+  EXPECT_TRUE(SamplingParams::from_defaults(d).greedy());  // no do_sample: greedy
+  d.do_sample = true;
+  d.temperature = 0.7f;
+  d.top_p = 0.8f;
+  d.repetition_penalty = 1.05f;
+  const SamplingParams p = SamplingParams::from_defaults(d);
+  EXPECT_FLOAT_EQ(p.temperature, 0.7f);
+  EXPECT_EQ(p.top_k, 50);  // transformers' default when the file has none
+  EXPECT_FLOAT_EQ(p.top_p, 0.8f);
+  EXPECT_FLOAT_EQ(p.repetition_penalty, 1.05f);
+}
+
+TEST(Sampler, EveryBadParameterIsNamed) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto check = [](SamplingParams p, const char* flag) {
+    EXPECT_WICK_ERROR(p.validate(100), ErrorKind::bad_input, flag);
+    EXPECT_WICK_ERROR(Sampler(p, 100), ErrorKind::bad_input, flag);
+  };
+  check({.temperature = -0.1f}, "--temperature");
+  check({.temperature = nan}, "--temperature");
+  check({.temperature = kInf}, "--temperature");
+  check({.top_k = -1}, "--top-k");
+  check({.top_p = 0.0f}, "--top-p");
+  check({.top_p = 1.01f}, "--top-p");
+  check({.top_p = nan}, "--top-p");
+  check({.min_p = -0.1f}, "--min-p");
+  check({.min_p = 1.5f}, "--min-p");
+  check({.min_p = nan}, "--min-p");
+  check({.repetition_penalty = 0.0f}, "--repeat-penalty");
+  check({.repetition_penalty = nan}, "--repeat-penalty");
+  check({.presence_penalty = 2.5f}, "--presence-penalty");
+  check({.presence_penalty = nan}, "--presence-penalty");
+  check({.frequency_penalty = nan}, "--frequency-penalty");
+  check({.logit_bias = {{100, 1.0f}}}, "--logit-bias");
+  check({.logit_bias = {{-1, 1.0f}}}, "--logit-bias");
+  check({.logit_bias = {{3, nan}}}, "--logit-bias");
+  check({.top_logprobs = 21}, "--top-logprobs");
+  // All problems in one message.
+  check({.temperature = -1.0f, .top_k = -2, .top_p = 2.0f}, "--temperature");
+  EXPECT_WICK_ERROR((SamplingParams{.temperature = -1.0f, .top_k = -2, .top_p = 2.0f}.validate(10)),
+                    ErrorKind::bad_input, "--temperature", "--top-k", "--top-p");
+  EXPECT_NO_THROW((SamplingParams{.temperature = 0.0f, .top_p = 1.0f, .min_p = 1.0f}.validate(10)));
+}
+
+TEST(Sampler, IgnoreEosMasksEveryEosId) {
+  const std::vector<float> x = {0.0f, 1.0f, 9.0f, 8.0f};
+  Sampler s(SamplingParams::greedy_params(), 4, std::vector<int32_t>{2, 3});
+  EXPECT_EQ(s.choose(x).id, 1);
+}
+
+}  // namespace
+}  // namespace wick::test
