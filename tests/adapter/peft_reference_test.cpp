@@ -90,15 +90,15 @@ TEST_P(PeftAdapter, SaveWritesWhatLoadReads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, PeftAdapter,
-                         ::testing::Values(Case{"tied-all7", "tiny-tied"}, Case{"untied-qv-rslora", "tiny-untied"}),
+                         ::testing::Values(Case{"tied-all7", "tiny-tied"}, Case{"untied-qv-rslora", "tiny-untied"},
+                                           Case{"untied-patterns", "tiny-untied"}, Case{"seqcls-score", "tiny-seqcls"}),
                          [](const auto& info) {
                            std::string n = info.param.adapter;
                            std::replace(n.begin(), n.end(), '-', '_');
                            return n;
                          });
 
-// What each fixture's config means, checked against the shapes PEFT saved (untied-patterns has its
-// PEFT-written files only: its reference run stopped at a greedy near-tie, see the script).
+// What each fixture's config means, checked against the shapes PEFT saved.
 TEST(PeftAdapterInfo, ConfigsAreHonoured) {
   auto untied = Model::load(fixture("models/tiny-untied"));
   const auto rs = LoraAdapter::load(fixture("adapters/untied-qv-rslora"), *untied);

@@ -241,7 +241,7 @@ TEST_P(CudaModel, GreedyIdsMatchCpuOrPartAtATie) {
   const Tensor prompts = ref->tensor("greedy_prompts");
   for (int64_t r = 0; r < prompts.dim(0); ++r) {
     const auto prompt = int_row(prompts, r);
-    const GenerateParams params{.max_tokens = 24, .ignore_eos = true};
+    const GenerateParams params{.max_tokens = 24, .ignore_eos = true, .sampling = SamplingParams::greedy_params()};
     const auto a = Generator(cpu).generate(prompt, params).output_ids, b = Generator(gpu).generate(prompt, params).output_ids;
     size_t first = 0;
     while (first < a.size() && a[first] == b[first]) ++first;

@@ -103,6 +103,31 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
   }
 }
 
+// tokenize / detokenize round-trip through the trained fixture tokenizer and agree with HF's ids.
+TEST(Cli, TokenizeAndDetokenize) {
+  const std::string tok = fixture("tokenizer/trained/tokenizer.json").string();
+  const CliRun enc = wick("tokenize --model " + tok + " --text 'Hello world, hello wick!'");
+  ASSERT_EQ(enc.code, 0) << enc.err;
+  const auto ids = nlohmann::json::parse(enc.out).get<std::vector<int32_t>>();
+  ASSERT_FALSE(ids.empty());
+  std::string arg;
+  for (int32_t id : ids) arg += (arg.empty() ? "" : ",") + std::to_string(id);
+  const CliRun dec = wick("detokenize --model " + tok + " --ids " + arg);
+  ASSERT_EQ(dec.code, 0) << dec.err;
+  EXPECT_EQ(dec.out, " Hello world, hello wick!\n");  // this tokenizer adds a prefix space, which HF decodes too
+  const auto qwen = fixture("tokenizer/qwen/tokenizer.json");
+  if (std::filesystem::exists(qwen)) {  // HF tokenizers: "Hello world" -> [9707, 1879]
+    const CliRun q = wick("tokenize --model " + qwen.string() + " --text 'Hello world'");
+    EXPECT_EQ(nlohmann::json::parse(q.out).get<std::vector<int32_t>>(), (std::vector<int32_t>{9707, 1879}));
+  }
+  const CliRun bad = wick("detokenize --model " + tok + " --ids 1,99999999");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--ids"), std::string::npos) << bad.err;
+  const CliRun missing = wick("tokenize --model /nonexistent --text x");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.err.find("/nonexistent"), std::string::npos) << missing.err;
+}
+
 // --device cuda works where a GPU is, and is otherwise a clear error with exit code 2.
 TEST(Cli, DeviceCudaRunsOrExplains) {
   const CliRun r = wick("generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 3 --device cuda");

@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
   add(wick::cli::add_chat);
   add(wick::cli::add_random_model);
   add(wick::cli::add_adapters);
+  add(wick::cli::add_tokenize);
+  add(wick::cli::add_detokenize);
   auto is_command = [&](const std::string& name) {
     for (const auto& entry : actions)
       if (entry.first->check_name(name)) return true;
