@@ -18,16 +18,17 @@
 #include <time.h>
 
 #include "bench_util.h"
+#include "wick/error.h"
 #include "wick/generator.h"
 #include "wick/sampler.h"
 
 namespace wick::bench {
 namespace {
 
-std::shared_ptr<const Model> model_like(const std::string& like) {
-  static std::map<std::string, std::shared_ptr<const Model>> cache;
-  auto& m = cache[like];
-  if (!m) m = Model::load(bench_model(like));
+std::shared_ptr<const Model> model_like(const std::string& like, Device device = Device::cpu) {
+  static std::map<std::pair<std::string, Device>, std::shared_ptr<const Model>> cache;
+  auto& m = cache[{like, device}];
+  if (!m) m = Model::load(bench_model(like), {.device = device});
   return m;
 }
 
@@ -55,13 +56,20 @@ double process_cpu_ms() {
   return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) / 1e6;
 }
 
-void BM_StreamOverhead(benchmark::State& state, const std::string& like) {
-  const Generator gen(model_like(like));
+void BM_StreamOverhead(benchmark::State& state, const std::string& like, Device device) {
+  std::shared_ptr<const Model> model;
+  try {
+    model = model_like(like, device);
+  } catch (const Error& e) {  // no GPU on this machine
+    state.SkipWithError(e.what());
+    return;
+  }
+  const Generator gen(model);
   const auto prompt = prompt_of(gen.model().config().vocab_size);
   const GenerateParams params = params_for(state.range(0));
   // The reference tokens double as the warm-up; computed once per shape, not per repetition.
   static std::map<std::pair<std::string, int64_t>, std::vector<int32_t>> reference;
-  auto& want = reference[{like, state.range(0)}];
+  auto& want = reference[{like + (device == Device::cpu ? "" : "/cuda"), state.range(0)}];
   if (want.empty()) want = gen.generate(prompt, params).output_ids;
   enum { kGenerate, kStream, kIterator, kAsync };
   std::array<double, 4> total{}, cpu{};
@@ -104,10 +112,12 @@ void BM_StreamOverhead(benchmark::State& state, const std::string& like) {
   state.counters["async_cpu_pct"] = 100.0 * (cpu[kAsync] / cpu[kGenerate] - 1.0);
   state.counters["tok_per_s"] = double(params.max_tokens) / (total[kGenerate] / n / 1000.0);
 }
-BENCHMARK_CAPTURE(BM_StreamOverhead, tiny, std::string("tiny"))
+BENCHMARK_CAPTURE(BM_StreamOverhead, tiny, std::string("tiny"), Device::cpu)
     ->Arg(10)->Arg(50)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->MinTime(0.5);
-BENCHMARK_CAPTURE(BM_StreamOverhead, qwen2_5_0_5b, std::string("qwen2.5-0.5b"))
+BENCHMARK_CAPTURE(BM_StreamOverhead, qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)
     ->Arg(10)->Arg(50)->Arg(100)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK_CAPTURE(BM_StreamOverhead, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
+    ->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 // The consumer's callback on the tiny model (100 tokens), where a step is cheap enough for the
 // callback to show: 0 nothing, 1 format id and logprob into a string, 2 accumulate tokens and text.

@@ -29,6 +29,7 @@ TEST(TokenizerBadInput, NulBytesAreOrdinaryCharacters) {
   EXPECT_EQ(tok->encode(std::string(1, '\0')), std::vector<int32_t>{*tok->token_id("Ā")});
 }
 
+// A quadratic BPE would not finish within ctest's timeout; the time is printed, not asserted (shared machines).
 TEST(TokenizerBadInput, TenMegabyteWordIsNotQuadratic) {
   WICK_NEED_QWEN(tok);
   const std::string word(10u << 20, 'a');
@@ -40,7 +41,6 @@ TEST(TokenizerBadInput, TenMegabyteWordIsNotQuadratic) {
   ASSERT_EQ(ids.size(), 1310720u);
   EXPECT_EQ(tok->token_text(ids.front()), "aaaaaaaa");
   EXPECT_EQ(std::count(ids.begin(), ids.end(), ids.front()), std::ptrdiff_t(ids.size()));
-  EXPECT_LT(s, 120.0);
 }
 
 TEST(TokenizerBadInput, UnknownIdsAreSkippedByDecodeAndRejectedByTokenText) {
