@@ -15,9 +15,9 @@ std::string read_text_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
-nlohmann::json parse_json(const std::string& text, const std::string& source) {
+nlohmann::json parse_json(std::string_view text, const std::string& source) {
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
     fail(ErrorKind::corrupt, source + ": not valid JSON (" + e.what() + ")");
   }

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -12,7 +13,7 @@ namespace wick {
 /// Reads a whole file; throws not_found naming the path.
 std::string read_text_file(const std::filesystem::path& path);
 /// Parses JSON; throws corrupt "<source>: not valid JSON (...)".
-nlohmann::json parse_json(const std::string& text, const std::string& source);
+nlohmann::json parse_json(std::string_view text, const std::string& source);
 
 /// Typed getters: absent or null -> std::nullopt; wrong type -> corrupt "<source>: field 'key': expected ...".
 std::optional<int64_t> json_int(const nlohmann::json& obj, const char* key, const std::string& source);

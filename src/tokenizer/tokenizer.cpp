@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/json_util.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 #include "wick/error.h"
@@ -15,21 +16,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail(ErrorKind::not_found, p.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-json parse_json(std::string_view text, const std::string& origin) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail(ErrorKind::corrupt, origin + ": not valid JSON: " + e.what());
-  }
-}
 
 Tokenizer::Impl::Decoder parse_decoder(const json& j, const std::string& where) {
   if (j.is_null()) return Tokenizer::Impl::Decoder::none;
@@ -174,12 +160,12 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   if (fs::is_directory(path, ec)) file = path / "tokenizer.json";
   if (!fs::exists(file, ec)) fail(ErrorKind::not_found, file.string() + ": no such file");
   const fs::path dir = file.parent_path();
-  const std::string text = read_text(file);
+  const std::string text = read_text_file(file);
   const fs::path config_path = dir / "tokenizer_config.json";
-  const std::string config = fs::exists(config_path, ec) ? read_text(config_path) : std::string();
+  const std::string config = fs::exists(config_path, ec) ? read_text_file(config_path) : std::string();
   // transformers >= 4.43 saves the template beside the config; it takes precedence.
   const fs::path jinja_path = dir / "chat_template.jinja";
-  std::string jinja = fs::exists(jinja_path, ec) ? read_text(jinja_path) : std::string();
+  std::string jinja = fs::exists(jinja_path, ec) ? read_text_file(jinja_path) : std::string();
   return Tokenizer(build(text, config, std::move(jinja), file.string()));
 }
 
