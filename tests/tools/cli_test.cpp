@@ -50,7 +50,10 @@ TEST(Cli, ClassifierLogitsPerRow) {
   std::string arg;
   for (int64_t r = 0; r < ids.dim(0); ++r) {
     const auto row = int_row(ids, r, lengths.data<int32_t>()[r]);
-    for (size_t i = 0; i < row.size(); ++i) arg += (i ? "," : "") + std::to_string(row[i]);
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i) arg += ",";
+      arg += std::to_string(row[i]);
+    }
     if (r + 1 < ids.dim(0)) arg += ";";
   }
   const auto out = temp_dir("cls") / "l.safetensors";
