@@ -27,11 +27,17 @@ CliRun wick(const std::string& args) {
 
 std::string model(const char* name) { return fixture(std::string("models/") + name).string(); }
 
-std::string ids_arg(const Tensor& t, int64_t row) {
+// "1,2,3" (appended piecewise: gcc 12's -Wrestrict misfires on `"," + std::to_string(v)`).
+std::string join(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t v : int_row(t, row)) s += (s.empty() ? "" : ",") + std::to_string(v);
+  for (int32_t v : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(v);
+  }
   return s;
 }
+
+std::string ids_arg(const Tensor& t, int64_t row) { return join(int_row(t, row)); }
 
 TEST(Cli, LogitsMatchTransformers) {
   auto ref = SafetensorsFile::open(fixture("models/tiny-untied/reference.safetensors"));
@@ -49,11 +55,7 @@ TEST(Cli, ClassifierLogitsPerRow) {
   const Tensor ids = ref->tensor("input_ids"), lengths = ref->tensor("lengths");
   std::string arg;
   for (int64_t r = 0; r < ids.dim(0); ++r) {
-    const auto row = int_row(ids, r, lengths.data<int32_t>()[r]);
-    for (size_t i = 0; i < row.size(); ++i) {
-      if (i) arg += ",";
-      arg += std::to_string(row[i]);
-    }
+    arg += join(int_row(ids, r, lengths.data<int32_t>()[r]));
     if (r + 1 < ids.dim(0)) arg += ";";
   }
   const auto out = temp_dir("cls") / "l.safetensors";
@@ -113,9 +115,7 @@ TEST(Cli, TokenizeAndDetokenize) {
   ASSERT_EQ(enc.code, 0) << enc.err;
   const auto ids = nlohmann::json::parse(enc.out).get<std::vector<int32_t>>();
   ASSERT_FALSE(ids.empty());
-  std::string arg;
-  for (int32_t id : ids) arg += (arg.empty() ? "" : ",") + std::to_string(id);
-  const CliRun dec = wick("detokenize --model " + tok + " --ids " + arg);
+  const CliRun dec = wick("detokenize --model " + tok + " --ids " + join(ids));
   ASSERT_EQ(dec.code, 0) << dec.err;
   EXPECT_EQ(dec.out, " Hello world, hello wick!\n");  // this tokenizer adds a prefix space, which HF decodes too
   const auto qwen = fixture("tokenizer/qwen/tokenizer.json");
