@@ -162,19 +162,20 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   int64_t T = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
     const SequenceInput& in = batch[s];
-    const std::string where = "sequence " + std::to_string(s);
-    if (!in.cache) fail(ErrorKind::bad_input, where + ": no KV cache given");
-    if (in.tokens.empty()) fail(ErrorKind::bad_input, where + ": no tokens");
+    // The message prefix is built only on failure: this runs on every decode step.
+    const auto where = [s] { return "sequence " + std::to_string(s); };
+    if (!in.cache) fail(ErrorKind::bad_input, where() + ": no KV cache given");
+    if (in.tokens.empty()) fail(ErrorKind::bad_input, where() + ": no tokens");
     for (int32_t id : in.tokens)
       if (id < 0 || id >= c.vocab_size)
-        fail(ErrorKind::bad_input, where + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+        fail(ErrorKind::bad_input, where() + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                                        std::to_string(c.vocab_size) + ")");
     const int64_t past = in.cache->length(), n = int64_t(in.tokens.size());
     if (past + n > in.cache->capacity())
-      fail(ErrorKind::bad_input, where + ": " + std::to_string(past) + " cached + " + std::to_string(n) +
+      fail(ErrorKind::bad_input, where() + ": " + std::to_string(past) + " cached + " + std::to_string(n) +
                                      " new tokens exceed the context of " + std::to_string(in.cache->capacity()));
     for (size_t o = 0; o < s; ++o)
-      if (batch[o].cache == in.cache) fail(ErrorKind::bad_input, where + ": shares its KV cache with sequence " + std::to_string(o));
+      if (batch[o].cache == in.cache) fail(ErrorKind::bad_input, where() + ": shares its KV cache with sequence " + std::to_string(o));
     spans.push_back({T, n, past, in.cache});
     T += n;
   }
