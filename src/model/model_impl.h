@@ -17,12 +17,34 @@
 
 namespace wick {
 
+// The adapter in effect for new requests. Swapping is a pointer exchange under a mutex held only for that
+// copy (tens of ns); the adapter that leaves is released outside the lock. (libstdc++ 12's
+// std::atomic<std::shared_ptr> guards itself with a lock bit that ThreadSanitizer does not understand.)
+class LoraSlot {
+ public:
+  std::shared_ptr<const LoraSource> load() const {
+    const std::lock_guard lock(mu_);
+    return ptr_;
+  }
+  std::shared_ptr<const LoraSource> exchange(std::shared_ptr<const LoraSource> next) {
+    {
+      const std::lock_guard lock(mu_);
+      ptr_.swap(next);
+    }
+    return next;  // the previous adapter
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const LoraSource> ptr_;
+};
+
 struct Model::Impl {
   ModelConfig config;
   GenerationDefaults generation;
   std::unique_ptr<Backend> backend;
   ModelWeights weights;
-  std::atomic<std::shared_ptr<const LoraSource>> active_lora;
+  LoraSlot active_lora;
 
   // Merging swaps weight tensors in `weights`: forward() holds this lock shared, merge/unmerge exclusive.
   mutable std::shared_mutex weights_mutex;

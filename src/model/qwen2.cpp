@@ -1,5 +1,4 @@
 // The Qwen2 forward pass, written once against the backend interface.
-#include <atomic>
 #include <cmath>
 
 #include "backend/backend.h"
@@ -222,7 +221,7 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
 }
 
 std::shared_ptr<const LoraSource> Model::active_lora() const { return impl_->active_lora.load(); }
-void Model::set_active_lora(std::shared_ptr<const LoraSource> lora) { impl_->active_lora.store(std::move(lora)); }
+void Model::set_active_lora(std::shared_ptr<const LoraSource> lora) { impl_->active_lora.exchange(std::move(lora)); }
 
 Tensor Model::logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora) const {
   const ModelConfig& c = impl_->config;
