@@ -2,7 +2,6 @@
 // with: adapters, merge and export (adapter/model_adapters.cpp, model_export.cpp).
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
