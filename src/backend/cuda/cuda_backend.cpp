@@ -66,6 +66,7 @@ class CudaBackend final : public Backend {
     // A fixed workspace: cuBLAS must not allocate while a graph is being captured.
     workspace_ = alloc({kWorkspaceBytes / 2}, DType::bf16);
     check(cublasSetWorkspace(blas_, workspace_.raw(), kWorkspaceBytes), "cublasSetWorkspace");
+    attention_workspace_ = alloc({kAttentionWorkspaceBytes / 4}, DType::f32);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -226,7 +227,9 @@ class CudaBackend final : public Backend {
                row_size(k) == p.num_kv_heads * p.head_dim && out.numel() == q.numel(),
            "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
     const cuda::AttentionShape s{.queries = n, .heads = p.num_heads, .kv_heads = p.num_kv_heads,
-                                 .head_dim = p.head_dim, .scale = p.scale};
+                                 .head_dim = p.head_dim, .capacity = k.dim(0), .scale = p.scale,
+                                 .workspace = attention_workspace_.raw(),
+                                 .workspace_bytes = size_t(kAttentionWorkspaceBytes)};
     if (!cuda::attention(q.raw(), k.raw(), v.raw(), positions.data<int32_t>(), out.raw(), s, stream_))
       fail(ErrorKind::unsupported, "cuda attention: head_dim " + std::to_string(p.head_dim) +
                                        " (built for 16, 32, 64, 80, 96, 128, 256)");
@@ -247,10 +250,12 @@ class CudaBackend final : public Backend {
 
  private:
   static constexpr int64_t kWorkspaceBytes = int64_t(32) << 20;
+  static constexpr int64_t kAttentionWorkspaceBytes = int64_t(16) << 20;
   std::shared_ptr<cuda::DeviceAllocator> allocator_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   Tensor workspace_;
+  Tensor attention_workspace_;  // split-K attention partials (fixed: graphs bake in its address)
 };
 
 }  // namespace

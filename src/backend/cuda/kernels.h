@@ -27,7 +27,10 @@ void scatter_rows(const void* src, void* dst, const int32_t* rows, int64_t n, in
 struct AttentionShape {
   int64_t queries = 0;  // n new tokens
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t capacity = 0;  // rows of the k and v caches (no query sees past them)
   float scale = 1.0f;
+  void* workspace = nullptr;  // device scratch owned by the backend (split-K partials), fixed for its lifetime
+  size_t workspace_bytes = 0;
 };
 /// Causal GQA attention for one sequence: query i sees keys [0, positions[i]] (read on the device, so a
 /// captured graph serves every step).  q [n, heads, d]; k, v [capacity, kv_heads, d]; out [n, heads·d]; bf16.
