@@ -23,6 +23,48 @@ struct AttentionParams {
   float scale = 1.0f;
 };
 
+/// LoRA factors of one projection as fused decode kernels read them from device memory: ΔW = scale · B·A with
+/// A [rank, in] and B [out, rank] in the compute dtype; rank 0 = no adapter on this projection.
+struct LoraEntry {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  float scale = 0.0f;
+  int32_t rank = 0;
+};
+
+/// The largest adapter rank the fused decode kernels take (larger ones use the plain ops).
+constexpr int32_t kFusedLoraMaxRank = 64;
+/// Device scratch one fused op needs for its LoRA shrink results (each published with its step counter).
+constexpr int64_t kFusedLoraScratchBytes = 2048;
+
+/// Where a fused decode op finds the adapter in effect. The entries live in device memory that the model
+/// rewrites when the adapter changes, so one recorded graph serves every adapter and none. All null: no LoRA.
+struct DecodeLora {
+  const LoraEntry* entries = nullptr;  // device: one per projection of the op, in ProjKind order
+  void* scratch = nullptr;             // device: kFusedLoraScratchBytes, owned by the caller, one per op call
+  const int32_t* epoch = nullptr;      // device: a step counter the caller changes before every run
+};
+
+/// One-token decode ops that fuse several plain ops into one pass over the weights (CUDA). Each computes what
+/// the plain ops named in its comment compute, in f32 with bf16 storage; tests hold them against the CPU backend.
+/// x is the residual stream [1, hidden] after every previous block's output was added to it.
+class FusedDecode {
+ public:
+  virtual ~FusedDecode() = default;
+  /// For i in {q, k, v}: y_i = rmsnorm(x, norm)·W_iᵀ + bias_i (+ LoRA); then RoPE on q and k at position pos[0],
+  /// q into `q` [1, heads·d], k and v into the caches [capacity, kv_heads, d] at row pos[0] (rope_kv).
+  virtual void attention_inputs(const Tensor& x, const Tensor& norm, float eps, const Tensor (&w)[3],
+                                const Tensor (&bias)[3], const Tensor& pos, double theta, int64_t head_dim, Tensor& q,
+                                Tensor& k_cache, Tensor& v_cache, const DecodeLora& lora) = 0;
+  /// x += in·Wᵀ (+ LoRA): o_proj and down_proj with the residual add.  in [1, k]; w [hidden, k].
+  virtual void residual_linear(const Tensor& in, const Tensor& w, Tensor& x, const DecodeLora& lora) = 0;
+  /// h = silu(n·W_gateᵀ) ⊙ (n·W_upᵀ) with n = rmsnorm(x, norm) (+ LoRA on both).  h [1, ffn].
+  virtual void gate_up(const Tensor& x, const Tensor& norm, float eps, const Tensor& w_gate, const Tensor& w_up,
+                       Tensor& h, const DecodeLora& lora) = 0;
+  /// logits = rmsnorm(x, norm)·Wᵀ, f32 [1, rows of w] (the final norm and the head).
+  virtual void norm_linear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, Tensor& logits) = 0;
+};
+
 /// A recorded sequence of ops that can be replayed (a CUDA graph). Tensors it uses keep their addresses,
 /// so inputs change between replays by writing into them (Backend::write), not by passing new tensors.
 class Graph {
@@ -53,6 +95,9 @@ class Backend {
     (void)body;
     return nullptr;
   }
+
+  /// The fused one-token decode ops, or nullptr where the plain ops serve (the CPU backend).
+  virtual FusedDecode* fused_decode() { return nullptr; }
 
   /// out[t, :] = table[ids[t], :].  table [vocab, hidden], ids i32 [tokens], out [tokens, hidden].
   virtual void embedding(const Tensor& table, const Tensor& ids, Tensor& out) = 0;

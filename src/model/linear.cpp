@@ -2,6 +2,24 @@
 
 namespace wick {
 
+LoraSource::FusedTable& LoraSource::fused_table(int64_t layers) const {
+  std::call_once(fused_once_, [&] {
+    fused_.usable = !head() && !embedding();
+    fused_.entries.assign(size_t(layers * kProjKinds), LoraEntry{});
+    for (int l = 0; l < int(layers); ++l)
+      for (int k = 0; k < kProjKinds; ++k) {
+        const LoraFactors* f = factors(l, ProjKind(k));
+        if (!f) continue;
+        if (f->a.dim(0) > kFusedLoraMaxRank || f->a.device() == Device::cpu || f->a.dtype() != DType::bf16 ||
+            f->b.dtype() != DType::bf16)
+          fused_.usable = false;
+        fused_.entries[size_t(l * kProjKinds + k)] = {.a = f->a.raw(), .b = f->b.raw(), .scale = f->scale,
+                                                      .rank = int32_t(f->a.dim(0))};
+      }
+  });
+  return fused_;
+}
+
 void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out) {
   backend.linear(x, proj.weight, proj.bias, out);
   const LoraFactors* f = lora ? lora->factors(proj.layer, proj.kind) : nullptr;

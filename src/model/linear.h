@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #include "backend/backend.h"
 
@@ -44,6 +46,21 @@ class LoraSource {
   virtual const Tensor* head() const { return nullptr; }
   /// A full replacement of the embedding table (modules_to_save: `embed_tokens`), or nullptr.
   virtual const Tensor* embedding() const { return nullptr; }
+
+  /// The factors of a model with `layers` layers as the fused decode kernels read them: LoraEntry
+  /// [layers][kProjKinds] (rank 0 where there are none); `usable` is false when those kernels cannot run this
+  /// adapter (a replaced head or embedding, a rank above kFusedLoraMaxRank, factors not in bf16 device memory).
+  /// Built on first use: the factors never change.
+  struct FusedTable {
+    std::vector<LoraEntry> entries;
+    bool usable = true;
+    Tensor device;  // `entries` in device memory (i32), uploaded by the model on first use under its device lock
+  };
+  FusedTable& fused_table(int64_t layers) const;
+
+ private:
+  mutable std::once_flag fused_once_;
+  mutable FusedTable fused_;
 };
 
 /// out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ.  x [rows, in]; out [rows, out].

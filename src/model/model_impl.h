@@ -2,6 +2,7 @@
 // with: adapters, merge and export (adapter/model_adapters.cpp, model_export.cpp).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -56,14 +57,26 @@ struct Model::Impl {
   // are destroyed before it. Anything that replaces weight tensors must clear them (they bake in addresses).
   struct DecodeGraph {
     std::pair<const void*, int64_t> key;  // the cache's storage and capacity
-    Tensor ids, pos;                      // i32 [1], written before each replay
+    Tensor step;                          // i32 [3]: token id, position, epoch; written before each replay
+    Tensor ids, pos, epoch;               // views of `step`
     Activations acts;
     HeadBuffers head;
+    Tensor lora_scratch;  // FusedDecode: kFusedLoraScratchBytes per fused op of each layer
     std::unique_ptr<Graph> graph;
   };
   static constexpr size_t kMaxGraphs = 8;
   std::mutex graphs_mutex;
   std::vector<std::unique_ptr<DecodeGraph>> graphs;
+  std::atomic<int64_t> graph_captures{0};  // graphs recorded (adapter swaps must add none)
+
+  // Decode steps on a backend with FusedDecode read the adapter in effect from this device table of LoraEntry
+  // [layers][kProjKinds] (rank 0: no adapter), rewritten only when the adapter changes; graphs bake in its address.
+  bool fused_decode = false;  // the backend has FusedDecode and the model's shapes suit it
+  Tensor lora_table;
+  std::vector<LoraEntry> lora_table_host;  // what the device table holds
+  std::vector<LoraEntry> no_lora_table;    // all rank 0
+  Tensor no_lora_device;                   // the same on the device
+  int32_t decode_epoch = 0;                // tells one step's LoRA shrink results from the last one's
 
   /// Forgets every recorded graph; call with weights_mutex held exclusively after replacing weight tensors.
   void invalidate_graphs() {

@@ -1,5 +1,7 @@
 // The Qwen2 forward pass, written once against the backend interface.
 #include <cmath>
+#include <climits>
+#include <cstring>
 
 #include "backend/backend.h"
 #include "model/forward.h"
@@ -100,6 +102,62 @@ Heads pick_heads(const ModelWeights& w, const LoraSource* lora) {
           .head = lora && lora->head() ? *lora->head() : w.head};
 }
 
+// One-token step with the fused decode ops: five passes per layer (q/k/v with RoPE and the cache write,
+// attention, o_proj + residual, gate/up + SwiGLU, down_proj + residual), the final norm folded into the head.
+// LoRA comes from the model's device table (rank 0 everywhere: none), so the recorded graph serves any adapter.
+void run_fused_step(Backend& b, const ModelConfig& c, const ModelWeights& w, const Heads& heads, KVCache& cache,
+                    const Tensor& lora_table, Model::Impl::DecodeGraph& g) {
+  FusedDecode& f = *b.fused_decode();
+  Activations& a = g.acts;
+  const float eps = float(c.rms_norm_eps);
+  const auto* entries = static_cast<const LoraEntry*>(lora_table.raw());
+  b.embedding(heads.embed, g.ids, a.x);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = w.layers[size_t(l)];
+    const auto lora = [&](ProjKind first, int op) {
+      return DecodeLora{.entries = entries + l * kProjKinds + int(first),
+                        .scratch = static_cast<std::byte*>(g.lora_scratch.raw()) + (l * 4 + op) * kFusedLoraScratchBytes,
+                        .epoch = g.epoch.data<int32_t>()};
+    };
+    Tensor kc = cache.keys(l), vc = cache.values(l);
+    f.attention_inputs(a.x, lw.input_norm, eps, {lw.q.weight, lw.k.weight, lw.v.weight},
+                       {lw.q.bias, lw.k.bias, lw.v.bias}, g.pos, c.rope_theta, c.head_dim, a.q, kc, vc,
+                       lora(ProjKind::q, 0));
+    b.attention(a.q.reshape({1, c.num_heads, c.head_dim}), kc, vc, g.pos, a.attn,
+                {.num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads, .head_dim = c.head_dim,
+                 .scale = float(1.0 / std::sqrt(double(c.head_dim)))});
+    f.residual_linear(a.attn, lw.o.weight, a.x, lora(ProjKind::o, 1));
+    f.gate_up(a.x, lw.post_attention_norm, eps, lw.gate.weight, lw.up.weight, a.gate, lora(ProjKind::gate, 2));
+    f.residual_linear(a.gate, lw.down.weight, a.x, lora(ProjKind::down, 3));
+  }
+  f.norm_linear(a.x, w.final_norm, eps, heads.head, g.head.logits);
+}
+
+// The entries as an i32 device tensor.
+Tensor upload_entries(Backend& b, const std::vector<LoraEntry>& entries) {
+  Tensor host = Tensor::empty({int64_t(entries.size() * sizeof(LoraEntry) / sizeof(int32_t))}, DType::i32);
+  std::memcpy(host.raw(), entries.data(), entries.size() * sizeof(LoraEntry));
+  return b.upload(host, DType::i32);
+}
+
+// Points the device LoRA table at `lora` (or at nothing) when it holds something else: a device-to-device copy
+// of the adapter's own table, uploaded once. Compared by content, since addresses get reused.
+void sync_lora_table(Model::Impl& impl, const LoraSource* lora) {
+  Backend& b = *impl.backend;
+  if (!impl.lora_table.defined()) {
+    impl.no_lora_table.assign(size_t(impl.config.num_layers * kProjKinds), LoraEntry{});
+    impl.no_lora_device = upload_entries(b, impl.no_lora_table);
+    impl.lora_table = upload_entries(b, impl.no_lora_table);
+    impl.lora_table_host = impl.no_lora_table;
+  }
+  LoraSource::FusedTable* table = lora ? &lora->fused_table(impl.config.num_layers) : nullptr;
+  const std::vector<LoraEntry>& want = table ? table->entries : impl.no_lora_table;
+  if (std::memcmp(want.data(), impl.lora_table_host.data(), want.size() * sizeof(LoraEntry)) == 0) return;
+  if (table && !table->device.defined()) table->device = upload_entries(b, want);
+  b.copy_rows(table ? table->device : impl.no_lora_device, impl.lora_table, 0);
+  impl.lora_table_host = want;
+}
+
 // The graph and fixed buffers for one-token steps on `cache` (keyed by its storage, whose address and layout a
 // graph bakes in). A handful are kept; the oldest goes first.
 Model::Impl::DecodeGraph& decode_graph(Model::Impl& impl, const KVCache& cache) {
@@ -110,15 +168,48 @@ Model::Impl::DecodeGraph& decode_graph(Model::Impl& impl, const KVCache& cache) 
   if (impl.graphs.size() >= Model::Impl::kMaxGraphs) impl.graphs.erase(impl.graphs.begin());
   Backend& b = *impl.backend;
   const Heads heads = pick_heads(impl.weights, nullptr);
+  Tensor step = b.alloc({3}, DType::i32);
   auto g = std::make_unique<Model::Impl::DecodeGraph>(Model::Impl::DecodeGraph{
       .key = key,
-      .ids = b.alloc({1}, DType::i32),
-      .pos = b.alloc({1}, DType::i32),
+      .step = step,
+      .ids = step.rows(0, 1),
+      .pos = step.rows(1, 2),
+      .epoch = step.rows(2, 3),
       .acts = Activations(b, impl.config, 1),
       .head = HeadBuffers(b, impl.config, heads.head, 1, false),
+      .lora_scratch = Tensor(),
       .graph = nullptr});
+  if (impl.fused_decode) {
+    // Zeroed: a ready flag must never equal a step's epoch before that step wrote it.
+    g->lora_scratch = b.alloc({impl.config.num_layers * 4 * kFusedLoraScratchBytes / 4}, DType::i32);
+    b.zero(g->lora_scratch);
+  }
   impl.graphs.push_back(std::move(g));
   return *impl.graphs.back();
+}
+
+// A one-token step by graph replay (recording it on first use). Returns the logits on the device.
+Tensor replay_decode_step(Model::Impl& impl, const Span& span, int32_t id, const LoraSource* lora) {
+  Backend& b = *impl.backend;
+  const ModelConfig& c = impl.config;
+  Model::Impl::DecodeGraph& g = decode_graph(impl, *span.cache);
+  if (impl.fused_decode) sync_lora_table(impl, lora);
+  impl.decode_epoch = impl.decode_epoch == INT32_MAX ? 1 : impl.decode_epoch + 1;  // never 0, the flags' first value
+  const int32_t step[3] = {id, int32_t(span.past), impl.decode_epoch};
+  b.write(g.step, step, sizeof step);
+  if (!g.graph) {
+    const Heads heads = pick_heads(impl.weights, nullptr);
+    const std::vector<Span> spans{span};
+    const auto body = [&] {
+      if (impl.fused_decode) run_fused_step(b, c, impl.weights, heads, *span.cache, impl.lora_table, g);
+      else run_passes(b, c, impl.weights, heads, spans, g.ids, g.pos, nullptr, g.acts, g.head);
+    };
+    g.graph = b.capture(body);
+    if (g.graph) ++impl.graph_captures;
+    else body();  // a backend without graphs
+  }
+  if (g.graph) g.graph->replay();
+  return g.head.logits;
 }
 
 }  // namespace
@@ -134,6 +225,9 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
   const TensorStore store = TensorStore::open_dir(dir);
   impl->backend = make_backend(options.device);
   impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
+  const ModelConfig& c = impl->config;
+  impl->fused_decode = impl->backend->fused_decode() && c.hidden_size % 8 == 0 && c.intermediate_size % 8 == 0 &&
+                       c.q_dim() % 8 == 0 && c.head_dim % 2 == 0;
   return std::shared_ptr<Model>(new Model(std::move(impl)));
 }
 
@@ -195,17 +289,10 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   const Heads heads = pick_heads(impl_->weights, options.lora);
 
   Tensor logits;
-  if (T == 1 && !options.lora && b.device() != Device::cpu) {
-    // Decode step: replay the graph recorded for this cache, writing the token and its position first.
-    Impl::DecodeGraph& g = decode_graph(*impl_, *spans[0].cache);
-    b.write(g.ids, ids.data(), sizeof(int32_t));
-    b.write(g.pos, pos.data(), sizeof(int32_t));
-    if (!g.graph) {
-      g.graph = b.capture([&] { run_passes(b, c, impl_->weights, heads, spans, g.ids, g.pos, nullptr, g.acts, g.head); });
-      if (!g.graph) run_passes(b, c, impl_->weights, heads, spans, g.ids, g.pos, nullptr, g.acts, g.head);
-    }
-    if (g.graph) g.graph->replay();
-    logits = g.head.logits;
+  const bool graph_step = T == 1 && b.device() != Device::cpu &&
+                          (!options.lora || (impl_->fused_decode && options.lora->fused_table(c.num_layers).usable));
+  if (graph_step) {
+    logits = replay_decode_step(*impl_, spans[0], ids[0], options.lora);
   } else {
     const Tensor ids_t = b.upload(Tensor::from_ints(ids, {T}), DType::i32);
     const Tensor pos_t = b.upload(Tensor::from_ints(pos, {T}), DType::i32);
@@ -219,6 +306,8 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   for (const Span& s : spans) s.cache->advance(s.count);
   return out;
 }
+
+int64_t Model::decode_graphs_recorded() const { return impl_->graph_captures.load(); }
 
 std::shared_ptr<const LoraSource> Model::active_lora() const { return impl_->active_lora.load(); }
 void Model::set_active_lora(std::shared_ptr<const LoraSource> lora) { impl_->active_lora.exchange(std::move(lora)); }

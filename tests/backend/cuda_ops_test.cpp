@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "../model/model_test_util.h"
+#include "backend_test_util.h"
 #include "test_util.h"
 #include "wick/generator.h"
 #include "wick/model.h"
@@ -14,42 +15,6 @@
 
 namespace wick::test {
 namespace {
-
-// Random f32 values already rounded to bf16, so both backends see identical inputs.
-Tensor random_bf16_values(const Shape& shape, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::empty(shape, DType::f32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = bf16_to_f32(f32_to_bf16(dist(rng)));
-  return t;
-}
-
-struct Compared {
-  double rel_l2 = 0;  // ‖got − ref‖ / ‖ref‖
-  bool finite = true;
-};
-
-Compared compare(const Tensor& got, const Tensor& ref) {
-  double num = 0, den = 0;
-  Compared c;
-  for (int64_t i = 0; i < ref.numel(); ++i) {
-    const double g = got.data<float>()[i], r = ref.data<float>()[i];
-    if (!std::isfinite(g)) c.finite = false;
-    num += (g - r) * (g - r);
-    den += r * r;
-  }
-  c.rel_l2 = std::sqrt(num / std::max(den, 1e-30));
-  return c;
-}
-
-::testing::AssertionResult close(const Tensor& got, const Tensor& ref, double tol) {
-  const Compared c = compare(got, ref);
-  if (!c.finite) return ::testing::AssertionFailure() << "NaN or inf in output";
-  if (c.rel_l2 > tol) return ::testing::AssertionFailure() << "relative L2 error " << c.rel_l2 << " > " << tol;
-  return ::testing::AssertionSuccess();
-}
-
-#define EXPECT_CLOSE(got, ref, tol) EXPECT_TRUE(close(got, ref, tol))
 
 class CudaOps : public ::testing::Test {
  protected:

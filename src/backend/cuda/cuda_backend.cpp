@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_allocator.h"
+#include "backend/cuda/gemv.h"
 #include "backend/cuda/kernels.h"
 
 namespace wick {
@@ -67,6 +68,9 @@ class CudaBackend final : public Backend {
     workspace_ = alloc({kWorkspaceBytes / 2}, DType::bf16);
     check(cublasSetWorkspace(blas_, workspace_.raw(), kWorkspaceBytes), "cublasSetWorkspace");
     attention_workspace_ = alloc({kAttentionWorkspaceBytes / 4}, DType::f32);
+    // Zeroed once: the split-K attention kernel's tickets start at zero and are returned to zero by it.
+    check(cudaMemsetAsync(attention_workspace_.raw(), 0, kAttentionWorkspaceBytes, stream_), "attention workspace");
+    fused_ = make_cuda_fused_decode(stream_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -77,6 +81,7 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::cuda; }
   std::string name() const override { return "cuda"; }
   DType compute_dtype() const override { return DType::bf16; }
+  FusedDecode* fused_decode() override { return fused_.get(); }
 
   Tensor alloc(const Shape& shape, DType dtype) override { return allocator_->allocate(shape, dtype); }
 
@@ -256,6 +261,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   Tensor workspace_;
   Tensor attention_workspace_;  // split-K attention partials (fixed: graphs bake in its address)
+  std::unique_ptr<FusedDecode> fused_;
 };
 
 }  // namespace

@@ -29,12 +29,15 @@ struct AttentionShape {
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
   int64_t capacity = 0;  // rows of the k and v caches (no query sees past them)
   float scale = 1.0f;
-  void* workspace = nullptr;  // device scratch owned by the backend (split-K partials), fixed for its lifetime
+  // Device scratch owned by the backend for the split-K partials, fixed for its lifetime (graphs bake in the
+  // address) and zero-filled once by its owner: the kernels leave their counters in it at zero.
+  void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };
 /// Causal GQA attention for one sequence: query i sees keys [0, positions[i]] (read on the device, so a
-/// captured graph serves every step).  q [n, heads, d]; k, v [capacity, kv_heads, d]; out [n, heads·d]; bf16.
-/// Returns false when head_dim is not one the kernel is built for.
+/// captured graph serves every step).  q [n, heads, d]; k, v [capacity, kv_heads, d], 16-byte aligned;
+/// out [n, heads·d]; bf16.  Up to 4 queries split the keys over blocks (using the workspace), more run the
+/// tensor-core flash kernel (head_dim ≤ 128).  Returns false when head_dim is not one the kernels are built for.
 bool attention(const void* q, const void* k, const void* v, const int32_t* positions, void* out,
                const AttentionShape& s, cudaStream_t stream);
 
