@@ -37,8 +37,8 @@ constexpr int32_t kFusedLoraMaxRank = 64;
 /// Device scratch one fused op needs for its LoRA shrink results (each published with its step counter).
 constexpr int64_t kFusedLoraScratchBytes = 2048;
 
-/// Where a fused decode op finds the adapter in effect. The entries live in device memory that the model
-/// rewrites when the adapter changes, so one recorded graph serves every adapter and none. All null: no LoRA.
+/// Where a fused decode op finds the adapter in effect. The entries live in device memory that each step fills
+/// (FusedDecode::begin_step), so one recorded graph serves every adapter and none. All null: no LoRA.
 struct DecodeLora {
   const LoraEntry* entries = nullptr;  // device: one per projection of the op, in ProjKind order
   void* scratch = nullptr;             // device: kFusedLoraScratchBytes, owned by the caller, one per op call
@@ -51,6 +51,10 @@ struct DecodeLora {
 class FusedDecode {
  public:
   virtual ~FusedDecode() = default;
+  /// The first op of a step: x = embed[ids[0]], and the adapter in effect installed by copying table.nbytes()
+  /// bytes into `table` from the device address held in `source` (8 bytes, written with the step's other inputs),
+  /// so choosing another adapter changes one input of the step and adds no work.
+  virtual void begin_step(const Tensor& embed, const Tensor& ids, Tensor& x, const Tensor& source, Tensor& table) = 0;
   /// For i in {q, k, v}: y_i = rmsnorm(x, norm)·W_iᵀ + bias_i (+ LoRA); then RoPE on q and k at position pos[0],
   /// q into `q` [1, heads·d], k and v into the caches [capacity, kv_heads, d] at row pos[0] (rope_kv).
   virtual void attention_inputs(const Tensor& x, const Tensor& norm, float eps, const Tensor (&w)[3],

@@ -57,12 +57,13 @@ struct Model::Impl {
   // are destroyed before it. Anything that replaces weight tensors must clear them (they bake in addresses).
   struct DecodeGraph {
     std::pair<const void*, int64_t> key;  // the cache's storage and capacity
-    Tensor step;                          // i32 [3]: token id, position, epoch; written before each replay
-    Tensor ids, pos, epoch;               // views of `step`
+    Tensor step;                          // i32 [6]: adapter table address (2), token id, position, epoch, 0
+    Tensor source, ids, pos, epoch;       // views of `step`, written before each replay
     Activations acts;
     HeadBuffers head;
     Tensor lora_scratch;  // FusedDecode: kFusedLoraScratchBytes per fused op of each layer
-    std::unique_ptr<Graph> graph;
+    std::unique_ptr<Graph> graph;       // the base model
+    std::unique_ptr<Graph> lora_graph;  // any unmerged adapter (FusedDecode), read from the model's table
   };
   static constexpr size_t kMaxGraphs = 8;
   std::mutex graphs_mutex;
@@ -70,13 +71,12 @@ struct Model::Impl {
   std::atomic<int64_t> graph_captures{0};  // graphs recorded (adapter swaps must add none)
 
   // Decode steps on a backend with FusedDecode read the adapter in effect from this device table of LoraEntry
-  // [layers][kProjKinds] (rank 0: no adapter), rewritten only when the adapter changes; graphs bake in its address.
+  // [layers][kProjKinds] (rank 0: no adapter); each step copies into it the table of the adapter it runs with
+  // (LoraSource::FusedTable::device, or no_lora), whose address is one of the step's inputs. Graphs bake in the
+  // address of lora_table, not of any adapter's.
   bool fused_decode = false;  // the backend has FusedDecode and the model's shapes suit it
-  Tensor lora_table;
-  std::vector<LoraEntry> lora_table_host;  // what the device table holds
-  std::vector<LoraEntry> no_lora_table;    // all rank 0
-  Tensor no_lora_device;                   // the same on the device
-  int32_t decode_epoch = 0;                // tells one step's LoRA shrink results from the last one's
+  Tensor lora_table, no_lora;
+  int32_t decode_epoch = 0;  // tells one step's LoRA shrink results from the last one's
 
   /// Forgets every recorded graph; call with weights_mutex held exclusively after replacing weight tensors.
   void invalidate_graphs() {

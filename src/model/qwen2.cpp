@@ -104,17 +104,19 @@ Heads pick_heads(const ModelWeights& w, const LoraSource* lora) {
 
 // One-token step with the fused decode ops: five passes per layer (q/k/v with RoPE and the cache write,
 // attention, o_proj + residual, gate/up + SwiGLU, down_proj + residual), the final norm folded into the head.
-// LoRA comes from the model's device table (rank 0 everywhere: none), so the recorded graph serves any adapter.
+// With `lora`, the kernels read the adapter from the model's device table, which begin_step fills each step, so
+// one recorded graph serves every adapter; without, they are the leaner builds that read no table at all.
 void run_fused_step(Backend& b, const ModelConfig& c, const ModelWeights& w, const Heads& heads, KVCache& cache,
-                    const Tensor& lora_table, Model::Impl::DecodeGraph& g) {
+                    Tensor& lora_table, Model::Impl::DecodeGraph& g, bool lora) {
   FusedDecode& f = *b.fused_decode();
   Activations& a = g.acts;
   const float eps = float(c.rms_norm_eps);
+  f.begin_step(heads.embed, g.ids, a.x, g.source, lora_table);
   const auto* entries = static_cast<const LoraEntry*>(lora_table.raw());
-  b.embedding(heads.embed, g.ids, a.x);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w.layers[size_t(l)];
-    const auto lora = [&](ProjKind first, int op) {
+    const auto lora_of = [&](ProjKind first, int op) {
+      if (!lora) return DecodeLora{};
       return DecodeLora{.entries = entries + l * kProjKinds + int(first),
                         .scratch = static_cast<std::byte*>(g.lora_scratch.raw()) + (l * 4 + op) * kFusedLoraScratchBytes,
                         .epoch = g.epoch.data<int32_t>()};
@@ -122,13 +124,13 @@ void run_fused_step(Backend& b, const ModelConfig& c, const ModelWeights& w, con
     Tensor kc = cache.keys(l), vc = cache.values(l);
     f.attention_inputs(a.x, lw.input_norm, eps, {lw.q.weight, lw.k.weight, lw.v.weight},
                        {lw.q.bias, lw.k.bias, lw.v.bias}, g.pos, c.rope_theta, c.head_dim, a.q, kc, vc,
-                       lora(ProjKind::q, 0));
+                       lora_of(ProjKind::q, 0));
     b.attention(a.q.reshape({1, c.num_heads, c.head_dim}), kc, vc, g.pos, a.attn,
                 {.num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads, .head_dim = c.head_dim,
                  .scale = float(1.0 / std::sqrt(double(c.head_dim)))});
-    f.residual_linear(a.attn, lw.o.weight, a.x, lora(ProjKind::o, 1));
-    f.gate_up(a.x, lw.post_attention_norm, eps, lw.gate.weight, lw.up.weight, a.gate, lora(ProjKind::gate, 2));
-    f.residual_linear(a.gate, lw.down.weight, a.x, lora(ProjKind::down, 3));
+    f.residual_linear(a.attn, lw.o.weight, a.x, lora_of(ProjKind::o, 1));
+    f.gate_up(a.x, lw.post_attention_norm, eps, lw.gate.weight, lw.up.weight, a.gate, lora_of(ProjKind::gate, 2));
+    f.residual_linear(a.gate, lw.down.weight, a.x, lora_of(ProjKind::down, 3));
   }
   f.norm_linear(a.x, w.final_norm, eps, heads.head, g.head.logits);
 }
@@ -140,22 +142,18 @@ Tensor upload_entries(Backend& b, const std::vector<LoraEntry>& entries) {
   return b.upload(host, DType::i32);
 }
 
-// Points the device LoRA table at `lora` (or at nothing) when it holds something else: a device-to-device copy
-// of the adapter's own table, uploaded once. Compared by content, since addresses get reused.
-void sync_lora_table(Model::Impl& impl, const LoraSource* lora) {
+// The device address of the LoRA table a step with `lora` (or none) copies in; an adapter's is uploaded once.
+const void* lora_table_source(Model::Impl& impl, const LoraSource* lora) {
   Backend& b = *impl.backend;
   if (!impl.lora_table.defined()) {
-    impl.no_lora_table.assign(size_t(impl.config.num_layers * kProjKinds), LoraEntry{});
-    impl.no_lora_device = upload_entries(b, impl.no_lora_table);
-    impl.lora_table = upload_entries(b, impl.no_lora_table);
-    impl.lora_table_host = impl.no_lora_table;
+    const std::vector<LoraEntry> none(size_t(impl.config.num_layers * kProjKinds));
+    impl.no_lora = upload_entries(b, none);
+    impl.lora_table = upload_entries(b, none);
   }
-  LoraSource::FusedTable* table = lora ? &lora->fused_table(impl.config.num_layers) : nullptr;
-  const std::vector<LoraEntry>& want = table ? table->entries : impl.no_lora_table;
-  if (std::memcmp(want.data(), impl.lora_table_host.data(), want.size() * sizeof(LoraEntry)) == 0) return;
-  if (table && !table->device.defined()) table->device = upload_entries(b, want);
-  b.copy_rows(table ? table->device : impl.no_lora_device, impl.lora_table, 0);
-  impl.lora_table_host = want;
+  if (!lora) return impl.no_lora.raw();
+  LoraSource::FusedTable& table = lora->fused_table(impl.config.num_layers);
+  if (!table.device.defined()) table.device = upload_entries(b, table.entries);
+  return table.device.raw();
 }
 
 // The graph and fixed buffers for one-token steps on `cache` (keyed by its storage, whose address and layout a
@@ -168,19 +166,21 @@ Model::Impl::DecodeGraph& decode_graph(Model::Impl& impl, const KVCache& cache) 
   if (impl.graphs.size() >= Model::Impl::kMaxGraphs) impl.graphs.erase(impl.graphs.begin());
   Backend& b = *impl.backend;
   const Heads heads = pick_heads(impl.weights, nullptr);
-  Tensor step = b.alloc({3}, DType::i32);
+  Tensor step = b.alloc({6}, DType::i32);
   auto g = std::make_unique<Model::Impl::DecodeGraph>(Model::Impl::DecodeGraph{
       .key = key,
       .step = step,
-      .ids = step.rows(0, 1),
-      .pos = step.rows(1, 2),
-      .epoch = step.rows(2, 3),
+      .source = step.rows(0, 2),
+      .ids = step.rows(2, 3),
+      .pos = step.rows(3, 4),
+      .epoch = step.rows(4, 5),
       .acts = Activations(b, impl.config, 1),
       .head = HeadBuffers(b, impl.config, heads.head, 1, false),
       .lora_scratch = Tensor(),
-      .graph = nullptr});
+      .graph = nullptr,
+      .lora_graph = nullptr});
   if (impl.fused_decode) {
-    // Zeroed: a ready flag must never equal a step's epoch before that step wrote it.
+    // Zeroed: a published shrink value must never carry a step's epoch before that step wrote it.
     g->lora_scratch = b.alloc({impl.config.num_layers * 4 * kFusedLoraScratchBytes / 4}, DType::i32);
     b.zero(g->lora_scratch);
   }
@@ -193,22 +193,26 @@ Tensor replay_decode_step(Model::Impl& impl, const Span& span, int32_t id, const
   Backend& b = *impl.backend;
   const ModelConfig& c = impl.config;
   Model::Impl::DecodeGraph& g = decode_graph(impl, *span.cache);
-  if (impl.fused_decode) sync_lora_table(impl, lora);
-  impl.decode_epoch = impl.decode_epoch == INT32_MAX ? 1 : impl.decode_epoch + 1;  // never 0, the flags' first value
-  const int32_t step[3] = {id, int32_t(span.past), impl.decode_epoch};
+  impl.decode_epoch = impl.decode_epoch == INT32_MAX ? 1 : impl.decode_epoch + 1;  // never 0: scratch starts zeroed
+  int32_t step[6] = {0, 0, id, int32_t(span.past), impl.decode_epoch, 0};
+  if (impl.fused_decode) {
+    const void* source = lora_table_source(impl, lora);
+    std::memcpy(step, &source, sizeof source);
+  }
   b.write(g.step, step, sizeof step);
-  if (!g.graph) {
+  std::unique_ptr<Graph>& graph = lora ? g.lora_graph : g.graph;
+  if (!graph) {
     const Heads heads = pick_heads(impl.weights, nullptr);
     const std::vector<Span> spans{span};
     const auto body = [&] {
-      if (impl.fused_decode) run_fused_step(b, c, impl.weights, heads, *span.cache, impl.lora_table, g);
+      if (impl.fused_decode) run_fused_step(b, c, impl.weights, heads, *span.cache, impl.lora_table, g, lora != nullptr);
       else run_passes(b, c, impl.weights, heads, spans, g.ids, g.pos, nullptr, g.acts, g.head);
     };
-    g.graph = b.capture(body);
-    if (g.graph) ++impl.graph_captures;
+    graph = b.capture(body);
+    if (graph) ++impl.graph_captures;
     else body();  // a backend without graphs
   }
-  if (g.graph) g.graph->replay();
+  if (graph) graph->replay();
   return g.head.logits;
 }
 

@@ -189,6 +189,25 @@ TEST_F(CudaFused, NormLinearGivesF32Logits) {
   }
 }
 
+TEST_F(CudaFused, BeginStepEmbedsAndInstallsTheTableAtTheGivenAddress) {
+  const Tensor embed = random_bf16_values({10, 64}, 501);
+  const Tensor tables[2] = {Tensor::from_ints(std::vector<int32_t>(42, 7), {42}),
+                            Tensor::from_ints(std::vector<int32_t>(42, -3), {42})};
+  const Tensor on_device[2] = {on_gpu(tables[0]), on_gpu(tables[1])};
+  Tensor step = gpu->alloc({3}, DType::i32), x = gpu->alloc({1, 64}, DType::bf16), table = gpu->alloc({42}, DType::i32);
+  for (int which : {1, 0}) {
+    int32_t host[3] = {0, 0, 3 + which};
+    const void* address = on_device[which].raw();
+    std::memcpy(host, &address, sizeof address);
+    gpu->write(step, host, sizeof host);
+    Tensor ids = step.rows(2, 3), source = step.rows(0, 2);
+    fused->begin_step(on_gpu(embed), ids, x, source, table);
+    EXPECT_CLOSE(gpu->download(x), embed.rows(3 + which, 4 + which).reshape({1, 64}), 0.0);
+    const Tensor got = gpu->download(table);
+    for (int64_t i = 0; i < 42; ++i) ASSERT_EQ(got.data<float>()[i], float(tables[which].data<int32_t>()[i]));
+  }
+}
+
 TEST_F(CudaFused, RejectsMisshapedInputsByName) {
   const Tensor x = on_gpu(random_bf16_values({1, 60}, 1)), w = on_gpu(random_bf16_values({8, 60}, 2));
   Tensor out = gpu->alloc({1, 8}, DType::f32);
@@ -200,7 +219,7 @@ TEST_F(CudaFused, RejectsMisshapedInputsByName) {
 }
 
 // Decode steps through the recorded graph with adapters swapped between steps (two of rank ≤ 64, none, and one
-// of rank 80 that takes the plain ops), each step against the CPU backend; one graph for them all.
+// of rank 80 that takes the plain ops), each step against the CPU backend; one graph for the adapters, one without.
 TEST(CudaAdapterDecode, SwapsBetweenStepsMatchCpuWithoutRecapture) {
   try {
     make_backend(Device::cuda);
@@ -232,7 +251,7 @@ TEST(CudaAdapterDecode, SwapsBetweenStepsMatchCpuWithoutRecapture) {
     const Tensor want = cpu->forward(std::vector<SequenceInput>{{token, &cc}}, {.lora = schedule[s].second});
     EXPECT_CLOSE(got, want, 3e-2) << "step " << s;
   }
-  EXPECT_EQ(gpu->decode_graphs_recorded(), 1);
+  EXPECT_EQ(gpu->decode_graphs_recorded(), 2);  // the base model's and the adapters' (all of them)
 }
 
 }  // namespace

@@ -94,7 +94,23 @@ __global__ void add_rmsnorm_kernel(bf16* x, const bf16* delta, const bf16* w, bf
     o[i] = __float2bfloat16(__bfloat162float(w[i]) * (__bfloat162float(row[i]) * inv));
 }
 
+// x = embed[id]; table = the source table, 8 bytes at a time (a LoraEntry table is a multiple of 8 bytes).
+__global__ void begin_step_kernel(const bf16* embed, const int32_t* id, bf16* x, int64_t hidden,
+                                  const uint2* const* source, uint2* table, int64_t words) {
+  const bf16* row = embed + int64_t(*id) * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) x[i] = row[i];
+  const uint2* src = *source;
+  for (int64_t i = threadIdx.x; i < words; i += blockDim.x) table[i] = src[i];
+}
+
 }  // namespace
+
+void begin_step(const void* embed, const int32_t* id, void* x, int64_t hidden, const void* source, void* table,
+                int64_t table_bytes, cudaStream_t stream) {
+  begin_step_kernel<<<1, 512, 0, stream>>>(static_cast<const bf16*>(embed), id, static_cast<bf16*>(x), hidden,
+                                           static_cast<const uint2* const*>(source), static_cast<uint2*>(table),
+                                           table_bytes / 8);
+}
 
 void gemv(const void* w, const void* x, const void* bias, void* out, bool out_f32, int64_t n, int64_t k, float alpha,
           float beta, cudaStream_t stream) {

@@ -3,6 +3,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/kernels.h"
 
 namespace wick {
 
@@ -32,6 +33,19 @@ cuda::GemvInput input_of(const Tensor& x, const Tensor* norm, float eps, const D
 class CudaFusedDecode final : public FusedDecode {
  public:
   explicit CudaFusedDecode(cudaStream_t stream) : stream_(stream) {}
+
+  void begin_step(const Tensor& embed, const Tensor& ids, Tensor& x, const Tensor& source, Tensor& table) override {
+    const char* op = "begin_step";
+    expect(embed.device() == Device::cuda && embed.dtype() == DType::bf16 && embed.rank() == 2 &&
+               x.numel() == embed.dim(1) && x.dtype() == DType::bf16 && ids.dtype() == DType::i32 && ids.numel() == 1,
+           op, "embedding " + to_string(embed.shape()) + " into x " + to_string(x.shape()));
+    expect(source.nbytes() == 8 && reinterpret_cast<uintptr_t>(source.raw()) % 8 == 0 && table.nbytes() % 8 == 0 &&
+               reinterpret_cast<uintptr_t>(table.raw()) % 8 == 0,
+           op, "source must hold one aligned 8-byte address and the table a multiple of 8 bytes");
+    cuda::begin_step(embed.raw(), ids.data<int32_t>(), x.raw(), embed.dim(1), source.raw(), table.raw(),
+                     int64_t(table.nbytes()), stream_);
+    cuda::check_launch(op);
+  }
 
   void attention_inputs(const Tensor& x, const Tensor& norm, float eps, const Tensor (&w)[3], const Tensor (&bias)[3],
                         const Tensor& pos, double theta, int64_t head_dim, Tensor& q, Tensor& k_cache, Tensor& v_cache,

@@ -84,22 +84,32 @@ struct Sums {
   float s0 = 0.0f, s1 = 0.0f, ss = 0.0f;
 };
 
-// Chunks (8 elements) first, first + step, ... of w0, w1 and x, U chunks of each row in flight.
-template <bool Norm, int U>
-__device__ Sums dot2(const bf16* w0, const bf16* w1, const Args& a, int first, int step) {
+// 16 bytes of a weight row, read once per step: streamed (evict-first in L1 and L2), so that what is read again
+// soon (the input rows, a LoRA adapter's factors, the KV cache) stays in L2 across steps.
+__device__ inline uint4 load_weights(const uint4* p) { return __ldcs(p); }
+
+// Chunks (8 elements) first, first + step, ... of w0, w1 and x, U chunks of each row in flight. `issued` runs
+// once, after the first chunks' loads are on their way (other loads can ride along with them there).
+template <bool Norm, int U, class Issued>
+__device__ Sums dot2(const bf16* w0, const bf16* w1, const Args& a, int first, int step, Issued issued) {
   const int chunks = a.k / 8;
   const uint4* r0 = reinterpret_cast<const uint4*>(w0);
   const uint4* r1 = reinterpret_cast<const uint4*>(w1);
   const uint4* xs = reinterpret_cast<const uint4*>(a.x);
   const uint4* gs = reinterpret_cast<const uint4*>(a.norm);
   Sums s;
+  bool pending = true;
   for (int base = first; base < chunks; base += step * U) {
     uint4 v0[U], v1[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = base + step * u;
-      v0[u] = c < chunks ? __ldcs(r0 + c) : make_uint4(0, 0, 0, 0);  // weights are read once: stream them
-      v1[u] = c < chunks ? __ldcs(r1 + c) : make_uint4(0, 0, 0, 0);
+      v0[u] = c < chunks ? load_weights(r0 + c) : make_uint4(0, 0, 0, 0);
+      v1[u] = c < chunks ? load_weights(r1 + c) : make_uint4(0, 0, 0, 0);
+    }
+    if (pending) {
+      issued();
+      pending = false;
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -120,6 +130,7 @@ __device__ Sums dot2(const bf16* w0, const bf16* w1, const Args& a, int first, i
       s.s1 = dot8(v1[u], x, s.s1);
     }
   }
+  if (pending) issued();
   return s;
 }
 
@@ -134,10 +145,11 @@ __device__ inline Sums warp_sums(Sums s) {
 
 // w0·n and w1·n (norm applied) and Σx² for the pair owned by warps [warp - part, warp - part + wpp): the lead
 // warp (part 0) gets the totals. Every thread of the block calls this (a barrier when wpp > 1).
-template <bool Norm, int U>
-__device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, bool valid, int warp, int part, int lane) {
+template <bool Norm, int U, class Issued>
+__device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, bool valid, int warp, int part, int lane,
+                          Issued issued) {
   Sums s;
-  if (valid) s = warp_sums(dot2<Norm, U>(w0, w1, a, part * 32 + lane, a.wpp * 32));
+  if (valid) s = warp_sums(dot2<Norm, U>(w0, w1, a, part * 32 + lane, a.wpp * 32, issued));
   if (a.wpp > 1) {
     __shared__ Sums parts[kWarps];
     if (lane == 0) parts[warp] = s;
@@ -167,7 +179,7 @@ __device__ void shrink(const Args& a, int warp, int lane) {
     if (!valid && a.wpp == 1) continue;
     const bf16* rows = static_cast<const bf16*>(e.a);
     const Sums s = pair_sums<Norm, U>(rows + int64_t(j) * a.k, rows + int64_t(second ? j + 1 : j) * a.k, a, valid,
-                                      warp, part, lane);
+                                      warp, part, lane, [] {});
     if (valid && part == 0 && lane < 2 && (lane == 0 || second)) {
       const float v = lane == 0 ? s.s0 : s.s1;
       const Slot word = Slot(uint32_t(epoch)) << 32 | __float_as_uint(v);
@@ -176,21 +188,36 @@ __device__ void shrink(const Args& a, int warp, int lane) {
   }
 }
 
-// scale · B[row]·t of projection `e` for this step (0 without an adapter); the whole warp calls this.
-__device__ float lora_delta(const Args& a, const LoraEntry& e, int seg, int row, int lane, int32_t epoch) {
-  if (e.rank == 0) return 0.0f;
+// B[row][lane] and B[row][lane + 32] of projection `e` (rank ≤ 64), 0 past its rank.
+struct BRow {
+  float lo = 0.0f, hi = 0.0f;
+};
+
+__device__ inline BRow b_row(const LoraEntry& e, int row, int lane) {
+  BRow r;
   const bf16* b = static_cast<const bf16*>(e.b) + int64_t(row) * e.rank;
-  const volatile Slot* t = a.t + seg * kRank;
-  float s = 0.0f;
-  for (int j = lane; j < e.rank; j += 32) {
-    const float bj = __bfloat162float(b[j]);
-    Slot word = t[j];
-    while (int32_t(word >> 32) != epoch) {
-      __nanosleep(20);
-      word = t[j];
-    }
-    s = fmaf(bj, __uint_as_float(uint32_t(word)), s);
+  if (lane < e.rank) r.lo = __bfloat162float(b[lane]);
+  if (lane + 32 < e.rank) r.hi = __bfloat162float(b[lane + 32]);
+  return r;
+}
+
+// This step's t[seg][j], once its shrink block has published it.
+__device__ inline float await_t(const Args& a, int seg, int j, int32_t epoch) {
+  const volatile Slot* slot = a.t + seg * kRank + j;
+  Slot word = *slot;
+  while (int32_t(word >> 32) != epoch) {
+    __nanosleep(20);
+    word = *slot;
   }
+  return __uint_as_float(uint32_t(word));
+}
+
+// scale · B[row]·t of projection `e` for this step (0 without an adapter); the whole warp calls this.
+__device__ float lora_delta(const Args& a, const LoraEntry& e, const BRow& b, int seg, int lane, int32_t epoch) {
+  if (e.rank == 0) return 0.0f;
+  float s = 0.0f;
+  if (lane < e.rank) s = b.lo * await_t(a, seg, lane, epoch);
+  if (lane + 32 < e.rank) s = fmaf(b.hi, await_t(a, seg, lane + 32, epoch), s);
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
   return s * e.scale;
 }
@@ -271,11 +298,12 @@ __device__ void finish(const Args& a, const Pair& pr, const Operands& o, float s
   }
 }
 
-// Blocks [0, shrink_blocks) compute the LoRA shrink; each later block owns kWarps / wpp pairs.
-template <Epilogue E, bool Norm, int U>
+// Blocks [0, shrink_blocks) compute the LoRA shrink; each later block owns kWarps / wpp pairs. Launches without
+// a LoRA table take the Lora = false build, which carries none of its registers or loads.
+template <Epilogue E, bool Norm, int U, bool Lora>
 __global__ void __launch_bounds__(kThreads) fused_gemv_kernel(const Args a) {
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  if (int(blockIdx.x) < a.shrink_blocks) {
+  if (Lora && int(blockIdx.x) < a.shrink_blocks) {
     shrink<Norm, U>(a, warp, lane);
     return;
   }
@@ -287,17 +315,23 @@ __global__ void __launch_bounds__(kThreads) fused_gemv_kernel(const Args a) {
   if (lead && lane == 0) o = operands_of<E>(a, pr);
   LoraEntry e0, e1;
   int32_t epoch = 0;
-  if (lead && a.lora) {
+  if (Lora && lead) {
     e0 = a.lora[pr.seg0];
     e1 = a.lora[pr.seg1];
     epoch = *a.epoch;
   }
+  BRow b0, b1;  // fetched once the first weight loads are in flight (they need e0 and e1 first)
+  const auto fetch_b = [&] {
+    if (!Lora) return;
+    if (e0.rank) b0 = b_row(e0, pr.row0, lane);
+    if (e1.rank && pr.second) b1 = b_row(e1, pr.row1, lane);
+  };
   Sums s = pair_sums<Norm, U>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a, valid,
-                              warp, part, lane);
+                              warp, part, lane, fetch_b);
   if (!lead) return;
-  if (a.lora) {
-    s.s0 += lora_delta(a, e0, pr.seg0, pr.row0, lane, epoch);
-    if (pr.second) s.s1 += lora_delta(a, e1, pr.seg1, pr.row1, lane, epoch);
+  if (Lora) {
+    s.s0 += lora_delta(a, e0, b0, pr.seg0, lane, epoch);
+    if (pr.second) s.s1 += lora_delta(a, e1, b1, pr.seg1, lane, epoch);
   }
   if (lane == 0) finish<E>(a, pr, o, s.s0, s.s1);
 }
@@ -327,8 +361,10 @@ int warps_per_pair(int pairs, int k) {
 
 template <Epilogue E, int U>
 void launch_unrolled(const Args& a, unsigned blocks, cudaStream_t stream) {
-  if (a.norm) fused_gemv_kernel<E, true, U><<<blocks, kThreads, 0, stream>>>(a);
-  else fused_gemv_kernel<E, false, U><<<blocks, kThreads, 0, stream>>>(a);
+  if (a.norm && a.lora) fused_gemv_kernel<E, true, U, true><<<blocks, kThreads, 0, stream>>>(a);
+  else if (a.norm) fused_gemv_kernel<E, true, U, false><<<blocks, kThreads, 0, stream>>>(a);
+  else if (a.lora) fused_gemv_kernel<E, false, U, true><<<blocks, kThreads, 0, stream>>>(a);
+  else fused_gemv_kernel<E, false, U, false><<<blocks, kThreads, 0, stream>>>(a);
 }
 
 template <Epilogue E>

@@ -55,6 +55,11 @@ void gemv(const void* w, const void* x, const void* bias, void* out, bool out_f3
 void rope_kv(void* q, void* k, const void* v, const int32_t* positions, void* k_cache, void* v_cache, int64_t tokens,
              int64_t heads, int64_t kv_heads, int64_t d, double theta, cudaStream_t stream);
 
+/// x = embed[*id] ([hidden] bf16), and table_bytes (a multiple of 8) copied into `table` from the device
+/// address stored at `source`.
+void begin_step(const void* embed, const int32_t* id, void* x, int64_t hidden, const void* source, void* table,
+                int64_t table_bytes, cudaStream_t stream);
+
 /// Per row: x += delta; normed = x / sqrt(mean(x²) + eps) * weight.  x, delta, normed [rows, n] bf16.
 void add_rmsnorm(void* x, const void* delta, const void* weight, void* normed, int64_t rows, int64_t n, float eps,
                  cudaStream_t stream);
