@@ -3,11 +3,13 @@
 //
 // BM_StreamOverhead runs the four paths (generate, callback stream, pull iterator, async stream)
 // interleaved inside each iteration, rotating their order, on the same model, prompt, seed and token
-// count, so drift of a shared machine hits all four alike. Counters: each path's ms per request and
-// the streaming paths' overhead in % of generate(). Use --benchmark_repetitions=5 (or more) and read
-// the medians; CPU 0.5B at 10 / 50 / 100 tokens (about 5 tok/s here), tiny also at 1000.
+// count, so drift of a shared machine hits all four alike. Counters: each path's ms per request, the
+// streaming paths' overhead in % of generate() (from the totals, and *_paired_pct: the median over
+// iterations of each path's time over generate's in the same iteration). Use --benchmark_repetitions=5
+// (or more) and read the medians; CPU 0.5B at 10 / 50 / 100 tokens (about 5 tok/s here), tiny also at 1000.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -73,8 +75,10 @@ void BM_StreamOverhead(benchmark::State& state, const std::string& like, Device 
   if (want.empty()) want = gen.generate(prompt, params).output_ids;
   enum { kGenerate, kStream, kIterator, kAsync };
   std::array<double, 4> total{}, cpu{};
+  std::array<std::vector<double>, 4> paired;  // per iteration: this path's time over generate's that iteration
   static int64_t round = 0;  // rotates which path goes first, across repetitions too
   for (auto _ : state) {
+    std::array<double, 4> ms{};
     for (int k = 0; k < 4; ++k) {
       const int path = int((k + round) % 4);
       std::vector<int32_t> got;
@@ -93,10 +97,12 @@ void BM_StreamOverhead(benchmark::State& state, const std::string& like, Device 
         AsyncStream s = gen.stream_async(prompt, params);
         while (auto t = s.next()) got.push_back(t->id);
       }
-      total[size_t(path)] += ms_since(t0);
+      ms[size_t(path)] = ms_since(t0);
+      total[size_t(path)] += ms[size_t(path)];
       cpu[size_t(path)] += process_cpu_ms() - c0;
       if (got != want) state.SkipWithError("a path produced different tokens");
     }
+    for (size_t path = 0; path < 4; ++path) paired[path].push_back(ms[path] / ms[kGenerate]);
     ++round;
   }
   const double n = double(state.iterations());
@@ -111,6 +117,15 @@ void BM_StreamOverhead(benchmark::State& state, const std::string& like, Device 
   state.counters["iterator_cpu_pct"] = 100.0 * (cpu[kIterator] / cpu[kGenerate] - 1.0);
   state.counters["async_cpu_pct"] = 100.0 * (cpu[kAsync] / cpu[kGenerate] - 1.0);
   state.counters["tok_per_s"] = double(params.max_tokens) / (total[kGenerate] / n / 1000.0);
+  // The median of the paired per-iteration ratios: robust to the odd iteration a shared host slows down.
+  const auto median_pct = [](std::vector<double> r) {
+    std::sort(r.begin(), r.end());
+    const size_t m = r.size() / 2;
+    return 100.0 * ((r.size() % 2 ? r[m] : (r[m - 1] + r[m]) / 2) - 1.0);
+  };
+  state.counters["stream_paired_pct"] = median_pct(paired[kStream]);
+  state.counters["iterator_paired_pct"] = median_pct(paired[kIterator]);
+  state.counters["async_paired_pct"] = median_pct(paired[kAsync]);
 }
 BENCHMARK_CAPTURE(BM_StreamOverhead, tiny, std::string("tiny"), Device::cpu)
     ->Arg(10)->Arg(50)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->MinTime(0.5);
@@ -118,9 +133,9 @@ BENCHMARK_CAPTURE(BM_StreamOverhead, qwen2_5_0_5b, std::string("qwen2.5-0.5b"), 
     ->Arg(10)->Arg(50)->Arg(100)->Unit(benchmark::kMillisecond)->Iterations(1);
 // On the GPU each iteration runs every path once; several iterations per repetition average the host's jitter.
 BENCHMARK_CAPTURE(BM_StreamOverhead, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
-    ->Arg(100)->Unit(benchmark::kMillisecond)->Iterations(12);
+    ->Arg(100)->Unit(benchmark::kMillisecond)->Iterations(20);
 BENCHMARK_CAPTURE(BM_StreamOverhead, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
-    ->Arg(1000)->Unit(benchmark::kMillisecond)->Iterations(3);
+    ->Arg(1000)->Unit(benchmark::kMillisecond)->Iterations(6);
 
 // The consumer's callback on the tiny model (100 tokens), where a step is cheap enough for the
 // callback to show: 0 nothing, 1 format id and logprob into a string, 2 accumulate tokens and text.

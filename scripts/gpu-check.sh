@@ -6,7 +6,7 @@
 # usage: scripts/gpu-check.sh RESULTS_DIR [BENCH_FILTER]
 set -uo pipefail
 out=${1:?usage: scripts/gpu-check.sh RESULTS_DIR [BENCH_FILTER]}
-filter=${2:-cuda|Bandwidth}
+filter=${2:-cuda|Cuda|Bandwidth}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."

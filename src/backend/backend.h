@@ -41,8 +41,8 @@ constexpr int64_t kFusedLoraScratchBytes = 2048;
 /// (FusedDecode::begin_step), so one recorded graph serves every adapter and none. All null: no LoRA.
 struct DecodeLora {
   const LoraEntry* entries = nullptr;  // device: one per projection of the op, in ProjKind order
-  void* scratch = nullptr;             // device: kFusedLoraScratchBytes, owned by the caller, one per op call
-  const int32_t* epoch = nullptr;      // device: a step counter the caller changes before every run
+  void* scratch = nullptr;             // device: kFusedLoraScratchBytes per op call, zeroed once by its owner
+  const int32_t* epoch = nullptr;      // device: a step counter, never 0, changed by the caller before every run
 };
 
 /// One-token decode ops that fuse several plain ops into one pass over the weights (CUDA). Each computes what

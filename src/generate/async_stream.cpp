@@ -1,4 +1,5 @@
 // AsyncStream: the decode loop on a worker thread, tokens through a bounded channel.
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -15,7 +16,9 @@ struct AsyncStream::State {
   std::condition_variable space_ready;  // worker waits: room in the channel or cancellation
   std::deque<StreamToken> channel;
   size_t capacity = 0;                  // 0 = unbounded
-  bool cancel = false;                  // set by the consumer, read by the worker between steps
+  // Set by the consumer (under the mutex, so a waiting worker sees it), read by the worker before each step
+  // without the mutex: the worker never waits for a consumer that is busy taking a token.
+  std::atomic<bool> cancel{false};
   bool finished = false;                // the worker ended and freed its cache
   std::exception_ptr error;
   std::promise<GenerateResult> promise;
@@ -31,19 +34,18 @@ struct AsyncStream::State {
     try {
       StreamToken t;
       for (;;) {
-        {
-          std::lock_guard lock(mutex);
-          if (cancel) break;
-        }
+        if (cancel.load(std::memory_order_acquire)) break;
         if (!loop->step(t)) break;
-        std::unique_lock lock(mutex);
-        space_ready.wait(lock, [&] { return cancel || capacity == 0 || channel.size() < capacity; });
-        if (cancel) {
-          loop->retract(t);  // produced after the consumer stopped listening: never delivered
-          break;
+        {
+          std::unique_lock lock(mutex);
+          space_ready.wait(lock, [&] { return cancel || capacity == 0 || channel.size() < capacity; });
+          if (cancel) {
+            loop->retract(t);  // produced after the consumer stopped listening: never delivered
+            break;
+          }
+          channel.push_back(std::move(t));
         }
-        channel.push_back(std::move(t));
-        token_ready.notify_one();
+        token_ready.notify_one();  // after unlocking: the woken consumer does not block on the mutex at once
       }
       loop->cancel();  // no-op when generation ended by itself
       GenerateResult result = std::move(loop->result());
@@ -94,6 +96,7 @@ AsyncStream::Status AsyncStream::next(StreamToken& out, std::chrono::millisecond
   }
   out = std::move(s.channel.front());
   s.channel.pop_front();
+  lock.unlock();
   s.space_ready.notify_one();
   return Status::token;
 }
@@ -108,6 +111,7 @@ std::optional<StreamToken> AsyncStream::next() {
   }
   StreamToken t = std::move(s.channel.front());
   s.channel.pop_front();
+  lock.unlock();
   s.space_ready.notify_one();
   return t;
 }

@@ -160,6 +160,7 @@ __device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, bool va
         s.s1 += parts[warp + w].s1;
         s.ss += parts[warp + w].ss;
       }
+    __syncthreads();  // parts[] is read before any warp can call this again and overwrite it
   }
   const float inv = Norm ? rsqrtf(s.ss / float(a.k) + a.eps) : 1.0f;
   s.s0 *= inv;
@@ -172,7 +173,10 @@ template <bool Norm, int U>
 __device__ void shrink(const Args& a, int warp, int lane) {
   const int per_block = kWarps / a.wpp, part = warp % a.wpp;
   const int32_t epoch = *a.epoch;
-  for (int r = (int(blockIdx.x) * per_block + warp / a.wpp) * 2; r < a.segs * kRank; r += a.shrink_blocks * per_block * 2) {
+  // The shrink blocks cover the segs · kRank / 2 pairs exactly once (one pass). When wpp > 1, pair_sums holds
+  // barriers: then per_block is 1 or 2 and divides segs · 32, so every warp of a shrink block has a pair.
+  for (int r = (int(blockIdx.x) * per_block + warp / a.wpp) * 2; r < a.segs * kRank;
+       r += a.shrink_blocks * per_block * 2) {
     const int seg = r / kRank, j = r % kRank;  // r is even and kRank too: r + 1 is in the same projection
     const LoraEntry e = a.lora[seg];
     const bool valid = j < e.rank, second = j + 1 < e.rank;  // the same for the pair's warps
