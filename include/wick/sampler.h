@@ -100,7 +100,7 @@ class Sampler {
   std::vector<float> scores_;          // [vocab] processed logits, before temperature
   std::vector<int32_t> kept_;          // surviving ids, best first, when truncation applies
   bool all_kept_ = true;               // no top-k/top-p/min-p cut: every finite score survives
-  std::vector<float> probs_;           // [vocab] exp(score - max) of the last untruncated step
+  std::vector<float> probs_;           // [vocab] exp(score - max) of this step (top-p after top-k: survivors only)
 };
 
 }  // namespace wick

@@ -1,6 +1,7 @@
 #include "wick/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -22,23 +23,100 @@ std::string num(double v) {
   return s;
 }
 
+// e^x for x ≤ 0, written so that loops over it vectorize (no calls, no branches; this file is built with
+// -fno-trapping-math so the selects may be): x = n·ln2 + r with |r| ≤ ln2/2, e^r by its degree-7 Taylor
+// polynomial (relative error < 1e-8, below float's own rounding) and 2^n put straight into the exponent bits.
+// Below -87 it returns exactly 0 (float's e^x is subnormal there), so a masked score (-inf) gets probability 0.
+inline float exp_nonpositive(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;
+  constexpr float kRound = 12582912.0f;  // 1.5 · 2^23: adding and subtracting it rounds to an integer
+  const float n = (xc * 1.44269504f + kRound) - kRound;
+  const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-6f;  // ln 2 split in two parts
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) * (1 << 23));
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
+// out[i] = e^(s[i] - shift) for every i (shift ≥ every s[i]); returns their sum. Two flat passes the compiler
+// vectorizes: the exponentials, then sixteen float lanes per block of 1024 whose sums go into a double, so 150k
+// terms keep double precision. Built also for AVX2 and AVX-512, picked at run time by the CPU.
+__attribute__((target_clones("avx512f", "avx2", "default"))) double exp_sum(std::span<const float> scores, float shift, std::span<float> probs) {
+  const size_t n = scores.size();
+  const float* __restrict s = scores.data();
+  float* __restrict out = probs.data();
+  for (size_t i = 0; i < n; ++i) out[i] = exp_nonpositive(s[i] - shift);
+  constexpr size_t kLanes = 16, kBlock = 1024;
+  double total = 0;
+  size_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) {
+    float lane[kLanes] = {};
+    for (size_t j = i; j < i + kBlock; j += kLanes)
+      for (size_t l = 0; l < kLanes; ++l) lane[l] += out[j + l];
+    for (float v : lane) total += v;
+  }
+  for (; i < n; ++i) total += out[i];
+  return total;
+}
+
 // Indices of the n largest scores, best first (ties: lower id first). One pass with a min-heap,
 // so vocabulary-sized inputs cost O(V) comparisons plus O(n log n) for the survivors.
+constexpr size_t kScanBlock = 64;
+
+// The largest of scores[b, e) (NaN ignored), in sixteen independent lanes so that the compiler vectorizes it.
+__attribute__((target_clones("avx512f", "avx2", "default"))) float block_max(std::span<const float> scores, size_t b,
+                                                                             size_t e) {
+  constexpr size_t kLanes = 16;
+  float lane[kLanes];
+  for (float& m : lane) m = kNegInf;
+  size_t i = b;
+  for (; i + kLanes <= e; i += kLanes)
+    for (size_t l = 0; l < kLanes; ++l) lane[l] = scores[i + l] > lane[l] ? scores[i + l] : lane[l];
+  float m = kNegInf;
+  for (; i < e; ++i) m = scores[i] > m ? scores[i] : m;
+  for (float v : lane) m = v > m ? v : m;
+  return m;
+}
+
+// The index of the first maximum, as torch.argmax: a vectorized pass for the value, then the first block
+// that holds it.
+size_t argmax(std::span<const float> scores) {
+  const float best = block_max(scores, 0, scores.size());
+  for (size_t b = 0; b < scores.size(); b += kScanBlock) {
+    const size_t e = std::min(scores.size(), b + kScanBlock);
+    if (block_max(scores, b, e) < best) continue;
+    for (size_t i = b; i < e; ++i)
+      if (scores[i] == best) return i;
+  }
+  return 0;  // every score is NaN
+}
+
 void top_n(std::span<const float> scores, size_t n, std::vector<int32_t>& out) {
   out.clear();
   if (n == 0) return;
   auto worse = [&](int32_t a, int32_t b) {  // heap order: the worst survivor at the front
     return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b);
   };
-  for (size_t i = 0; i < scores.size(); ++i) {
-    if (scores[i] == kNegInf) continue;
-    if (out.size() < n) {
-      out.push_back(int32_t(i));
-      std::push_heap(out.begin(), out.end(), worse);
-    } else if (scores[i] > scores[size_t(out.front())]) {
-      std::pop_heap(out.begin(), out.end(), worse);
-      out.back() = int32_t(i);
-      std::push_heap(out.begin(), out.end(), worse);
+  for (size_t b = 0; b < scores.size(); b += kScanBlock) {
+    const size_t e = std::min(scores.size(), b + kScanBlock);
+    // Once the heap is full, a block whose best does not beat the worst survivor changes nothing.
+    if (out.size() == n && !(block_max(scores, b, e) > scores[size_t(out.front())])) continue;
+    for (size_t i = b; i < e; ++i) {
+      if (scores[i] == kNegInf) continue;
+      if (out.size() < n) {
+        out.push_back(int32_t(i));
+        std::push_heap(out.begin(), out.end(), worse);
+      } else if (scores[i] > scores[size_t(out.front())]) {
+        std::pop_heap(out.begin(), out.end(), worse);
+        out.back() = int32_t(i);
+        std::push_heap(out.begin(), out.end(), worse);
+      }
     }
   }
   std::sort_heap(out.begin(), out.end(), worse);
@@ -144,9 +222,13 @@ void Sampler::warp() {
     top_n(scores_, size_t(params_.top_k), kept_);
     if (kept_.size() == size_t(params_.top_k)) {
       const float kth = scores_[size_t(kept_.back())];
-      for (int64_t i = 0; i < vocab_; ++i)
-        if (scores_[size_t(i)] == kth && std::find(kept_.begin(), kept_.end(), int32_t(i)) == kept_.end())
-          kept_.push_back(int32_t(i));
+      for (size_t b = 0; b < scores_.size(); b += kScanBlock) {
+        const size_t e = std::min(scores_.size(), b + kScanBlock);
+        if (block_max(scores_, b, e) < kth) continue;
+        for (size_t i = b; i < e; ++i)
+          if (scores_[i] == kth && std::find(kept_.begin(), kept_.end(), int32_t(i)) == kept_.end())
+            kept_.push_back(int32_t(i));
+      }
       std::sort(kept_.begin(), kept_.end(), by_score);
     }
     all_kept_ = false;
@@ -162,8 +244,11 @@ void Sampler::warp() {
     const size_t n = kept_.size();
     float s_max = kNegInf;
     for (int32_t id : kept_) s_max = std::max(s_max, scores_[size_t(id)]);
+    // Over the whole vocabulary, one vectorized pass (masked scores add 0); over a top-k cut, its few survivors.
     double z = 0;
-    for (int32_t id : kept_) z += std::exp(scores_[size_t(id)] - s_max);
+    if (all_kept_) z = exp_sum(scores_, s_max, probs_);
+    else
+      for (int32_t id : kept_) z += double(probs_[size_t(id)] = exp_nonpositive(scores_[size_t(id)] - s_max));
     const double target = double(params_.top_p) * z;
     // Sort only as far as needed: the survivors are usually a few hundred of a large vocabulary.
     size_t sorted = all_kept_ ? 0 : n, chunk = 256, keep = n;
@@ -178,7 +263,7 @@ void Sampler::warp() {
         keep = j;
         break;
       }
-      above += std::exp(scores_[size_t(kept_[j])] - s_max);
+      above += probs_[size_t(kept_[j])];
     }
     kept_.resize(keep);
     all_kept_ = false;
@@ -187,7 +272,7 @@ void Sampler::warp() {
     // p_i < min_p · p_max  ⇔  exp(s_i - s_max) < min_p: the normaliser cancels.
     const double log_min = std::log(double(params_.min_p));
     if (all_kept_) {
-      const float s_max = *std::max_element(scores_.begin(), scores_.end());
+      const float s_max = block_max(scores_, 0, scores_.size());
       kept_.clear();
       for (int64_t i = 0; i < vocab_; ++i)
         if (double(scores_[size_t(i)]) - s_max >= log_min) kept_.push_back(int32_t(i));
@@ -223,13 +308,12 @@ TokenChoice Sampler::choose(std::span<const float> logits) {
   double log_z = 0;  // log of the normaliser of the final distribution
   if (all_kept_) {
     // Every finite score survives: one pass for max and normaliser, a second for the draw.
-    const auto best = std::max_element(scores_.begin(), scores_.end());  // first maximum, as torch.argmax
-    const float s_max = *best;
+    const size_t best = argmax(scores_);
+    const float s_max = scores_[best];
     if (s_max == kNegInf || std::isnan(s_max)) fail(ErrorKind::internal, "sampler: no token has a finite score");
-    double z = 0;
-    for (int64_t i = 0; i < vocab_; ++i) z += (probs_[size_t(i)] = std::exp(scores_[size_t(i)] - s_max));
+    const double z = exp_sum(scores_, s_max, probs_);
     log_z = s_max + std::log(z);
-    c.id = int32_t(best - scores_.begin());
+    c.id = int32_t(best);
     if (!params_.greedy()) {
       const double u = uniform() * z;
       double acc = 0;

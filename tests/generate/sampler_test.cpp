@@ -173,6 +173,41 @@ TEST(Sampler, SameSeedSameDraws) {
   EXPECT_NE(draws(1), draws(2));
 }
 
+// At vocabulary size, the vectorized passes (maximum, exponentials, their sum) against plain double arithmetic:
+// greedy takes the first of tied maxima wherever they sit in the scan blocks, and the logprob of the chosen token
+// and of the top alternatives equal log-softmax computed with std::exp; masked (-inf) tokens get exactly 0.
+TEST(Sampler, VocabularySizedPassesMatchPlainArithmetic) {
+  constexpr int64_t kVocab = 151936;
+  std::vector<float> x(kVocab);
+  for (int64_t i = 0; i < kVocab; ++i) x[size_t(i)] = float(std::sin(double(i) * 0.011) * 4 + std::cos(double(i) * 0.7));
+  for (size_t i = 0; i < x.size(); i += 7) x[i] = -std::numeric_limits<float>::infinity();
+  for (const size_t first : {size_t(5), size_t(63), size_t(64), size_t(151935)}) {
+    std::vector<float> y = x;
+    y[first] = 9.5f;
+    if (first + 70 < y.size()) y[first + 70] = 9.5f;  // a later tie, in another scan block
+    if (first >= 64) y[first - 1] = 9.25f;
+    Sampler s({.temperature = 0.0f, .top_logprobs = 3}, kVocab);
+    const TokenChoice c = s.choose(y);
+    EXPECT_EQ(c.id, int32_t(first));
+    double z = 0;
+    for (float v : y) z += std::exp(double(v) - 9.5);
+    const double log_z = 9.5 + std::log(z);
+    EXPECT_NEAR(c.logprob, 9.5 - log_z, 1e-6);
+    ASSERT_EQ(c.top.size(), 3u);
+    EXPECT_EQ(c.top[0].id, int32_t(first));
+    for (const auto& t : c.top) EXPECT_NEAR(t.logprob, double(y[size_t(t.id)]) - log_z, 1e-6);
+  }
+  // Sampling draws only unmasked tokens, with the probabilities of exp(score / T).
+  Sampler s({.temperature = 0.7f, .seed = 3}, kVocab);
+  for (int i = 0; i < 50; ++i) {
+    const TokenChoice c = s.choose(x);
+    ASSERT_NE(x[size_t(c.id)], -std::numeric_limits<float>::infinity());
+    double z = 0;
+    for (float v : x) z += std::exp((double(v) - 4.99) / 0.7);
+    EXPECT_NEAR(c.logprob, (double(x[size_t(c.id)]) - 4.99) / 0.7 - std::log(z), 1e-5);
+  }
+}
+
 // OpenAI: logit -= presence · [count > 0] + frequency · count, over generated ids only.
 TEST(Sampler, PresenceAndFrequencyPenaltiesFollowOpenAI) {
   const std::vector<float> x = {1.0f, 2.0f, -0.5f, 0.25f};
