@@ -15,6 +15,14 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Hot loops over the vocabulary are also built for AVX2 and AVX-512 and picked by the CPU at load time (an ifunc).
+// Not under ThreadSanitizer: its runtime is not up yet when ifunc resolvers run, and they crash.
+#if defined(__SANITIZE_THREAD__)
+#define WICK_CPU_CLONES
+#else
+#define WICK_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 std::string num(double v) {
   if (std::isnan(v)) return "NaN";
   std::string s = std::to_string(v);
@@ -46,8 +54,8 @@ inline float exp_nonpositive(float x) {
 
 // out[i] = e^(s[i] - shift) for every i (shift ≥ every s[i]); returns their sum. Two flat passes the compiler
 // vectorizes: the exponentials, then sixteen float lanes per block of 1024 whose sums go into a double, so 150k
-// terms keep double precision. Built also for AVX2 and AVX-512, picked at run time by the CPU.
-__attribute__((target_clones("avx512f", "avx2", "default"))) double exp_sum(std::span<const float> scores, float shift, std::span<float> probs) {
+// terms keep double precision.
+WICK_CPU_CLONES double exp_sum(std::span<const float> scores, float shift, std::span<float> probs) {
   const size_t n = scores.size();
   const float* __restrict s = scores.data();
   float* __restrict out = probs.data();
@@ -70,8 +78,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) double exp_sum(std:
 constexpr size_t kScanBlock = 64;
 
 // The largest of scores[b, e) (NaN ignored), in sixteen independent lanes so that the compiler vectorizes it.
-__attribute__((target_clones("avx512f", "avx2", "default"))) float block_max(std::span<const float> scores, size_t b,
-                                                                             size_t e) {
+WICK_CPU_CLONES float block_max(std::span<const float> scores, size_t b, size_t e) {
   constexpr size_t kLanes = 16;
   float lane[kLanes];
   for (float& m : lane) m = kNegInf;
