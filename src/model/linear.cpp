@@ -1,8 +1,10 @@
 #include "model/linear.h"
 
+#include <cstring>
+
 namespace wick {
 
-LoraSource::FusedTable& LoraSource::fused_table(int64_t layers) const {
+const LoraSource::FusedTable& LoraSource::fused_table(int64_t layers) const {
   std::call_once(fused_once_, [&] {
     fused_.usable = !head() && !embedding();
     fused_.entries.assign(size_t(layers * kProjKinds), LoraEntry{});
@@ -18,6 +20,16 @@ LoraSource::FusedTable& LoraSource::fused_table(int64_t layers) const {
       }
   });
   return fused_;
+}
+
+const Tensor& LoraSource::fused_device_table(int64_t layers, Backend& backend) const {
+  std::call_once(device_once_, [&] {
+    const std::vector<LoraEntry>& entries = fused_table(layers).entries;
+    Tensor host = Tensor::empty({int64_t(entries.size() * sizeof(LoraEntry) / sizeof(int32_t))}, DType::i32);
+    std::memcpy(host.raw(), entries.data(), entries.size() * sizeof(LoraEntry));
+    device_table_ = backend.upload(host, DType::i32);
+  });
+  return device_table_;
 }
 
 void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out) {

@@ -54,13 +54,16 @@ class LoraSource {
   struct FusedTable {
     std::vector<LoraEntry> entries;
     bool usable = true;
-    Tensor device;  // `entries` in device memory (i32), uploaded by the model on first use under its device lock
   };
-  FusedTable& fused_table(int64_t layers) const;
+  const FusedTable& fused_table(int64_t layers) const;
+  /// fused_table(layers).entries in device memory (i32), uploaded through `backend` on first use; thread-safe,
+  /// since models of the same shape may share an adapter.
+  const Tensor& fused_device_table(int64_t layers, Backend& backend) const;
 
  private:
-  mutable std::once_flag fused_once_;
+  mutable std::once_flag fused_once_, device_once_;
   mutable FusedTable fused_;
+  mutable Tensor device_table_;
 };
 
 /// out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ.  x [rows, in]; out [rows, out].

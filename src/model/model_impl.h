@@ -72,7 +72,7 @@ struct Model::Impl {
 
   // Decode steps on a backend with FusedDecode read the adapter in effect from this device table of LoraEntry
   // [layers][kProjKinds] (rank 0: no adapter); each step copies into it the table of the adapter it runs with
-  // (LoraSource::FusedTable::device, or no_lora), whose address is one of the step's inputs. Graphs bake in the
+  // (LoraSource::fused_device_table, or no_lora), whose address is one of the step's inputs. Graphs bake in the
   // address of lora_table, not of any adapter's.
   bool fused_decode = false;  // the backend has FusedDecode and the model's shapes suit it
   Tensor lora_table, no_lora;

@@ -135,25 +135,15 @@ void run_fused_step(Backend& b, const ModelConfig& c, const ModelWeights& w, con
   f.norm_linear(a.x, w.final_norm, eps, heads.head, g.head.logits);
 }
 
-// The entries as an i32 device tensor.
-Tensor upload_entries(Backend& b, const std::vector<LoraEntry>& entries) {
-  Tensor host = Tensor::empty({int64_t(entries.size() * sizeof(LoraEntry) / sizeof(int32_t))}, DType::i32);
-  std::memcpy(host.raw(), entries.data(), entries.size() * sizeof(LoraEntry));
-  return b.upload(host, DType::i32);
-}
-
-// The device address of the LoRA table a step with `lora` (or none) copies in; an adapter's is uploaded once.
+// The device address of the LoRA table a step with `lora` (or none) copies in.
 const void* lora_table_source(Model::Impl& impl, const LoraSource* lora) {
   Backend& b = *impl.backend;
   if (!impl.lora_table.defined()) {
-    const std::vector<LoraEntry> none(size_t(impl.config.num_layers * kProjKinds));
-    impl.no_lora = upload_entries(b, none);
-    impl.lora_table = upload_entries(b, none);
+    const int64_t words = impl.config.num_layers * kProjKinds * int64_t(sizeof(LoraEntry) / sizeof(int32_t));
+    impl.no_lora = b.upload(Tensor::zeros({words}, DType::i32), DType::i32);
+    impl.lora_table = b.upload(Tensor::zeros({words}, DType::i32), DType::i32);
   }
-  if (!lora) return impl.no_lora.raw();
-  LoraSource::FusedTable& table = lora->fused_table(impl.config.num_layers);
-  if (!table.device.defined()) table.device = upload_entries(b, table.entries);
-  return table.device.raw();
+  return lora ? lora->fused_device_table(impl.config.num_layers, b).raw() : impl.no_lora.raw();
 }
 
 // The graph and fixed buffers for one-token steps on `cache` (keyed by its storage, whose address and layout a
