@@ -1,4 +1,5 @@
-// Helpers of the CUDA backend tests: identical random inputs for both backends and a relative-error check.
+// Helpers of the CUDA backend tests: a fixture with both backends, identical random inputs for them and a
+// relative-error check.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -6,7 +7,11 @@
 #include <cmath>
 #include <random>
 
+#include <memory>
+
+#include "backend/backend.h"
 #include "wick/dtype.h"
+#include "wick/error.h"
 #include "wick/tensor.h"
 
 namespace wick::test {
@@ -46,5 +51,23 @@ inline ::testing::AssertionResult close(const Tensor& got, const Tensor& ref, do
 }
 
 #define EXPECT_CLOSE(got, ref, tol) EXPECT_TRUE(close(got, ref, tol))
+
+/// Both backends, the CUDA one under test and the CPU one as its reference; skipped (not failed) without a GPU.
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    try {
+      gpu = make_backend(Device::cuda);
+    } catch (const Error& e) {
+      GTEST_SKIP() << e.what();
+    }
+    cpu = make_cpu_backend();
+  }
+  // The same host values on both backends.
+  Tensor on_cpu(const Tensor& host) { return cpu->upload(host, DType::f32); }
+  Tensor on_gpu(const Tensor& host) { return gpu->upload(host, host.dtype() == DType::i32 ? DType::i32 : DType::bf16); }
+
+  std::unique_ptr<Backend> cpu, gpu;
+};
 
 }  // namespace wick::test

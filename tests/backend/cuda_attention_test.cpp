@@ -56,16 +56,8 @@ std::string describe(const Shape4& s, int64_t n, int64_t past, int64_t capacity)
   return o.str();
 }
 
-class CudaAttention : public ::testing::Test {
+class CudaAttention : public CudaBackendTest {
  protected:
-  void SetUp() override {
-    try {
-      gpu = make_backend(Device::cuda);
-    } catch (const Error& e) {
-      GTEST_SKIP() << e.what();
-    }
-    cpu = make_cpu_backend();
-  }
 
   Tensor reference(const Problem& p) {
     Tensor out = cpu->alloc({p.n(), p.q.numel() / p.n()}, DType::f32);
@@ -90,7 +82,6 @@ class CudaAttention : public ::testing::Test {
     return close(gpu->download(g.out), reference(p), kTol);
   }
 
-  std::unique_ptr<Backend> cpu, gpu;
 };
 
 const Shape4 kQwen05{14, 2, 64}, kQwen7{28, 4, 128};

@@ -26,24 +26,17 @@ struct Factors {
   int32_t rank = 0;
 };
 
-class CudaFused : public ::testing::Test {
+class CudaFused : public CudaBackendTest {
  protected:
   void SetUp() override {
-    try {
-      gpu = make_backend(Device::cuda);
-    } catch (const Error& e) {
-      GTEST_SKIP() << e.what();
-    }
-    cpu = make_cpu_backend();
+    CudaBackendTest::SetUp();
+    if (IsSkipped()) return;
     fused = gpu->fused_decode();
     ASSERT_NE(fused, nullptr);
     scratch = gpu->alloc({kFusedLoraScratchBytes / 4}, DType::i32);
     gpu->zero(scratch);
     epoch = gpu->alloc({1}, DType::i32);
   }
-  Tensor on_cpu(const Tensor& host) { return cpu->upload(host, DType::f32); }
-  Tensor on_gpu(const Tensor& host) { return gpu->upload(host, host.dtype() == DType::i32 ? DType::i32 : DType::bf16); }
-
   Factors factors(int32_t rank, int64_t in, int64_t out, uint32_t seed) {
     Factors f;
     f.scale = 2.0f / float(std::max(rank, 1));
@@ -85,7 +78,6 @@ class CudaFused : public ::testing::Test {
     return n;
   }
 
-  std::unique_ptr<Backend> cpu, gpu;
   FusedDecode* fused = nullptr;
   Tensor scratch, epoch;
   std::vector<Tensor> tables;

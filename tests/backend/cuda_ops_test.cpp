@@ -16,22 +16,7 @@
 namespace wick::test {
 namespace {
 
-class CudaOps : public ::testing::Test {
- protected:
-  void SetUp() override {
-    try {
-      gpu = make_backend(Device::cuda);
-    } catch (const Error& e) {
-      GTEST_SKIP() << e.what();
-    }
-    cpu = make_cpu_backend();
-  }
-  // The same host values on both backends.
-  Tensor on_cpu(const Tensor& host) { return cpu->upload(host, DType::f32); }
-  Tensor on_gpu(const Tensor& host) { return gpu->upload(host, host.dtype() == DType::i32 ? DType::i32 : DType::bf16); }
-
-  std::unique_ptr<Backend> cpu, gpu;
-};
+using CudaOps = CudaBackendTest;
 
 constexpr double kTol = 1e-2;  // bf16 range (DESIGN: relative error ≤ 1e-2, never NaN)
 

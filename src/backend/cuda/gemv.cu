@@ -382,6 +382,15 @@ void launch(Args& a, cudaStream_t stream) {
   else launch_unrolled<E, 4>(a, blocks, stream);
 }
 
+// One projection whose rows pair up with their neighbours (the last pair may have one row).
+Args neighbour_pairs(const GemvInput& in, const void* w, int64_t rows) {
+  Args a = args_of(in, 1);
+  a.w[0] = static_cast<const bf16*>(w);
+  a.rows = int(rows);
+  a.pairs = int((rows + 1) / 2);
+  return a;
+}
+
 }  // namespace
 
 void gemv_attention_inputs(const GemvInput& in, const void* const (&w)[3], const void* const (&bias)[3], int64_t heads,
@@ -415,19 +424,13 @@ void gemv_gate_up(const GemvInput& in, const void* w_gate, const void* w_up, int
 }
 
 void gemv_residual(const GemvInput& in, const void* w, int64_t rows, void* x, cudaStream_t stream) {
-  Args a = args_of(in, 1);
-  a.w[0] = static_cast<const bf16*>(w);
-  a.rows = int(rows);
-  a.pairs = int((rows + 1) / 2);
+  Args a = neighbour_pairs(in, w, rows);
   a.out = static_cast<bf16*>(x);
   launch<Epilogue::residual>(a, stream);
 }
 
 void gemv_f32(const GemvInput& in, const void* w, int64_t rows, float* out, cudaStream_t stream) {
-  Args a = args_of(in, 1);
-  a.w[0] = static_cast<const bf16*>(w);
-  a.rows = int(rows);
-  a.pairs = int((rows + 1) / 2);
+  Args a = neighbour_pairs(in, w, rows);
   a.out_f32 = out;
   launch<Epilogue::f32>(a, stream);
 }
