@@ -34,7 +34,7 @@ __global__ void gemv_kernel(const bf16* __restrict__ w, const bf16* __restrict__
       acc += a.x * b.x + a.y * b.y;
     }
   }
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  acc = warp_sum(acc);
   if (lane != 0) return;
   float v = alpha * acc + (bias ? __bfloat162float(bias[row]) : 0.0f);
   if constexpr (OutF32) {

@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/reduce.cuh"
 
 namespace wick::cuda {
 
@@ -222,8 +223,7 @@ __device__ float lora_delta(const Args& a, const LoraEntry& e, const BRow& b, in
   float s = 0.0f;
   if (lane < e.rank) s = b.lo * await_t(a, seg, lane, epoch);
   if (lane + 32 < e.rank) s = fmaf(b.hi, await_t(a, seg, lane + 32, epoch), s);
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  return s * e.scale;
+  return warp_sum(s) * e.scale;
 }
 
 template <Epilogue E>
