@@ -6,13 +6,16 @@
 //  - prefill: tiled flash attention on tensor cores (mma.sync m16n8k16, bf16 in, f32 accumulate). A block owns
 //    64 queries of one head and walks 64-key tiles, staged in shared memory by cp.async, with an online softmax.
 // Both read the positions on the device, so the launch depends only on host-known shapes and a captured graph
-// replays at any position.
+// replays at any position. The decode kernel is launched chained (chain.cuh): the next kernel's weight loads
+// start while it runs.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
 
+#include "backend/cuda/chain.cuh"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/reduce.cuh"
 
@@ -123,6 +126,8 @@ __global__ void __launch_bounds__(kSplitThreads) split_kernel(SplitParams p) {
   __shared__ float weight[kMaxGroup][kMaxSplits];
   __shared__ bool last;
 
+  chain_release();
+  chain_wait();  // everything this kernel reads is the previous kernels' output (chain.cuh)
   const int i = blockIdx.x, slice = blockIdx.y, split = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int kvh = slice / p.slices_per_kv;
@@ -320,7 +325,7 @@ void launch_split(const void* q, const void* k, const void* v, const int32_t* po
   constexpr size_t bytes = split_shared_bytes<D>();
   allow_shared_bytes<split_kernel<D>>(bytes);
   const dim3 grid(unsigned(s.queries), unsigned(slices), unsigned(splits));
-  split_kernel<D><<<grid, kSplitThreads, bytes, stream>>>(p);
+  check(launch_kernel(split_kernel<D>, grid, dim3(kSplitThreads), bytes, stream, true, p), "attention launch");
 }
 
 // ---- prefill: flash attention on tensor cores ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 // FusedDecode on CUDA: checks what the kernels assume (bf16, 16-byte rows, matching shapes) and launches them.
 #include <string>
+#include <utility>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
@@ -45,13 +46,15 @@ class CudaFusedDecode final : public FusedDecode {
     cuda::begin_step(embed.raw(), ids.data<int32_t>(), x.raw(), embed.dim(1), source.raw(), table.raw(),
                      int64_t(table.nbytes()), stream_);
     cuda::check_launch(op);
+    after_begin_ = true;
   }
 
   void attention_inputs(const Tensor& x, const Tensor& norm, float eps, const Tensor (&w)[3], const Tensor (&bias)[3],
                         const Tensor& pos, double theta, int64_t head_dim, Tensor& q, Tensor& k_cache, Tensor& v_cache,
                         const DecodeLora& lora) override {
     const char* op = "attention_inputs";
-    const cuda::GemvInput in = input_of(x, &norm, eps, lora, op);
+    cuda::GemvInput in = input_of(x, &norm, eps, lora, op);
+    in.chained = !std::exchange(after_begin_, false);
     const int64_t d = head_dim, kv_dim = w[1].dim(0);
     const char* names[3] = {"q weight", "k weight", "v weight"};
     for (int s = 0; s < 3; ++s) {
@@ -71,7 +74,8 @@ class CudaFusedDecode final : public FusedDecode {
 
   void residual_linear(const Tensor& in_row, const Tensor& w, Tensor& x, const DecodeLora& lora) override {
     const char* op = "residual_linear";
-    const cuda::GemvInput in = input_of(in_row, nullptr, 0.0f, lora, op);
+    cuda::GemvInput in = input_of(in_row, nullptr, 0.0f, lora, op);
+    in.chained = !std::exchange(after_begin_, false);
     expect_rows(w, in.k, op, "weight");
     expect(x.numel() == w.dim(0) && x.dtype() == DType::bf16, op, "residual " + to_string(x.shape()));
     cuda::gemv_residual(in, w.raw(), w.dim(0), x.raw(), stream_);
@@ -81,7 +85,8 @@ class CudaFusedDecode final : public FusedDecode {
   void gate_up(const Tensor& x, const Tensor& norm, float eps, const Tensor& w_gate, const Tensor& w_up, Tensor& h,
                const DecodeLora& lora) override {
     const char* op = "gate_up";
-    const cuda::GemvInput in = input_of(x, &norm, eps, lora, op);
+    cuda::GemvInput in = input_of(x, &norm, eps, lora, op);
+    in.chained = !std::exchange(after_begin_, false);
     expect_rows(w_gate, in.k, op, "gate weight");
     expect_rows(w_up, in.k, op, "up weight");
     expect(w_up.dim(0) == w_gate.dim(0) && h.numel() == w_gate.dim(0) && h.dtype() == DType::bf16, op,
@@ -92,7 +97,8 @@ class CudaFusedDecode final : public FusedDecode {
 
   void norm_linear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, Tensor& logits) override {
     const char* op = "norm_linear";
-    const cuda::GemvInput in = input_of(x, &norm, eps, {}, op);
+    cuda::GemvInput in = input_of(x, &norm, eps, {}, op);
+    in.chained = !std::exchange(after_begin_, false);
     expect_rows(w, in.k, op, "weight");
     expect(logits.numel() == w.dim(0) && logits.dtype() == DType::f32, op, "logits " + to_string(logits.shape()));
     cuda::gemv_f32(in, w.raw(), w.dim(0), logits.data<float>(), stream_);
@@ -101,6 +107,7 @@ class CudaFusedDecode final : public FusedDecode {
 
  private:
   cudaStream_t stream_;
+  bool after_begin_ = false;  // the next launch follows begin_step: unchained (gemv.h's GemvInput::chained)
 };
 
 }  // namespace

@@ -12,10 +12,16 @@
 // between, and nothing needs resetting between graph replays. Waiting is safe because blocks are dispatched in
 // index order: the shrink blocks run before any block that waits on them. Projections without an adapter (rank
 // 0 in the device table, as for every projection when no adapter is in effect) neither compute nor wait.
+//
+// Every launch is chained (chain.cuh) unless told otherwise: the first weight loads are issued before the wait for
+// the kernel ahead, so a kernel's start overlaps that kernel's tail; so are the adapter table entries and the B
+// rows, and the shrink blocks' A rows.
 #include <cuda_bf16.h>
 
 #include <cmath>
 
+#include "backend/cuda/chain.cuh"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/reduce.cuh"
 
@@ -169,22 +175,36 @@ __device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, bool va
   return s;
 }
 
+// An entry of the adapter table, read past L1: the step's first kernel writes the table, and chained kernels read
+// it before their chain_wait() (every chained kernel starts after that first one has completed, see chain.cuh).
+__device__ inline LoraEntry load_entry(const LoraEntry* e) {
+  static_assert(sizeof(LoraEntry) == 24 && alignof(LoraEntry) == 8, "LoraEntry layout");
+  const auto* words = reinterpret_cast<const unsigned long long*>(e);
+  const unsigned long long a = __ldcg(words), b = __ldcg(words + 1), scale_rank = __ldcg(words + 2);
+  LoraEntry r;
+  r.a = reinterpret_cast<const void*>(a);
+  r.b = reinterpret_cast<const void*>(b);
+  r.scale = __uint_as_float(uint32_t(scale_rank));
+  r.rank = int32_t(scale_rank >> 32);
+  return r;
+}
+
 // t[seg][j] = A_seg[j]·n for every rank row, a pair of rows per wpp warps, each value published with the epoch.
 template <bool Norm, int U>
 __device__ void shrink(const Args& a, int warp, int lane) {
   const int per_block = kWarps / a.wpp, part = warp % a.wpp;
-  const int32_t epoch = *a.epoch;
+  const int32_t epoch = __ldcg(a.epoch);
   // The shrink blocks cover the segs · kRank / 2 pairs exactly once (one pass). When wpp > 1, pair_sums holds
   // barriers: then per_block is 1 or 2 and divides segs · 32, so every warp of a shrink block has a pair.
   for (int r = (int(blockIdx.x) * per_block + warp / a.wpp) * 2; r < a.segs * kRank;
        r += a.shrink_blocks * per_block * 2) {
     const int seg = r / kRank, j = r % kRank;  // r is even and kRank too: r + 1 is in the same projection
-    const LoraEntry e = a.lora[seg];
+    const LoraEntry e = load_entry(a.lora + seg);
     const bool valid = j < e.rank, second = j + 1 < e.rank;  // the same for the pair's warps
     if (!valid && a.wpp == 1) continue;
     const bf16* rows = static_cast<const bf16*>(e.a);
     const Sums s = pair_sums<Norm, U>(rows + int64_t(j) * a.k, rows + int64_t(second ? j + 1 : j) * a.k, a, valid,
-                                      warp, part, lane, [] {});
+                                      warp, part, lane, [] { chain_wait(); });
     if (valid && part == 0 && lane < 2 && (lane == 0 || second)) {
       const float v = lane == 0 ? s.s0 : s.s1;
       const Slot word = Slot(uint32_t(epoch)) << 32 | __float_as_uint(v);
@@ -206,24 +226,38 @@ __device__ inline BRow b_row(const LoraEntry& e, int row, int lane) {
   return r;
 }
 
-// This step's t[seg][j], once its shrink block has published it.
-__device__ inline float await_t(const Args& a, int seg, int j, int32_t epoch) {
-  const volatile Slot* slot = a.t + seg * kRank + j;
-  Slot word = *slot;
-  while (int32_t(word >> 32) != epoch) {
+// scale · B[row]·t for both rows of the pair (0 where a projection has no adapter), with this step's t values.
+// The t values a lane needs (j = lane and lane + 32 of each projection; once when both rows belong to the same
+// projection) are read together, so waiting for them costs one round trip, and both sums share one reduction.
+// The whole warp calls this.
+__device__ float2 lora_deltas(const Args& a, const Pair& pr, const LoraEntry& e0, const LoraEntry& e1, const BRow& b0,
+                              const BRow& b1, int lane, int32_t epoch) {
+  const bool same = pr.seg0 == pr.seg1;
+  const int rank1 = pr.second && !same ? e1.rank : 0;
+  const bool need[4] = {lane < e0.rank, lane + 32 < e0.rank, lane < rank1, lane + 32 < rank1};
+  const volatile Slot* slot[4] = {a.t + pr.seg0 * kRank + lane, a.t + pr.seg0 * kRank + lane + 32,
+                                  a.t + pr.seg1 * kRank + lane, a.t + pr.seg1 * kRank + lane + 32};
+  Slot word[4] = {};
+  for (;;) {
+    bool ready = true;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if (need[i]) word[i] = *slot[i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) ready &= !need[i] || int32_t(word[i] >> 32) == epoch;
+    if (ready) break;
     __nanosleep(20);
-    word = *slot;
   }
-  return __uint_as_float(uint32_t(word));
-}
-
-// scale · B[row]·t of projection `e` for this step (0 without an adapter); the whole warp calls this.
-__device__ float lora_delta(const Args& a, const LoraEntry& e, const BRow& b, int seg, int lane, int32_t epoch) {
-  if (e.rank == 0) return 0.0f;
-  float s = 0.0f;
-  if (lane < e.rank) s = b.lo * await_t(a, seg, lane, epoch);
-  if (lane + 32 < e.rank) s = fmaf(b.hi, await_t(a, seg, lane + 32, epoch), s);
-  return warp_sum(s) * e.scale;
+  float t[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) t[i] = need[i] ? __uint_as_float(uint32_t(word[i])) : 0.0f;
+  if (same) t[2] = t[0], t[3] = t[1];
+  float d0 = fmaf(b0.hi, t[1], b0.lo * t[0]), d1 = fmaf(b1.hi, t[3], b1.lo * t[2]);
+  for (int o = 16; o > 0; o >>= 1) {
+    d0 += __shfl_xor_sync(0xffffffffu, d0, o);
+    d1 += __shfl_xor_sync(0xffffffffu, d1, o);
+  }
+  return make_float2(e0.rank ? d0 * e0.scale : 0.0f, e1.rank && pr.second ? d1 * e1.scale : 0.0f);
 }
 
 template <Epilogue E>
@@ -304,8 +338,12 @@ __device__ void finish(const Args& a, const Pair& pr, const Operands& o, float s
 
 // Blocks [0, shrink_blocks) compute the LoRA shrink; each later block owns kWarps / wpp pairs. Launches without
 // a LoRA table take the Lora = false build, which carries none of its registers or loads.
+// Register budgets (minimum blocks per SM) that keep the plain builds at 7 blocks (4 chunks per lane) or 5 (8)
+// with no or a few bytes spilled, and the LoRA builds one block lower without spills in their hot loops; the
+// launch plan (plan_launch) reads the resulting occupancy.
 template <Epilogue E, bool Norm, int U, bool Lora>
-__global__ void __launch_bounds__(kThreads) fused_gemv_kernel(const Args a) {
+__global__ void __launch_bounds__(kThreads, U == 4 ? (Lora ? 6 : 7) : (Lora ? 4 : 5)) fused_gemv_kernel(const Args a) {
+  chain_release();
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   if (Lora && int(blockIdx.x) < a.shrink_blocks) {
     shrink<Norm, U>(a, warp, lane);
@@ -314,28 +352,30 @@ __global__ void __launch_bounds__(kThreads) fused_gemv_kernel(const Args a) {
   const int p = (int(blockIdx.x) - a.shrink_blocks) * (kWarps / a.wpp) + warp / a.wpp, part = warp % a.wpp;
   const bool valid = p < a.pairs, lead = valid && part == 0;
   const Pair pr = valid ? pair_of<E>(a, p) : Pair{};
-  // Loaded now, used at the end: their round trips overlap the weight loads.
-  Operands o;
-  if (lead && lane == 0) o = operands_of<E>(a, pr);
   LoraEntry e0, e1;
   int32_t epoch = 0;
   if (Lora && lead) {
-    e0 = a.lora[pr.seg0];
-    e1 = a.lora[pr.seg1];
-    epoch = *a.epoch;
+    e0 = load_entry(a.lora + pr.seg0);
+    e1 = load_entry(a.lora + pr.seg1);
+    epoch = __ldcg(a.epoch);
   }
-  BRow b0, b1;  // fetched once the first weight loads are in flight (they need e0 and e1 first)
-  const auto fetch_b = [&] {
-    if (!Lora) return;
-    if (e0.rank) b0 = b_row(e0, pr.row0, lane);
-    if (e1.rank && pr.second) b1 = b_row(e1, pr.row1, lane);
+  // Once the first weight loads are in flight: the B rows (they need e0 and e1 first), the wait for the kernel
+  // before, and the epilogue's operands (the residual stream is that kernel's output), used at the end.
+  BRow b0, b1;
+  Operands o;
+  const auto issued = [&] {
+    if (Lora && e0.rank) b0 = b_row(e0, pr.row0, lane);
+    if (Lora && e1.rank && pr.second) b1 = b_row(e1, pr.row1, lane);
+    chain_wait();
+    if (lead && lane == 0) o = operands_of<E>(a, pr);
   };
   Sums s = pair_sums<Norm, U>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a, valid,
-                              warp, part, lane, fetch_b);
+                              warp, part, lane, issued);
   if (!lead) return;
-  if (Lora) {
-    s.s0 += lora_delta(a, e0, b0, pr.seg0, lane, epoch);
-    if (pr.second) s.s1 += lora_delta(a, e1, b1, pr.seg1, lane, epoch);
+  if (Lora && (e0.rank || e1.rank)) {
+    const float2 d = lora_deltas(a, pr, e0, e1, b0, b1, lane, epoch);
+    s.s0 += d.x;
+    s.s1 += d.y;
   }
   if (lane == 0) finish<E>(a, pr, o, s.s0, s.s1);
 }
@@ -355,31 +395,69 @@ Args args_of(const GemvInput& in, int segs) {
   return a;
 }
 
-// Warps per pair: more when the pairs alone leave the GPU short of loads in flight, while each warp keeps at
-// least two chunks per lane.
-int warps_per_pair(int pairs, int k) {
-  int wpp = 1;
-  while (wpp < kWarps && pairs * wpp < 2048 && k / 8 / (wpp * 2) >= 64) wpp *= 2;
-  return wpp;
+template <Epilogue E, int U>
+auto kernel_for(const Args& a) {
+  return a.norm ? (a.lora ? fused_gemv_kernel<E, true, U, true> : fused_gemv_kernel<E, true, U, false>)
+                : (a.lora ? fused_gemv_kernel<E, false, U, true> : fused_gemv_kernel<E, false, U, false>);
 }
 
-template <Epilogue E, int U>
-void launch_unrolled(const Args& a, unsigned blocks, cudaStream_t stream) {
-  if (a.norm && a.lora) fused_gemv_kernel<E, true, U, true><<<blocks, kThreads, 0, stream>>>(a);
-  else if (a.norm) fused_gemv_kernel<E, true, U, false><<<blocks, kThreads, 0, stream>>>(a);
-  else if (a.lora) fused_gemv_kernel<E, false, U, true><<<blocks, kThreads, 0, stream>>>(a);
-  else fused_gemv_kernel<E, false, U, false><<<blocks, kThreads, 0, stream>>>(a);
+// Blocks of `kernel` that fit on the GPU at once.
+template <class Kernel>
+int resident_blocks(Kernel kernel) {
+  int device = 0, sms = 0, per_sm = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0), "fused gemv occupancy");
+  return sms * per_sm;
+}
+
+// How a launch covers its pairs: U chunks per row in flight per lane, wpp warps per pair.
+struct Plan {
+  int u = 4, wpp = 1, shrink_blocks = 0;
+  unsigned blocks = 0;
+};
+
+Plan plan_of(const Args& a, int u, int wpp) {
+  Plan p{.u = u, .wpp = wpp};
+  const int per_block = kWarps / wpp;
+  if (a.lora) p.shrink_blocks = (a.segs * kRank / 2 + per_block - 1) / per_block;
+  p.blocks = unsigned(p.shrink_blocks + (a.pairs + per_block - 1) / per_block);
+  return p;
+}
+
+// Decode is bound by the loads in flight: the plan that keeps the most of them in flight while every block is
+// resident at once (a second, partial wave would leave the GPU mostly idle while it runs). Each lane keeps at least
+// four chunks per row (two warps per pair) or eight (four). When no plan fits in one wave (the largest
+// matrices, which run for many waves), one warp per pair unless the pairs are too few to keep 2048 warps busy,
+// and eight chunks in flight per lane where rows are long enough.
+template <Epilogue E>
+Plan plan_launch(const Args& a) {
+  const int chunks = a.k / 8;
+  Plan best;
+  int64_t best_in_flight = 0;
+  for (int wpp = 1; wpp <= kWarps; wpp *= 2) {
+    if (wpp > 1 && chunks / (wpp * 2) < 64) break;
+    for (int u : {4, 8}) {
+      if (u == 8 && chunks / (32 * wpp) < 8) continue;
+      const Plan p = plan_of(a, u, wpp);
+      const int resident = u == 8 ? resident_blocks(kernel_for<E, 8>(a)) : resident_blocks(kernel_for<E, 4>(a));
+      const int64_t in_flight = int64_t(p.blocks) * kThreads * u;
+      if (p.blocks <= unsigned(resident) && in_flight >= best_in_flight) best = p, best_in_flight = in_flight;
+    }
+  }
+  if (best_in_flight > 0) return best;
+  int wpp = 1;
+  while (wpp < kWarps && a.pairs * wpp < 2048 && chunks / (wpp * 2) >= 64) wpp *= 2;
+  return plan_of(a, chunks / (32 * wpp) >= 8 ? 8 : 4, wpp);
 }
 
 template <Epilogue E>
-void launch(Args& a, cudaStream_t stream) {
-  a.wpp = warps_per_pair(a.pairs, a.k);
-  const int per_block = kWarps / a.wpp;
-  if (a.lora) a.shrink_blocks = (a.segs * kRank / 2 + per_block - 1) / per_block;
-  const unsigned blocks = unsigned(a.shrink_blocks + (a.pairs + per_block - 1) / per_block);
-  // Long rows: eight chunks of each row in flight per lane (bandwidth-bound shapes such as 7B's).
-  if (a.k / 8 / (32 * a.wpp) >= 8) launch_unrolled<E, 8>(a, blocks, stream);
-  else launch_unrolled<E, 4>(a, blocks, stream);
+void launch(Args& a, bool chained, cudaStream_t stream) {
+  const Plan p = plan_launch<E>(a);
+  a.wpp = p.wpp;
+  a.shrink_blocks = p.shrink_blocks;
+  const auto kernel = p.u == 8 ? kernel_for<E, 8>(a) : kernel_for<E, 4>(a);
+  check(launch_kernel(kernel, p.blocks, kThreads, 0, stream, chained, a), "fused gemv launch");
 }
 
 // One projection whose rows pair up with their neighbours (the last pair may have one row).
@@ -410,7 +488,7 @@ void gemv_attention_inputs(const GemvInput& in, const void* const (&w)[3], const
   a.out = static_cast<bf16*>(q_out);
   a.k_cache = static_cast<bf16*>(k_cache);
   a.v_cache = static_cast<bf16*>(v_cache);
-  launch<Epilogue::attention_inputs>(a, stream);
+  launch<Epilogue::attention_inputs>(a, in.chained, stream);
 }
 
 void gemv_gate_up(const GemvInput& in, const void* w_gate, const void* w_up, int64_t rows, void* h,
@@ -420,19 +498,19 @@ void gemv_gate_up(const GemvInput& in, const void* w_gate, const void* w_up, int
   a.w[1] = static_cast<const bf16*>(w_up);
   a.pairs = a.rows = int(rows);
   a.out = static_cast<bf16*>(h);
-  launch<Epilogue::gate_up>(a, stream);
+  launch<Epilogue::gate_up>(a, in.chained, stream);
 }
 
 void gemv_residual(const GemvInput& in, const void* w, int64_t rows, void* x, cudaStream_t stream) {
   Args a = neighbour_pairs(in, w, rows);
   a.out = static_cast<bf16*>(x);
-  launch<Epilogue::residual>(a, stream);
+  launch<Epilogue::residual>(a, in.chained, stream);
 }
 
 void gemv_f32(const GemvInput& in, const void* w, int64_t rows, float* out, cudaStream_t stream) {
   Args a = neighbour_pairs(in, w, rows);
   a.out_f32 = out;
-  launch<Epilogue::f32>(a, stream);
+  launch<Epilogue::f32>(a, in.chained, stream);
 }
 
 }  // namespace wick::cuda

@@ -19,6 +19,9 @@ struct GemvInput {
   const void* norm = nullptr;  // rmsnorm weight [k] bf16, or null for none
   float eps = 0.0f;
   DecodeLora lora;  // entries for this launch's projections (consecutive), or all null
+  /// Launched chained (chain.cuh): it may start while the kernel ahead of it runs. Not for the first launch after
+  /// the step's first kernel, which writes the adapter table that chained launches read before their wait.
+  bool chained = true;
 };
 
 /// For s in {q, k, v}: rows of w[s] ([rows_s, k]) plus bias[s] (may be null); q and k rotated (NeoX pairs
