@@ -1,11 +1,11 @@
-// AsyncStream: the decode loop on a worker thread, tokens through a bounded channel.
+// AsyncStream: the decode loop on a worker thread (worker_threads.h), tokens through a bounded channel.
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <thread>
 
 #include "generate/decode_loop.h"
+#include "generate/worker_threads.h"
 #include "wick/generator.h"
 
 namespace wick {
@@ -23,14 +23,11 @@ struct AsyncStream::State {
   std::exception_ptr error;
   std::promise<GenerateResult> promise;
   std::shared_future<GenerateResult> future = promise.get_future().share();
-  std::thread worker;
+  std::unique_ptr<DecodeLoop> loop;     // the worker's, until it ends
 
-  ~State() {
-    if (worker.joinable()) worker.join();
-  }
-
-  // The worker's body: step, hand over, repeat; the loop (and its KV cache) dies before `finished`.
-  void run(std::unique_ptr<DecodeLoop> loop) {
+  // The worker's body: step, hand over, repeat; the loop (and its KV cache) dies before `finished`. The job
+  // holding this State keeps it alive until run() has returned, even once the AsyncStream is gone.
+  void run() {
     try {
       StreamToken t;
       for (;;) {
@@ -65,10 +62,10 @@ struct AsyncStream::State {
 AsyncStream Generator::stream_async(std::span<const int32_t> prompt, const GenerateParams& params,
                                     size_t capacity) const {
   // Validation and cache allocation happen here, on the caller's thread, so errors throw here.
-  auto loop = std::make_unique<DecodeLoop>(model_, tokenizer(), eos_, nullptr, prompt, params);
   auto state = std::make_shared<AsyncStream::State>();
+  state->loop = std::make_unique<DecodeLoop>(model_, tokenizer(), eos_, nullptr, prompt, params);
   state->capacity = capacity;
-  state->worker = std::thread([s = state.get(), l = std::move(loop)]() mutable { s->run(std::move(l)); });
+  run_on_worker([state] { state->run(); });
   return AsyncStream(std::move(state));
 }
 
@@ -120,12 +117,10 @@ std::shared_future<GenerateResult> AsyncStream::result() const { return state_->
 
 void AsyncStream::cancel() {
   State& s = *state_;
-  {
-    std::lock_guard lock(s.mutex);
-    s.cancel = true;
-  }
+  std::unique_lock lock(s.mutex);
+  s.cancel = true;
   s.space_ready.notify_all();
-  if (s.worker.joinable() && s.worker.get_id() != std::this_thread::get_id()) s.worker.join();
+  s.token_ready.wait(lock, [&] { return s.finished; });  // the worker's last act, after freeing the cache
 }
 
 }  // namespace wick

@@ -234,7 +234,7 @@ TEST(AsyncStream, TimeoutWaitsAndFutureCarriesTheResult) {
   EXPECT_EQ(s.next(t, std::chrono::milliseconds(1)), AsyncStream::Status::finished);
 }
 
-// Dropping streams mid-generation (worker blocked on a full channel, or never read) must join the
+// Dropping streams mid-generation (worker blocked on a full channel, or never read) must stop the
 // worker and free everything: run under -DWICK_SANITIZE=ON, LeakSanitizer checks this.
 TEST(AsyncStream, DroppedStreamsReleaseEverything) {
   const Generator gen(Model::load(fixture("models/tiny-tied")));
@@ -248,6 +248,30 @@ TEST(AsyncStream, DroppedStreamsReleaseEverything) {
   AsyncStream target = std::move(moved);
   target = gen.stream_async(Ids{5, 6}, params, 1);  // cancels the first worker
   EXPECT_TRUE(target.next().has_value());
+}
+
+// Workers are reused between streams, but a stream never waits for another's worker: more streams than
+// idle workers, each blocked on a full channel, consumed last first, all deliver their tokens.
+TEST(AsyncStream, OpenStreamsEachHaveTheirOwnWorker) {
+  const Generator gen(Model::load(fixture("models/tiny-tied")));
+  const GenerateParams params{.max_tokens = 12, .ignore_eos = true, .sampling = SamplingParams::greedy_params()};
+  std::vector<Ids> want;
+  std::vector<AsyncStream> streams;
+  for (int32_t i = 0; i < 9; ++i) {
+    want.push_back(gen.generate(Ids{i + 1, i + 2}, params).output_ids);
+    streams.push_back(gen.stream_async(Ids{i + 1, i + 2}, params, 1));
+  }
+  for (size_t i = streams.size(); i-- > 0;) {
+    Ids got;
+    while (auto t = streams[i].next()) got.push_back(t->id);
+    EXPECT_EQ(got, want[i]) << "stream " << i;
+  }
+  for (int round = 0; round < 3; ++round) {  // again, on the workers the first round left waiting
+    AsyncStream s = gen.stream_async(Ids{1, 2}, params, 1);
+    Ids got;
+    while (auto t = s.next()) got.push_back(t->id);
+    EXPECT_EQ(got, want[0]);
+  }
 }
 
 TEST(Session, ReusesTheCacheForTheCommonPrefix) {
