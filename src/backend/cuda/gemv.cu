@@ -426,8 +426,8 @@ Plan plan_of(const Args& a, int u, int wpp) {
 }
 
 // Decode is bound by the loads in flight: the plan that keeps the most of them in flight while every block is
-// resident at once (a second, partial wave would leave the GPU mostly idle while it runs). Each lane keeps at least
-// four chunks per row (two warps per pair) or eight (four). When no plan fits in one wave (the largest
+// resident at once (a second, partial wave would leave the GPU mostly idle while it runs). When a pair has several
+// warps, each lane still gets at least four chunks of each row. When no plan fits in one wave (the largest
 // matrices, which run for many waves), one warp per pair unless the pairs are too few to keep 2048 warps busy,
 // and eight chunks in flight per lane where rows are long enough.
 template <Epilogue E>
