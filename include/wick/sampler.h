@@ -101,6 +101,7 @@ class Sampler {
   std::vector<int32_t> kept_;          // surviving ids, best first, when truncation applies
   bool all_kept_ = true;               // no top-k/top-p/min-p cut: every finite score survives
   std::vector<float> probs_;           // [vocab] exp(score - max) of this step (top-p after top-k: survivors only)
+  std::vector<float> block_max_;       // [vocab / 64] the maxima of scores_' blocks of 64 (top-k, argmax)
 };
 
 }  // namespace wick

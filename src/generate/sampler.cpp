@@ -91,20 +91,48 @@ WICK_CPU_CLONES float block_max(std::span<const float> scores, size_t b, size_t 
   return m;
 }
 
-// The index of the first maximum, as torch.argmax: a vectorized pass for the value, then the first block
-// that holds it.
-size_t argmax(std::span<const float> scores) {
-  const float best = block_max(scores, 0, scores.size());
-  for (size_t b = 0; b < scores.size(); b += kScanBlock) {
-    const size_t e = std::min(scores.size(), b + kScanBlock);
-    if (block_max(scores, b, e) < best) continue;
-    for (size_t i = b; i < e; ++i)
-      if (scores[i] == best) return i;
+size_t blocks_of(size_t n) { return (n + kScanBlock - 1) / kScanBlock; }
+
+// maxima[j] = the largest of block j of scores (kScanBlock scores, the last one shorter), NaN ignored: one pass,
+// vectorized, where a call per block would cost more than the block's own comparisons.
+WICK_CPU_CLONES void block_maxima(std::span<const float> scores, std::span<float> maxima) {
+  constexpr size_t kLanes = 16;
+  const size_t full = scores.size() / kScanBlock;
+  const float* __restrict s = scores.data();
+  static_assert(kScanBlock == 4 * kLanes, "a block is four rows of lanes");
+  const auto fold = [](float* a, const float* b, size_t n) {  // a[l] = max(a[l], b[l]), NaN in b ignored
+    for (size_t l = 0; l < n; ++l) a[l] = b[l] > a[l] ? b[l] : a[l];
+  };
+  for (size_t j = 0; j < full; ++j) {
+    const float* b = s + j * kScanBlock;
+    float lane[kLanes];
+    for (size_t l = 0; l < kLanes; ++l) lane[l] = b[l] > kNegInf ? b[l] : kNegInf;
+    fold(lane, b + kLanes, kLanes);
+    fold(lane, b + 2 * kLanes, kLanes);
+    fold(lane, b + 3 * kLanes, kLanes);
+    fold(lane, lane + 8, 8);
+    fold(lane, lane + 4, 4);
+    fold(lane, lane + 2, 2);
+    fold(lane, lane + 1, 1);
+    maxima[j] = lane[0];
   }
+  if (full < blocks_of(scores.size())) maxima[full] = block_max(scores, full * kScanBlock, scores.size());
+}
+
+// The index of the first maximum, as torch.argmax (maxima from block_maxima): the first block holding the
+// largest value, then its first position there.
+size_t argmax(std::span<const float> scores, std::span<const float> maxima) {
+  float best = kNegInf;
+  size_t first = 0;
+  for (size_t j = 0; j < maxima.size(); ++j)
+    if (maxima[j] > best) best = maxima[j], first = j;
+  for (size_t i = first * kScanBlock; i < std::min(scores.size(), (first + 1) * kScanBlock); ++i)
+    if (scores[i] == best) return i;
   return 0;  // every score is NaN
 }
 
-void top_n(std::span<const float> scores, size_t n, std::vector<int32_t>& out) {
+// maxima: block_maxima of scores.
+void top_n(std::span<const float> scores, std::span<const float> maxima, size_t n, std::vector<int32_t>& out) {
   out.clear();
   if (n == 0) return;
   auto worse = [&](int32_t a, int32_t b) {  // heap order: the worst survivor at the front
@@ -113,7 +141,7 @@ void top_n(std::span<const float> scores, size_t n, std::vector<int32_t>& out) {
   for (size_t b = 0; b < scores.size(); b += kScanBlock) {
     const size_t e = std::min(scores.size(), b + kScanBlock);
     // Once the heap is full, a block whose best does not beat the worst survivor changes nothing.
-    if (out.size() == n && !(block_max(scores, b, e) > scores[size_t(out.front())])) continue;
+    if (out.size() == n && !(maxima[b / kScanBlock] > scores[size_t(out.front())])) continue;
     for (size_t i = b; i < e; ++i) {
       if (scores[i] == kNegInf) continue;
       if (out.size() < n) {
@@ -177,6 +205,7 @@ Sampler::Sampler(const SamplingParams& params, int64_t vocab_size, std::span<con
   scores_.resize(static_cast<size_t>(vocab_));
   kept_.reserve(static_cast<size_t>(vocab_));
   probs_.resize(static_cast<size_t>(vocab_));
+  block_max_.resize(blocks_of(size_t(vocab_)));
   rng_.seed(params_.seed ? *params_.seed : (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}());
 }
 
@@ -226,12 +255,13 @@ void Sampler::warp() {
   };
   if (params_.top_k > 0 && params_.top_k < vocab_) {
     // transformers keeps every token >= the k-th best value, so ties at the boundary all survive.
-    top_n(scores_, size_t(params_.top_k), kept_);
+    block_maxima(scores_, block_max_);
+    top_n(scores_, block_max_, size_t(params_.top_k), kept_);
     if (kept_.size() == size_t(params_.top_k)) {
       const float kth = scores_[size_t(kept_.back())];
       for (size_t b = 0; b < scores_.size(); b += kScanBlock) {
         const size_t e = std::min(scores_.size(), b + kScanBlock);
-        if (block_max(scores_, b, e) < kth) continue;
+        if (block_max_[b / kScanBlock] < kth) continue;
         for (size_t i = b; i < e; ++i)
           if (scores_[i] == kth && std::find(kept_.begin(), kept_.end(), int32_t(i)) == kept_.end())
             kept_.push_back(int32_t(i));
@@ -315,7 +345,8 @@ TokenChoice Sampler::choose(std::span<const float> logits) {
   double log_z = 0;  // log of the normaliser of the final distribution
   if (all_kept_) {
     // Every finite score survives: one pass for max and normaliser, a second for the draw.
-    const size_t best = argmax(scores_);
+    block_maxima(scores_, block_max_);
+    const size_t best = argmax(scores_, block_max_);
     const float s_max = scores_[best];
     if (s_max == kNegInf || std::isnan(s_max)) fail(ErrorKind::internal, "sampler: no token has a finite score");
     const double z = exp_sum(scores_, s_max, probs_);
@@ -355,7 +386,7 @@ TokenChoice Sampler::choose(std::span<const float> logits) {
   if (params_.top_logprobs > 0) {
     const size_t n = size_t(params_.top_logprobs);
     std::vector<int32_t> best;
-    if (all_kept_) top_n(scores_, n, best);
+    if (all_kept_) top_n(scores_, block_max_, n, best);  // block_max_ is still that of scores_
     else best.assign(kept_.begin(), kept_.begin() + long(std::min(n, kept_.size())));
     c.top.reserve(best.size());
     for (int32_t id : best) c.top.push_back({id, float(double(scores_[size_t(id)]) - log_z)});
