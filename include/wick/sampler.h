@@ -102,6 +102,7 @@ class Sampler {
   bool all_kept_ = true;               // no top-k/top-p/min-p cut: every finite score survives
   std::vector<float> probs_;           // [vocab] exp(score - max) of this step (top-p after top-k: survivors only)
   std::vector<float> block_max_;       // [vocab / 64] the maxima of scores_' blocks of 64 (top-k, argmax)
+  std::vector<double> block_sum_;      // [vocab / 1024] sums of probs_ by blocks of 1024 (drawing from every token)
 };
 
 }  // namespace wick

@@ -53,23 +53,36 @@ inline float exp_nonpositive(float x) {
 }
 
 // out[i] = e^(s[i] - shift) for every i (shift ≥ every s[i]); returns their sum. Two flat passes the compiler
-// vectorizes: the exponentials, then sixteen float lanes per block of 1024 whose sums go into a double, so 150k
-// terms keep double precision.
-WICK_CPU_CLONES double exp_sum(std::span<const float> scores, float shift, std::span<float> probs) {
+// vectorizes: the exponentials, then sixteen float lanes per block of kSumBlock whose sums go into a double, so
+// 150k terms keep double precision. Each block's sum also goes into block_sums when it is given
+// (sum_blocks_of(n) of them).
+constexpr size_t kSumBlock = 1024;
+size_t sum_blocks_of(size_t n) { return (n + kSumBlock - 1) / kSumBlock; }
+
+WICK_CPU_CLONES double exp_sum(std::span<const float> scores, float shift, std::span<float> probs,
+                               std::span<double> block_sums = {}) {
   const size_t n = scores.size();
   const float* __restrict s = scores.data();
   float* __restrict out = probs.data();
   for (size_t i = 0; i < n; ++i) out[i] = exp_nonpositive(s[i] - shift);
-  constexpr size_t kLanes = 16, kBlock = 1024;
+  constexpr size_t kLanes = 16;
   double total = 0;
   size_t i = 0;
-  for (; i + kBlock <= n; i += kBlock) {
+  for (; i + kSumBlock <= n; i += kSumBlock) {
     float lane[kLanes] = {};
-    for (size_t j = i; j < i + kBlock; j += kLanes)
+    for (size_t j = i; j < i + kSumBlock; j += kLanes)
       for (size_t l = 0; l < kLanes; ++l) lane[l] += out[j + l];
-    for (float v : lane) total += v;
+    double block = 0;
+    for (float v : lane) block += v;
+    if (!block_sums.empty()) block_sums[i / kSumBlock] = block;
+    total += block;
   }
-  for (; i < n; ++i) total += out[i];
+  if (i < n) {
+    double block = 0;
+    for (size_t j = i; j < n; ++j) block += out[j];
+    if (!block_sums.empty()) block_sums[i / kSumBlock] = block;
+    total += block;
+  }
   return total;
 }
 
@@ -206,6 +219,7 @@ Sampler::Sampler(const SamplingParams& params, int64_t vocab_size, std::span<con
   kept_.reserve(static_cast<size_t>(vocab_));
   probs_.resize(static_cast<size_t>(vocab_));
   block_max_.resize(blocks_of(size_t(vocab_)));
+  block_sum_.resize(sum_blocks_of(size_t(vocab_)));
   rng_.seed(params_.seed ? *params_.seed : (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}());
 }
 
@@ -273,19 +287,38 @@ void Sampler::warp() {
   if (params_.top_p < 1.0f) {
     // Keep a token while the mass ranked strictly above it is < p (transformers removes tokens whose
     // ascending cumulative sum is <= 1 - p); the best token always survives.
+    double z = 0;
     if (all_kept_) {
-      kept_.clear();
-      for (int64_t i = 0; i < vocab_; ++i)
-        if (scores_[size_t(i)] != kNegInf) kept_.push_back(int32_t(i));
+      // Over the whole vocabulary: one vectorized pass for the normaliser (masked scores add 0), then only the
+      // tokens within delta of the best score, delta doubling until their mass passes the target. They are a
+      // prefix of the ranking, so the cut below, made over them, is the cut over every token. Past 87 every
+      // probability left is 0 (exp_nonpositive), so delta 128 takes every token that can matter.
+      const float s_max = block_max(scores_, 0, scores_.size());
+      z = exp_sum(scores_, s_max, probs_);
+      block_maxima(scores_, block_max_);
+      const double enough = double(params_.top_p) * z * (1 + 1e-9);  // the margin covers summation order
+      for (float delta = 8.0f;; delta *= 2.0f) {
+        const bool every = delta > 128.0f;
+        const float floor = s_max - delta;
+        kept_.clear();
+        double mass = 0;
+        for (size_t b = 0; b < block_max_.size(); ++b) {
+          if (!every && block_max_[b] < floor) continue;
+          for (size_t i = b * kScanBlock; i < std::min(scores_.size(), (b + 1) * kScanBlock); ++i)
+            if (scores_[i] != kNegInf && (every || scores_[i] >= floor)) {
+              kept_.push_back(int32_t(i));
+              mass += probs_[i];
+            }
+        }
+        if (every || mass > enough) break;
+      }
+    } else {
+      // Over a top-k cut, its few survivors.
+      float s_max = kNegInf;
+      for (int32_t id : kept_) s_max = std::max(s_max, scores_[size_t(id)]);
+      for (int32_t id : kept_) z += double(probs_[size_t(id)] = exp_nonpositive(scores_[size_t(id)] - s_max));
     }
     const size_t n = kept_.size();
-    float s_max = kNegInf;
-    for (int32_t id : kept_) s_max = std::max(s_max, scores_[size_t(id)]);
-    // Over the whole vocabulary, one vectorized pass (masked scores add 0); over a top-k cut, its few survivors.
-    double z = 0;
-    if (all_kept_) z = exp_sum(scores_, s_max, probs_);
-    else
-      for (int32_t id : kept_) z += double(probs_[size_t(id)] = exp_nonpositive(scores_[size_t(id)] - s_max));
     const double target = double(params_.top_p) * z;
     // Sort only as far as needed: the survivors are usually a few hundred of a large vocabulary.
     size_t sorted = all_kept_ ? 0 : n, chunk = 256, keep = n;
@@ -349,22 +382,27 @@ TokenChoice Sampler::choose(std::span<const float> logits) {
     const size_t best = argmax(scores_, block_max_);
     const float s_max = scores_[best];
     if (s_max == kNegInf || std::isnan(s_max)) fail(ErrorKind::internal, "sampler: no token has a finite score");
-    const double z = exp_sum(scores_, s_max, probs_);
+    const double z = exp_sum(scores_, s_max, probs_, block_sum_);
     log_z = s_max + std::log(z);
     c.id = int32_t(best);
     if (!params_.greedy()) {
+      // The first token whose cumulative mass (in id order) passes u: whole blocks by their sums, then token by
+      // token from the block where it passes (on to the end if rounding leaves it short there).
       const double u = uniform() * z;
       double acc = 0;
+      size_t from = 0;
+      for (size_t b = 0; b < block_sum_.size() && acc + block_sum_[b] <= u; ++b) acc += block_sum_[b], from += kSumBlock;
       int32_t last_nonzero = c.id;
-      for (int64_t i = 0; i < vocab_; ++i) {
-        if (probs_[size_t(i)] == 0) continue;
-        acc += probs_[size_t(i)];
+      for (size_t i = std::min(from, scores_.size()); i < scores_.size(); ++i) {
+        if (probs_[i] == 0) continue;
+        acc += probs_[i];
         last_nonzero = int32_t(i);
         if (acc > u) break;
       }
       c.id = last_nonzero;
     }
   } else {
+    if (kept_.empty()) fail(ErrorKind::internal, "sampler: no token has a finite score");
     const float s_max = scores_[size_t(kept_.front())];
     double z = 0;
     for (int32_t id : kept_) z += std::exp(scores_[size_t(id)] - s_max);

@@ -208,6 +208,41 @@ TEST(Sampler, VocabularySizedPassesMatchPlainArithmetic) {
   }
 }
 
+// Top-p over the whole vocabulary looks at the tokens near the best score first and widens that set until it holds
+// the nucleus: a few high tokens above a flat floor need it widened, and the cut must still be the one made over
+// every token in ranking order (ties by id), computed here in plain double arithmetic: a prefix of the ranking, of
+// the same length up to one token (where thousands of tied tokens meet the target, float and double sums may
+// cross it one token apart).
+TEST(Sampler, TopPCutEqualsTheCutOverEveryToken) {
+  constexpr int64_t kVocab = 151936;
+  for (const float top : {3.0f, 10.0f, 30.0f}) {
+    SCOPED_TRACE(top);
+    std::vector<float> x(kVocab, 0.0f);
+    for (int64_t i = 0; i < kVocab; i += 997) x[size_t(i)] = top - float(i % 5);
+    for (int64_t i = 3; i < kVocab; i += 11) x[size_t(i)] = float(i % 7) * 0.25f;
+    for (const float p : {0.3f, 0.9f, 0.999f}) {
+      Sampler s({.temperature = 1.0f, .top_p = p}, kVocab);
+      std::vector<float> got(kVocab);
+      s.process(x, got);
+      std::vector<int32_t> order(kVocab);
+      for (int32_t i = 0; i < int32_t(kVocab); ++i) order[size_t(i)] = i;
+      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[size_t(a)] > x[size_t(b)]; });
+      const double best = x[size_t(order[0])];
+      double z = 0;
+      for (float v : x) z += std::exp(double(v) - best);
+      size_t keep = 0;
+      for (double above = 0; keep < order.size() && (keep == 0 || above < double(p) * z); ++keep)
+        above += std::exp(double(x[size_t(order[keep])]) - best);
+      size_t kept = 0;
+      while (kept < order.size() && got[size_t(order[kept])] != -std::numeric_limits<float>::infinity()) ++kept;
+      size_t after = 0;  // kept tokens ranked after the first removed one: the cut must be a prefix
+      for (size_t r = kept; r < order.size(); ++r) after += got[size_t(order[r])] != -std::numeric_limits<float>::infinity();
+      EXPECT_EQ(after, 0u) << "p " << p;
+      EXPECT_LE(std::max(kept, keep) - std::min(kept, keep), 1u) << "p " << p << ": " << keep << " in the nucleus, " << kept << " kept";
+    }
+  }
+}
+
 // OpenAI: logit -= presence · [count > 0] + frequency · count, over generated ids only.
 TEST(Sampler, PresenceAndFrequencyPenaltiesFollowOpenAI) {
   const std::vector<float> x = {1.0f, 2.0f, -0.5f, 0.25f};
