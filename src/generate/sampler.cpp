@@ -342,10 +342,15 @@ void Sampler::warp() {
     // p_i < min_p · p_max  ⇔  exp(s_i - s_max) < min_p: the normaliser cancels.
     const double log_min = std::log(double(params_.min_p));
     if (all_kept_) {
-      const float s_max = block_max(scores_, 0, scores_.size());
+      // Only blocks whose best score passes the threshold hold survivors.
+      block_maxima(scores_, block_max_);
+      const float s_max = *std::max_element(block_max_.begin(), block_max_.end());
       kept_.clear();
-      for (int64_t i = 0; i < vocab_; ++i)
-        if (double(scores_[size_t(i)]) - s_max >= log_min) kept_.push_back(int32_t(i));
+      for (size_t b = 0; b < block_max_.size(); ++b) {
+        if (double(block_max_[b]) - s_max < log_min) continue;
+        for (size_t i = b * kScanBlock; i < std::min(scores_.size(), (b + 1) * kScanBlock); ++i)
+          if (double(scores_[i]) - s_max >= log_min) kept_.push_back(int32_t(i));
+      }
       std::sort(kept_.begin(), kept_.end(), by_score);
     } else if (!kept_.empty()) {
       const double s_max = scores_[size_t(kept_.front())];
