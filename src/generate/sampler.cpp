@@ -298,9 +298,9 @@ void Sampler::warp() {
       // tokens within delta of the best score, delta doubling until their mass passes the target. They are a
       // prefix of the ranking, so the cut below, made over them, is the cut over every token. Past 87 every
       // probability left is 0 (exp_nonpositive), so delta 128 takes every token that can matter.
-      const float s_max = block_max(scores_, 0, scores_.size());
-      z = exp_sum(scores_, s_max, probs_);
       block_maxima(scores_, block_max_);
+      const float s_max = *std::max_element(block_max_.begin(), block_max_.end());
+      z = exp_sum(scores_, s_max, probs_);
       const double enough = double(params_.top_p) * z * (1 + 1e-9);  // the margin covers summation order
       for (float delta = 8.0f;; delta *= 2.0f) {
         const bool every = delta > 128.0f;

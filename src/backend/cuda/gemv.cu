@@ -433,6 +433,7 @@ Plan plan_of(const Args& a, int u, int wpp) {
 template <Epilogue E>
 Plan plan_launch(const Args& a) {
   const int chunks = a.k / 8;
+  const int resident4 = resident_blocks(kernel_for<E, 4>(a)), resident8 = resident_blocks(kernel_for<E, 8>(a));
   Plan best;
   int64_t best_in_flight = 0;
   for (int wpp = 1; wpp <= kWarps; wpp *= 2) {
@@ -440,7 +441,7 @@ Plan plan_launch(const Args& a) {
     for (int u : {4, 8}) {
       if (u == 8 && chunks / (32 * wpp) < 8) continue;
       const Plan p = plan_of(a, u, wpp);
-      const int resident = u == 8 ? resident_blocks(kernel_for<E, 8>(a)) : resident_blocks(kernel_for<E, 4>(a));
+      const int resident = u == 8 ? resident8 : resident4;
       const int64_t in_flight = int64_t(p.blocks) * kThreads * u;
       if (p.blocks <= unsigned(resident) && in_flight >= best_in_flight) best = p, best_in_flight = in_flight;
     }
