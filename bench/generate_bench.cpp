@@ -127,6 +127,42 @@ void BM_StreamOverhead(benchmark::State& state, const std::string& like, Device 
   state.counters["iterator_paired_pct"] = median_pct(paired[kIterator]);
   state.counters["async_paired_pct"] = median_pct(paired[kAsync]);
 }
+// generate() on the GPU sampling from the device's summary of each step's logits against the whole row downloaded
+// and sampled on the host, alternating in one run: greedy, Qwen2.5's defaults (top-k 20), top-k 40 with top-p.
+void BM_DeviceSampling(benchmark::State& state, SamplingParams sampling) {
+  std::shared_ptr<const Model> model;
+  try {
+    model = model_like("qwen2.5-0.5b", Device::cuda);
+  } catch (const Error& e) {  // no GPU on this machine
+    state.SkipWithError(e.what());
+    return;
+  }
+  const Generator gen(model);
+  const auto prompt = prompt_of(gen.model().config().vocab_size);
+  sampling.seed = 1234;
+  GenerateParams params{.max_tokens = 256, .ignore_eos = true, .sampling = sampling};
+  const std::vector<int32_t> want = gen.generate(prompt, params).output_ids;  // also the warm-up
+  std::array<double, 2> total{};  // [device summary, whole row]
+  for (auto _ : state)
+    for (int summary : {1, 0}) {
+      params.device_summary = summary == 1;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (gen.generate(prompt, params).output_ids != want) state.SkipWithError("different tokens");
+      total[size_t(1 - summary)] += ms_since(t0);
+    }
+  const double n = double(state.iterations()), tokens = double(params.max_tokens);
+  state.counters["summary_tok_per_s"] = tokens / (total[0] / n / 1000.0);
+  state.counters["whole_row_tok_per_s"] = tokens / (total[1] / n / 1000.0);
+  state.counters["speedup"] = total[1] / total[0];
+}
+BENCHMARK_CAPTURE(BM_DeviceSampling, cuda_greedy, SamplingParams::greedy_params())
+    ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DeviceSampling, cuda_qwen_defaults,
+                  SamplingParams{.temperature = 0.7f, .top_k = 20, .top_p = 0.8f, .repetition_penalty = 1.05f})
+    ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DeviceSampling, cuda_top_k_40, SamplingParams{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f})
+    ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
 BENCHMARK_CAPTURE(BM_StreamOverhead, tiny, std::string("tiny"), Device::cpu)
     ->Arg(10)->Arg(50)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 BENCHMARK_CAPTURE(BM_StreamOverhead, qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)

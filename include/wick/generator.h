@@ -48,6 +48,10 @@ struct GenerateParams {
   /// until it is known not to be. Needs a tokenizer.
   std::vector<std::string> stop = {};
   bool skip_special_tokens = true;  ///< special tokens (<|im_end|>, ...) add no text
+  /// On a GPU, sample from a summary of each step's logits reduced on the device (greedy, or a top-k of at most
+  /// Sampler::kSummaryTopK: the same tokens and scores), so the whole row rarely crosses to the host. false: always
+  /// the whole row.
+  bool device_summary = true;
 };
 
 /// One generated token as it is delivered.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "wick/config.h"
 #include "wick/kv_cache.h"
+#include "wick/logit_summary.h"
 #include "wick/tensor.h"
 
 namespace wick {
@@ -62,6 +64,20 @@ class Model {
   /// follow options.logits. Fails with bad_input (and leaves every cache unchanged) when a token is
   /// outside the vocabulary or a cache would overflow.
   Tensor forward(std::span<const SequenceInput> batch, const ForwardOptions& options = {}) const;
+
+  /// What forward_summary() summarizes, and what to do when the summary is not enough.
+  struct SummaryRequest {
+    int32_t count = 0;                    ///< the best ids to return
+    const std::vector<int32_t>& gather;    ///< ids whose logits to return as well
+    /// Called with the summary while the step's logits are still on the device; returning false downloads them
+    /// all into `row` ([1, vocab] CPU f32). Null: never.
+    std::function<bool(const LogitSummary&)> enough = {};
+    Tensor& row;
+  };
+  /// forward() for one sequence that returns, instead of its last token's logits, their summary
+  /// (wick/logit_summary.h), reduced where the logits are: on a GPU only the summary crosses to the host.
+  LogitSummary forward_summary(const SequenceInput& input, const ForwardOptions& options,
+                               const SummaryRequest& request) const;
 
   /// How many one-token decode steps were recorded as CUDA graphs so far: per KV cache in use (a few are
   /// kept), one for the base model and one for any unmerged adapter, each replayed for every later step.

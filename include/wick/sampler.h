@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "wick/config.h"
+#include "wick/logit_summary.h"
 
 namespace wick {
 
@@ -79,6 +80,22 @@ class Sampler {
   /// Does not accept() it.
   TokenChoice choose(std::span<const float> logits);
 
+  /// The summary (see LogitSummary) choose(const LogitSummary&) needs of the next row: its `count` best ids and the
+  /// logits of every id a processor changes. nullopt when these params need every logit (drawing with no top-k
+  /// cut, or a top-k above kSummaryTopK).
+  struct SummaryRequest {
+    int32_t count = 0;
+    std::vector<int32_t> gather;
+  };
+  std::optional<SummaryRequest> summary_request() const;
+  /// choose() from the summary of the raw logits that summary_request() asked for: the same token and scores as
+  /// choose() over the whole row (the normaliser up to rounding), or nullopt — drawing nothing, changing nothing —
+  /// when the summary cannot decide it exactly (a tie or a penalised id at its last candidate's value); then call
+  /// choose() with the whole row.
+  std::optional<TokenChoice> choose(const LogitSummary& summary);
+  /// The largest top_k a summary serves (it carries twice as many candidates).
+  static constexpr int32_t kSummaryTopK = 64;
+
   /// The processed scores transformers' processors would hand to softmax: `out` [vocab] gets the
   /// scaled logits of the kept tokens and -inf elsewhere. For tests against transformers.
   void process(std::span<const float> logits, std::span<float> out);
@@ -87,7 +104,12 @@ class Sampler {
 
  private:
   void penalize(std::span<const float> logits);
+  float penalized(int32_t id, float logit) const;  // penalize() for one id
   void warp();
+  void cut_by_mass();
+  int32_t draw_kept(double& log_z);
+  // c.logprob, c.probability and c.top (from kept_, or `best` when every token is kept) under log_z.
+  void describe(TokenChoice& c, double log_z, std::vector<int32_t>& best) const;
   double uniform();
 
   SamplingParams params_;

@@ -1,8 +1,14 @@
 #include "backend/backend.h"
 
 #include "wick/error.h"
+#include "wick/logit_summary.h"
 
 namespace wick {
+
+LogitSummary Backend::summarize(const Tensor& logits, int32_t count, const std::vector<int32_t>& gather) {
+  const Tensor row = device() == Device::cpu && logits.dtype() == DType::f32 ? logits : download(logits);
+  return summarize_logits(std::span<const float>(row.data<float>(), size_t(row.numel())), count, gather);
+}
 
 #ifdef WICK_WITH_CUDA
 std::unique_ptr<Backend> make_cuda_backend();

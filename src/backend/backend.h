@@ -11,6 +11,8 @@
 
 namespace wick {
 
+struct LogitSummary;  // wick/logit_summary.h
+
 struct LinearParams {
   float alpha = 1.0f;  // out = alpha * x·Wᵀ + beta * out (+ bias)
   float beta = 0.0f;   // 1 accumulates into out (the LoRA path)
@@ -99,6 +101,11 @@ class Backend {
     (void)body;
     return nullptr;
   }
+
+  /// The summary of one row of f32 logits (wick/logit_summary.h): its `count` best ids and the logits of the ids
+  /// in `gather`. By default the row is downloaded and summarized on the host; a device backend reduces it where it
+  /// is, so only the summary crosses to the host.
+  virtual LogitSummary summarize(const Tensor& logits, int32_t count, const std::vector<int32_t>& gather);
 
   /// The fused one-token decode ops, or nullptr where the plain ops serve (the CPU backend).
   virtual FusedDecode* fused_decode() { return nullptr; }

@@ -78,12 +78,28 @@ bool DecodeLoop::step(StreamToken& out) {
   if (done_) return false;
   const auto t0 = clock::now();
   const SequenceInput in[] = {{pending_, &session_->cache_}};
-  const Tensor logits = model_->forward(in, {.logits = LogitsFor::last_token, .lora = lora_.get()});
+  const ForwardOptions options{.logits = LogitsFor::last_token, .lora = lora_.get()};
+  // On a GPU, when the sampling params allow it, only a summary of the logits comes back (Sampler::choose from a
+  // LogitSummary); the whole row only when the summary cannot decide.
+  std::optional<TokenChoice> choice;
+  Tensor logits;
+  const std::optional<Sampler::SummaryRequest> request =
+      model_->device() != Device::cpu && params_.device_summary ? sampler_.summary_request() : std::nullopt;
+  if (request) {
+    model_->forward_summary(in[0], options,
+                            {.count = request->count,
+                             .gather = request->gather,
+                             .enough = [&](const LogitSummary& s) { return (choice = sampler_.choose(s)).has_value(); },
+                             .row = logits});
+  } else {
+    logits = model_->forward(in, options);
+  }
   if (result_.output_ids.empty()) {
     decode_start_ = clock::now();
     result_.prefill_ms = std::chrono::duration<double, std::milli>(decode_start_ - t0).count();
   }
-  TokenChoice c = sampler_.choose(std::span<const float>(logits.data<float>(), size_t(vocab_)));
+  if (!choice) choice = sampler_.choose(std::span<const float>(logits.data<float>(), size_t(vocab_)));
+  TokenChoice c = std::move(*choice);
   sampler_.accept(c.id);
   session_->tokens_.push_back(c.id);
   result_.output_ids.push_back(c.id);

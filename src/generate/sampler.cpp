@@ -289,6 +289,14 @@ void Sampler::warp() {
     }
     all_kept_ = false;
   }
+  cut_by_mass();
+}
+
+// Top-p, then min-p, over every token (all_kept_) or over the top-k survivors in kept_.
+void Sampler::cut_by_mass() {
+  auto by_score = [&](int32_t a, int32_t b) {
+    return scores_[size_t(a)] > scores_[size_t(b)] || (scores_[size_t(a)] == scores_[size_t(b)] && a < b);
+  };
   if (params_.top_p < 1.0f) {
     // Keep a token while the mass ranked strictly above it is < p (transformers removes tokens whose
     // ascending cumulative sum is <= 1 - p); the best token always survives.
@@ -412,34 +420,37 @@ TokenChoice Sampler::choose(std::span<const float> logits) {
       c.id = last_nonzero;
     }
   } else {
-    if (kept_.empty()) fail(ErrorKind::internal, "sampler: no token has a finite score");
-    const float s_max = scores_[size_t(kept_.front())];
-    double z = 0;
-    for (int32_t id : kept_) z += std::exp(scores_[size_t(id)] - s_max);
-    log_z = s_max + std::log(z);
-    const double u = uniform() * z;
-    double acc = 0;
-    c.id = kept_.back();
-    for (int32_t id : kept_) {
-      acc += std::exp(scores_[size_t(id)] - s_max);
-      if (acc > u) {
-        c.id = id;
-        break;
-      }
-    }
+    c.id = draw_kept(log_z);
   }
+  c.logit = logits[size_t(c.id)];
+  std::vector<int32_t> best;
+  if (params_.top_logprobs > 0 && all_kept_) top_n(scores_, block_max_, size_t(params_.top_logprobs), best);
+  describe(c, log_z, best);
+  return c;
+}
+
+int32_t Sampler::draw_kept(double& log_z) {
+  if (kept_.empty()) fail(ErrorKind::internal, "sampler: no token has a finite score");
+  const float s_max = scores_[size_t(kept_.front())];
+  double z = 0;
+  for (int32_t id : kept_) z += std::exp(scores_[size_t(id)] - s_max);
+  log_z = s_max + std::log(z);
+  const double u = uniform() * z;
+  double acc = 0;
+  for (int32_t id : kept_) {
+    acc += std::exp(scores_[size_t(id)] - s_max);
+    if (acc > u) return id;
+  }
+  return kept_.back();
+}
+
+void Sampler::describe(TokenChoice& c, double log_z, std::vector<int32_t>& best) const {
   c.logprob = float(double(scores_[size_t(c.id)]) - log_z);
   c.probability = std::exp(c.logprob);
-  c.logit = logits[size_t(c.id)];
-  if (params_.top_logprobs > 0) {
-    const size_t n = size_t(params_.top_logprobs);
-    std::vector<int32_t> best;
-    if (all_kept_) top_n(scores_, block_max_, n, best);  // block_max_ is still that of scores_
-    else best.assign(kept_.begin(), kept_.begin() + long(std::min(n, kept_.size())));
-    c.top.reserve(best.size());
-    for (int32_t id : best) c.top.push_back({id, float(double(scores_[size_t(id)]) - log_z)});
-  }
-  return c;
+  if (params_.top_logprobs <= 0) return;
+  if (!all_kept_) best.assign(kept_.begin(), kept_.begin() + long(std::min(size_t(params_.top_logprobs), kept_.size())));
+  c.top.reserve(best.size());
+  for (int32_t id : best) c.top.push_back({id, float(double(scores_[size_t(id)]) - log_z)});
 }
 
 }  // namespace wick

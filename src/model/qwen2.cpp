@@ -239,7 +239,13 @@ KVCache Model::make_cache(int64_t capacity) const {
   return KVCache(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()));
 }
 
-Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions& options) const {
+namespace {
+
+// The forward pass; `read(backend, logits)` takes what the caller gets from the device logits, under the device
+// lock, before the caches advance.
+template <class Read>
+auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const ForwardOptions& options, Read&& read) {
+  Model::Impl* impl_ = &impl;
   const ModelConfig& c = impl_->config;
   Backend& b = *impl_->backend;
   if (batch.empty()) fail(ErrorKind::bad_input, "forward: empty batch");
@@ -296,9 +302,25 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
     run_passes(b, c, impl_->weights, heads, spans, ids_t, pos_t, options.lora, a, hb);
     logits = hb.logits;
   }
-  Tensor out = b.download(logits);
+  auto out = read(b, logits);
   for (const Span& s : spans) s.cache->advance(s.count);
   return out;
+}
+
+}  // namespace
+
+Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions& options) const {
+  return run_forward(*impl_, batch, options, [](Backend& b, const Tensor& logits) { return b.download(logits); });
+}
+
+LogitSummary Model::forward_summary(const SequenceInput& input, const ForwardOptions& options,
+                                    const SummaryRequest& request) const {
+  return run_forward(*impl_, std::span(&input, 1), {.logits = LogitsFor::last_token, .lora = options.lora},
+                     [&](Backend& b, const Tensor& logits) {
+                       LogitSummary s = b.summarize(logits, request.count, request.gather);
+                       if (request.enough && !request.enough(s)) request.row = b.download(logits);
+                       return s;
+                     });
 }
 
 int64_t Model::decode_graphs_recorded() const { return impl_->graph_captures.load(); }

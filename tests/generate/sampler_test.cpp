@@ -313,3 +313,103 @@ TEST(Sampler, IgnoreEosMasksEveryEosId) {
 
 }  // namespace
 }  // namespace wick::test
+
+namespace wick::test {
+namespace {
+
+// choose() from a summary of the logits (what the GPU sends instead of them) against choose() over every logit,
+// two samplers with the same seed and history side by side over many steps: greedy and top-k with temperature,
+// top-p, min-p, logit bias, penalties, EOS masks and alternatives. Where the summary cannot decide it says so
+// (nullopt) and the step takes the whole row; it must decide almost every step, and the same token every time.
+TEST(SamplerSummary, ChoosesWhatTheWholeRowChooses) {
+  constexpr int64_t kVocab = 5000;
+  const int32_t eos[] = {7, 4999};
+  const std::vector<SamplingParams> cases = {
+      {.temperature = 0.0f},
+      {.temperature = 0.0f, .repetition_penalty = 1.3f, .top_logprobs = 5},
+      {.temperature = 0.0f, .presence_penalty = 1.5f, .logit_bias = {{3, 4.0f}, {11, -100.0f}}, .top_logprobs = 20},
+      {.temperature = 0.7f, .top_k = 20, .top_p = 0.8f, .repetition_penalty = 1.05f, .seed = 5, .top_logprobs = 3},
+      {.temperature = 1.0f, .top_k = 64, .seed = 6},
+      {.temperature = 1.3f, .top_k = 8, .min_p = 0.05f, .frequency_penalty = 0.7f, .seed = 7},
+      {.temperature = 0.5f, .top_k = 1, .seed = 8}};
+  for (size_t n = 0; n < cases.size(); ++n) {
+    SCOPED_TRACE("case " + std::to_string(n));
+    Sampler whole(cases[n], kVocab, eos), summary(cases[n], kVocab, eos);
+    const std::vector<int32_t> prompt = {1, 2, 3, 900, 901, 902, 4998};
+    whole.observe_context(prompt);
+    summary.observe_context(prompt);
+    int decided = 0;
+    for (int step = 0; step < 60; ++step) {
+      std::vector<float> x(kVocab);
+      for (int64_t i = 0; i < kVocab; ++i)
+        x[size_t(i)] = float(std::sin(double(i) * 0.37 + step) * 2 + std::cos(double(i * i % 101) + step * 0.1));
+      x[size_t(900 + step % 3)] = 6.0f;  // a seen id on top: the penalties move it
+      x[7] = 7.0f;                         // the masked EOS id above everything
+      const auto request = summary.summary_request();
+      ASSERT_TRUE(request.has_value());
+      const LogitSummary sum = summarize_logits(x, request->count, request->gather);
+      const TokenChoice want = whole.choose(x);
+      std::optional<TokenChoice> got = summary.choose(sum);
+      if (got) ++decided;
+      else got = summary.choose(x);
+      ASSERT_EQ(got->id, want.id) << "step " << step;
+      EXPECT_EQ(got->logit, want.logit);
+      EXPECT_NEAR(got->logprob, want.logprob, 1e-5);
+      ASSERT_EQ(got->top.size(), want.top.size());
+      for (size_t i = 0; i < want.top.size(); ++i) {
+        EXPECT_EQ(got->top[i].id, want.top[i].id);
+        EXPECT_NEAR(got->top[i].logprob, want.top[i].logprob, 1e-5);
+      }
+      whole.accept(want.id);
+      summary.accept(want.id);
+    }
+    EXPECT_GE(decided, 55);
+  }
+}
+
+// Ties and penalties at the summary's edge: the last candidate's logit shared with an id outside, or the penalties
+// pushing the candidates down to it, leave the choice open, and the summary says so instead of guessing.
+TEST(SamplerSummary, DeclinesWhenIdsOutsideCouldMatter) {
+  constexpr int64_t kVocab = 1000;
+  std::vector<float> flat(kVocab, 1.0f);  // everything tied: the last candidate ties with ids outside
+  for (const SamplingParams& p : {SamplingParams{.temperature = 0.0f}, SamplingParams{.temperature = 1.0f, .top_k = 4}}) {
+    Sampler s(p, kVocab);
+    const auto request = s.summary_request();
+    ASSERT_TRUE(request.has_value());
+    EXPECT_FALSE(s.choose(summarize_logits(flat, request->count, request->gather)).has_value());
+  }
+  // The 128 best ids all biased far down: what is best now lies outside the summary.
+  std::map<int32_t, float> bias;
+  std::vector<float> x(kVocab, 0.0f);
+  for (int32_t i = 0; i < 128; ++i) x[size_t(i)] = 5.0f, bias[i] = -10.0f;
+  x[500] = 0.5f;
+  Sampler s({.temperature = 0.0f, .logit_bias = bias}, kVocab);
+  const auto request = s.summary_request();
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->gather.size(), 128u);
+  const LogitSummary sum = summarize_logits(x, request->count, request->gather);
+  EXPECT_FALSE(s.choose(sum).has_value());
+  EXPECT_EQ(s.choose(x).id, 500);
+  // Draws with no top-k cut need every logit.
+  EXPECT_FALSE(Sampler({.temperature = 1.0f, .top_p = 0.9f}, kVocab).summary_request().has_value());
+  EXPECT_FALSE(Sampler({.temperature = 1.0f, .top_k = 65}, kVocab).summary_request().has_value());
+}
+
+// The host summary itself: the best ids in order (ties to the lower id), gathered logits, max and normaliser.
+TEST(SamplerSummary, HostSummaryIsExact) {
+  const std::vector<float> x = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, -std::numeric_limits<float>::infinity()};
+  const int32_t gather[] = {5, 0};
+  const LogitSummary s = summarize_logits(x, 3, gather);
+  EXPECT_EQ(s.ids, (std::vector<int32_t>{1, 3, 4}));
+  EXPECT_EQ(s.values, (std::vector<float>{3.0f, 3.0f, 2.0f}));
+  EXPECT_EQ(s.gathered_ids, (std::vector<int32_t>{5, 0}));
+  EXPECT_EQ(s.gathered[1], 0.5f);
+  EXPECT_EQ(s.max, 3.0f);
+  double z = 0;
+  for (float v : x) z += std::exp(double(v) - 3.0);
+  EXPECT_NEAR(s.sum_exp, z, 1e-6);
+  EXPECT_EQ(s.vocab, 6);
+}
+
+}  // namespace
+}  // namespace wick::test

@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -12,6 +13,7 @@
 #include "backend/cuda/device_allocator.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/kernels.h"
+#include "wick/logit_summary.h"
 
 namespace wick {
 
@@ -107,6 +109,35 @@ class CudaBackend final : public Backend {
     expect(dst.device() == Device::cuda && bytes <= dst.nbytes(), "write",
            std::to_string(bytes) + " bytes into " + to_string(dst.shape()));
     check(cudaMemcpyAsync(dst.raw(), host, bytes, cudaMemcpyHostToDevice, stream_), "write");
+  }
+
+  LogitSummary summarize(const Tensor& logits, int32_t count, const std::vector<int32_t>& gather) override {
+    const char* op = "summarize";
+    expect_device(logits, DType::f32, op, "logits");
+    const int64_t n = logits.numel();
+    for (int32_t id : gather)
+      expect(id >= 0 && id < n, op, "gathered id " + std::to_string(id) + " outside a row of " + std::to_string(n));
+    const int c = int(std::clamp<int64_t>(count, 1, n));
+    const int64_t work_bytes = cuda::summary_workspace_bytes(n, c);
+    if (work_bytes < 0) return Backend::summarize(logits, count, gather);  // too long a row: on the host
+    const int64_t gathered = int64_t(gather.size());
+    Tensor work = alloc({(work_bytes + 3) / 4}, DType::i32);
+    Tensor ids = alloc({std::max<int64_t>(gathered, 1)}, DType::i32);
+    if (gathered) write(ids, gather.data(), gather.size() * sizeof(int32_t));
+    Tensor out = alloc({2 + 2 * int64_t(c) + gathered}, DType::f32);
+    cuda::summarize(logits.data<float>(), n, c, ids.data<int32_t>(), gathered, out.data<float>(), work.raw(), stream_);
+    cuda::check_launch(op);
+    const Tensor host = download(out);
+    const float* o = host.data<float>();
+    LogitSummary s;
+    s.vocab = n;
+    s.max = o[0];
+    s.sum_exp = o[1];
+    for (int i = 0; i < c; ++i) s.ids.push_back(int32_t(o[2 + i]));
+    s.values.assign(o + 2 + c, o + 2 + 2 * c);
+    s.gathered_ids.assign(gather.begin(), gather.end());
+    s.gathered.assign(o + 2 + 2 * c, o + 2 + 2 * c + gathered);
+    return s;
   }
 
   std::unique_ptr<Graph> capture(const std::function<void()>& body) override {

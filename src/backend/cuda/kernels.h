@@ -64,4 +64,12 @@ void begin_step(const void* embed, const int32_t* id, void* x, int64_t hidden, c
 void add_rmsnorm(void* x, const void* delta, const void* weight, void* normed, int64_t rows, int64_t n, float eps,
                  cudaStream_t stream);
 
+/// Bytes of device workspace summarize() needs for a row of n logits and `count` best ids, or -1 where it cannot
+/// run (n ≥ 2^24, or more than 8192 candidates to merge: count · ⌈n / 4096⌉).
+int64_t summary_workspace_bytes(int64_t n, int count);
+/// The summary of logits [n] (wick/logit_summary.h) into out [2 + 2·count + gathered] f32: max, Σexp(l − max),
+/// the best `count` ids (as floats, best first, ties to the lower id) and their logits, then logits[gather[i]].
+void summarize(const float* logits, int64_t n, int count, const int32_t* gather, int64_t gathered, float* out,
+               void* workspace, cudaStream_t stream);
+
 }  // namespace wick::cuda

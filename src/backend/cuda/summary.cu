@@ -1,0 +1,137 @@
+// The logit summary on the device (wick/logit_summary.h): the best `count` logits of a row, its maximum and
+// normaliser, and the gathered logits, so that a sampler needs a few hundred bytes of the row, not all of it.
+// Each block of the first kernel sorts a chunk of 4096 logits as 64-bit keys (order-preserving float bits, then
+// the complement of the id, so that ties rank the lower id first) and keeps its best `count`, with the chunk's
+// maximum and Σexp; one block of the second merges them the same way.
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/reduce.cuh"
+
+namespace wick::cuda {
+
+namespace {
+
+using Key = unsigned long long;
+constexpr int kChunk = 4096;        // logits per block of the first kernel
+constexpr int kChunkThreads = 512;
+constexpr int kMerge = 8192;        // keys the merging block sorts (64 KB of shared memory): blocks · count at most
+constexpr int kMergeThreads = 1024;
+
+// Larger keys rank first: by value (NaN as -inf), then by lower id. 0 ranks below every logit.
+__device__ inline Key key_of(float v, int64_t id) {
+  unsigned bits = isnan(v) ? 0xff800000u : __float_as_uint(v);
+  bits ^= (bits >> 31) ? 0xffffffffu : 0x80000000u;
+  return Key(bits) << 32 | (0xffffffffu - unsigned(id));
+}
+
+__device__ inline int64_t id_of(Key k) { return int64_t(0xffffffffu - unsigned(k & 0xffffffffu)); }
+
+// Sorts keys[0, N) in shared memory, best first (bitonic network; every thread of the block calls it).
+template <int N, int Threads>
+__device__ void sort_best_first(Key* keys) {
+  for (int k = 2; k <= N; k <<= 1)
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = int(threadIdx.x); i < N; i += Threads) {
+        const int l = i ^ j;
+        if (l <= i) continue;
+        const Key a = keys[i], b = keys[l];
+        if ((i & k) == 0 ? a < b : a > b) keys[i] = b, keys[l] = a;
+      }
+      __syncthreads();
+    }
+}
+
+__device__ inline float block_max(float v) {
+  __shared__ float partial[32];
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < int(blockDim.x + 31) / 32 ? partial[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // partial[] may be reused
+  return v;
+}
+
+// Block b: the best `count` keys of logits [b·kChunk, (b+1)·kChunk) into keys_out[b], (max, Σexp(l − max)) into
+// stats[b].
+__global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logits, int64_t n, int count,
+                                                              Key* keys_out, float2* stats) {
+  __shared__ Key keys[kChunk];
+  constexpr int kPer = kChunk / kChunkThreads;
+  const int64_t base = int64_t(blockIdx.x) * kChunk;
+  float v[kPer];
+  float m = -INFINITY;
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int i = int(threadIdx.x) + u * kChunkThreads;
+    const int64_t g = base + i;
+    v[u] = g < n ? logits[g] : -INFINITY;
+    keys[i] = g < n ? key_of(v[u], g) : Key(0);
+    if (!isnan(v[u])) m = fmaxf(m, v[u]);
+  }
+  m = block_max(m);
+  float s = 0.0f;
+  if (m != -INFINITY)
+#pragma unroll
+    for (int u = 0; u < kPer; ++u)
+      if (!isnan(v[u])) s += expf(v[u] - m);
+  s = block_sum(s);  // its barriers also order the key stores before the sort
+  sort_best_first<kChunk, kChunkThreads>(keys);
+  for (int i = int(threadIdx.x); i < count; i += kChunkThreads) keys_out[int64_t(blockIdx.x) * count + i] = keys[i];
+  if (threadIdx.x == 0) stats[blockIdx.x] = make_float2(m, s);
+}
+
+// out: max, Σexp, the best `count` ids (as floats) and their logits, then the gathered logits.
+__global__ void __launch_bounds__(kMergeThreads) merge_kernel(const float* logits, const Key* keys_in, const float2* stats,
+                                                              int blocks, int count, const int32_t* gather,
+                                                              int64_t gathered, float* out) {
+  extern __shared__ Key keys[];  // [kMerge]
+  for (int i = int(threadIdx.x); i < kMerge; i += kMergeThreads) keys[i] = i < blocks * count ? keys_in[i] : Key(0);
+  __syncthreads();
+  sort_best_first<kMerge, kMergeThreads>(keys);
+  for (int i = int(threadIdx.x); i < count; i += kMergeThreads) {
+    const int64_t id = id_of(keys[i]);
+    out[2 + i] = float(id);
+    out[2 + count + i] = logits[id];
+  }
+  for (int64_t i = threadIdx.x; i < gathered; i += kMergeThreads) out[2 + 2 * count + i] = logits[gather[i]];
+  if (threadIdx.x == 0) {
+    float m = -INFINITY;
+    for (int b = 0; b < blocks; ++b) m = fmaxf(m, stats[b].x);
+    double z = 0;
+    if (m != -INFINITY)
+      for (int b = 0; b < blocks; ++b)
+        if (stats[b].x != -INFINITY) z += double(stats[b].y) * exp(double(stats[b].x) - double(m));
+    out[0] = m;
+    out[1] = float(z);
+  }
+}
+
+int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
+
+}  // namespace
+
+int64_t summary_workspace_bytes(int64_t n, int count) {
+  const int64_t blocks = chunks_of(n);
+  if (n <= 0 || n >= (int64_t(1) << 24) || count < 1 || blocks * count > kMerge) return -1;
+  return blocks * count * int64_t(sizeof(Key)) + blocks * int64_t(sizeof(float2));
+}
+
+void summarize(const float* logits, int64_t n, int count, const int32_t* gather, int64_t gathered, float* out,
+               void* workspace, cudaStream_t stream) {
+  const int blocks = int(chunks_of(n));
+  Key* keys = static_cast<Key*>(workspace);
+  float2* stats = reinterpret_cast<float2*>(keys + int64_t(blocks) * count);
+  chunk_kernel<<<blocks, kChunkThreads, 0, stream>>>(logits, n, count, keys, stats);
+  constexpr size_t bytes = kMerge * sizeof(Key);
+  [[maybe_unused]] static const cudaError_t once =
+      cudaFuncSetAttribute(merge_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  merge_kernel<<<1, kMergeThreads, bytes, stream>>>(logits, keys, stats, blocks, count, gather, gathered, out);
+}
+
+}  // namespace wick::cuda
