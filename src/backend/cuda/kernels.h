@@ -65,7 +65,7 @@ void add_rmsnorm(void* x, const void* delta, const void* weight, void* normed, i
                  cudaStream_t stream);
 
 /// Bytes of device workspace summarize() needs for a row of n logits and `count` best ids, or -1 where it cannot
-/// run (n ≥ 2^24, or more than 8192 candidates to merge: count · ⌈n / 4096⌉).
+/// run (n ≥ 2^24, count above 256, or more than 8192 candidates to merge: count · ⌈n / 4096⌉).
 int64_t summary_workspace_bytes(int64_t n, int count);
 /// The summary of logits [n] (wick/logit_summary.h) into out [2 + 2·count + gathered] f32: max, Σexp(l − max),
 /// the best `count` ids (as floats, best first, ties to the lower id) and their logits, then logits[gather[i]].

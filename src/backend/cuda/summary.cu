@@ -1,8 +1,10 @@
 // The logit summary on the device (wick/logit_summary.h): the best `count` logits of a row, its maximum and
 // normaliser, and the gathered logits, so that a sampler needs a few hundred bytes of the row, not all of it.
-// Each block of the first kernel sorts a chunk of 4096 logits as 64-bit keys (order-preserving float bits, then
-// the complement of the id, so that ties rank the lower id first) and keeps its best `count`, with the chunk's
-// maximum and Σexp; one block of the second merges them the same way.
+// Logits become unique 64-bit keys (order-preserving float bits, then the complement of the id, so that ties rank
+// the lower id first). Each block of the first kernel takes a chunk of 4096 and finds its `count`-th largest key
+// by bisection over the key space (64 block-wide counts: no sort), keeping the keys at or above it, with the
+// chunk's maximum and Σexp; one block of the second does the same over the chunks' keys and sorts the `count`
+// it keeps.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -18,8 +20,9 @@ namespace {
 using Key = unsigned long long;
 constexpr int kChunk = 4096;        // logits per block of the first kernel
 constexpr int kChunkThreads = 512;
-constexpr int kMerge = 8192;        // keys the merging block sorts (64 KB of shared memory): blocks · count at most
+constexpr int kMerge = 8192;        // keys the merging block takes (eight per thread): blocks · count at most
 constexpr int kMergeThreads = 1024;
+constexpr int kMaxCount = 256;      // the most best ids a summary returns on the device
 
 // Larger keys rank first: by value (NaN as -inf), then by lower id. 0 ranks below every logit.
 __device__ inline Key key_of(float v, int64_t id) {
@@ -45,6 +48,58 @@ __device__ void sort_best_first(Key* keys) {
     }
 }
 
+// Σ of `mine` over the block; every thread gets it. The shared words are reused safely by the next call: each is
+// written only after every thread has passed the barrier behind the last read of it.
+template <int Threads>
+__device__ int block_count(int mine) {
+  __shared__ int warp_counts[Threads / 32];
+  __shared__ int total;
+  mine = __reduce_add_sync(0xffffffffu, mine);
+  if (threadIdx.x % 32 == 0) warp_counts[threadIdx.x / 32] = mine;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const int v = __reduce_add_sync(0xffffffffu, threadIdx.x < Threads / 32 ? warp_counts[threadIdx.x] : 0);
+    if (threadIdx.x == 0) total = v;
+  }
+  __syncthreads();
+  return total;
+}
+
+// The c-th largest of the block's keys (Per per thread; zeros pad): the largest K with at least c keys ≥ K.
+template <int Threads, int Per>
+__device__ Key kth_largest(const Key (&k)[Per], int c) {
+  Key lo = 0, hi = ~Key(0);
+  while (lo < hi) {
+    const Key mid = lo + (hi - lo) / 2 + 1;
+    int mine = 0;
+#pragma unroll
+    for (int u = 0; u < Per; ++u) mine += k[u] >= mid;
+    if (block_count<Threads>(mine) >= c) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// The c largest of the block's keys into out[0, c), in no order: those above the c-th (fewer than c), then as
+// many copies of it as fit (one, as keys are unique, unless it is the padding 0).
+template <int Per>
+__device__ void keep_largest(const Key (&k)[Per], Key kth, int c, Key* out) {
+  __shared__ int n;
+  if (threadIdx.x == 0) n = 0;
+  __syncthreads();
+#pragma unroll
+  for (int u = 0; u < Per; ++u)
+    if (k[u] > kth) out[atomicAdd(&n, 1)] = k[u];
+  __syncthreads();
+#pragma unroll
+  for (int u = 0; u < Per; ++u)
+    if (k[u] == kth) {
+      const int slot = atomicAdd(&n, 1);
+      if (slot < c) out[slot] = k[u];
+    }
+  __syncthreads();
+}
+
 __device__ inline float block_max(float v) {
   __shared__ float partial[32];
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -57,21 +112,20 @@ __device__ inline float block_max(float v) {
   return v;
 }
 
-// Block b: the best `count` keys of logits [b·kChunk, (b+1)·kChunk) into keys_out[b], (max, Σexp(l − max)) into
-// stats[b].
+// Block b: the best `count` keys of logits [b·kChunk, (b+1)·kChunk) into keys_out[b] (in no order), and
+// (max, Σexp(l − max)) into stats[b].
 __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logits, int64_t n, int count,
                                                               Key* keys_out, float2* stats) {
-  __shared__ Key keys[kChunk];
   constexpr int kPer = kChunk / kChunkThreads;
   const int64_t base = int64_t(blockIdx.x) * kChunk;
   float v[kPer];
+  Key k[kPer];
   float m = -INFINITY;
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
-    const int i = int(threadIdx.x) + u * kChunkThreads;
-    const int64_t g = base + i;
+    const int64_t g = base + threadIdx.x + u * kChunkThreads;
     v[u] = g < n ? logits[g] : -INFINITY;
-    keys[i] = g < n ? key_of(v[u], g) : Key(0);
+    k[u] = g < n ? key_of(v[u], g) : Key(0);
     if (!isnan(v[u])) m = fmaxf(m, v[u]);
   }
   m = block_max(m);
@@ -80,9 +134,8 @@ __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logit
 #pragma unroll
     for (int u = 0; u < kPer; ++u)
       if (!isnan(v[u])) s += expf(v[u] - m);
-  s = block_sum(s);  // its barriers also order the key stores before the sort
-  sort_best_first<kChunk, kChunkThreads>(keys);
-  for (int i = int(threadIdx.x); i < count; i += kChunkThreads) keys_out[int64_t(blockIdx.x) * count + i] = keys[i];
+  s = block_sum(s);
+  keep_largest(k, kth_largest<kChunkThreads>(k, count), count, keys_out + int64_t(blockIdx.x) * count);
   if (threadIdx.x == 0) stats[blockIdx.x] = make_float2(m, s);
 }
 
@@ -90,12 +143,19 @@ __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logit
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const float* logits, const Key* keys_in, const float2* stats,
                                                               int blocks, int count, const int32_t* gather,
                                                               int64_t gathered, float* out) {
-  extern __shared__ Key keys[];  // [kMerge]
-  for (int i = int(threadIdx.x); i < kMerge; i += kMergeThreads) keys[i] = i < blocks * count ? keys_in[i] : Key(0);
-  __syncthreads();
-  sort_best_first<kMerge, kMergeThreads>(keys);
+  constexpr int kPer = kMerge / kMergeThreads;
+  __shared__ Key best[kMaxCount];
+  Key k[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int i = int(threadIdx.x) + u * kMergeThreads;
+    k[u] = i < blocks * count ? keys_in[i] : Key(0);
+  }
+  for (int i = int(threadIdx.x); i < kMaxCount; i += kMergeThreads) best[i] = 0;
+  keep_largest(k, kth_largest<kMergeThreads>(k, count), count, best);  // its first barrier orders the zeros before
+  sort_best_first<kMaxCount, kMergeThreads>(best);
   for (int i = int(threadIdx.x); i < count; i += kMergeThreads) {
-    const int64_t id = id_of(keys[i]);
+    const int64_t id = id_of(best[i]);
     out[2 + i] = float(id);
     out[2 + count + i] = logits[id];
   }
@@ -118,7 +178,7 @@ int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
 int64_t summary_workspace_bytes(int64_t n, int count) {
   const int64_t blocks = chunks_of(n);
-  if (n <= 0 || n >= (int64_t(1) << 24) || count < 1 || blocks * count > kMerge) return -1;
+  if (n <= 0 || n >= (int64_t(1) << 24) || count < 1 || count > kMaxCount || blocks * count > kMerge) return -1;
   return blocks * count * int64_t(sizeof(Key)) + blocks * int64_t(sizeof(float2));
 }
 
@@ -128,10 +188,7 @@ void summarize(const float* logits, int64_t n, int count, const int32_t* gather,
   Key* keys = static_cast<Key*>(workspace);
   float2* stats = reinterpret_cast<float2*>(keys + int64_t(blocks) * count);
   chunk_kernel<<<blocks, kChunkThreads, 0, stream>>>(logits, n, count, keys, stats);
-  constexpr size_t bytes = kMerge * sizeof(Key);
-  [[maybe_unused]] static const cudaError_t once =
-      cudaFuncSetAttribute(merge_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-  merge_kernel<<<1, kMergeThreads, bytes, stream>>>(logits, keys, stats, blocks, count, gather, gathered, out);
+  merge_kernel<<<1, kMergeThreads, 0, stream>>>(logits, keys, stats, blocks, count, gather, gathered, out);
 }
 
 }  // namespace wick::cuda
