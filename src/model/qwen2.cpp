@@ -245,9 +245,8 @@ namespace {
 // lock, before the caches advance.
 template <class Read>
 auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const ForwardOptions& options, Read&& read) {
-  Model::Impl* impl_ = &impl;
-  const ModelConfig& c = impl_->config;
-  Backend& b = *impl_->backend;
+  const ModelConfig& c = impl.config;
+  Backend& b = *impl.backend;
   if (batch.empty()) fail(ErrorKind::bad_input, "forward: empty batch");
 
   // Validate everything before touching any cache.
@@ -283,23 +282,23 @@ auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const 
   }
 
   // One stream per device backend: passes run one at a time there. A merge may not run meanwhile.
-  std::unique_lock<std::mutex> device_lock(impl_->device_mutex, std::defer_lock);
+  std::unique_lock<std::mutex> device_lock(impl.device_mutex, std::defer_lock);
   if (b.device() != Device::cpu) device_lock.lock();
-  const std::shared_lock weights_lock(impl_->weights_mutex);
-  const Heads heads = pick_heads(impl_->weights, options.lora);
+  const std::shared_lock weights_lock(impl.weights_mutex);
+  const Heads heads = pick_heads(impl.weights, options.lora);
 
   Tensor logits;
   const bool graph_step = T == 1 && b.device() != Device::cpu &&
-                          (!options.lora || (impl_->fused_decode && options.lora->fused_table(c.num_layers).usable));
+                          (!options.lora || (impl.fused_decode && options.lora->fused_table(c.num_layers).usable));
   if (graph_step) {
-    logits = replay_decode_step(*impl_, spans[0], ids[0], options.lora);
+    logits = replay_decode_step(impl, spans[0], ids[0], options.lora);
   } else {
     const Tensor ids_t = b.upload(Tensor::from_ints(ids, {T}), DType::i32);
     const Tensor pos_t = b.upload(Tensor::from_ints(pos, {T}), DType::i32);
     Activations a(b, c, T);
     const int64_t rows = options.logits == LogitsFor::last_token ? int64_t(spans.size()) : T;
     HeadBuffers hb(b, c, heads.head, rows, options.logits == LogitsFor::last_token);
-    run_passes(b, c, impl_->weights, heads, spans, ids_t, pos_t, options.lora, a, hb);
+    run_passes(b, c, impl.weights, heads, spans, ids_t, pos_t, options.lora, a, hb);
     logits = hb.logits;
   }
   auto out = read(b, logits);
