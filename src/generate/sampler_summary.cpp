@@ -65,7 +65,8 @@ std::optional<TokenChoice> Sampler::choose(const LogitSummary& s) {
   std::sort(candidates.begin(), candidates.end());
   std::vector<Entry> entries;
   entries.reserve(s.ids.size() + s.gathered_ids.size());
-  for (size_t i = 0; i < s.ids.size(); ++i) entries.push_back({s.ids[i], s.values[i], penalized(s.ids[i], s.values[i])});
+  for (size_t i = 0; i < s.ids.size(); ++i)
+    entries.push_back({s.ids[i], s.values[i], penalized(s.ids[i], s.values[i])});
   for (size_t i = 0; i < s.gathered_ids.size(); ++i) {
     const int32_t id = s.gathered_ids[i];
     if (!std::binary_search(candidates.begin(), candidates.end(), id))
@@ -78,12 +79,15 @@ std::optional<TokenChoice> Sampler::choose(const LogitSummary& s) {
     std::sort(entries.begin(), entries.end(), better);
     const size_t n = size_t(std::max(1, params_.top_logprobs));
     if (entries.size() < n || !(entries[n - 1].score > last)) return std::nullopt;
-    // The normaliser: the row's, with each gathered id's logit traded for its score.
+    // The normaliser: the row's, with each gathered id's logit traded for its score. The row's sum comes in float
+    // precision: where the traded logits carried most of it (a masked EOS far above the rest), too little of it
+    // would be left to know z to 1e-5, and the summary declines.
     const double m = entries.front().score;
-    double z = double(s.sum_exp) * std::exp(double(s.max) - m);
+    const double row = double(s.sum_exp) * std::exp(double(s.max) - m);
+    double z = row;
     for (size_t i = 0; i < s.gathered_ids.size(); ++i)
       z += std::exp(double(penalized(s.gathered_ids[i], s.gathered[i])) - m) - std::exp(double(s.gathered[i]) - m);
-    if (!(z > 0)) return std::nullopt;
+    if (!(z > 0) || row > 10 * z) return std::nullopt;
     const double log_z = m + std::log(z);
     c.id = entries.front().id;
     c.logit = entries.front().logit;

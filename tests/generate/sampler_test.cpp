@@ -372,7 +372,8 @@ TEST(SamplerSummary, ChoosesWhatTheWholeRowChooses) {
 TEST(SamplerSummary, DeclinesWhenIdsOutsideCouldMatter) {
   constexpr int64_t kVocab = 1000;
   std::vector<float> flat(kVocab, 1.0f);  // everything tied: the last candidate ties with ids outside
-  for (const SamplingParams& p : {SamplingParams{.temperature = 0.0f}, SamplingParams{.temperature = 1.0f, .top_k = 4}}) {
+  for (const SamplingParams& p :
+       {SamplingParams{.temperature = 0.0f}, SamplingParams{.temperature = 1.0f, .top_k = 4}}) {
     Sampler s(p, kVocab);
     const auto request = s.summary_request();
     ASSERT_TRUE(request.has_value());
@@ -390,6 +391,27 @@ TEST(SamplerSummary, DeclinesWhenIdsOutsideCouldMatter) {
   const LogitSummary sum = summarize_logits(x, request->count, request->gather);
   EXPECT_FALSE(s.choose(sum).has_value());
   EXPECT_EQ(s.choose(x).id, 500);
+  // A masked EOS id far above every other logit: the row's float normaliser is almost all its mass, too little
+  // is left to know the rest's to 1e-5, so greedy with a log-probability declines (top-k needs no normaliser).
+  {
+    std::vector<float> y(kVocab);
+    for (int64_t i = 0; i < kVocab; ++i) y[size_t(i)] = float(std::sin(double(i) * 0.3));
+    y[9] = 40.0f;
+    const int32_t eos[] = {9};
+    Sampler greedy({.temperature = 0.0f, .top_logprobs = 2}, kVocab, eos);
+    const auto r = greedy.summary_request();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_FALSE(greedy.choose(summarize_logits(y, r->count, r->gather)).has_value());
+    EXPECT_NE(greedy.choose(y).id, 9);
+    const SamplingParams p{.temperature = 1.0f, .top_k = 5, .seed = 1};
+    Sampler top_k(p, kVocab, eos), whole(p, kVocab, eos);
+    const auto rk = top_k.summary_request();
+    const std::optional<TokenChoice> got = top_k.choose(summarize_logits(y, rk->count, rk->gather));
+    ASSERT_TRUE(got.has_value());
+    const TokenChoice want = whole.choose(y);
+    EXPECT_EQ(got->id, want.id);
+    EXPECT_NEAR(got->logprob, want.logprob, 1e-6);
+  }
   // Draws with no top-k cut need every logit.
   EXPECT_FALSE(Sampler({.temperature = 1.0f, .top_p = 0.9f}, kVocab).summary_request().has_value());
   EXPECT_FALSE(Sampler({.temperature = 1.0f, .top_k = 65}, kVocab).summary_request().has_value());

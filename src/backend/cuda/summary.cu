@@ -140,9 +140,9 @@ __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logit
 }
 
 // out: max, Σexp, the best `count` ids (as floats) and their logits, then the gathered logits.
-__global__ void __launch_bounds__(kMergeThreads) merge_kernel(const float* logits, const Key* keys_in, const float2* stats,
-                                                              int blocks, int count, const int32_t* gather,
-                                                              int64_t gathered, float* out) {
+__global__ void __launch_bounds__(kMergeThreads)
+    merge_kernel(const float* logits, const Key* keys_in, const float2* stats, int blocks, int count,
+                 const int32_t* gather, int64_t gathered, float* out) {
   constexpr int kPer = kMerge / kMergeThreads;
   __shared__ Key best[kMaxCount];
   Key k[kPer];
