@@ -90,8 +90,8 @@ class Sampler {
   std::optional<SummaryRequest> summary_request() const;
   /// choose() from the summary of the raw logits that summary_request() asked for: the same token and scores as
   /// choose() over the whole row (the normaliser up to rounding), or nullopt — drawing nothing, changing nothing —
-  /// when the summary cannot decide it exactly (a tie or a penalised id at its last candidate's value); then call
-  /// choose() with the whole row.
+  /// when the summary cannot decide it exactly (a tie or a penalised id at its last candidate's value; for greedy
+  /// also a row normaliser the gathered logits carried almost all of); then call choose() with the whole row.
   std::optional<TokenChoice> choose(const LogitSummary& summary);
   /// The largest top_k a summary serves (it carries twice as many candidates).
   static constexpr int32_t kSummaryTopK = 64;
