@@ -63,15 +63,15 @@ std::optional<TokenChoice> Sampler::choose(const LogitSummary& s) {
   const float last = outside && !s.values.empty() ? s.values.back() : kNegInf;
   std::vector<int32_t> candidates(s.ids);
   std::sort(candidates.begin(), candidates.end());
+  std::vector<float> gathered_scores(s.gathered_ids.size());
+  for (size_t i = 0; i < s.gathered_ids.size(); ++i) gathered_scores[i] = penalized(s.gathered_ids[i], s.gathered[i]);
   std::vector<Entry> entries;
   entries.reserve(s.ids.size() + s.gathered_ids.size());
   for (size_t i = 0; i < s.ids.size(); ++i)
     entries.push_back({s.ids[i], s.values[i], penalized(s.ids[i], s.values[i])});
-  for (size_t i = 0; i < s.gathered_ids.size(); ++i) {
-    const int32_t id = s.gathered_ids[i];
-    if (!std::binary_search(candidates.begin(), candidates.end(), id))
-      entries.push_back({id, s.gathered[i], penalized(id, s.gathered[i])});
-  }
+  for (size_t i = 0; i < s.gathered_ids.size(); ++i)
+    if (!std::binary_search(candidates.begin(), candidates.end(), s.gathered_ids[i]))
+      entries.push_back({s.gathered_ids[i], s.gathered[i], gathered_scores[i]});
 
   TokenChoice c;
   if (params_.greedy()) {
@@ -86,7 +86,7 @@ std::optional<TokenChoice> Sampler::choose(const LogitSummary& s) {
     const double row = double(s.sum_exp) * std::exp(double(s.max) - m);
     double z = row;
     for (size_t i = 0; i < s.gathered_ids.size(); ++i)
-      z += std::exp(double(penalized(s.gathered_ids[i], s.gathered[i])) - m) - std::exp(double(s.gathered[i]) - m);
+      z += std::exp(double(gathered_scores[i]) - m) - std::exp(double(s.gathered[i]) - m);
     if (!(z > 0) || row > 10 * z) return std::nullopt;
     const double log_z = m + std::log(z);
     c.id = entries.front().id;

@@ -100,18 +100,6 @@ __device__ void keep_largest(const Key (&k)[Per], Key kth, int c, Key* out) {
   __syncthreads();
 }
 
-__device__ inline float block_max(float v) {
-  __shared__ float partial[32];
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < int(blockDim.x + 31) / 32 ? partial[lane] : -INFINITY;
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();  // partial[] may be reused
-  return v;
-}
-
 // Block b: the best `count` keys of logits [b·kChunk, (b+1)·kChunk) into keys_out[b] (in no order), and
 // (max, Σexp(l − max)) into stats[b].
 __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logits, int64_t n, int count,
