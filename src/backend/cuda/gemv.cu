@@ -9,13 +9,16 @@
 // LoRA: the first `shrink_blocks` blocks compute t = A·n (rank values per projection) while the others stream W,
 // then add scale · B[row]·t. Each t value is published as one 8-byte word together with the step counter
 // (epoch) of the run that wrote it, so a reader spins on exactly the values it needs, no fence or flag in
-// between, and nothing needs resetting between graph replays. Waiting is safe because blocks are dispatched in
-// index order: the shrink blocks run before any block that waits on them. Projections without an adapter (rank
-// 0 in the device table, as for every projection when no adapter is in effect) neither compute nor wait.
+// between, and nothing needs resetting between graph replays. One warp per block waits for them and hands them
+// to the block's other warps in shared memory: every warp of a launch reading the same few words from the same
+// L2 slice made that slice the bottleneck (adapter overhead 25 % → 18 % at 0.5B). Waiting is safe because
+// blocks are dispatched in index order: the shrink blocks run before any block that waits on them. Projections
+// without an adapter (rank 0 in the device table, as for every projection when no adapter is in effect) neither
+// compute nor wait.
 //
 // Every launch is chained (chain.cuh) unless told otherwise: the first weight loads are issued before the wait for
-// the kernel ahead, so a kernel's start overlaps that kernel's tail; so are the adapter table entries and the B
-// rows, and the shrink blocks' A rows.
+// the kernel ahead, so a kernel's start overlaps that kernel's tail; so are the adapter table entries and the
+// shrink blocks' A rows.
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -175,12 +178,13 @@ __device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, bool va
   return s;
 }
 
-// An entry of the adapter table, read past L1: the step's first kernel writes the table, and chained kernels read
-// it before their chain_wait() (every chained kernel starts after that first one has completed, see chain.cuh).
+// An entry of the adapter table. The step's first kernel writes the table, and every chained kernel starts after
+// that kernel has completed (chain.cuh), so the table may be read through L1 before chain_wait(): the warps of an
+// SM then share one copy instead of each asking the L2 for the same few bytes.
 __device__ inline LoraEntry load_entry(const LoraEntry* e) {
   static_assert(sizeof(LoraEntry) == 24 && alignof(LoraEntry) == 8, "LoraEntry layout");
   const auto* words = reinterpret_cast<const unsigned long long*>(e);
-  const unsigned long long a = __ldcg(words), b = __ldcg(words + 1), scale_rank = __ldcg(words + 2);
+  const unsigned long long a = __ldg(words), b = __ldg(words + 1), scale_rank = __ldg(words + 2);
   LoraEntry r;
   r.a = reinterpret_cast<const void*>(a);
   r.b = reinterpret_cast<const void*>(b);
@@ -226,33 +230,51 @@ __device__ inline BRow b_row(const LoraEntry& e, int row, int lane) {
   return r;
 }
 
-// scale · B[row]·t for both rows of the pair (0 where a projection has no adapter), with this step's t values.
-// The t values a lane needs (j = lane and lane + 32 of each projection; once when both rows belong to the same
-// projection) are read together, so waiting for them costs one round trip, and both sums share one reduction.
-// The whole warp calls this.
-__device__ float2 lora_deltas(const Args& a, const Pair& pr, const LoraEntry& e0, const LoraEntry& e1, const BRow& b0,
-                              const BRow& b1, int lane, int32_t epoch) {
-  const bool same = pr.seg0 == pr.seg1;
-  const int rank1 = pr.second && !same ? e1.rank : 0;
-  const bool need[4] = {lane < e0.rank, lane + 32 < e0.rank, lane < rank1, lane + 32 < rank1};
-  const volatile Slot* slot[4] = {a.t + pr.seg0 * kRank + lane, a.t + pr.seg0 * kRank + lane + 32,
-                                  a.t + pr.seg1 * kRank + lane, a.t + pr.seg1 * kRank + lane + 32};
-  Slot word[4] = {};
+// This step's t values of every projection of the launch, into ts[seg][j]. One warp per block waits for them
+// (spinning on exactly the words it needs, lanes j and j + 32 of each projection with an adapter), so the L2
+// slices holding the t values see one reader per block, not one per warp. The whole warp calls this.
+// `ranks` and `epoch` were loaded at the kernel's start.
+__device__ void gather_t(const Args& a, const int (&ranks)[kMaxSegs], int32_t epoch, float (&ts)[kMaxSegs][kRank],
+                         int lane) {
+  bool need[kMaxSegs][2];
+  Slot word[kMaxSegs][2] = {};
+#pragma unroll
+  for (int seg = 0; seg < kMaxSegs; ++seg) {
+    need[seg][0] = lane < ranks[seg];
+    need[seg][1] = lane + 32 < ranks[seg];
+  }
   for (;;) {
     bool ready = true;
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      if (need[i]) word[i] = *slot[i];
+    for (int seg = 0; seg < kMaxSegs; ++seg)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) ready &= !need[i] || int32_t(word[i] >> 32) == epoch;
+      for (int h = 0; h < 2; ++h)
+        if (need[seg][h]) word[seg][h] = *reinterpret_cast<const volatile Slot*>(a.t + seg * kRank + lane + 32 * h);
+#pragma unroll
+    for (int seg = 0; seg < kMaxSegs; ++seg)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) ready &= !need[seg][h] || int32_t(word[seg][h] >> 32) == epoch;
     if (ready) break;
     __nanosleep(20);
   }
-  float t[4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) t[i] = need[i] ? __uint_as_float(uint32_t(word[i])) : 0.0f;
-  if (same) t[2] = t[0], t[3] = t[1];
-  float d0 = fmaf(b0.hi, t[1], b0.lo * t[0]), d1 = fmaf(b1.hi, t[3], b1.lo * t[2]);
+  for (int seg = 0; seg < kMaxSegs; ++seg)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      if (need[seg][h]) ts[seg][lane + 32 * h] = __uint_as_float(uint32_t(word[seg][h]));
+}
+
+// scale · B[row]·t for both rows of the pair (0 where a projection has no adapter), both sums in one reduction.
+// The whole warp calls this.
+__device__ float2 lora_deltas(const Pair& pr, const LoraEntry& e0, const LoraEntry& e1, const BRow& b0,
+                              const BRow& b1, const float (&ts)[kMaxSegs][kRank], int lane) {
+  const float* t0 = ts[pr.seg0];
+  const float* t1 = ts[pr.seg1];
+  float d0 = 0.0f, d1 = 0.0f;
+  if (lane < e0.rank) d0 = b0.lo * t0[lane];
+  if (lane + 32 < e0.rank) d0 = fmaf(b0.hi, t0[lane + 32], d0);
+  if (pr.second && lane < e1.rank) d1 = b1.lo * t1[lane];
+  if (pr.second && lane + 32 < e1.rank) d1 = fmaf(b1.hi, t1[lane + 32], d1);
   for (int o = 16; o > 0; o >>= 1) {
     d0 += __shfl_xor_sync(0xffffffffu, d0, o);
     d1 += __shfl_xor_sync(0xffffffffu, d1, o);
@@ -339,10 +361,16 @@ __device__ void finish(const Args& a, const Pair& pr, const Operands& o, float s
 // Blocks [0, shrink_blocks) compute the LoRA shrink; each later block owns kWarps / wpp pairs. Launches without
 // a LoRA table take the Lora = false build, which carries none of its registers or loads.
 // Register budgets (minimum blocks per SM) that keep the plain builds at 7 blocks (4 chunks per lane) or 5 (8)
-// with no or a few bytes spilled, and the LoRA builds one block lower without spills in their hot loops; the
-// launch plan (plan_launch) reads the resulting occupancy.
+// with no or a few bytes spilled, and the LoRA builds one block lower without spills in their hot loops, except
+// gate/up's four-chunk LoRA build, which fits 7 blocks without spilling (its launches run in two waves at 0.5B,
+// where each resident block counts); the launch plan (plan_launch) reads the resulting occupancy.
+constexpr int min_blocks(Epilogue e, int u, bool lora) {
+  if (u == 4) return lora && e != Epilogue::gate_up ? 6 : 7;
+  return lora ? 4 : 5;
+}
+
 template <Epilogue E, bool Norm, int U, bool Lora>
-__global__ void __launch_bounds__(kThreads, U == 4 ? (Lora ? 6 : 7) : (Lora ? 4 : 5)) fused_gemv_kernel(const Args a) {
+__global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora)) fused_gemv_kernel(const Args a) {
   chain_release();
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   if (Lora && int(blockIdx.x) < a.shrink_blocks) {
@@ -353,31 +381,43 @@ __global__ void __launch_bounds__(kThreads, U == 4 ? (Lora ? 6 : 7) : (Lora ? 4 
   const bool valid = p < a.pairs, lead = valid && part == 0;
   const Pair pr = valid ? pair_of<E>(a, p) : Pair{};
   LoraEntry e0, e1;
+  int ranks[kMaxSegs] = {};
   int32_t epoch = 0;
   if (Lora && lead) {
     e0 = load_entry(a.lora + pr.seg0);
     e1 = load_entry(a.lora + pr.seg1);
-    epoch = __ldcg(a.epoch);
   }
-  // Once the first weight loads are in flight: the B rows (they need e0 and e1 first), the wait for the kernel
-  // before, and the epilogue's operands (the residual stream is that kernel's output), used at the end.
-  BRow b0, b1;
+  if (Lora && warp == 0 && valid) {  // for gather_t
+    epoch = __ldcg(a.epoch);
+#pragma unroll
+    for (int seg = 0; seg < kMaxSegs; ++seg)
+      if (seg < a.segs) ranks[seg] = load_entry(a.lora + seg).rank;
+  }
+  // Once the first weight loads are in flight: the wait for the kernel before, and the epilogue's operands (the
+  // residual stream is that kernel's output), used at the end.
   Operands o;
   const auto issued = [&] {
-    if (Lora && e0.rank) b0 = b_row(e0, pr.row0, lane);
-    if (Lora && e1.rank && pr.second) b1 = b_row(e1, pr.row1, lane);
     chain_wait();
     if (lead && lane == 0) o = operands_of<E>(a, pr);
   };
   Sums s = pair_sums<Norm, U>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a, valid,
                               warp, part, lane, issued);
-  if (!lead) return;
-  if (Lora && (e0.rank || e1.rank)) {
-    const float2 d = lora_deltas(a, pr, e0, e1, b0, b1, lane, epoch);
-    s.s0 += d.x;
-    s.s1 += d.y;
+  if constexpr (Lora) {
+    // The B rows are read now, while warp 0 waits for this step's t values: one round trip for both. Every
+    // thread of the block reaches the barrier (pair_sums holds barriers too, so the block is here whole).
+    __shared__ float ts[kMaxSegs][kRank];
+    BRow b0, b1;
+    if (lead && e0.rank) b0 = b_row(e0, pr.row0, lane);
+    if (lead && e1.rank && pr.second) b1 = b_row(e1, pr.row1, lane);
+    if (warp == 0 && valid) gather_t(a, ranks, epoch, ts, lane);
+    __syncthreads();
+    if (lead && (e0.rank || e1.rank)) {
+      const float2 d = lora_deltas(pr, e0, e1, b0, b1, ts, lane);
+      s.s0 += d.x;
+      s.s1 += d.y;
+    }
   }
-  if (lane == 0) finish<E>(a, pr, o, s.s0, s.s1);
+  if (lead && lane == 0) finish<E>(a, pr, o, s.s0, s.s1);
 }
 
 Args args_of(const GemvInput& in, int segs) {
