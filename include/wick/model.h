@@ -67,17 +67,21 @@ class Model {
 
   /// What forward_summary() summarizes, and what to do when the summary is not enough.
   struct SummaryRequest {
-    int32_t count = 0;                    ///< the best ids to return
-    const std::vector<int32_t>& gather;    ///< ids whose logits to return as well
-    /// Called with the summary while the step's logits are still on the device; returning false downloads them
-    /// all into `row` ([1, vocab] CPU f32). Null: never.
+    int32_t count = 0;                 ///< the best ids to return
+    std::vector<int32_t> gather = {};  ///< ids whose logits to return as well
+    /// Called with the summary while the step's logits are still on the device; returning false has the whole
+    /// row downloaded too (SummaryResult::row). Null: the summary is always enough. If it throws, the exception leaves forward_summary
+    /// after the caches have advanced, as forward() would have left them.
     std::function<bool(const LogitSummary&)> enough = {};
-    Tensor& row;
+  };
+  struct SummaryResult {
+    LogitSummary summary = {};
+    Tensor row = {};  ///< the last token's logits, [1, vocab] CPU f32, when `enough` returned false; else undefined
   };
   /// forward() for one sequence that returns, instead of its last token's logits, their summary
   /// (wick/logit_summary.h), reduced where the logits are: on a GPU only the summary crosses to the host.
-  LogitSummary forward_summary(const SequenceInput& input, const ForwardOptions& options,
-                               const SummaryRequest& request) const;
+  SummaryResult forward_summary(const SequenceInput& input, const ForwardOptions& options,
+                                const SummaryRequest& request) const;
 
   /// How many one-token decode steps were recorded as CUDA graphs so far: per KV cache in use (a few are
   /// kept), one for the base model and one for any unmerged adapter, each replayed for every later step.

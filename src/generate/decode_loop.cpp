@@ -83,14 +83,17 @@ bool DecodeLoop::step(StreamToken& out) {
   // LogitSummary); the whole row only when the summary cannot decide.
   std::optional<TokenChoice> choice;
   Tensor logits;
-  const std::optional<Sampler::SummaryRequest> request =
+  std::optional<Sampler::SummaryRequest> request =
       model_->device() != Device::cpu && params_.device_summary ? sampler_.summary_request() : std::nullopt;
   if (request) {
-    model_->forward_summary(in[0], options,
-                            {.count = request->count,
-                             .gather = request->gather,
-                             .enough = [&](const LogitSummary& s) { return (choice = sampler_.choose(s)).has_value(); },
-                             .row = logits});
+    logits = model_
+                 ->forward_summary(in[0], options,
+                                   {.count = request->count,
+                                    .gather = std::move(request->gather),
+                                    .enough = [&](const LogitSummary& s) {
+                                      return (choice = sampler_.choose(s)).has_value();
+                                    }})
+                 .row;
   } else {
     logits = model_->forward(in, options);
   }

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <climits>
 #include <cstring>
+#include <exception>
 
 #include "backend/backend.h"
 #include "model/forward.h"
@@ -312,14 +313,23 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   return run_forward(*impl_, batch, options, [](Backend& b, const Tensor& logits) { return b.download(logits); });
 }
 
-LogitSummary Model::forward_summary(const SequenceInput& input, const ForwardOptions& options,
-                                    const SummaryRequest& request) const {
-  return run_forward(*impl_, std::span(&input, 1), {.logits = LogitsFor::last_token, .lora = options.lora},
-                     [&](Backend& b, const Tensor& logits) {
-                       LogitSummary s = b.summarize(logits, request.count, request.gather);
-                       if (request.enough && !request.enough(s)) request.row = b.download(logits);
-                       return s;
-                     });
+Model::SummaryResult Model::forward_summary(const SequenceInput& input, const ForwardOptions& options,
+                                            const SummaryRequest& request) const {
+  std::exception_ptr thrown;  // by `enough`: rethrown once the cache has advanced, as after forward()
+  SummaryResult r = run_forward(*impl_, std::span(&input, 1), {.logits = LogitsFor::last_token, .lora = options.lora},
+                                [&](Backend& b, const Tensor& logits) {
+                                  SummaryResult out{.summary = b.summarize(logits, request.count, request.gather)};
+                                  bool enough = true;
+                                  try {
+                                    if (request.enough) enough = request.enough(out.summary);
+                                  } catch (...) {
+                                    thrown = std::current_exception();
+                                  }
+                                  if (!enough) out.row = b.download(logits);
+                                  return out;
+                                });
+  if (thrown) std::rethrow_exception(thrown);
+  return r;
 }
 
 int64_t Model::decode_graphs_recorded() const { return impl_->graph_captures.load(); }

@@ -5,6 +5,7 @@
 #include "model_test_util.h"
 #include "test_util.h"
 #include "wick/generator.h"
+#include "wick/logit_summary.h"
 #include "wick/model.h"
 #include "wick/safetensors.h"
 
@@ -119,6 +120,53 @@ TEST(Qwen2Forward, RejectsBadInputAndLeavesCacheUnchanged) {
   EXPECT_WICK_ERROR(gen.generate(ok, {.max_tokens = 0}), ErrorKind::bad_input, "--max-tokens");
   EXPECT_WICK_ERROR(gen.generate(ok, {.max_tokens = 1000}), ErrorKind::bad_input, "context");
   EXPECT_WICK_ERROR(gen.generate(std::vector<int32_t>{}, {}), ErrorKind::bad_input, "empty");
+}
+
+// forward_summary on the CPU: the host summary of the logits forward() returns; the whole row when `enough`
+// declines; an exception from `enough` leaves with the cache advanced, as forward() leaves it.
+TEST(Qwen2Forward, SummaryOfTheLastTokensLogits) {
+  auto model = Model::load(fixture("models/tiny-tied"));
+  const int64_t vocab = model->config().vocab_size;
+  const std::vector<int32_t> prompt{5, 6, 7}, next{9};
+  const std::vector<int32_t> gather{3, 200};
+  KVCache whole = model->make_cache(8), summarized = model->make_cache(8);
+  model->forward(std::vector<SequenceInput>{{prompt, &whole}});
+  const Tensor expected = model->forward(std::vector<SequenceInput>{{next, &whole}});
+  const std::span<const float> row(expected.data<float>(), size_t(vocab));
+  const LogitSummary want = summarize_logits(row, 16, gather);
+
+  model->forward(std::vector<SequenceInput>{{prompt, &summarized}});
+  int calls = 0;
+  Model::SummaryResult got = model->forward_summary({next, &summarized}, {},
+                                                    {.count = 16, .gather = gather, .enough = [&](const LogitSummary& s) {
+                                                       ++calls;
+                                                       EXPECT_EQ(s.ids, want.ids);
+                                                       return false;
+                                                     }});
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(summarized.length(), 4);
+  EXPECT_EQ(got.summary.ids, want.ids);
+  EXPECT_EQ(got.summary.values, want.values);
+  EXPECT_EQ(got.summary.gathered_ids, want.gathered_ids);
+  EXPECT_EQ(got.summary.gathered, want.gathered);
+  EXPECT_FLOAT_EQ(got.summary.max, want.max);
+  EXPECT_NEAR(got.summary.sum_exp, want.sum_exp, 1e-5 * want.sum_exp);
+  ASSERT_TRUE(got.row.defined());
+  ASSERT_EQ(got.row.numel(), vocab);
+  for (int64_t i = 0; i < vocab; ++i) ASSERT_EQ(got.row.data<float>()[i], row[size_t(i)]) << i;
+
+  summarized.truncate(3);
+  got = model->forward_summary({next, &summarized}, {}, {.count = 16, .gather = gather, .enough = nullptr});
+  EXPECT_FALSE(got.row.defined());  // no callback: the summary is enough
+  EXPECT_EQ(got.summary.ids, want.ids);
+
+  summarized.truncate(3);
+  EXPECT_WICK_ERROR(model->forward_summary({next, &summarized}, {},
+                                           {.count = 16, .enough = [](const LogitSummary&) -> bool {
+                                              fail(ErrorKind::bad_input, "no finite score");
+                                            }}),
+                    ErrorKind::bad_input, "no finite score");
+  EXPECT_EQ(summarized.length(), 4);
 }
 
 TEST(Qwen2Forward, ClassifierCannotGenerate) {
