@@ -70,8 +70,8 @@ class Model {
     int32_t count = 0;                 ///< the best ids to return
     std::vector<int32_t> gather = {};  ///< ids whose logits to return as well
     /// Called with the summary while the step's logits are still on the device; returning false has the whole
-    /// row downloaded too (SummaryResult::row). Null: the summary is always enough. If it throws, the exception leaves forward_summary
-    /// after the caches have advanced, as forward() would have left them.
+    /// row downloaded too (SummaryResult::row). Null: the summary is always enough. An exception it throws
+    /// leaves forward_summary after the cache has advanced, as forward() would have left it.
     std::function<bool(const LogitSummary&)> enough = {};
   };
   struct SummaryResult {

@@ -137,12 +137,13 @@ TEST(Qwen2Forward, SummaryOfTheLastTokensLogits) {
 
   model->forward(std::vector<SequenceInput>{{prompt, &summarized}});
   int calls = 0;
-  Model::SummaryResult got = model->forward_summary({next, &summarized}, {},
-                                                    {.count = 16, .gather = gather, .enough = [&](const LogitSummary& s) {
-                                                       ++calls;
-                                                       EXPECT_EQ(s.ids, want.ids);
-                                                       return false;
-                                                     }});
+  const auto decline = [&](const LogitSummary& s) {
+    ++calls;
+    EXPECT_EQ(s.ids, want.ids);
+    return false;
+  };
+  Model::SummaryResult got =
+      model->forward_summary({next, &summarized}, {}, {.count = 16, .gather = gather, .enough = decline});
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(summarized.length(), 4);
   EXPECT_EQ(got.summary.ids, want.ids);
