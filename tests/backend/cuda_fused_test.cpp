@@ -91,8 +91,10 @@ struct AttnCase {
 
 TEST_F(CudaFused, AttentionInputsMatchNormLinearRopeAndCacheWrite) {
   // The 7B shape (33 MB of weights) takes the balanced launch plan of large launches (gemv.cu's plan_launch).
-  const AttnCase cases[] = {{64, 4, 2, 16, 0, 0, 0},   {64, 4, 2, 16, 5, 16, 1}, {896, 14, 2, 64, 16, 0, 64},
-                            {896, 14, 2, 64, 0, 0, 0}, {256, 2, 1, 128, 8, 8, 8}, {3584, 28, 4, 128, 0, 0, 0}};
+  // Ranks 64/64/64: more rank rows than one pass of a cluster LoRA launch covers (gemv.cu).
+  const AttnCase cases[] = {{64, 4, 2, 16, 0, 0, 0},    {64, 4, 2, 16, 5, 16, 1},   {896, 14, 2, 64, 16, 0, 64},
+                            {896, 14, 2, 64, 0, 0, 0},  {256, 2, 1, 128, 8, 8, 8},  {3584, 28, 4, 128, 0, 0, 0},
+                            {896, 14, 2, 64, 64, 64, 64}};
   uint32_t seed = 100;
   for (const AttnCase& c : cases) {
     const int64_t capacity = 9, pos = 6, q_dim = c.heads * c.d, kv_dim = c.kv_heads * c.d;
@@ -157,7 +159,7 @@ TEST_F(CudaFused, ResidualLinearAddsIntoTheStream) {
   const struct {
     int64_t in, rows;
     int32_t rank;
-  } cases[] = {{96, 64, 0}, {96, 65, 7}, {4864, 896, 16}, {896, 896, 64}};
+  } cases[] = {{96, 64, 0}, {96, 65, 7}, {4864, 896, 16}, {896, 896, 64}, {4864, 896, 64}};
   uint32_t seed = 300;
   for (const auto& c : cases) {
     const Tensor in = random_bf16_values({1, c.in}, ++seed), x = random_bf16_values({1, c.rows}, ++seed);

@@ -11,7 +11,6 @@
 
 #include <cuda_runtime.h>
 
-#include <utility>
 
 namespace wick::cuda {
 
@@ -30,22 +29,30 @@ __device__ __forceinline__ void chain_wait() {
 #endif
 }
 
-/// Launches `kernel`; `chained`: it may start before the kernel ahead of it in `stream` ends (it must follow
-/// the rules above). Stream capture records the chain as a programmatic edge of the graph.
-template <class... Params, class... Args>
+/// Launches `kernel` with its one argument `arg`; `chained`: it may start before the kernel ahead of it in
+/// `stream` ends (it must follow the rules above). Stream capture records the chain as a programmatic edge of the
+/// graph. `cluster` > 1: in thread block clusters of that many blocks (grid.x a multiple of it, Hopper and later).
+template <class... Params, class Arg>
 cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
-                          bool chained, Args&&... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+                          bool chained, const Arg& arg, int cluster = 1) {
+  cudaLaunchAttribute attrs[2]{};
+  unsigned n = 0;
+  if (chained) {
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 1) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n++].val.clusterDim = {unsigned(cluster), 1, 1};
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
-  config.attrs = &attr;
-  config.numAttrs = chained ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  config.attrs = attrs;
+  config.numAttrs = n;
+  return cudaLaunchKernelEx(&config, kernel, arg);
 }
 
 }  // namespace wick::cuda

@@ -16,9 +16,9 @@
 // without an adapter (rank 0 in the device table, as for every projection when no adapter is in effect) neither
 // compute nor wait.
 //
-// Every launch is chained (chain.cuh) unless told otherwise: the first weight loads are issued before the wait for
-// the kernel ahead, so a kernel's start overlaps that kernel's tail; so are the adapter table entries and the
-// shrink blocks' A rows.
+// Every launch runs in thread block clusters (kCluster below) and is chained (chain.cuh) unless told otherwise:
+// the first weight loads are issued before the wait for the kernel ahead, so a kernel's start overlaps that
+// kernel's tail; so are the adapter table entries and the shrink blocks' A rows.
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -462,6 +462,24 @@ struct Plan {
   unsigned blocks = 0;
 };
 
+// Every launch runs in thread block clusters of kCluster blocks (the planned grid rounded up with idle blocks);
+// no kernel uses what clusters offer, the launch only changes how the blocks are spread over the SMs, and that
+// pays: measured on the H200 side by side with plain launches, decode at 0.5B 1,470 → 1,490 tok/s and at 7B
+// 227 → 234 tok/s, and with an r16 all-seven adapter 1,245 → 1,300 tok/s (the LoRA builds' overhead falls from
+// 18 % to 12–13 % of the plain-launch base). Cluster sizes 4 and 16 measured about the same, 2 like none; 8 is
+// the largest every Hopper GPU takes without opting in. GPUs without clusters (before Hopper) launch plainly.
+constexpr int kCluster = 8;
+
+int cluster_blocks() {
+  static const int blocks = [] {
+    int device = 0, supported = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device), "cluster launch support");
+    return supported ? kCluster : 1;
+  }();
+  return blocks;
+}
+
 Plan plan_of(const Args& a, int u, int wpp) {
   Plan p{.u = u, .wpp = wpp};
   const int per_block = kWarps / wpp;
@@ -522,7 +540,8 @@ void launch(Args& a, bool chained, cudaStream_t stream) {
   a.wpp = p.wpp;
   a.shrink_blocks = p.shrink_blocks;
   const auto kernel = p.u == 8 ? kernel_for<E, 8>(a) : kernel_for<E, 4>(a);
-  check(launch_kernel(kernel, p.blocks, kThreads, 0, stream, chained, a), "fused gemv launch");
+  const unsigned cluster = unsigned(cluster_blocks()), blocks = (p.blocks + cluster - 1) / cluster * cluster;
+  check(launch_kernel(kernel, blocks, kThreads, 0, stream, chained, a, int(cluster)), "fused gemv launch");
 }
 
 // One projection whose rows pair up with their neighbours (the last pair may have one row).
