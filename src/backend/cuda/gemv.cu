@@ -465,9 +465,10 @@ struct Plan {
 // Every launch runs in thread block clusters of kCluster blocks (the planned grid rounded up with idle blocks);
 // no kernel uses what clusters offer, the launch only changes how the blocks are spread over the SMs, and that
 // pays: measured on the H200 side by side with plain launches, decode at 0.5B 1,470 → 1,490 tok/s and at 7B
-// 227 → 234 tok/s, and with an r16 all-seven adapter 1,245 → 1,300 tok/s (the LoRA builds' overhead falls from
-// 18 % to 12–13 % of the plain-launch base). Cluster sizes 4 and 16 measured about the same, 2 like none; 8 is
-// the largest every Hopper GPU takes without opting in. GPUs without clusters (before Hopper) launch plainly.
+// 227 → 234 tok/s, and with an r16 all-seven adapter 1,245 → 1,270–1,310 tok/s. Cluster sizes 4 and 16
+// measured about the same, 2 like none; 8 is the largest every Hopper GPU takes without opting in. GPUs
+// without clusters (before Hopper) launch plainly. (Cluster barriers and distributed shared memory for the
+// LoRA t values measured far slower: docs/BENCHMARKS.md.)
 constexpr int kCluster = 8;
 
 int cluster_blocks() {
