@@ -377,8 +377,10 @@ __device__ void finish(const Args& a, const Pair& pr, const Operands& o, float s
 // a LoRA table take the Lora = false build, which carries none of its registers or loads.
 // Register budgets (minimum blocks per SM) that keep the plain builds at 7 blocks (4 chunks per lane) or 5 (8)
 // with no or a few bytes spilled, and the LoRA builds one block lower without spills in their hot loops, except
-// gate/up's four-chunk LoRA build, which fits 7 blocks without spilling (its launches run in two waves at 0.5B,
-// where each resident block counts); the launch plan (plan_launch) reads the resulting occupancy.
+// gate/up's four-chunk LoRA build, which fits 7 blocks without spilling (where it runs in two waves, each
+// resident block counts), and the half-warp LoRA builds, kept at 5 like the plain ones so that 0.5B gate/up fits
+// one wave either way (ptxas reports 28–136 bytes spilled for them); the launch plan (plan_launch) reads the
+// resulting occupancy.
 constexpr int min_blocks(Epilogue e, int u, bool lora, int lanes) {
   if (u == 4) return lora && e != Epilogue::gate_up ? 6 : 7;
   return lora && lanes == 32 ? 4 : 5;
@@ -497,6 +499,7 @@ struct Plan {
 // LoRA t values measured far slower: docs/BENCHMARKS.md.)
 constexpr int kCluster = 8;
 
+// Blocks per cluster of the launches, from the first GPU asked.
 int cluster_blocks() {
   static const int blocks = [] {
     int device = 0, supported = 0;
