@@ -14,6 +14,7 @@
 #include <climits>
 #include <cmath>
 
+#include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/chain.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
@@ -28,24 +29,6 @@ constexpr float kLog2e = 1.4426950408889634f;  // scores are kept in log2 units 
 constexpr int64_t kDecodeQueries = 4;          // up to this many queries take the split-K kernel
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-
-__device__ uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global → shared without a register round trip; zero-filled when !valid. Copies issued between two
-// commits form a group; wait<n> returns when at most n groups are still in flight.
-__device__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-
-__device__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-
-template <int N>
-__device__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // Kernels above 48 KB of dynamic shared memory must opt in, once per process.
 template <auto kernel>

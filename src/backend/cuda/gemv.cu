@@ -24,6 +24,7 @@
 
 #include <cmath>
 
+#include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/chain.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
@@ -197,6 +198,32 @@ __device__ inline LoraEntry load_entry(const LoraEntry* e) {
   LoraEntry r;
   r.a = reinterpret_cast<const void*>(a);
   r.b = reinterpret_cast<const void*>(b);
+  r.scale = __uint_as_float(uint32_t(scale_rank));
+  r.rank = int32_t(scale_rank >> 32);
+  return r;
+}
+
+// The launch's adapter table entries and the step's epoch, which the pair warps use only after their product:
+// each warp copies them into its own slot in shared memory with cp.async before its weight loads. Held in
+// registers instead, they were spilled by the builds short of registers (gate/up's half-warp build, q/k/v's warp
+// 0), and the spill store waited for the load, holding the warp's weight loads back by a round trip.
+struct Staged {
+  unsigned long long words[kMaxSegs * 3];  // the LoraEntry of each projection, as load_entry reads it
+  int32_t epoch;
+};
+
+__device__ inline void stage(const Args& a, Staged& st, int lane) {
+  if (lane < a.segs * 3) cp_async_small<8>(&st.words[lane], reinterpret_cast<const unsigned long long*>(a.lora) + lane);
+  if (lane == 31) cp_async_small<4>(&st.epoch, a.epoch);
+  cp_async_commit();
+}
+
+// Entry `seg` of a slot the warp staged, after cp_async_wait<0>() and __syncwarp().
+__device__ inline LoraEntry staged_entry(const Staged& st, int seg) {
+  const unsigned long long scale_rank = st.words[seg * 3 + 2];
+  LoraEntry r;
+  r.a = reinterpret_cast<const void*>(st.words[seg * 3]);
+  r.b = reinterpret_cast<const void*>(st.words[seg * 3 + 1]);
   r.scale = __uint_as_float(uint32_t(scale_rank));
   r.rank = int32_t(scale_rank >> 32);
   return r;
@@ -400,19 +427,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
   const bool valid = p < a.pairs, lead = valid && part == 0;
   const bool warp_valid = p - lane / L < a.pairs;  // the warp's first pair exists
   const Pair pr = valid ? pair_of<E>(a, p) : Pair{};
-  LoraEntry e0, e1;
-  int ranks[kMaxSegs] = {};
-  int32_t epoch = 0;
-  if (Lora && lead) {
-    e0 = load_entry(a.lora + pr.seg0);
-    e1 = load_entry(a.lora + pr.seg1);
-  }
-  if (Lora && warp == 0 && warp_valid) {  // for gather_t
-    epoch = __ldcg(a.epoch);
-#pragma unroll
-    for (int seg = 0; seg < kMaxSegs; ++seg)
-      if (seg < a.segs) ranks[seg] = load_entry(a.lora + seg).rank;
-  }
+  __shared__ Staged staged[kWarps];
+  if (Lora) stage(a, staged[warp], lane);
   // Once the first weight loads are in flight: the wait for the kernel before, and the epilogue's operands (the
   // residual stream is that kernel's output), used at the end.
   Operands o;
@@ -425,11 +441,25 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
   if constexpr (Lora) {
     // The B rows are read now, while warp 0 waits for this step's t values: one round trip for both. Every
     // thread of the block reaches the barrier (pair_sums holds barriers too, so the block is here whole).
+    cp_async_wait<0>();
+    __syncwarp();
+    const Staged& st = staged[warp];
+    LoraEntry e0, e1;
+    if (lead) {
+      e0 = staged_entry(st, pr.seg0);
+      e1 = pr.seg1 == pr.seg0 ? e0 : staged_entry(st, pr.seg1);
+    }
     __shared__ float ts[kMaxSegs][kRank];
     BRow<L> b0, b1;
     if (lead && e0.rank) b0 = b_row<L>(e0, pr.row0, lane);
     if (lead && e1.rank && pr.second) b1 = b_row<L>(e1, pr.row1, lane);
-    if (warp == 0 && warp_valid) gather_t(a, ranks, epoch, ts, lane);
+    if (warp == 0 && warp_valid) {
+      int ranks[kMaxSegs] = {};
+#pragma unroll
+      for (int seg = 0; seg < kMaxSegs; ++seg)
+        if (seg < a.segs) ranks[seg] = staged_entry(st, seg).rank;
+      gather_t(a, ranks, st.epoch, ts, lane);
+    }
     __syncthreads();
     if constexpr (L == 32) {
       if (lead && (e0.rank || e1.rank)) {
