@@ -15,7 +15,9 @@
 // L2 slice made that slice the bottleneck (adapter overhead 25 % → 18 % at 0.5B). Waiting is safe because
 // blocks are dispatched in index order: the shrink blocks run before any block that waits on them. Projections
 // without an adapter (rank 0 in the device table, as for every projection when no adapter is in effect) neither
-// compute nor wait.
+// compute nor wait. Nothing else of the adapter is loaded into registers before the product: the table entries
+// and the pair's B rows go into shared memory by cp.async (async_copy.cuh) while the weights stream, so they
+// neither hold registers through the product nor stall a warp whose build is short of registers.
 //
 // Every launch runs in thread block clusters (kCluster below) and is chained (chain.cuh) unless told otherwise:
 // the first weight loads are issued before the wait for the kernel ahead, so a kernel's start overlaps that
@@ -166,8 +168,8 @@ __device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, bool va
   Sums s;
   if constexpr (L == 32) {
     if (valid) s = warp_sums(dot2<Norm, U>(w0, w1, a, part * 32 + lane, a.wpp * 32, issued));
-  } else {
-    if (valid) s = dot2<Norm, U>(w0, w1, a, lane % L, L, issued);
+  } else {  // every lane: those without a pair run no chunks but still call `issued`
+    s = dot2<Norm, U>(w0, w1, a, valid ? lane % L : a.k / 8, L, issued);
     s = warp_sums<L>(s);
   }
   if (a.wpp > 1) {
@@ -203,10 +205,10 @@ __device__ inline LoraEntry load_entry(const LoraEntry* e) {
   return r;
 }
 
-// The launch's adapter table entries and the step's epoch, which the pair warps use only after their product:
-// each warp copies them into its own slot in shared memory with cp.async before its weight loads. Held in
-// registers instead, they were spilled by the builds short of registers (gate/up's half-warp build, q/k/v's warp
-// 0), and the spill store waited for the load, holding the warp's weight loads back by a round trip.
+// The launch's adapter table entries and the step's epoch: each warp copies them into its own slot in shared
+// memory with cp.async before its weight loads. Held in registers instead, they were spilled by the builds short
+// of registers (gate/up's half-warp build, q/k/v's warp 0), and the spill store waited for the load, holding the
+// warp's weight loads back by a round trip (measured on the H200: r16 adapter overhead 19.1 → 16.8 %).
 struct Staged {
   unsigned long long words[kMaxSegs * 3];  // the LoraEntry of each projection, as load_entry reads it
   int32_t epoch;
@@ -260,13 +262,37 @@ struct BRow {
 };
 
 template <int L = 32>
-__device__ inline BRow<L> b_row(const LoraEntry& e, int row, int lane) {
+__device__ inline BRow<L> b_row(const bf16* b, int rank, int lane) {
   BRow<L> r;
-  const bf16* b = static_cast<const bf16*>(e.b) + int64_t(row) * e.rank;
 #pragma unroll
   for (int i = 0; i < kRank / L; ++i)
-    if (lane % L + L * i < e.rank) r.v[i] = __bfloat162float(b[lane % L + L * i]);
+    if (lane % L + L * i < rank) r.v[i] = __bfloat162float(b[lane % L + L * i]);
   return r;
+}
+
+// Row `row` of B of projection `e` in global memory.
+__device__ inline const bf16* b_row_address(const LoraEntry& e, int row) {
+  return static_cast<const bf16*>(e.b) + int64_t(row) * e.rank;
+}
+
+// The B rows of a pair, copied into shared memory by cp.async once the weight loads are on their way, where the
+// rank allows 16-byte copies (a multiple of 8; other ranks read B after the product). Measured on the H200 side by
+// side with B read after the product (one build, four alternations): a constant r16 adapter decodes a little
+// slower (1,271–1,295 vs 1,290–1,303 tok/s), but when adapters are swapped between steps, the B rows of the one
+// just chosen, cold in L2, no longer add a DRAM round trip after the product: swap +11…+17 → −0…+7 µs per step.
+struct PairB {
+  __align__(16) bf16 rows[2][kRank];
+};
+
+// The lane's share of the pair's B rows (16 bytes of either row) on its way into shared memory.
+template <int L>
+__device__ inline void prefetch_b(const Pair& pr, const LoraEntry& e0, const LoraEntry& e1, PairB& dst, int lane) {
+  const int l = lane % L;
+  const int c0 = e0.rank % 8 == 0 ? e0.rank / 8 : 0, c1 = pr.second && e1.rank % 8 == 0 ? e1.rank / 8 : 0;
+  if (l < c0)
+    cp_async16(&dst.rows[0][8 * l], b_row_address(e0, pr.row0) + 8 * l, true);
+  else if (l < c0 + c1)
+    cp_async16(&dst.rows[1][8 * (l - c0)], b_row_address(e1, pr.row1) + 8 * (l - c0), true);
 }
 
 // This step's t values of every projection of the launch, into ts[seg][j]. One warp per block waits for them
@@ -428,19 +454,31 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
   const bool warp_valid = p - lane / L < a.pairs;  // the warp's first pair exists
   const Pair pr = valid ? pair_of<E>(a, p) : Pair{};
   __shared__ Staged staged[kWarps];
+  __shared__ PairB pair_b[kWarps][32 / L];  // the B rows of each pair of each warp
+  PairB& my_b = pair_b[warp][lane / L];
   if (Lora) stage(a, staged[warp], lane);
   // Once the first weight loads are in flight: the wait for the kernel before, and the epilogue's operands (the
   // residual stream is that kernel's output), used at the end.
   Operands o;
   const auto issued = [&] {
+    if (Lora) {  // every lane of the warp calls this (pair_sums), some at different points: __syncwarp allows that
+      cp_async_wait<0>();
+      __syncwarp();
+      if (lead) {
+        const LoraEntry e0 = staged_entry(staged[warp], pr.seg0);
+        prefetch_b<L>(pr, e0, pr.seg1 == pr.seg0 ? e0 : staged_entry(staged[warp], pr.seg1), my_b, lane);
+      }
+      cp_async_commit();
+    }
     chain_wait();
     if (lead && lane % L == 0) o = operands_of<E>(a, pr);
   };
   Sums s = pair_sums<Norm, U, L>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a, valid,
                               warp, part, lane, issued);
   if constexpr (Lora) {
-    // The B rows are read now, while warp 0 waits for this step's t values: one round trip for both. Every
-    // thread of the block reaches the barrier (pair_sums holds barriers too, so the block is here whole).
+    // The B rows are in shared memory (or, for ranks not a multiple of 8, read now while warp 0 waits for this
+    // step's t values). Every thread of the block reaches the barrier (pair_sums holds barriers too, so the block
+    // is here whole).
     cp_async_wait<0>();
     __syncwarp();
     const Staged& st = staged[warp];
@@ -451,8 +489,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
     }
     __shared__ float ts[kMaxSegs][kRank];
     BRow<L> b0, b1;
-    if (lead && e0.rank) b0 = b_row<L>(e0, pr.row0, lane);
-    if (lead && e1.rank && pr.second) b1 = b_row<L>(e1, pr.row1, lane);
+    if (lead && e0.rank)
+      b0 = b_row<L>(e0.rank % 8 == 0 ? my_b.rows[0] : b_row_address(e0, pr.row0), e0.rank, lane);
+    if (lead && e1.rank && pr.second)
+      b1 = b_row<L>(e1.rank % 8 == 0 ? my_b.rows[1] : b_row_address(e1, pr.row1), e1.rank, lane);
     if (warp == 0 && warp_valid) {
       int ranks[kMaxSegs] = {};
 #pragma unroll
