@@ -18,10 +18,10 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
                : "memory");
 }
 
-/// 4 or 8 bytes global → shared, through L1 (src and dst aligned to the size).
+/// 4, 8 or 16 bytes global → shared, through L1 (src and dst aligned to the size).
 template <int Bytes>
-__device__ __forceinline__ void cp_async_small(void* dst, const void* src) {
-  static_assert(Bytes == 4 || Bytes == 8, "cp.async.ca copies 4, 8 or 16 bytes");
+__device__ __forceinline__ void cp_async_ca(void* dst, const void* src) {
+  static_assert(Bytes == 4 || Bytes == 8 || Bytes == 16, "cp.async.ca copies 4, 8 or 16 bytes");
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(dst)), "l"(src), "n"(Bytes)
                : "memory");
 }
