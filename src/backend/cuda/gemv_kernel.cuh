@@ -476,11 +476,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
     for (int c = int(threadIdx.x); c < chunks; c += kThreads)
       cp_async_ca<16>(input_chunks + chunks + c, reinterpret_cast<const uint4*>(a.norm) + c);
   if (Lora) stage(a, staged[warp], lane);
-  // Once the first weight loads are in flight: the wait for the kernel before, and the epilogue's operands (the
-  // residual stream is that kernel's output), used at the end.
+  // Once the first weight loads are in flight: the B rows on their way, the wait for the kernel before, the
+  // epilogue's operands (the residual stream is that kernel's output; used at the end) and the input row.
   Operands o;
   const auto issued = [&] {
-    if (Lora) {  // every lane of the warp calls this (pair_sums), some at different points: __syncwarp allows that
+    if (Lora) {
       cp_async_wait<0>();
       __syncwarp();
       if (lead) {
