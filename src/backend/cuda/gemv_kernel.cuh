@@ -201,19 +201,23 @@ __device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, const I
   return s;
 }
 
-// An entry of the adapter table. The step's first kernel writes the table, and every chained kernel starts after
-// that kernel has completed (chain.cuh), so the table may be read through L1 before chain_wait(): the warps of an
-// SM then share one copy instead of each asking the L2 for the same few bytes.
-__device__ inline LoraEntry load_entry(const LoraEntry* e) {
+// A LoraEntry from its three 8-byte words: A, B, then scale (low half) and rank (high half).
+__device__ inline LoraEntry entry_of(unsigned long long a, unsigned long long b, unsigned long long scale_rank) {
   static_assert(sizeof(LoraEntry) == 24 && alignof(LoraEntry) == 8, "LoraEntry layout");
-  const auto* words = reinterpret_cast<const unsigned long long*>(e);
-  const unsigned long long a = __ldg(words), b = __ldg(words + 1), scale_rank = __ldg(words + 2);
   LoraEntry r;
   r.a = reinterpret_cast<const void*>(a);
   r.b = reinterpret_cast<const void*>(b);
   r.scale = __uint_as_float(uint32_t(scale_rank));
   r.rank = int32_t(scale_rank >> 32);
   return r;
+}
+
+// An entry of the adapter table. The step's first kernel writes the table, and every chained kernel starts after
+// that kernel has completed (chain.cuh), so the table may be read through L1 before chain_wait(): the warps of an
+// SM then share one copy instead of each asking the L2 for the same few bytes.
+__device__ inline LoraEntry load_entry(const LoraEntry* e) {
+  const auto* words = reinterpret_cast<const unsigned long long*>(e);
+  return entry_of(__ldg(words), __ldg(words + 1), __ldg(words + 2));
 }
 
 // The launch's adapter table entries and the step's epoch: each warp copies them into its own slot in shared
@@ -231,15 +235,9 @@ __device__ inline void stage(const Args& a, Staged& st, int lane) {
   cp_async_commit();
 }
 
-// Entry `seg` of a slot the warp staged, after cp_async_wait<0>() and __syncwarp().
+// Entry `seg` of a slot the warp staged, once its copies are waited for and visible to the warp.
 __device__ inline LoraEntry staged_entry(const Staged& st, int seg) {
-  const unsigned long long scale_rank = st.words[seg * 3 + 2];
-  LoraEntry r;
-  r.a = reinterpret_cast<const void*>(st.words[seg * 3]);
-  r.b = reinterpret_cast<const void*>(st.words[seg * 3 + 1]);
-  r.scale = __uint_as_float(uint32_t(scale_rank));
-  r.rank = int32_t(scale_rank >> 32);
-  return r;
+  return entry_of(st.words[seg * 3], st.words[seg * 3 + 1], st.words[seg * 3 + 2]);
 }
 
 // t[seg][j] = A_seg[j]·n for every rank row, a pair of rows per wpp warps, each value published with the epoch.
@@ -308,8 +306,8 @@ __device__ inline void prefetch_b(const Pair& pr, const LoraEntry& e0, const Lor
 
 // This step's t values of every projection of the launch, into ts[seg][j]. One warp per block waits for them
 // (spinning on exactly the words it needs, lanes j and j + 32 of each projection with an adapter), so the L2
-// slices holding the t values see one reader per block, not one per warp. The whole warp calls this.
-// `ranks` and `epoch` were loaded at the kernel's start.
+// slices holding the t values see one reader per block, not one per warp. The whole warp calls this, with the
+// ranks and epoch its slot staged.
 __device__ void gather_t(const Args& a, const int (&ranks)[kMaxSegs], int32_t epoch, float (&ts)[kMaxSegs][kRank],
                          int lane) {
   bool need[kMaxSegs][2];
