@@ -105,24 +105,40 @@ struct Sums {
 // soon (the input rows, a LoRA adapter's factors, the KV cache) stays in L2 across steps.
 __device__ inline uint4 load_weights(const uint4* p) { return __ldcs(p); }
 
-// The input row and the norm weight as 16-byte chunks: in global memory, or (Shared) copied into shared memory.
-template <bool Shared>
+// The input row and the norm weight as 16-byte chunks in shared memory.
 struct Input {
   const uint4* x = nullptr;
   const uint4* g = nullptr;
-  __device__ uint4 x_at(int c) const { return Shared ? x[c] : __ldg(x + c); }
-  __device__ uint4 g_at(int c) const { return Shared ? g[c] : __ldg(g + c); }
 };
 
-__device__ inline Input<false> global_input(const Args& a) {
-  return {reinterpret_cast<const uint4*>(a.x), reinterpret_cast<const uint4*>(a.norm)};
+// The input row and norm weight of a block in its dynamic shared memory (k / 8 chunks of x, then of the norm
+// weight), copied by the whole block: read from global memory, each lane's chunks came one dependent round trip
+// after another (no build has the registers to hold them all while its weights are in flight).
+__device__ inline Input shared_input(const Args& a, uint4* chunks) { return {chunks, chunks + a.k / 8}; }
+
+// The norm weight's copy (before the wait for the kernel ahead: no kernel of the step writes it).
+template <bool Norm>
+__device__ inline void stage_norm(const Args& a, uint4* chunks) {
+  if constexpr (Norm)
+    for (int c = int(threadIdx.x); c < a.k / 8; c += kThreads)
+      cp_async_ca<16>(chunks + a.k / 8 + c, reinterpret_cast<const uint4*>(a.norm) + c);
+}
+
+// The input row's copy, after the wait; returns once the block's copies (these and any earlier) have arrived and
+// are visible to all its threads. Every thread of the block calls it once.
+__device__ inline void stage_input(const Args& a, uint4* chunks) {
+  for (int c = int(threadIdx.x); c < a.k / 8; c += kThreads)
+    cp_async_ca<16>(chunks + c, reinterpret_cast<const uint4*>(a.x) + c);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
 }
 
 // Chunks (8 elements) first, first + step, ... of w0, w1 and x, U chunks of each row in flight. `issued` runs
 // once, after the first chunks' loads are on their way (other loads can ride along with them there), at the same
 // point for every thread, also for those with no chunks (first ≥ k / 8).
-template <bool Norm, int U, bool Shared, class Issued>
-__device__ Sums dot2(const bf16* w0, const bf16* w1, const Args& a, const Input<Shared>& in, int first, int step,
+template <bool Norm, int U, class Issued>
+__device__ Sums dot2(const bf16* w0, const bf16* w1, const Args& a, const Input& in, int first, int step,
                      Issued issued) {
   const int chunks = a.k / 8;
   const uint4* r0 = reinterpret_cast<const uint4*>(w0);
@@ -146,10 +162,10 @@ __device__ Sums dot2(const bf16* w0, const bf16* w1, const Args& a, const Input<
       const int c = base + step * u;
       if (c >= chunks) break;
       float x[8];
-      unpack8(in.x_at(c), x);
+      unpack8(in.x[c], x);
       if constexpr (Norm) {
         float g[8];
-        unpack8(in.g_at(c), g);
+        unpack8(in.g[c], g);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           s.ss = fmaf(x[j], x[j], s.ss);
@@ -177,8 +193,8 @@ __device__ inline Sums warp_sums(Sums s) {
 // w0·n and w1·n (norm applied) and Σx² for the pair owned by warps [warp - part, warp - part + wpp): the lead
 // warp (part 0) gets the totals. Every thread of the block calls this (a barrier when wpp > 1). With L = 16
 // (wpp 1), each half of the warp owns a pair, and every lane of the warp calls this.
-template <bool Norm, int U, int L = 32, bool Shared, class Issued>
-__device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, const Input<Shared>& in, bool valid, int warp,
+template <bool Norm, int U, int L = 32, class Issued>
+__device__ Sums pair_sums(const bf16* w0, const bf16* w1, const Args& a, const Input& in, bool valid, int warp,
                           int part, int lane, Issued issued) {
   // Every lane: those without a pair run no chunks but still call `issued`.
   const int first = valid ? (L == 32 ? part * 32 + lane : lane % L) : a.k / 8;
@@ -245,22 +261,24 @@ template <bool Norm, int U>
 __device__ void shrink(const Args& a, int warp, int lane) {
   const int per_block = kWarps / a.wpp, part = warp % a.wpp;
   const int32_t epoch = __ldcg(a.epoch);
-  // The shrink blocks cover the segs · kRank / 2 pairs exactly once (one pass). When wpp > 1, pair_sums holds
-  // barriers: then per_block is 1 or 2 and divides segs · 32, so every warp of a shrink block has a pair.
-  for (int r = (int(blockIdx.x) * per_block + warp / a.wpp) * 2; r < a.segs * kRank;
-       r += a.shrink_blocks * per_block * 2) {
-    const int seg = r / kRank, j = r % kRank;  // r is even and kRank too: r + 1 is in the same projection
-    const LoraEntry e = load_entry(a.lora + seg);
-    const bool valid = j < e.rank, second = j + 1 < e.rank;  // the same for the pair's warps
-    if (!valid && a.wpp == 1) continue;
-    const bf16* rows = static_cast<const bf16*>(e.a);
-    const Sums s = pair_sums<Norm, U>(rows + int64_t(j) * a.k, rows + int64_t(second ? j + 1 : j) * a.k, a,
-                                      global_input(a), valid, warp, part, lane, [] { chain_wait(); });
-    if (valid && part == 0 && lane < 2 && (lane == 0 || second)) {
-      const float v = lane == 0 ? s.s0 : s.s1;
-      const Slot word = Slot(uint32_t(epoch)) << 32 | __float_as_uint(v);
-      *reinterpret_cast<volatile Slot*>(a.t + seg * kRank + j + lane) = word;  // value and epoch in one store
-    }
+  extern __shared__ uint4 input_chunks[];
+  stage_norm<Norm>(a, input_chunks);
+  // The shrink blocks cover the segs · kRank / 2 row pairs exactly once: per_block (1, 2 or 4) divides segs · 32,
+  // so every warp has exactly one pair slot r, with rank rows or not, and calls pair_sums once (its barriers).
+  const int r = (int(blockIdx.x) * per_block + warp / a.wpp) * 2;
+  const int seg = r / kRank, j = r % kRank;  // r is even and kRank too: r + 1 is in the same projection
+  const LoraEntry e = load_entry(a.lora + seg);
+  const bool valid = j < e.rank, second = j + 1 < e.rank;  // the same for the pair's warps
+  const bf16* rows = valid ? static_cast<const bf16*>(e.a) + int64_t(j) * a.k : nullptr;
+  const Sums s = pair_sums<Norm, U>(rows, rows && second ? rows + a.k : rows, a, shared_input(a, input_chunks), valid,
+                                    warp, part, lane, [&] {
+                                      chain_wait();
+                                      stage_input(a, input_chunks);
+                                    });
+  if (valid && part == 0 && lane < 2 && (lane == 0 || second)) {
+    const float v = lane == 0 ? s.s0 : s.s1;
+    const Slot word = Slot(uint32_t(epoch)) << 32 | __float_as_uint(v);
+    *reinterpret_cast<volatile Slot*>(a.t + seg * kRank + j + lane) = word;  // value and epoch in one store
   }
 }
 
@@ -465,14 +483,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
   __shared__ Staged staged[kWarps];
   __shared__ PairB pair_b[kWarps][32 / L];  // the B rows of each pair of each warp
   PairB& my_b = pair_b[warp][lane / L];
-  // The input row (and norm weight) in shared memory, copied by the whole block: read from global memory, each
-  // lane's chunks came one dependent round trip after another (the builds have no registers to hold them all).
-  extern __shared__ uint4 input_chunks[];  // k / 8 chunks of x, then of the norm weight
-  const int chunks = a.k / 8;
-  const Input<true> in{input_chunks, input_chunks + chunks};
-  if constexpr (Norm)
-    for (int c = int(threadIdx.x); c < chunks; c += kThreads)
-      cp_async_ca<16>(input_chunks + chunks + c, reinterpret_cast<const uint4*>(a.norm) + c);
+  extern __shared__ uint4 input_chunks[];  // shared_input
+  stage_norm<Norm>(a, input_chunks);
   if (Lora) stage(a, staged[warp], lane);
   // Once the first weight loads are in flight: the B rows on their way, the wait for the kernel before, the
   // epilogue's operands (the residual stream is that kernel's output; used at the end) and the input row.
@@ -489,14 +501,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
     }
     chain_wait();
     if (lead && lane % L == 0) o = operands_of<E>(a, pr);
-    for (int c = int(threadIdx.x); c < chunks; c += kThreads)
-      cp_async_ca<16>(input_chunks + c, reinterpret_cast<const uint4*>(a.x) + c);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();  // every thread of the block calls `issued` once, at the same point (dot2)
+    stage_input(a, input_chunks);  // every thread of the block calls `issued` once, at the same point (dot2)
   };
-  Sums s = pair_sums<Norm, U, L>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a, in,
-                                 valid, warp, part, lane, issued);
+  Sums s = pair_sums<Norm, U, L>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a,
+                                 shared_input(a, input_chunks), valid, warp, part, lane, issued);
   if constexpr (Lora) {
     // The table and B rows are in shared memory, visible to the whole block since `issued`'s barrier (ranks not a
     // multiple of 8 read B now, while warp 0 waits for this step's t values). Every thread of the block reaches
