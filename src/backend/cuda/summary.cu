@@ -52,8 +52,8 @@ __device__ void sort_best_first(Key* keys) {
 // time from the top (radix select): each of eight rounds counts, in 256 bins by their next byte, the keys that
 // match the bytes chosen so far, and picks the bin holding the c-th largest of them. Two barriers a round; the
 // counts are combined within each warp first (keys of one row cluster in a few bins, and shared-memory atomics on
-// one bin serialise). Replaced a bisection over the 64-bit key space (64 rounds of a block-wide count): on the
-// H200 the merging block took 46 µs of each sampled token with it.
+// one bin serialise). Replaced a bisection over the 64-bit key space (64 rounds of a block-wide count, 46 µs in
+// the merging block): generate() with the device summary 1,511–1,552 → 1,553–1,614 tok/s on the H200.
 template <int Threads, int Per>
 __device__ Key kth_largest(const Key (&k)[Per], int c) {
   static_assert(Threads >= 64, "warp 0 scans while the others clear");
