@@ -27,6 +27,15 @@
 // (cp.async): read from global memory instead, a lane's input chunks arrived one dependent round trip after
 // another, since no build has the registers to hold them all while its weights are in flight (measured on the
 // H200: decode 1,492 → 1,589 tok/s at 0.5B and 235.9 → 253.8 at 7B).
+//
+// Each kernel releases its successor (chain_release) at its start, so that the next kernels' blocks are resident
+// and their weight loads in flight early, except the q/k/v kernel with an adapter, whose product blocks release it
+// only once their product is done. Released at the start, attention, o_proj and gate/up launched one after another
+// (each releasing the next at its start) while q/k/v still waited for its weights, and gate/up's ~600 blocks put
+// their whole 8.7 MB of weight loads in flight ahead of q/k/v's: globaltimer stamps per block (H200, 0.5B, r16
+// adapter) put q/k/v's product at 2.5 µs from its input to its sums against 0.8 µs with the late release, and the
+// adapter's overhead went from 18.8 % to 10.2 % side by side (docs/BENCHMARKS.md). Without an adapter the same
+// change measured no difference.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -468,7 +477,8 @@ constexpr int min_blocks(Epilogue e, int u, bool lora, int lanes) {
 
 template <Epilogue E, bool Norm, int U, bool Lora, int L = 32>
 __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gemv_kernel(const Args a) {
-  chain_release();
+  constexpr bool kLateRelease = Lora && E == Epilogue::attention_inputs;  // see the top of this file
+  if (!kLateRelease || int(blockIdx.x) < a.shrink_blocks) chain_release();
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   if (Lora && int(blockIdx.x) < a.shrink_blocks) {
     shrink<Norm, U>(a, warp, lane);
@@ -505,6 +515,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks(E, U, Lora, L)) fused_gem
   };
   Sums s = pair_sums<Norm, U, L>(a.w[pr.seg0] + int64_t(pr.row0) * a.k, a.w[pr.seg1] + int64_t(pr.row1) * a.k, a,
                                  shared_input(a, input_chunks), valid, warp, part, lane, issued);
+  if constexpr (kLateRelease) chain_release();
   if constexpr (Lora) {
     // The table and B rows are in shared memory, visible to the whole block since `issued`'s barrier (ranks not a
     // multiple of 8 read B now, while warp 0 waits for this step's t values). Every thread of the block reaches
