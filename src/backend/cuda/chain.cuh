@@ -2,12 +2,12 @@
 // kernel before it finishes, so its weight loads overlap that kernel's tail instead of queueing behind it.
 //
 // The rules every chained kernel follows: it calls chain_release() (its successor may then launch as soon as all
-// of this kernel's blocks have called it or exited; first thing, unless the successor's early start costs more than
-// it gains), loads only what no earlier kernel of the step writes (weights,
-// adapter factors) before chain_wait(), and reads any other kernel's output and writes anything only after it.
-// chain_wait() returns once the kernel before has completed with its writes visible; as that kernel wrote
-// nothing before its own wait, every earlier kernel has completed too. A kernel launched unchained (or after an
-// ordinary kernel) behaves as usual: chain_wait() then returns at once.
+// of this kernel's blocks have called it or exited; first thing, unless an early successor costs more than it
+// gains), loads only what no earlier kernel of the step writes (weights, adapter factors) before chain_wait(),
+// and reads any other kernel's output and writes anything only after it. chain_wait() returns once the kernel
+// before has completed with its writes visible; as that kernel wrote nothing before its own wait, every earlier
+// kernel has completed too. A kernel launched unchained (or after an ordinary kernel) behaves as usual:
+// chain_wait() then returns at once.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -30,12 +30,11 @@
 //
 // Each kernel releases its successor (chain_release) at its start, so that the next kernels' blocks are resident
 // and their weight loads in flight early, except the q/k/v kernel with an adapter, whose product blocks release it
-// only once their product is done. Released at the start, attention, o_proj and gate/up launched one after another
-// (each releasing the next at its start) while q/k/v still waited for its weights, and gate/up's ~600 blocks put
-// their whole 8.7 MB of weight loads in flight ahead of q/k/v's: globaltimer stamps per block (H200, 0.5B, r16
-// adapter) put q/k/v's product at 2.5 µs from its input to its sums against 0.8 µs with the late release, and the
-// adapter's overhead went from 18.8 % to 10.2 % side by side (docs/BENCHMARKS.md). Without an adapter the same
-// change measured no difference.
+// only once their product is done. Released at its start, attention, o_proj and gate/up launched one after another
+// while q/k/v still waited for its weights (gate/up's blocks resident 13–17 µs before o_proj's end, all their
+// loads in flight), and q/k/v's blocks took 2.5 µs from their staged input to their sums against 0.8 µs with the
+// late release (globaltimer stamps per block, H200, 0.5B, r16 adapter); the adapter's overhead went from 18.8 % to
+// 10.2 % side by side (docs/BENCHMARKS.md). Without an adapter the same change measured no difference.
 #pragma once
 
 #include <cuda_bf16.h>
