@@ -66,13 +66,13 @@ struct Plan {
   unsigned blocks = 0;
 };
 
-// Every launch runs in thread block clusters of kCluster blocks (the planned grid rounded up with idle blocks);
-// no kernel uses what clusters offer, the launch only changes how the blocks are spread over the SMs, and that
-// pays: measured on the H200 side by side with plain launches, decode at 0.5B 1,470 → 1,490 tok/s and at 7B
-// 227 → 234 tok/s, and with an r16 all-seven adapter 1,245 → 1,270–1,310 tok/s. Cluster sizes 4 and 16
-// measured about the same, 2 like none; 8 is the largest every Hopper GPU takes without opting in. GPUs
-// without clusters (before Hopper) launch plainly. (Cluster barriers and distributed shared memory for the
-// LoRA t values measured far slower: docs/BENCHMARKS.md.)
+// Every launch runs in thread block clusters of kCluster blocks, or half as many where cluster_for says (the
+// planned grid rounded up with idle blocks); no kernel uses what clusters offer, the launch only changes how the
+// blocks are spread over the SMs, and that pays: measured on the H200 side by side with plain launches, decode
+// at 0.5B 1,470 → 1,490 tok/s and at 7B 227 → 234 tok/s, and with an r16 all-seven adapter 1,245 → 1,270–1,310
+// tok/s. Cluster sizes 4 and 16 measured about the same, 2 like none; 8 is the largest every Hopper GPU takes
+// without opting in. GPUs without clusters (before Hopper) launch plainly. (Cluster barriers and distributed
+// shared memory for the LoRA t values measured far slower: docs/BENCHMARKS.md.)
 constexpr int kCluster = 8;
 
 // Blocks per cluster of the launches, from the first GPU asked.
@@ -84,6 +84,33 @@ int cluster_blocks() {
     return supported ? kCluster : 1;
   }();
   return blocks;
+}
+
+// Blocks per cluster of a launch of `blocks` blocks of `kernel` (`bytes` of dynamic shared memory each):
+// cluster_blocks(), except for a launch that fits the GPU in one wave of blocks but not in one wave of such
+// clusters, which takes clusters of half as many. Whole clusters are placed within one GPC, so fewer of them fit
+// than blocks do: 0.5B gate/up with an adapter (624 blocks, 5 per SM) is 78 clusters of 8 where 77 fit, and its
+// last cluster started only once others had finished (2–4 µs late, per-block timestamps). In clusters of 4 the
+// adapter's overhead at 0.5B went from 11.8 / 11.8 % to 8.9 / 8.6 % (H200, one build, the size switched per run;
+// 3 measured the same as 4, 2 and 1 worse: 15.5–16.3 and 14.9–15.8 %), and from 11.6 / 11.9 % to 8.8 / 8.6 %
+// against the previous build in the same run. The base build's 608 blocks fit as 76 clusters of 8 and stay in
+// 8s (in 4s: 1,600–1,605 tok/s against 1,607–1,613); every LoRA launch in 4s measured the same (8.7 / 8.6 %).
+template <class Kernel>
+unsigned cluster_for(Kernel kernel, unsigned blocks, size_t bytes) {
+  const unsigned size = unsigned(cluster_blocks());
+  if (size == 1 || blocks > unsigned(resident_blocks(kernel, bytes))) return size;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim = {size, 1, 1};
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3((blocks + size - 1) / size * size);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = bytes;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  int fit = 0;
+  check(cudaOccupancyMaxActiveClusters(&fit, kernel, &config), "fused gemv cluster occupancy");
+  return (blocks + size - 1) / size > unsigned(fit) ? size / 2 : size;
 }
 
 Plan plan_of(const Args& a, int u, int wpp, int lanes = 32) {
@@ -154,9 +181,9 @@ void launch(Args& a, bool chained, cudaStream_t stream) {
   a.wpp = p.wpp;
   a.shrink_blocks = p.shrink_blocks;
   const auto kernel = p.lanes == 16 ? kernel_for<E, 8, 16>(a) : p.u == 8 ? kernel_for<E, 8>(a) : kernel_for<E, 4>(a);
-  const unsigned cluster = unsigned(cluster_blocks()), blocks = (p.blocks + cluster - 1) / cluster * cluster;
   const size_t bytes = input_bytes(a);
   allow_input_bytes(kernel, bytes);
+  const unsigned cluster = cluster_for(kernel, p.blocks, bytes), blocks = (p.blocks + cluster - 1) / cluster * cluster;
   check(launch_kernel(kernel, blocks, kThreads, bytes, stream, chained, a, int(cluster)), "fused gemv launch");
 }
 
