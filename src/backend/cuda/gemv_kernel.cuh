@@ -20,7 +20,7 @@
 // and the pair's B rows go into shared memory by cp.async (async_copy.cuh) while the weights stream, so they
 // neither hold registers through the product nor stall a warp whose build is short of registers.
 //
-// Every launch runs in thread block clusters (kCluster in gemv.cu) and is chained (chain.cuh) unless told otherwise:
+// Every launch runs in thread block clusters (cluster_for in gemv.cu) and is chained (chain.cuh) unless told otherwise:
 // the first weight loads are issued before the wait for the kernel ahead, so a kernel's start overlaps that
 // kernel's tail; so are the copies of the norm weight and the adapter table entries into shared memory, and the
 // shrink blocks' A rows. Right after the wait each block copies the input row into shared memory in one round trip
