@@ -95,7 +95,7 @@ BENCHMARK_CAPTURE(BM_Decode, cpu_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Devi
 BENCHMARK_CAPTURE(BM_Prefill, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
     ->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
-    ->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Arg(256)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Prefill, cuda_qwen2_5_7b, std::string("qwen2.5-7b"), Device::cuda)
     ->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_7b, std::string("qwen2.5-7b"), Device::cuda)
