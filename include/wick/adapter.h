@@ -96,11 +96,13 @@ class LoraAdapter {
   void save(const std::filesystem::path& dir) const;
   /// The factors as the forward pass reads them (pass to Model::forward / Model::logits).
   const LoraSource& source() const;
+  /// bad_input, naming both shapes, unless this adapter was checked against a model of `model`'s shape and
+  /// uploaded to its device (an adapter works with any such model).
+  void check_fits(const Model& model) const;
 
-  struct Impl;
+  struct Impl;  // src/adapter/lora.h
   /// wick's own: adapters come from load, from_tensors or random.
   explicit LoraAdapter(std::unique_ptr<Impl> impl);
-  const Impl& internals() const { return *impl_; }
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "wick/config.h"
@@ -55,6 +56,11 @@ class Model {
   const ModelConfig& config() const;
   const GenerationDefaults& generation_defaults() const;
   Device device() const;
+  /// The dtype the model keeps its weights and activations in on its device (f32 on the CPU, bf16 on CUDA).
+  DType compute_dtype() const;
+  /// A copy of a CPU tensor on the model's device in compute_dtype(): how an adapter's factors are made ready
+  /// for this model.
+  Tensor upload(const Tensor& host) const;
 
   /// An empty cache for up to `capacity` positions (≤ max_position_embeddings).
   KVCache make_cache(int64_t capacity) const;
@@ -90,9 +96,21 @@ class Model {
   int64_t decode_graphs_recorded() const;
 
   /// The LoRA adapter in effect for new requests (nullptr: the base model). Setting it is a pointer
-  /// exchange; a request that took a snapshot keeps its adapter while another thread swaps.
+  /// exchange (which returns the one that was in effect); a request that took a snapshot keeps its adapter
+  /// while another thread swaps.
   std::shared_ptr<const LoraSource> active_lora() const;
-  void set_active_lora(std::shared_ptr<const LoraSource> lora);
+  std::shared_ptr<const LoraSource> set_active_lora(std::shared_ptr<const LoraSource> lora);
+
+  /// Folds `lora` into the weights: W + scale·B·A in new tensors for every projection it has factors for, its
+  /// replaced head or embedding swapped in; the base tensors are kept, so unmerge_lora() restores them
+  /// bit-exactly. Waits for forward passes in flight and forgets recorded decode steps (they read the old
+  /// tensors). bad_input, changing nothing, when an adapter is already merged. (merge_adapter() is the checked
+  /// form for a LoraAdapter.)
+  void merge_lora(std::shared_ptr<const LoraSource> lora);
+  /// Puts the base tensors back; returns what was merged (or nullptr).
+  std::shared_ptr<const LoraSource> unmerge_lora();
+  /// What is folded into the weights, or nullptr.
+  std::shared_ptr<const LoraSource> merged_lora() const;
 
   /// Puts `adapter` in effect for new requests, unmerged (through the LoRA chokepoint): a pointer
   /// exchange that leaves the base weights alone. Fails with bad_input, changing nothing, when the
@@ -115,18 +133,20 @@ class Model {
   /// The adapter folded into the weights, or nullptr.
   std::shared_ptr<const LoraAdapter> merged_adapter() const;
 
+  /// Every tensor of the model as a Hugging Face directory stores it, by name (in a fixed order), as CPU f32 copies
+  /// of the weights as they are now (a merged adapter included; a tied lm_head is the embedding, not listed).
+  std::vector<std::pair<std::string, Tensor>> state_dict() const;
+
   /// Writes the weights as they are now (a merged adapter included) as a Hugging Face directory that
   /// transformers loads: config.json (dtype float32), generation_config.json when the model has one,
-  /// and model.safetensors in f32.
+  /// and model.safetensors in f32 (state_dict()).
   void save_pretrained(const std::filesystem::path& dir) const;
 
   /// The CLI's `wick logits`: a fresh cache per row; a causal LM returns [rows, len, vocab] (rows of
   /// equal length), a classifier [rows, num_labels] scored at each row's own last token.
   Tensor logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora = nullptr) const;
 
-  struct Impl;
-  /// wick's own layers reach the weights and backend through this (the definition is private).
-  const Impl& internals() const { return *impl_; }
+  struct Impl;  // src/model/model_impl.h
 
  private:
   explicit Model(std::unique_ptr<Impl> impl);

@@ -6,14 +6,13 @@
 #include <random>
 
 #include "adapter/lora.h"
-#include "backend/backend.h"
-#include "model/model_impl.h"
+#include "wick/model.h"
 #include "wick/error.h"
 
 namespace wick {
 
 const LoraFactors* LoraAdapter::Impl::factors(int layer, ProjKind kind) const {
-  const size_t i = size_t(layer) * kProjKinds + size_t(kind);
+  const size_t i = size_t(lora_slot(layer, kind));
   return i < slots.size() && slots[i].a.defined() ? &slots[i] : nullptr;
 }
 
@@ -22,6 +21,23 @@ LoraAdapter::~LoraAdapter() = default;
 const AdapterInfo& LoraAdapter::info() const { return impl_->info; }
 const LoraConfig& LoraAdapter::config() const { return impl_->config; }
 const LoraSource& LoraAdapter::source() const { return *impl_; }
+
+namespace {
+
+std::string describe_model(const ModelConfig& c, Device d) {
+  return std::to_string(c.num_layers) + " layers, hidden " + std::to_string(c.hidden_size) + ", ffn " +
+         std::to_string(c.intermediate_size) + ", vocab " + std::to_string(c.vocab_size) + ", on " +
+         (d == Device::cpu ? "cpu" : "cuda");
+}
+
+}  // namespace
+
+void LoraAdapter::check_fits(const Model& model) const {
+  if (same_shape(impl_->base, model.config()) && impl_->device == model.device()) return;
+  fail(ErrorKind::bad_input, "adapter '" + impl_->info.name + "' was made for a model of " +
+                                 describe_model(impl_->base, impl_->device) + ", not this one (" +
+                                 describe_model(model.config(), model.device()) + ")");
+}
 
 namespace {
 
@@ -105,35 +121,33 @@ std::map<std::string, TensorMeta> metas(const std::map<std::string, Tensor>& ten
 }  // namespace
 
 std::shared_ptr<const LoraAdapter> build_adapter(const AdapterSpec& spec, const Model& model) {
-  const Model::Impl& m = model.internals();
+  const ModelConfig& base = model.config();
   const LoraConfig& config = spec.config;
   const std::string& source = spec.source;
-  const AdapterPlan plan = plan_adapter(config, m.config, source);
-  validate(plan, spec.found, config, m.config, source);
+  const AdapterPlan plan = plan_adapter(config, base, source);
+  validate(plan, spec.found, config, base, source);
 
-  Backend& backend = *m.backend;
-  const DType dt = backend.compute_dtype();
   auto impl = std::make_unique<LoraAdapter::Impl>();
-  impl->info = describe(spec.name, config, plan, dt);
-  impl->info.source = spec.dir;
   impl->config = config;
   impl->plan = plan;
-  impl->base = m.config;
-  impl->device = backend.device();
-  impl->slots.resize(size_t(m.config.num_layers) * kProjKinds);
+  impl->base = base;
+  impl->device = model.device();
+  impl->slots.resize(size_t(base.num_layers) * kProjKinds);
   auto host = [&](const std::string& key) -> const Tensor& {
     return impl->host[key] = spec.fetch(key).to(DType::f32);
   };
   for (const auto& mod : plan.lora) {
-    LoraFactors& f = impl->slots[size_t(mod.layer) * kProjKinds + size_t(mod.kind)];
-    f.a = backend.upload(host(lora_a_key(mod)), dt);
-    f.b = backend.upload(host(lora_b_key(mod)), dt);
+    LoraFactors& f = impl->slots[size_t(lora_slot(mod.layer, mod.kind))];
+    f.a = model.upload(host(lora_a_key(mod)));
+    f.b = model.upload(host(lora_b_key(mod)));
     f.scale = mod.scale;
   }
   for (const auto& s : plan.saved) {
-    Tensor t = backend.upload(host(saved_key(s)), dt);
+    Tensor t = model.upload(host(saved_key(s)));
     (s.slot == SavedModulePlan::Slot::head ? impl->head_override : impl->embed_override) = t;
   }
+  impl->info = describe(spec.name, config, plan, model.compute_dtype());
+  impl->info.source = spec.dir;
   return std::make_shared<const LoraAdapter>(std::move(impl));
 }
 

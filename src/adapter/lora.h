@@ -1,5 +1,5 @@
-// Private pieces of LoRA adapters: the plan a PEFT config implies for a Qwen2 model, PEFT key names,
-// Python-compatible module regexes, and the adapter's storage (the LoraSource the forward pass reads).
+// Private pieces of LoRA adapters: the plan a PEFT config implies for a Qwen2 model, PEFT key names, and the
+// adapter's storage (the LoraSource the forward pass reads).
 #pragma once
 
 #include <filesystem>
@@ -15,21 +15,6 @@
 #include "wick/config.h"
 
 namespace wick {
-
-/// A Python `re` pattern (PCRE2 syntax is close enough for module names) matched against whole strings.
-class ModuleRegex {
- public:
-  /// `what` names the field in a bad_input error when the pattern does not compile.
-  ModuleRegex(const std::string& pattern, const std::string& what);
-  ~ModuleRegex();
-  ModuleRegex(const ModuleRegex&) = delete;
-  ModuleRegex& operator=(const ModuleRegex&) = delete;
-  /// re.fullmatch(pattern, s) is not None.
-  bool full_match(std::string_view s) const;
-
- private:
-  void* code_ = nullptr;  // pcre2_code_8
-};
 
 /// One projection that carries LoRA: ΔW = scale · B·A.
 struct LoraModulePlan {
@@ -107,8 +92,5 @@ struct LoraAdapter::Impl final : LoraSource {
   const Tensor* head() const override { return head_override.defined() ? &head_override : nullptr; }
   const Tensor* embedding() const override { return embed_override.defined() ? &embed_override : nullptr; }
 };
-
-/// bad_input unless `adapter` was checked against a model of `model`'s shape and uploaded to its device.
-void check_fits(const LoraAdapter& adapter, const Model& model);
 
 }  // namespace wick

@@ -1,49 +1,20 @@
 // adapter_config.json both ways, and what a config targets in a Qwen2 model (PEFT 0.21's matching rules:
 // tuners_utils.check_target_module_exists, utils.other.get_pattern_key).
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "adapter/lora.h"
+#include "core/regex.h"
 #include "model/weights.h"
 #include "wick/error.h"
 
 namespace wick {
 
 using ojson = nlohmann::ordered_json;
-
-// --- regexes -----------------------------------------------------------------------------------------
-
-ModuleRegex::ModuleRegex(const std::string& pattern, const std::string& what) {
-  // (?:p)\z anchored at the start is Python's fullmatch.
-  const std::string full = "(?:" + pattern + ")\\z";
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(full.data()), full.size(), PCRE2_ANCHORED, &error, &offset,
-                        nullptr);
-  if (!code_) {
-    PCRE2_UCHAR buf[256];
-    pcre2_get_error_message(error, buf, sizeof buf);
-    fail(ErrorKind::bad_input, what + ": '" + pattern + "' is not a valid regular expression (" +
-                                   reinterpret_cast<const char*>(buf) + ")");
-  }
-}
-
-ModuleRegex::~ModuleRegex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
-
-bool ModuleRegex::full_match(std::string_view s) const {
-  auto* code = static_cast<pcre2_code*>(code_);
-  pcre2_match_data* data = pcre2_match_data_create_from_pattern(code, nullptr);
-  if (!data) fail(ErrorKind::out_of_memory, "adapter: cannot allocate PCRE2 match data");
-  const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, 0, data, nullptr);
-  pcre2_match_data_free(data);
-  return rc >= 0;
-}
 
 // --- parsing -----------------------------------------------------------------------------------------
 
@@ -238,6 +209,16 @@ std::string LoraConfig::to_json() const {
 
 namespace {
 
+// A Python `re` pattern (PCRE2 syntax is close enough for module names) for re.fullmatch; `what` names the field in
+// the bad_input error when it does not compile.
+Regex module_regex(const std::string& pattern, const std::string& what) {
+  std::string error;
+  std::optional<Regex> re = Regex::compile(pattern, {.full_match = true, .what = what}, error);
+  if (!re)
+    fail(ErrorKind::bad_input, what + ": '" + pattern + "' is not a valid regular expression (" + error + ")");
+  return std::move(*re);
+}
+
 // PEFT's list matching: the whole key, or its end after a '.'.
 bool name_matches(const std::string& key, const std::string& name) {
   return key == name || (key.size() > name.size() && key.ends_with(name) && key[key.size() - name.size() - 1] == '.');
@@ -245,14 +226,14 @@ bool name_matches(const std::string& key, const std::string& name) {
 
 struct Matcher {
   std::vector<std::string> names;
-  std::unique_ptr<ModuleRegex> regex;
+  std::optional<Regex> regex;
   bool all = false;
   Matcher(const std::vector<std::string>& n, const std::string& re, bool all_linear, const std::string& what)
       : names(n), all(all_linear) {
-    if (!re.empty()) regex = std::make_unique<ModuleRegex>(re, what);
+    if (!re.empty()) regex = module_regex(re, what);
   }
   bool operator()(const std::string& key) const {
-    if (regex) return regex->full_match(key);
+    if (regex) return regex->matches(key);
     for (const auto& n : names)
       if (name_matches(key, n)) return true;
     return false;
@@ -262,20 +243,20 @@ struct Matcher {
 // rank_pattern / alpha_pattern: an exact key first, else the first pattern matching the key's end.
 template <class V>
 const V* pattern_value(const std::vector<std::pair<std::string, V>>& patterns, const std::string& key,
-                       const std::vector<std::unique_ptr<ModuleRegex>>& compiled) {
+                       const std::vector<Regex>& compiled) {
   for (const auto& [k, v] : patterns)
     if (k == key) return &v;
   for (size_t i = 0; i < patterns.size(); ++i)
-    if (compiled[i]->full_match(key)) return &patterns[i].second;
+    if (compiled[i].matches(key)) return &patterns[i].second;
   return nullptr;
 }
 
 template <class V>
-std::vector<std::unique_ptr<ModuleRegex>> compile_patterns(const std::vector<std::pair<std::string, V>>& patterns,
-                                                           const std::string& source, const char* field_name) {
-  std::vector<std::unique_ptr<ModuleRegex>> out;
+std::vector<Regex> compile_patterns(const std::vector<std::pair<std::string, V>>& patterns, const std::string& source,
+                                    const char* field_name) {
+  std::vector<Regex> out;
   for (const auto& [k, v] : patterns)
-    out.push_back(std::make_unique<ModuleRegex>("(?:.*\\.)?(?:" + k + ")", source + ": " + field_name));
+    out.push_back(module_regex("(?:.*\\.)?(?:" + k + ")", source + ": " + field_name));
   return out;
 }
 

@@ -22,7 +22,7 @@ void AdapterRegistry::add(std::shared_ptr<const LoraAdapter> adapter) {
   if (!adapter) fail(ErrorKind::bad_input, "AdapterRegistry::add: no adapter");
   const std::string& name = adapter->info().name;
   if (name.empty()) fail(ErrorKind::bad_input, "AdapterRegistry::add: the adapter has no name");
-  check_fits(*adapter, *model_);
+  adapter->check_fits(*model_);
   const std::lock_guard lock(mutex_);
   if (!adapters_.emplace(name, std::move(adapter)).second)
     fail(ErrorKind::bad_input, "adapter '" + name + "' is already loaded");

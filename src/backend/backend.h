@@ -34,41 +34,67 @@ struct LoraEntry {
   int32_t rank = 0;
 };
 
-/// The largest adapter rank the fused decode kernels take (larger ones use the plain ops).
-constexpr int32_t kFusedLoraMaxRank = 64;
-/// Device scratch one fused op needs for its LoRA shrink results (each published with its step counter).
-constexpr int64_t kFusedLoraScratchBytes = 2048;
-
 /// Where a fused decode op finds the adapter in effect. The entries live in device memory that each step fills
 /// (FusedDecode::begin_step), so one recorded graph serves every adapter and none. All null: no LoRA.
 struct DecodeLora {
   const LoraEntry* entries = nullptr;  // device: one per projection of the op, in ProjKind order
-  void* scratch = nullptr;             // device: kFusedLoraScratchBytes per op call, zeroed once by its owner
+  void* scratch = nullptr;             // device: this call's row of FusedDecode::lora_scratch
   const int32_t* epoch = nullptr;      // device: a step counter, never 0, changed by the caller before every run
 };
 
-/// One-token decode ops that fuse several plain ops into one pass over the weights (CUDA). Each computes what
-/// the plain ops named in its comment compute, in f32 with bf16 storage; tests hold them against the CPU backend.
-/// x is the residual stream [1, hidden] after every previous block's output was added to it.
+/// The shapes of a model's one-token step, for FusedDecode::supports.
+struct DecodeShape {
+  int64_t hidden = 0, ffn = 0, heads = 0, kv_heads = 0, head_dim = 0;
+};
+
+/// A fused op's input row: x, or rmsnorm(x, norm) — computed inside the op — when `norm` is defined.
+struct FusedInput {
+  Tensor x{};     // [1, k]: the residual stream or an earlier op's output
+  Tensor norm{};  // [k] RMSNorm weight, or undefined (x is used as it is)
+  float eps = 0.0f;
+};
+
+/// The projections and rotation of FusedDecode::attention_inputs.
+struct QkvProjections {
+  Tensor weight[3]{};  // q [heads·d, k]; k and v [kv_heads·d, k]
+  Tensor bias[3]{};    // [rows of weight[i]] or undefined
+  Tensor positions{};  // i32 [1] on the device: the token's position, read when the op runs
+  double rope_theta = 0.0;
+  int64_t head_dim = 0;
+};
+
+/// Fused one-token (decode) ops of a pre-norm decoder layer — RMSNorm, RoPE'd grouped-query projections with the
+/// KV-cache write, a gated MLP, residual adds — usable by any model of that family. Each op makes one pass over its
+/// weights and computes what the plain Backend ops named in its comment compute (f32 arithmetic, compute-dtype
+/// storage); tests hold each against those ops on the CPU backend. With a DecodeLora, each projection also adds
+/// its adapter's scale · B·(A·n), read from device memory, so a recorded step serves any adapter.
 class FusedDecode {
  public:
   virtual ~FusedDecode() = default;
-  /// The first op of a step: x = embed[ids[0]], and the adapter in effect installed by copying table.nbytes()
-  /// bytes into `table` from the device address held in `source` (8 bytes, written with the step's other inputs),
-  /// so choosing another adapter changes one input of the step and adds no work.
+  /// Whether these ops take a model of this shape: the alignment rules of the kernels (hidden, ffn and
+  /// heads·head_dim multiples of 8; head_dim even).
+  virtual bool supports(const DecodeShape& shape) const = 0;
+  /// The largest adapter rank the LoRA builds take; larger ones need the plain ops.
+  virtual int32_t max_lora_rank() const = 0;
+  /// Device scratch for `calls` LoRA-carrying op calls of one recorded step, zero-filled: row i (`.rows(i, i + 1)`,
+  /// its raw() pointer goes into DecodeLora::scratch) belongs to call i. Zeroed once here; the kernels never need
+  /// it reset because every published value carries the step's epoch, which is never 0.
+  virtual Tensor lora_scratch(int64_t calls) = 0;
+  /// The first op of a step: x = embedding(embed, ids) for one id, and the adapter in effect installed by copying
+  /// table.nbytes() bytes into `table` from the device address held in `source` (8 bytes, written with the step's
+  /// other inputs), so choosing another adapter changes one input of the step and adds no work.
   virtual void begin_step(const Tensor& embed, const Tensor& ids, Tensor& x, const Tensor& source, Tensor& table) = 0;
-  /// For i in {q, k, v}: y_i = rmsnorm(x, norm)·W_iᵀ + bias_i (+ LoRA); then RoPE on q and k at position pos[0],
-  /// q into `q` [1, heads·d], k and v into the caches [capacity, kv_heads, d] at row pos[0] (rope_kv).
-  virtual void attention_inputs(const Tensor& x, const Tensor& norm, float eps, const Tensor (&w)[3],
-                                const Tensor (&bias)[3], const Tensor& pos, double theta, int64_t head_dim, Tensor& q,
-                                Tensor& k_cache, Tensor& v_cache, const DecodeLora& lora) = 0;
-  /// x += in·Wᵀ (+ LoRA): o_proj and down_proj with the residual add.  in [1, k]; w [hidden, k].
+  /// For i in {q, k, v}: y_i = linear(in, p.weight[i], p.bias[i]) (+ LoRA), then rope_kv at p.positions[0]: q into
+  /// `q` [1, heads·d], k and v into the caches [capacity, kv_heads, d] at that row.
+  virtual void attention_inputs(const FusedInput& in, const QkvProjections& p, Tensor& q, Tensor& k_cache,
+                                Tensor& v_cache, const DecodeLora& lora) = 0;
+  /// x += linear(in, w) (+ LoRA): an output projection and its residual add.  in [1, k]; w [rows of x, k].
   virtual void residual_linear(const Tensor& in, const Tensor& w, Tensor& x, const DecodeLora& lora) = 0;
-  /// h = silu(n·W_gateᵀ) ⊙ (n·W_upᵀ) with n = rmsnorm(x, norm) (+ LoRA on both).  h [1, ffn].
-  virtual void gate_up(const Tensor& x, const Tensor& norm, float eps, const Tensor& w_gate, const Tensor& w_up,
-                       Tensor& h, const DecodeLora& lora) = 0;
-  /// logits = rmsnorm(x, norm)·Wᵀ, f32 [1, rows of w] (the final norm and the head).
-  virtual void norm_linear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, Tensor& logits) = 0;
+  /// h = swiglu(linear(in, w_gate), linear(in, w_up)) (+ LoRA on both): the gated MLP's input half.  h [1, ffn].
+  virtual void gate_up(const FusedInput& in, const Tensor& w_gate, const Tensor& w_up, Tensor& h,
+                       const DecodeLora& lora) = 0;
+  /// logits = linear(in, w), f32 [1, rows of w]: the final norm and the head.
+  virtual void norm_linear(const FusedInput& in, const Tensor& w, Tensor& logits) = 0;
 };
 
 /// A recorded sequence of ops that can be replayed (a CUDA graph). Tensors it uses keep their addresses,
@@ -118,7 +144,7 @@ class Backend {
   virtual void add_rmsnorm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& normed) = 0;
   /// out = alpha · x·Wᵀ + beta · out + bias.  x [rows, in]; w [out, in]; bias [out] or undefined; out [rows, out].
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p = {}) = 0;
-  /// Rotates pairs (i, i + d/2) of each head by position·θ^(-2i/d) in place (Qwen2 / NeoX layout).
+  /// Rotates pairs (i, i + d/2) of each head by position·θ^(-2i/d) in place (NeoX layout).
   /// x [tokens, heads, head_dim]; positions i32 [tokens].
   virtual void rope(Tensor& x, const Tensor& positions, double theta) = 0;
   /// RoPE on q and k in place, then k and v written into the caches at rows `positions` (the attention

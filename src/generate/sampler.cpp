@@ -242,24 +242,48 @@ void Sampler::accept(int32_t id) {
 
 double Sampler::uniform() { return double(rng_() >> 11) * 0x1.0p-53; }
 
-// Logit bias, penalties and EOS masking: the processors that also apply to greedy decoding.
+// Logit bias, penalties and EOS masking: the processors that also apply to greedy decoding, in transformers'
+// order. Each rule is one function below, applied by penalize() to the ids it touches in a whole row and by
+// penalized() to one id of a logit summary, so that both paths compute the same bits.
+namespace {
+
+float biased(float s, float bias) { return s + bias; }
+
+// transformers' RepetitionPenaltyLogitsProcessor (CTRL): a seen id's score is divided by r where positive and
+// multiplied by it where negative, so r > 1 lowers it.
+float repetition_penalized(float s, float r) { return s < 0 ? s * r : s / r; }
+
+bool penalizes_counts(const SamplingParams& p) { return p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f; }
+
+// OpenAI's presence and frequency penalties, for an id generated n times.
+float count_penalized(float s, const SamplingParams& p, int32_t n) {
+  return s - (p.presence_penalty + p.frequency_penalty * float(n));
+}
+
+}  // namespace
+
 void Sampler::penalize(std::span<const float> logits) {
   if (int64_t(logits.size()) != vocab_)
     fail(ErrorKind::internal, "sampler: expected " + std::to_string(vocab_) + " logits, got " + std::to_string(logits.size()));
   std::copy(logits.begin(), logits.end(), scores_.begin());
-  for (const auto& [id, bias] : params_.logit_bias) scores_[size_t(id)] += bias;
-  if (params_.repetition_penalty != 1.0f) {
-    const float r = params_.repetition_penalty;
-    for (int32_t id : seen_ids_) {
-      float& s = scores_[size_t(id)];
-      s = s < 0 ? s * r : s / r;
-    }
-  }
-  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f)
-    for (const auto& [id, n] : counts_)
-      scores_[size_t(id)] -= params_.presence_penalty + params_.frequency_penalty * float(n);
+  for (const auto& [id, bias] : params_.logit_bias) scores_[size_t(id)] = biased(scores_[size_t(id)], bias);
+  if (params_.repetition_penalty != 1.0f)
+    for (int32_t id : seen_ids_)
+      scores_[size_t(id)] = repetition_penalized(scores_[size_t(id)], params_.repetition_penalty);
+  if (penalizes_counts(params_))
+    for (const auto& [id, n] : counts_) scores_[size_t(id)] = count_penalized(scores_[size_t(id)], params_, n);
   for (int32_t id : masked_)
     if (id >= 0 && id < vocab_) scores_[size_t(id)] = kNegInf;
+}
+
+float Sampler::penalized(int32_t id, float logit) const {
+  float s = logit;
+  if (const auto b = params_.logit_bias.find(id); b != params_.logit_bias.end()) s = biased(s, b->second);
+  if (params_.repetition_penalty != 1.0f && seen_[size_t(id)]) s = repetition_penalized(s, params_.repetition_penalty);
+  if (penalizes_counts(params_))
+    if (const auto n = counts_.find(id); n != counts_.end()) s = count_penalized(s, params_, n->second);
+  if (std::find(masked_.begin(), masked_.end(), id) != masked_.end()) s = kNegInf;
+  return s;
 }
 
 // Temperature, top-k, top-p, min-p. Leaves scores_ divided by the temperature and, when any cut

@@ -24,20 +24,6 @@ bool better(const Entry& a, const Entry& b) { return a.score > b.score || (a.sco
 
 }  // namespace
 
-float Sampler::penalized(int32_t id, float logit) const {
-  float s = logit;
-  if (const auto b = params_.logit_bias.find(id); b != params_.logit_bias.end()) s += b->second;
-  if (params_.repetition_penalty != 1.0f && seen_[size_t(id)]) {
-    const float r = params_.repetition_penalty;
-    s = s < 0 ? s * r : s / r;
-  }
-  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f)
-    if (const auto n = counts_.find(id); n != counts_.end())
-      s -= params_.presence_penalty + params_.frequency_penalty * float(n->second);
-  if (std::find(masked_.begin(), masked_.end(), id) != masked_.end()) s = kNegInf;
-  return s;
-}
-
 std::optional<Sampler::SummaryRequest> Sampler::summary_request() const {
   const bool top_k = params_.top_k > 0 && params_.top_k <= kSummaryTopK && params_.top_k < vocab_;
   if (!params_.greedy() && !top_k) return std::nullopt;

@@ -1,10 +1,13 @@
-// Buffers of one forward pass, shared by the eager path and the recorded decode graphs (model_impl.h).
+// The Qwen2 forward pass as one description (qwen2.cpp) and the buffers it runs in, shared by the plain ops
+// (plain_ops.cpp) and the recorded decode steps (decode_step.cpp).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/layer_ops.h"
+#include "model/weights.h"
 #include "wick/config.h"
 #include "wick/kv_cache.h"
 
@@ -13,12 +16,13 @@ namespace wick {
 // Activations over T tokens (all on the backend, compute dtype).
 struct Activations {
   Tensor x;       // [T, hidden]  residual stream
-  Tensor normed;  // [T, hidden]
   Tensor q;       // [T, heads · head_dim]
+  Tensor attn;    // [T, heads · head_dim]  attention output, o_proj's input
+  Tensor mlp;     // [T, ffn]  silu(gate) ⊙ up, down_proj's input
+  // Scratch of the plain ops (the fused kernels keep these in registers).
+  Tensor normed;  // [T, hidden]
   Tensor k, v;    // [T, kv_heads · head_dim]
-  Tensor attn;    // [T, heads · head_dim]
-  Tensor proj;    // [T, hidden]  output of o_proj / down_proj
-  Tensor gate;    // [T, ffn]
+  Tensor proj;    // [T, hidden]  output of o_proj / down_proj before its residual add
   Tensor up;      // [T, ffn]
 
   Activations(Backend& b, const ModelConfig& c, int64_t T);
@@ -29,6 +33,9 @@ struct Heads {
   Tensor embed;  // [vocab, hidden]
   Tensor head;   // [vocab or num_labels, hidden]
 };
+
+/// The base model's embedding and head, or the adapter's replacements of them.
+Heads pick_heads(const ModelWeights& w, const LoraSource* lora);
 
 // Inputs and outputs of the final norm and head for `rows` rows.
 struct HeadBuffers {
@@ -45,5 +52,12 @@ struct Span {
   int64_t begin, count, past;
   KVCache* cache;
 };
+
+/// Attention over a model's heads: scale 1/√head_dim.
+AttentionParams attention_params(const ModelConfig& c);
+
+/// The whole model: embedding → decoder layers → final norm → head, each step run by `ops`; logits as
+/// ops.logits() places them.
+void forward_pass(LayerOps& ops, const ModelWeights& w, const Heads& heads, Activations& a, Tensor& logits);
 
 }  // namespace wick

@@ -1,30 +1,33 @@
 #include "model/linear.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace wick {
 
-const LoraSource::FusedTable& LoraSource::fused_table(int64_t layers) const {
-  std::call_once(fused_once_, [&] {
-    fused_.usable = !head() && !embedding();
-    fused_.entries.assign(size_t(layers * kProjKinds), LoraEntry{});
+const LoraSource::Table& LoraSource::table(int64_t layers) const {
+  std::call_once(table_once_, [&] {
+    table_.entries.assign(size_t(layers * kProjKinds), LoraEntry{});
+    bool first = true;
     for (int l = 0; l < int(layers); ++l)
       for (int k = 0; k < kProjKinds; ++k) {
         const LoraFactors* f = factors(l, ProjKind(k));
         if (!f) continue;
-        if (f->a.dim(0) > kFusedLoraMaxRank || f->a.device() == Device::cpu || f->a.dtype() != DType::bf16 ||
-            f->b.dtype() != DType::bf16)
-          fused_.usable = false;
-        fused_.entries[size_t(l * kProjKinds + k)] = {.a = f->a.raw(), .b = f->b.raw(), .scale = f->scale,
-                                                      .rank = int32_t(f->a.dim(0))};
+        const int32_t rank = int32_t(f->a.dim(0));
+        table_.max_rank = std::max(table_.max_rank, rank);
+        if (first) table_.device = f->a.device(), table_.dtype = f->a.dtype(), first = false;
+        for (const Tensor* t : {&f->a, &f->b})
+          table_.uniform &= t->device() == table_.device && t->dtype() == table_.dtype;
+        table_.entries[size_t(lora_slot(l, ProjKind(k)))] = {.a = f->a.raw(), .b = f->b.raw(), .scale = f->scale,
+                                                            .rank = rank};
       }
   });
-  return fused_;
+  return table_;
 }
 
-const Tensor& LoraSource::fused_device_table(int64_t layers, Backend& backend) const {
+const Tensor& LoraSource::device_table(int64_t layers, Backend& backend) const {
   std::call_once(device_once_, [&] {
-    const std::vector<LoraEntry>& entries = fused_table(layers).entries;
+    const std::vector<LoraEntry>& entries = table(layers).entries;
     Tensor host = Tensor::empty({int64_t(entries.size() * sizeof(LoraEntry) / sizeof(int32_t))}, DType::i32);
     std::memcpy(host.raw(), entries.data(), entries.size() * sizeof(LoraEntry));
     device_table_ = backend.upload(host, DType::i32);

@@ -47,26 +47,32 @@ class LoraSource {
   /// A full replacement of the embedding table (modules_to_save: `embed_tokens`), or nullptr.
   virtual const Tensor* embedding() const { return nullptr; }
 
-  /// The factors of a model with `layers` layers as the fused decode kernels read them: LoraEntry
-  /// [layers][kProjKinds] (rank 0 where there are none); `usable` is false when those kernels cannot run this
-  /// adapter (a replaced head or embedding, a rank above kFusedLoraMaxRank, factors not in bf16 device memory).
-  /// Built on first use: the factors never change.
-  struct FusedTable {
+  /// The factors of a model with `layers` layers as a table of LoraEntry [layers][kProjKinds] (lora_slot's order;
+  /// rank 0 where the adapter leaves a projection alone): the same factors() in the form the fused decode kernels
+  /// read. Built on first use: the factors never change.
+  struct Table {
     std::vector<LoraEntry> entries;
-    bool usable = true;
+    int32_t max_rank = 0;
+    Device device = Device::cpu;  // where every factor lives, in `dtype`, when `uniform`
+    DType dtype = DType::f32;
+    bool uniform = true;
   };
-  const FusedTable& fused_table(int64_t layers) const;
-  /// fused_table(layers).entries in device memory (i32), uploaded through `backend` on first use; thread-safe,
-  /// since models of the same shape may share an adapter.
-  const Tensor& fused_device_table(int64_t layers, Backend& backend) const;
+  const Table& table(int64_t layers) const;
+  /// table(layers).entries in device memory (i32), uploaded through `backend` on first use; thread-safe, since
+  /// models of the same shape may share an adapter.
+  const Tensor& device_table(int64_t layers, Backend& backend) const;
 
  private:
-  mutable std::once_flag fused_once_, device_once_;
-  mutable FusedTable fused_;
+  mutable std::once_flag table_once_, device_once_;
+  mutable Table table_;
   mutable Tensor device_table_;
 };
 
-/// out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ.  x [rows, in]; out [rows, out].
+/// The index of (layer, kind) in a LoraSource::Table.
+constexpr int64_t lora_slot(int64_t layer, ProjKind kind) { return layer * kProjKinds + int64_t(kind); }
+
+/// The LoRA chokepoint: out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ with the factors `lora` holds for proj's (layer,
+/// kind), or none.  x [rows, in]; out [rows, out].
 void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out);
 
 }  // namespace wick

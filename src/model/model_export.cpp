@@ -41,39 +41,41 @@ std::string generation_json(const GenerationDefaults& g) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, Tensor>> Model::state_dict() const {
+  Backend& b = *impl_->backend;
+  const std::shared_lock lock(impl_->weights_mutex);
+  const ModelWeights& w = impl_->weights;
+  std::map<std::string, const Tensor*> by_name{{"model.embed_tokens.weight", &w.embed},
+                                               {"model.norm.weight", &w.final_norm},
+                                               {"lm_head.weight", &w.head},
+                                               {"score.weight", &w.head}};
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const LayerWeights& l = w.layers[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    by_name[p + "input_layernorm.weight"] = &l.input_norm;
+    by_name[p + "post_attention_layernorm.weight"] = &l.post_attention_norm;
+    for (int k = 0; k < kProjKinds; ++k) {
+      const Projection& proj = l.projection(ProjKind(k));
+      by_name[p + proj_path(proj.kind) + ".weight"] = &proj.weight;
+      if (proj.bias.defined()) by_name[p + proj_path(proj.kind) + ".bias"] = &proj.bias;
+    }
+  }
+  // expected_tensors() is the one list of what a Qwen2 directory holds.
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const TensorSpec& spec : expected_tensors(impl_->config)) {
+    auto it = by_name.find(spec.name);
+    if (it == by_name.end()) fail(ErrorKind::internal, "state_dict: no weight for '" + spec.name + "'");
+    tensors.emplace_back(spec.name, b.download(*it->second));
+  }
+  return tensors;
+}
+
 void Model::save_pretrained(const fs::path& dir) const {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail(ErrorKind::bad_input, dir.string() + ": cannot create directory (" + ec.message() + ")");
-  const ModelConfig& c = impl_->config;
-  Backend& b = *impl_->backend;
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  {
-    const std::shared_lock lock(impl_->weights_mutex);
-    const ModelWeights& w = impl_->weights;
-    std::map<std::string, const Tensor*> by_name{{"model.embed_tokens.weight", &w.embed},
-                                                 {"model.norm.weight", &w.final_norm},
-                                                 {"lm_head.weight", &w.head},
-                                                 {"score.weight", &w.head}};
-    for (size_t i = 0; i < w.layers.size(); ++i) {
-      const LayerWeights& l = w.layers[i];
-      const std::string p = "model.layers." + std::to_string(i) + ".";
-      by_name[p + "input_layernorm.weight"] = &l.input_norm;
-      by_name[p + "post_attention_layernorm.weight"] = &l.post_attention_norm;
-      for (const Projection* proj : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
-        by_name[p + proj_path(proj->kind) + ".weight"] = &proj->weight;
-        if (proj->bias.defined()) by_name[p + proj_path(proj->kind) + ".bias"] = &proj->bias;
-      }
-    }
-    // expected_tensors() is the one list of what a Qwen2 directory holds.
-    for (const TensorSpec& spec : expected_tensors(c)) {
-      auto it = by_name.find(spec.name);
-      if (it == by_name.end()) fail(ErrorKind::internal, "save_pretrained: no weight for '" + spec.name + "'");
-      tensors.emplace_back(spec.name, b.download(*it->second));
-    }
-  }
-  write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
-  ModelConfig out = c;
+  write_safetensors(dir / "model.safetensors", state_dict(), {{"format", "pt"}});
+  ModelConfig out = impl_->config;
   out.dtype = DType::f32;
   write_text(dir / "config.json", out.to_json());
   const GenerationDefaults& g = impl_->generation;

@@ -90,10 +90,8 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
     const std::string p = layer_prefix(i);
     l.input_norm = get(p + "input_layernorm.weight");
     l.post_attention_norm = get(p + "post_attention_layernorm.weight");
-    Projection* slots[] = {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down};
-    for (int j = 0; j < kProjKinds; ++j) {
-      const ProjKind k = kAllProj[j];
-      Projection& proj = *slots[j];
+    for (const ProjKind k : kAllProj) {
+      Projection& proj = l.projection(k);
       proj.layer = int(i);
       proj.kind = k;
       proj.weight = get(p + proj_path(k) + ".weight");

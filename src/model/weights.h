@@ -15,6 +15,13 @@ struct LayerWeights {
   Projection q, k, v, o;              // q [heads·d, hidden] + bias; k, v [kv_heads·d, hidden] + bias; o [hidden, heads·d]
   Tensor post_attention_norm;         // [hidden]
   Projection gate, up, down;          // gate, up [ffn, hidden]; down [hidden, ffn]
+
+  /// The projection of `kind`.
+  Projection& projection(ProjKind kind) {
+    Projection* all[kProjKinds] = {&q, &k, &v, &o, &gate, &up, &down};
+    return *all[int(kind)];
+  }
+  const Projection& projection(ProjKind kind) const { return const_cast<LayerWeights*>(this)->projection(kind); }
 };
 
 struct ModelWeights {

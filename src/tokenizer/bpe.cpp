@@ -94,74 +94,42 @@ std::string byte_fallback_token(unsigned char b) {
 
 }  // namespace
 
-std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, bool byte_level, const std::string& where) {
-  if (m.is_null()) fail(ErrorKind::corrupt, where + ": missing \"model\"");
-  if (!m.is_object()) fail(ErrorKind::corrupt, where + ": \"model\" must be an object");
-  const std::string type = m.contains("type") && m["type"].is_string() ? m["type"].get<std::string>() : "BPE";
-  if (type != "BPE") fail(ErrorKind::unsupported, where + ": unsupported model type '" + type + "'");
-  const std::string here = where + ": model BPE";
-
-  std::unique_ptr<BpeModel> bpe(new BpeModel());
-  bpe->byte_level_ = byte_level;
-  if (m.contains("dropout") && !m["dropout"].is_null()) {
-    if (!m["dropout"].is_number()) fail(ErrorKind::corrupt, here + ": \"dropout\" must be a number or null");
-    if (m["dropout"].get<double>() != 0.0) fail(ErrorKind::unsupported, here + ": dropout (non-deterministic) is not supported");
-  }
-  bpe->ignore_merges_ = optional_bool(m, "ignore_merges", here);
-  bpe->byte_fallback_ = optional_bool(m, "byte_fallback", here);
-  bpe->fuse_unk_ = optional_bool(m, "fuse_unk", here);
-  bpe->prefix_ = optional_string(m, "continuing_subword_prefix", here);
-  bpe->suffix_ = optional_string(m, "end_of_word_suffix", here);
-  if (byte_level && (!bpe->prefix_.empty() || !bpe->suffix_.empty())) {
-    fail(ErrorKind::unsupported, here + ": continuing_subword_prefix / end_of_word_suffix with a ByteLevel pre_tokenizer");
-  }
-
-  // vocab
+void BpeModel::read_vocab(const nlohmann::json& m, const std::string& here) {
   if (!m.contains("vocab") || !m["vocab"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"vocab\" object");
   const auto& vocab = m["vocab"];
-  bpe->token_to_id_.reserve(vocab.size());
+  token_to_id_.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer()) fail(ErrorKind::corrupt, here + ": vocab entry '" + it.key() + "' is not an integer id");
     const auto id = it.value().get<int64_t>();
     if (id < 0 || id >= INT32_MAX) fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " out of range");
-    if (size_t(id) >= bpe->id_to_token_.size()) bpe->id_to_token_.resize(size_t(id) + 1);
-    auto& slot = bpe->id_to_token_[size_t(id)];
+    if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
+    auto& slot = id_to_token_[size_t(id)];
     if (slot) fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " given to both '" + *slot + "' and '" + it.key() + "'");
     slot = it.key();
-    bpe->token_to_id_.emplace(it.key(), int32_t(id));
+    token_to_id_.emplace(it.key(), int32_t(id));
   }
-  auto vocab_id = [&](const std::string& token) -> int32_t {
-    auto it = bpe->token_to_id_.find(token);
-    return it == bpe->token_to_id_.end() ? -1 : it->second;
-  };
-
   // Byte-level keys: the raw bytes each token stands for.
-  if (byte_level) {
-    bpe->key_to_id_.reserve(bpe->token_to_id_.size());
+  if (byte_level_) {
+    key_to_id_.reserve(token_to_id_.size());
     std::string bytes;
-    for (const auto& [token, id] : bpe->token_to_id_) {
+    for (const auto& [token, id] : token_to_id_) {
       bytes.clear();
-      if (byte_level_decode(token, bytes)) bpe->key_to_id_.emplace(bytes, id);
+      if (byte_level_decode(token, bytes)) key_to_id_.emplace(bytes, id);
     }
     for (int b = 0; b < 256; ++b) {
       std::string ch;
       append_utf8(ch, byte_to_code_point()[size_t(b)]);
-      bpe->byte_id_[size_t(b)] = vocab_id(ch);
+      byte_id_[size_t(b)] = vocab_id(ch);
     }
   }
+}
 
-  // unk
-  const std::string unk = optional_string(m, "unk_token", here);
-  if (!unk.empty()) {
-    bpe->unk_id_ = vocab_id(unk);
-    if (bpe->unk_id_ < 0) fail(ErrorKind::corrupt, here + ": unk_token '" + unk + "' is not in the vocab");
-  }
-
-  // merges: ["a", "b"] pairs or "a b" strings; rank = position.
+// ["a", "b"] pairs or "a b" strings; rank = position.
+void BpeModel::read_merges(const nlohmann::json& m, const std::string& here) {
   const nlohmann::json empty = nlohmann::json::array();
   const auto& merges = m.contains("merges") && !m["merges"].is_null() ? m["merges"] : empty;
   if (!merges.is_array()) fail(ErrorKind::corrupt, here + ": \"merges\" must be an array");
-  bpe->merges_ = std::make_unique<PairMap>(merges.size());
+  merges_ = std::make_unique<PairMap>(merges.size());
   uint32_t rank = 0;
   for (size_t i = 0; i < merges.size(); ++i) {
     const auto& e = merges[i];
@@ -185,16 +153,48 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, bool byte
     if (ia < 0 || ib < 0) {
       fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] names token '" + (ia < 0 ? a : b) + "', which is not in the vocab");
     }
-    if (b.size() < bpe->prefix_.size()) {
+    if (b.size() < prefix_.size()) {
       fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "]: '" + b + "' is shorter than continuing_subword_prefix");
     }
-    const std::string merged = a + b.substr(bpe->prefix_.size());
+    const std::string merged = a + b.substr(prefix_.size());
     const int32_t im = vocab_id(merged);
     if (im < 0) {
       fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] makes '" + merged + "', which is not in the vocab");
     }
-    bpe->merges_->insert(ia, ib, rank++, im);
+    merges_->insert(ia, ib, rank++, im);
   }
+}
+
+std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, bool byte_level, const std::string& where) {
+  if (m.is_null()) fail(ErrorKind::corrupt, where + ": missing \"model\"");
+  if (!m.is_object()) fail(ErrorKind::corrupt, where + ": \"model\" must be an object");
+  const std::string type = m.contains("type") && m["type"].is_string() ? m["type"].get<std::string>() : "BPE";
+  if (type != "BPE") fail(ErrorKind::unsupported, where + ": unsupported model type '" + type + "'");
+  const std::string here = where + ": model BPE";
+
+  std::unique_ptr<BpeModel> bpe(new BpeModel());
+  bpe->byte_level_ = byte_level;
+  if (m.contains("dropout") && !m["dropout"].is_null()) {
+    if (!m["dropout"].is_number()) fail(ErrorKind::corrupt, here + ": \"dropout\" must be a number or null");
+    if (m["dropout"].get<double>() != 0.0) fail(ErrorKind::unsupported, here + ": dropout (non-deterministic) is not supported");
+  }
+  bpe->ignore_merges_ = optional_bool(m, "ignore_merges", here);
+  bpe->byte_fallback_ = optional_bool(m, "byte_fallback", here);
+  bpe->fuse_unk_ = optional_bool(m, "fuse_unk", here);
+  bpe->prefix_ = optional_string(m, "continuing_subword_prefix", here);
+  bpe->suffix_ = optional_string(m, "end_of_word_suffix", here);
+  if (byte_level && (!bpe->prefix_.empty() || !bpe->suffix_.empty())) {
+    fail(ErrorKind::unsupported, here + ": continuing_subword_prefix / end_of_word_suffix with a ByteLevel pre_tokenizer");
+  }
+
+  bpe->read_vocab(m, here);
+  const std::string unk = optional_string(m, "unk_token", here);
+  if (!unk.empty()) {
+    bpe->unk_id_ = bpe->vocab_id(unk);
+    if (bpe->unk_id_ < 0) fail(ErrorKind::corrupt, here + ": unk_token '" + unk + "' is not in the vocab");
+  }
+
+  bpe->read_merges(m, here);
   return bpe;
 }
 

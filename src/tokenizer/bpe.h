@@ -47,6 +47,15 @@ class BpeModel {
   struct Cache;
 
  private:
+  // from_json's parts: "vocab" (and the byte-level keys), then "merges" (rank = position).
+  void read_vocab(const nlohmann::json& model, const std::string& here);
+  void read_merges(const nlohmann::json& model, const std::string& here);
+  // The id of a vocab token, or -1.
+  int32_t vocab_id(const std::string& token) const {
+    auto it = token_to_id_.find(token);
+    return it == token_to_id_.end() ? -1 : it->second;
+  }
+
   BpeModel();
   // The initial symbols of a word: one per byte (byte-level) or per character, with unk / byte_fallback.
   void initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const;

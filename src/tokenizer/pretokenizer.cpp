@@ -1,12 +1,11 @@
 #include "tokenizer/pretokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
+#include "core/regex.h"
 #include "wick/error.h"
 
 namespace wick::tok {
@@ -62,77 +61,18 @@ std::string rewrite_white_space(const std::string& p) {
   return out;
 }
 
-std::string pcre2_message(int code) {
-  PCRE2_UCHAR buf[256];
-  pcre2_get_error_message(code, buf, sizeof buf);
-  return reinterpret_cast<const char*>(buf);
-}
-
-// Per-thread match state: match data and a JIT stack large enough for long runs of one class.
-struct MatchState {
-  pcre2_match_data* data = nullptr;
-  pcre2_match_context* context = nullptr;
-  pcre2_jit_stack* stack = nullptr;
-  MatchState() {
-    data = pcre2_match_data_create(32, nullptr);
-    context = pcre2_match_context_create(nullptr);
-    stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
-    if (!data || !context || !stack) fail(ErrorKind::out_of_memory, "tokenizer: cannot allocate PCRE2 match state");
-    pcre2_jit_stack_assign(context, nullptr, stack);
-  }
-  ~MatchState() {
-    pcre2_jit_stack_free(stack);
-    pcre2_match_context_free(context);
-    pcre2_match_data_free(data);
-  }
-  MatchState(const MatchState&) = delete;
-  MatchState& operator=(const MatchState&) = delete;
-};
-
-MatchState& match_state() {
-  thread_local MatchState state;
-  return state;
+// A pattern in the Oniguruma syntax that HF tokenizers uses, compiled for PCRE2. `\s` and `\S` are rewritten to
+// Unicode White_Space, Oniguruma's meaning (PCRE2's own `\s` differs on U+180E). Corrupt naming `where` when it
+// does not compile.
+Regex oniguruma_regex(const std::string& pattern, const std::string& where) {
+  std::string error;
+  std::optional<Regex> re =
+      Regex::compile(rewrite_white_space(pattern), {.utf = true, .what = "tokenizer pre_tokenizer regex"}, error);
+  if (!re) fail(ErrorKind::corrupt, where + ": regex does not compile: " + error + " (pattern '" + pattern + "')");
+  return std::move(*re);
 }
 
 }  // namespace
-
-struct Regex::Code {
-  pcre2_code* code = nullptr;
-  bool jit = false;
-  ~Code() { pcre2_code_free(code); }
-};
-
-Regex::Regex(const std::string& pattern, const std::string& where) : code_(std::make_unique<Code>()) {
-  const std::string rewritten = rewrite_white_space(pattern);
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()), rewritten.size(),
-                              PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
-  if (!code_->code) {
-    fail(ErrorKind::corrupt, where + ": regex does not compile: " + pcre2_message(error) + " (pattern '" +
-                                 pattern + "')");
-  }
-  code_->jit = pcre2_jit_compile(code_->code, PCRE2_JIT_COMPLETE) == 0;
-}
-
-Regex::~Regex() = default;
-
-bool Regex::find(std::string_view subject, size_t start, size_t& match_begin, size_t& match_end) const {
-  MatchState& st = match_state();
-  const auto* s = reinterpret_cast<PCRE2_SPTR>(subject.data());
-  // The text was validated (or produced by utf8proc) before: skip PCRE2's own UTF check.
-  int rc = code_->jit ? pcre2_jit_match(code_->code, s, subject.size(), start, 0, st.data, st.context)
-                      : pcre2_match(code_->code, s, subject.size(), start, PCRE2_NO_UTF_CHECK, st.data, st.context);
-  if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
-    rc = pcre2_match(code_->code, s, subject.size(), start, PCRE2_NO_UTF_CHECK, st.data, st.context);
-  }
-  if (rc == PCRE2_ERROR_NOMATCH) return false;
-  if (rc < 0) fail(ErrorKind::internal, "tokenizer pre_tokenizer regex: " + pcre2_message(rc));
-  const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(st.data);
-  match_begin = ov[0];
-  match_end = ov[1];
-  return true;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Steps
@@ -147,8 +87,8 @@ struct Piece {
 };
 
 const Regex& gpt2_regex() {
-  static const Regex re(R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)",
-                        "ByteLevel pre_tokenizer");
+  static const Regex re = oniguruma_regex(
+      R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)", "ByteLevel pre_tokenizer");
   return re;
 }
 
@@ -169,8 +109,9 @@ void find_matches(const Regex* regex, const std::string& literal, std::string_vi
     bool have_last = false;
     size_t last = 0;
     while (pos <= text.size()) {
-      size_t b, e;
-      if (!regex->find(text, pos, b, e)) break;
+      const std::optional<RegexMatch> m = regex->find(text, pos);
+      if (!m) break;
+      const auto [b, e] = *m;
       if (b == e && have_last && last == e) {
         if (pos >= text.size()) break;
         pos += utf8_len(static_cast<unsigned char>(text[pos]));
@@ -233,7 +174,7 @@ void apply_behavior(Behavior behavior, std::vector<Piece>& pieces, size_t base, 
 
 struct PreTokenizer::Step {
   enum class Kind { split, byte_level } kind = Kind::split;
-  std::unique_ptr<Regex> regex;  // split: a regex pattern, or
+  std::optional<Regex> regex;    // split: a regex pattern, or
   std::string literal;           // split: a literal pattern
   Behavior behavior = Behavior::isolated;
   bool invert = false;
@@ -272,7 +213,7 @@ void parse_into(const nlohmann::json& j, const std::string& where, std::vector<P
     if (!j.contains("pattern") || !j["pattern"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"pattern\"");
     const auto& pattern = j["pattern"];
     if (pattern.contains("Regex") && pattern["Regex"].is_string()) {
-      step.regex = std::make_unique<Regex>(pattern["Regex"].get<std::string>(), here);
+      step.regex = oniguruma_regex(pattern["Regex"].get<std::string>(), here);
     } else if (pattern.contains("String") && pattern["String"].is_string()) {
       step.literal = pattern["String"].get<std::string>();
     } else {
@@ -338,7 +279,8 @@ void PreTokenizer::split(std::string& buffer, Ranges& words) const {
         apply_behavior(Behavior::isolated, pieces, b, next);
         continue;
       }
-      find_matches(step.regex.get(), step.literal, std::string_view(buffer).substr(b, e - b), pieces);
+      const Regex* regex = step.regex ? &*step.regex : nullptr;
+      find_matches(regex, step.literal, std::string_view(buffer).substr(b, e - b), pieces);
       if (step.invert) {
         for (Piece& p : pieces) p.is_match = !p.is_match;
       }

@@ -1,10 +1,9 @@
-// The "pre_tokenizer" of tokenizer.json: Split (regex through PCRE2 with UTF/UCP and JIT, or a literal
+// The "pre_tokenizer" of tokenizer.json: Split (an Oniguruma regex run by PCRE2 in Unicode mode, or a literal
 // string; every split behaviour; invert), ByteLevel (add_prefix_space, use_regex) and Sequence.
 // It cuts one normalized piece of text into words for the model.
 #pragma once
 
 #include <cstddef>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,24 +12,6 @@
 #include <nlohmann/json_fwd.hpp>
 
 namespace wick::tok {
-
-/// A compiled PCRE2 pattern, written in the Oniguruma syntax that HF tokenizers uses. `\s` and `\S`
-/// are rewritten to Unicode White_Space, Oniguruma's meaning (PCRE2's own `\s` differs on U+180E).
-class Regex {
- public:
-  /// Throws Error{corrupt} naming `where` and PCRE2's message when the pattern does not compile.
-  Regex(const std::string& pattern, const std::string& where);
-  ~Regex();
-  Regex(const Regex&) = delete;
-  Regex& operator=(const Regex&) = delete;
-
-  /// Leftmost match in subject[start..] (the whole subject is the match context). False when none.
-  bool find(std::string_view subject, size_t start, size_t& match_begin, size_t& match_end) const;
-
- private:
-  struct Code;
-  std::unique_ptr<Code> code_;
-};
 
 /// Byte ranges [first, second) of a working buffer: the words a piece is cut into.
 using Ranges = std::vector<std::pair<size_t, size_t>>;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "../model/model_test_util.h"
-#include "model/model_impl.h"
+#include "model/linear.h"
 #include "test_util.h"
 #include "wick/adapter.h"
 #include "wick/model.h"
@@ -55,17 +55,8 @@ inline std::vector<int32_t> greedy(const Model& model, const LoraSource* lora, c
 
 /// A CPU copy of every weight tensor the model computes with (embedding, norms, projections, head).
 inline std::vector<Tensor> weight_snapshot(const Model& model) {
-  const Model::Impl& m = model.internals();
-  Backend& b = *m.backend;
-  std::vector<Tensor> out{b.download(m.weights.embed), b.download(m.weights.final_norm), b.download(m.weights.head)};
-  for (const LayerWeights& l : m.weights.layers) {
-    out.push_back(b.download(l.input_norm));
-    out.push_back(b.download(l.post_attention_norm));
-    for (const Projection* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
-      out.push_back(b.download(p->weight));
-      if (p->bias.defined()) out.push_back(b.download(p->bias));
-    }
-  }
+  std::vector<Tensor> out;
+  for (auto& [name, tensor] : model.state_dict()) out.push_back(std::move(tensor));
   return out;
 }
 

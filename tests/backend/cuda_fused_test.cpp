@@ -1,18 +1,17 @@
 // The fused one-token decode ops (backend.h's FusedDecode) against the plain ops on the CPU backend, with and
-// without LoRA read from a device table; and whole decode steps with adapters swapped between steps, which must
-// match the CPU backend and record no new graph. Skipped (not failed) on machines without a CUDA device.
+// without LoRA read from a device table, and what FusedDecode says of itself (supports, max_lora_rank,
+// lora_scratch). Whole decode steps with adapters swapped between them: cuda_model_test.cpp. Skipped (not failed) on
+// machines without a CUDA device.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
-#include <optional>
+#include <set>
+#include <vector>
 
-#include "../model/model_test_util.h"
 #include "backend/backend.h"
 #include "backend_test_util.h"
 #include "test_util.h"
-#include "wick/adapter.h"
-#include "wick/model.h"
 
 namespace wick::test {
 namespace {
@@ -33,8 +32,7 @@ class CudaFused : public CudaBackendTest {
     if (IsSkipped()) return;
     fused = gpu->fused_decode();
     ASSERT_NE(fused, nullptr);
-    scratch = gpu->alloc({kFusedLoraScratchBytes / 4}, DType::i32);
-    gpu->zero(scratch);
+    scratch = fused->lora_scratch(1);
     epoch = gpu->alloc({1}, DType::i32);
   }
   Factors factors(int32_t rank, int64_t in, int64_t out, uint32_t seed) {
@@ -58,7 +56,7 @@ class CudaFused : public CudaBackendTest {
     tables.push_back(on_gpu(host));
     ++step;
     gpu->write(epoch, &step, sizeof step);
-    return {.entries = static_cast<const LoraEntry*>(tables.back().raw()), .scratch = scratch.raw(),
+    return {.entries = static_cast<const LoraEntry*>(tables.back().raw()), .scratch = scratch.rows(0, 1).raw(),
             .epoch = epoch.data<int32_t>()};
   }
   // out = n·Wᵀ (+ bias) + scale · (n·Aᵀ)·Bᵀ on the CPU.
@@ -78,8 +76,13 @@ class CudaFused : public CudaBackendTest {
     return n;
   }
 
+  // The fused op's input: x normed by g, both uploaded.
+  FusedInput normed_input(const Tensor& x, const Tensor& g) {
+    return {.x = on_gpu(x), .norm = on_gpu(g), .eps = 1e-6f};
+  }
+
   FusedDecode* fused = nullptr;
-  Tensor scratch, epoch;
+  Tensor scratch, epoch;  // one call's LoRA scratch row; the step counter
   std::vector<Tensor> tables;
   int32_t step = 0;
 };
@@ -90,8 +93,8 @@ struct AttnCase {
 };
 
 TEST_F(CudaFused, AttentionInputsMatchNormLinearRopeAndCacheWrite) {
-  // The 7B shape (33 MB of weights) takes the balanced launch plan of large launches (gemv.cu's plan_launch).
-  // Ranks 64/64/64: more rank rows than one pass of a cluster LoRA launch covers (gemv.cu).
+  // The 7B shape (33 MB of weights) takes the balanced launch plan of large launches (fused_gemv.cu's plan_launch).
+  // Ranks 64/64/64: more rank rows than one pass of a cluster LoRA launch covers (fused_gemv.cu).
   const AttnCase cases[] = {{64, 4, 2, 16, 0, 0, 0},    {64, 4, 2, 16, 5, 16, 1},   {896, 14, 2, 64, 16, 0, 64},
                             {896, 14, 2, 64, 0, 0, 0},  {256, 2, 1, 128, 8, 8, 8},  {3584, 28, 4, 128, 0, 0, 0},
                             {896, 14, 2, 64, 64, 64, 64}};
@@ -122,8 +125,10 @@ TEST_F(CudaFused, AttentionInputsMatchNormLinearRopeAndCacheWrite) {
     Tensor gq = gpu->alloc({1, q_dim}, DType::bf16), gkc = on_gpu(zeros), gvc = on_gpu(zeros);
     const bool lora = c.rank_q || c.rank_k || c.rank_v;
     // Twice: the second run must not see the first one's LoRA shrink results as ready.
+    const QkvProjections p{.weight = {gw[0], gw[1], gw[2]}, .bias = {gb[0], gb[1], gb[2]},
+                           .positions = on_gpu(positions), .rope_theta = 1e6, .head_dim = c.d};
     for (int run = 0; run < 2; ++run)
-      fused->attention_inputs(on_gpu(x), on_gpu(g), 1e-6f, gw, gb, on_gpu(positions), 1e6, c.d, gq, gkc, gvc,
+      fused->attention_inputs(normed_input(x, g), p, gq, gkc, gvc,
                               lora ? device_lora({&f[0], &f[1], &f[2]}) : DecodeLora{});
     const std::string where = "hidden " + std::to_string(c.hidden) + " d " + std::to_string(c.d) + " ranks " +
                               std::to_string(c.rank_q) + "/" + std::to_string(c.rank_k) + "/" + std::to_string(c.rank_v);
@@ -151,7 +156,7 @@ TEST_F(CudaFused, GateUpMatchesNormLinearSwiglu) {
     cpu->swiglu(gate, up, gate);
     Tensor h = gpu->alloc({1, c.ffn}, DType::bf16);
     const bool lora = c.rank_gate || c.rank_up;
-    fused->gate_up(on_gpu(x), on_gpu(g), 1e-6f, on_gpu(wg), on_gpu(wu), h, lora ? device_lora({&fg, &fu}) : DecodeLora{});
+    fused->gate_up(normed_input(x, g), on_gpu(wg), on_gpu(wu), h, lora ? device_lora({&fg, &fu}) : DecodeLora{});
     EXPECT_CLOSE(gpu->download(h), gate, kTol) << "ffn " << c.ffn << " ranks " << c.rank_gate << "/" << c.rank_up;
   }
 }
@@ -180,8 +185,90 @@ TEST_F(CudaFused, NormLinearGivesF32Logits) {
     const Tensor w = random_bf16_values({rows, 896}, 403, 0.05f);
     const Tensor want = cpu_projection(cpu_norm(on_cpu(x), on_cpu(g)), on_cpu(w), Tensor(), Factors{});
     Tensor got = gpu->alloc({1, rows}, DType::f32);
-    fused->norm_linear(on_gpu(x), on_gpu(g), 1e-6f, on_gpu(w), got);
+    fused->norm_linear(normed_input(x, g), on_gpu(w), got);
     EXPECT_CLOSE(gpu->download(got), want, kTol) << "rows " << rows;
+  }
+}
+
+// Without a norm weight the ops take x as it is.
+TEST_F(CudaFused, OpsWithoutNormTakeTheInputAsItIs) {
+  const Tensor x = random_bf16_values({1, 256}, 451);
+  const Tensor w = random_bf16_values({96, 256}, 452, 0.05f), w_up = random_bf16_values({96, 256}, 453, 0.05f);
+  Tensor logits = gpu->alloc({1, 96}, DType::f32);
+  fused->norm_linear({.x = on_gpu(x)}, on_gpu(w), logits);
+  EXPECT_CLOSE(gpu->download(logits), cpu_projection(on_cpu(x), on_cpu(w), Tensor(), Factors{}), kTol);
+  Tensor gate = cpu_projection(on_cpu(x), on_cpu(w), Tensor(), Factors{});
+  cpu->swiglu(gate, cpu_projection(on_cpu(x), on_cpu(w_up), Tensor(), Factors{}), gate);
+  Tensor h = gpu->alloc({1, 96}, DType::bf16);
+  fused->gate_up({.x = on_gpu(x)}, on_gpu(w), on_gpu(w_up), h, {});
+  EXPECT_CLOSE(gpu->download(h), gate, kTol);
+}
+
+TEST_F(CudaFused, SupportsShapesWhoseRowsAreWhole16ByteChunks) {
+  EXPECT_TRUE(fused->supports({.hidden = 896, .ffn = 4864, .heads = 14, .kv_heads = 2, .head_dim = 64}));
+  EXPECT_TRUE(fused->supports({.hidden = 3584, .ffn = 18944, .heads = 28, .kv_heads = 4, .head_dim = 128}));
+  // The rule is on heads·head_dim (the output projection's input), not on head_dim alone.
+  EXPECT_TRUE(fused->supports({.hidden = 64, .ffn = 96, .heads = 4, .kv_heads = 2, .head_dim = 6}));
+  // Each breaks one rule.
+  EXPECT_FALSE(fused->supports({.hidden = 900, .ffn = 4864, .heads = 14, .kv_heads = 2, .head_dim = 64}))
+      << "hidden % 8: the input of q/k/v, gate/up and the head";
+  EXPECT_FALSE(fused->supports({.hidden = 896, .ffn = 4860, .heads = 14, .kv_heads = 2, .head_dim = 64}))
+      << "ffn % 8: the input of the down projection";
+  EXPECT_FALSE(fused->supports({.hidden = 64, .ffn = 96, .heads = 3, .kv_heads = 1, .head_dim = 20}))
+      << "heads·head_dim % 8: the input of the output projection";
+  EXPECT_FALSE(fused->supports({.hidden = 64, .ffn = 96, .heads = 8, .kv_heads = 8, .head_dim = 7}))
+      << "head_dim even: RoPE rotates pairs (i, i + d/2)";
+}
+
+// The rank-64 cases above and this one: an adapter of rank max_lora_rank() takes the fused ops.
+TEST_F(CudaFused, MaxLoraRankIsTheLargestTheLoraBuildsTake) {
+  ASSERT_EQ(fused->max_lora_rank(), 64);
+  const int32_t rank = fused->max_lora_rank();
+  const Tensor in = random_bf16_values({1, 512}, 601), x = random_bf16_values({1, 128}, 602);
+  const Tensor w = random_bf16_values({128, 512}, 603, 0.05f);
+  const Factors f = factors(rank, 512, 128, 604);
+  Tensor want = on_cpu(x);
+  cpu->add(want, cpu_projection(on_cpu(in), on_cpu(w), Tensor(), f), want);
+  Tensor got = on_gpu(x);
+  fused->residual_linear(on_gpu(in), on_gpu(w), got, device_lora({&f}));
+  EXPECT_CLOSE(gpu->download(got), want, kTol);
+}
+
+// A row per call, zero-filled; a LoRA op publishes into its own row only.
+TEST_F(CudaFused, LoraScratchIsZeroedWithARowPerCall) {
+  const int64_t calls = 5;
+  const Tensor rows = fused->lora_scratch(calls);
+  ASSERT_EQ(rows.device(), Device::cuda);
+  ASSERT_EQ(rows.rank(), 2);
+  ASSERT_EQ(rows.dim(0), calls);
+  // Room for the t values of three projections (q/k/v) at the largest rank, 8 bytes each.
+  EXPECT_GE(int64_t(rows.nbytes()) / calls, 3 * int64_t(fused->max_lora_rank()) * 8);
+  std::set<const void*> starts;
+  for (int64_t i = 0; i < calls; ++i) starts.insert(rows.rows(i, i + 1).raw());
+  EXPECT_EQ(int64_t(starts.size()), calls);
+  const auto nonzero = [&](const Tensor& host, int64_t row) {
+    const int64_t n = host.numel() / calls;
+    int64_t count = 0;
+    for (int64_t i = row * n; i < (row + 1) * n; ++i) count += host.data<float>()[i] != 0.0f;
+    return count;
+  };
+  const Tensor before = gpu->download(rows);
+  for (int64_t i = 0; i < calls; ++i) EXPECT_EQ(nonzero(before, i), 0) << "row " << i;
+
+  const Tensor in = random_bf16_values({1, 64}, 701), x = random_bf16_values({1, 64}, 702);
+  const Tensor w = random_bf16_values({64, 64}, 703, 0.05f);
+  const Factors f = factors(8, 64, 64, 704);
+  DecodeLora lora = device_lora({&f});
+  lora.scratch = rows.rows(2, 3).raw();
+  Tensor got = on_gpu(x);
+  fused->residual_linear(on_gpu(in), on_gpu(w), got, lora);
+  const Tensor after = gpu->download(rows);
+  for (int64_t i = 0; i < calls; ++i) {
+    if (i == 2) {
+      EXPECT_GT(nonzero(after, i), 0) << "the call's own row";
+    } else {
+      EXPECT_EQ(nonzero(after, i), 0) << "row " << i;
+    }
   }
 }
 
@@ -207,47 +294,11 @@ TEST_F(CudaFused, BeginStepEmbedsAndInstallsTheTableAtTheGivenAddress) {
 TEST_F(CudaFused, RejectsMisshapedInputsByName) {
   const Tensor x = on_gpu(random_bf16_values({1, 60}, 1)), w = on_gpu(random_bf16_values({8, 60}, 2));
   Tensor out = gpu->alloc({1, 8}, DType::f32);
-  EXPECT_WICK_ERROR(fused->norm_linear(x, on_gpu(random_bf16_values({60}, 3)), 1e-6f, w, out), ErrorKind::internal,
-                    "norm_linear", "multiple of 8");
+  EXPECT_WICK_ERROR(fused->norm_linear({.x = x, .norm = on_gpu(random_bf16_values({60}, 3)), .eps = 1e-6f}, w, out),
+                    ErrorKind::internal, "norm_linear", "multiple of 8");
   const Tensor x64 = on_gpu(random_bf16_values({1, 64}, 4));
   EXPECT_WICK_ERROR(fused->residual_linear(x64, on_gpu(random_bf16_values({8, 56}, 5)), out, {}), ErrorKind::internal,
                     "residual_linear", "weight");
-}
-
-// Decode steps through the recorded graph with adapters swapped between steps (two of rank ≤ 64, none, and one
-// of rank 80 that takes the plain ops), each step against the CPU backend; one graph for the adapters, one without.
-TEST(CudaAdapterDecode, SwapsBetweenStepsMatchCpuWithoutRecapture) {
-  try {
-    make_backend(Device::cuda);
-  } catch (const Error& e) {
-    GTEST_SKIP() << e.what();
-  }
-  const auto dir = fixture("models/tiny-tied");
-  auto gpu = Model::load(dir, {.device = Device::cuda});
-  auto cpu = Model::load(dir);
-  LoraConfig all7, wide;
-  all7.r = 16, all7.lora_alpha = 32, all7.all_linear = true;
-  wide.r = 80, wide.lora_alpha = 16, wide.all_linear = true;
-  const auto peft_gpu = LoraAdapter::load(fixture("adapters/tied-all7"), *gpu);
-  const auto peft_cpu = LoraAdapter::load(fixture("adapters/tied-all7"), *cpu);
-  const auto rand_gpu = LoraAdapter::random("r16", all7, *gpu, 7), rand_cpu = LoraAdapter::random("r16", all7, *cpu, 7);
-  const auto wide_gpu = LoraAdapter::random("r80", wide, *gpu, 8), wide_cpu = LoraAdapter::random("r80", wide, *cpu, 8);
-  const std::vector<std::pair<const LoraSource*, const LoraSource*>> schedule{
-      {&peft_gpu->source(), &peft_cpu->source()}, {&rand_gpu->source(), &rand_cpu->source()},
-      {nullptr, nullptr},
-      {&peft_gpu->source(), &peft_cpu->source()}, {&wide_gpu->source(), &wide_cpu->source()},
-      {&rand_gpu->source(), &rand_cpu->source()}, {nullptr, nullptr}};
-  const std::vector<int32_t> prompt{3, 17, 99, 4};
-  KVCache gc = gpu->make_cache(16), cc = cpu->make_cache(16);
-  gpu->forward(std::vector<SequenceInput>{{prompt, &gc}});
-  cpu->forward(std::vector<SequenceInput>{{prompt, &cc}});
-  for (size_t s = 0; s < schedule.size(); ++s) {
-    const int32_t token[] = {int32_t(20 + 11 * s)};
-    const Tensor got = gpu->forward(std::vector<SequenceInput>{{token, &gc}}, {.lora = schedule[s].first});
-    const Tensor want = cpu->forward(std::vector<SequenceInput>{{token, &cc}}, {.lora = schedule[s].second});
-    EXPECT_CLOSE(got, want, 3e-2) << "step " << s;
-  }
-  EXPECT_EQ(gpu->decode_graphs_recorded(), 2);  // the base model's and the adapters' (all of them)
 }
 
 }  // namespace

@@ -18,7 +18,13 @@ void expect(bool ok, const char* op, const std::string& what) {
   if (!ok) fail(ErrorKind::internal, std::string("cpu ") + op + ": " + what);
 }
 
-constexpr int64_t kSmallGemv = int64_t(1) << 16;  // weight elements
+// One-row products up to this many weight elements run as plain loops (see linear).
+constexpr int64_t kSmallGemv = int64_t(1) << 16;
+// The least work per thread-pool task, below which waking another thread costs more than it saves:
+constexpr int64_t kRowGrain = 4;                           // rows of a row-wise op (rmsnorm)
+constexpr int64_t kTokenGrain = 8;                         // tokens of rope, each with all its heads
+constexpr int64_t kElementGrain = int64_t(1) << 16;        // elements of an elementwise op
+constexpr int64_t kAttentionGrainWork = int64_t(1) << 15;  // keys · head_dim of attention's (query, head) items
 
 int64_t row_size(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
 
@@ -56,7 +62,7 @@ class CpuBackend final : public Backend {
     const float* xp = x.data<float>();
     const float* w = weight.data<float>();
     float* o = out.data<float>();
-    parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+    parallel_for(rows, kRowGrain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = xp + r * n;
         double ss = 0.0;
@@ -120,7 +126,7 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = float(1.0 / std::pow(theta, double(2 * i) / double(d)));
     const int32_t* pos = positions.data<int32_t>();
     float* xp = x.data<float>();
-    parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
+    parallel_for(n, kTokenGrain, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         for (int64_t i = 0; i < half; ++i) {
           // Angles in f32 as transformers computes them (position · inv_freq, then cos/sin).
@@ -170,7 +176,7 @@ class CpuBackend final : public Backend {
     const float* vp = v.data<float>();
     float* op = out.data<float>();
     // One work item per (query, head); small contexts are batched into larger chunks.
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, ctx * d));
+    const int64_t grain = std::max<int64_t>(1, kAttentionGrainWork / std::max<int64_t>(1, ctx * d));
     parallel_for(n * heads, grain, [&](int64_t w0, int64_t w1) {
       std::vector<float> scores(static_cast<size_t>(ctx));
       for (int64_t w = w0; w < w1; ++w) {
@@ -208,7 +214,7 @@ class CpuBackend final : public Backend {
     const float* g = gate.data<float>();
     const float* u = up.data<float>();
     float* o = out.data<float>();
-    parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     });
   }
@@ -219,7 +225,7 @@ class CpuBackend final : public Backend {
     const float* ap = a.data<float>();
     const float* bp = b.data<float>();
     float* o = out.data<float>();
-    parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) o[i] = ap[i] + bp[i];
     });
   }

@@ -9,10 +9,16 @@
 #include <mutex>
 
 #include "backend/backend.h"
+#include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_allocator.h"
-#include "backend/cuda/gemv.h"
-#include "backend/cuda/kernels.h"
+#include "backend/cuda/elementwise.h"
+#include "backend/cuda/fused_decode.h"
+#include "backend/cuda/gemv_plain.h"
+#include "backend/cuda/norm.h"
+#include "backend/cuda/rope.h"
+#include "backend/cuda/rows.h"
+#include "backend/cuda/summary.h"
 #include "wick/logit_summary.h"
 
 namespace wick {
@@ -72,7 +78,7 @@ class CudaBackend final : public Backend {
     attention_workspace_ = alloc({kAttentionWorkspaceBytes / 4}, DType::f32);
     // Zeroed once: the split-K attention kernel's tickets start at zero and are returned to zero by it.
     check(cudaMemsetAsync(attention_workspace_.raw(), 0, kAttentionWorkspaceBytes, stream_), "attention workspace");
-    fused_ = make_cuda_fused_decode(stream_);
+    fused_ = make_cuda_fused_decode(stream_, allocator_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -125,7 +131,9 @@ class CudaBackend final : public Backend {
     Tensor ids = alloc({std::max<int64_t>(gathered, 1)}, DType::i32);
     if (gathered) write(ids, gather.data(), gather.size() * sizeof(int32_t));
     Tensor out = alloc({2 + 2 * int64_t(c) + gathered}, DType::f32);
-    cuda::summarize(logits.data<float>(), n, c, ids.data<int32_t>(), gathered, out.data<float>(), work.raw(), stream_);
+    cuda::summarize({.logits = logits.data<float>(), .n = n, .count = c, .gather = ids.data<int32_t>(),
+                     .gathered = gathered, .out = out.data<float>(), .workspace = work.raw()},
+                    stream_);
     cuda::check_launch(op);
     const Tensor host = download(out);
     const float* o = host.data<float>();
@@ -162,7 +170,8 @@ class CudaBackend final : public Backend {
   void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override {
     expect_device(table, DType::bf16, "embedding", "table");
     expect_device(ids, DType::i32, "embedding", "ids");
-    expect(out.dim(0) == ids.numel() && out.dim(1) == table.dim(1), "embedding", "output shape " + to_string(out.shape()));
+    expect(out.dim(0) == ids.numel() && out.dim(1) == table.dim(1), "embedding",
+           "output shape " + to_string(out.shape()));
     cuda::embedding(table.raw(), ids.data<int32_t>(), out.raw(), ids.numel(), table.dim(1), stream_);
     cuda::check_launch("embedding");
   }
@@ -180,7 +189,9 @@ class CudaBackend final : public Backend {
     const int64_t n = row_size(x);
     expect(delta.numel() == x.numel() && weight.numel() == n && normed.numel() == x.numel(), "add_rmsnorm",
            "shape mismatch");
-    cuda::add_rmsnorm(x.raw(), delta.raw(), weight.raw(), normed.raw(), x.dim(0), n, eps, stream_);
+    cuda::add_rmsnorm({.x = x.raw(), .delta = delta.raw(), .weight = weight.raw(), .normed = normed.raw(),
+                       .rows = x.dim(0), .n = n, .eps = eps},
+                      stream_);
     cuda::check_launch("add_rmsnorm");
   }
 
@@ -191,9 +202,12 @@ class CudaBackend final : public Backend {
     const int64_t n = q.dim(0), d = q.dim(2), kvh = k.dim(1);
     expect(k.dim(0) == n && v.numel() == k.numel() && positions.numel() == n && k.dim(2) == d &&
                row_size(k_cache) == kvh * d && k_cache.shape() == v_cache.shape(),
-           "rope_kv", "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " cache " + to_string(k_cache.shape()));
-    cuda::rope_kv(q.raw(), k.raw(), v.raw(), positions.data<int32_t>(), k_cache.raw(), v_cache.raw(), n, q.dim(1), kvh,
-                  d, theta, stream_);
+           "rope_kv",
+           "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " cache " + to_string(k_cache.shape()));
+    cuda::rope_kv({.q = q.raw(), .k = k.raw(), .v = v.raw(), .positions = positions.data<int32_t>(),
+                   .k_cache = k_cache.raw(), .v_cache = v_cache.raw(), .tokens = n, .heads = q.dim(1),
+                   .kv_heads = kvh, .head_dim = d, .theta = theta},
+                  stream_);
     cuda::check_launch("rope_kv");
   }
 
@@ -210,8 +224,9 @@ class CudaBackend final : public Backend {
         reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0) {
       // Decode: one bandwidth-bound pass over W with the bias fused.
       if (bias.defined()) expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
-      cuda::gemv(w.raw(), x.raw(), bias.defined() ? bias.raw() : nullptr, out.raw(), out.dtype() == DType::f32, outs,
-                 in, p.alpha, p.beta, stream_);
+      cuda::gemv({.w = w.raw(), .x = x.raw(), .bias = bias.defined() ? bias.raw() : nullptr, .out = out.raw(),
+                  .out_f32 = out.dtype() == DType::f32, .rows = outs, .k = in, .alpha = p.alpha, .beta = p.beta},
+                 stream_);
       cuda::check_launch("gemv");
       return;
     }
@@ -285,7 +300,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // cuBLAS's workspace, fixed so that it never allocates during a graph capture; 32 MB is what cuBLAS recommends
+  // for Hopper.
   static constexpr int64_t kWorkspaceBytes = int64_t(32) << 20;
+  // Split-K attention's tickets and partials: the most splits (64) of four decode queries of up to 120 heads of
+  // head_dim 128; larger shapes take fewer splits.
   static constexpr int64_t kAttentionWorkspaceBytes = int64_t(16) << 20;
   std::shared_ptr<cuda::DeviceAllocator> allocator_;
   cudaStream_t stream_ = nullptr;

@@ -5,11 +5,16 @@
 namespace wick::cuda {
 
 namespace {
-// Size classes: 512-byte steps up to 1 MiB, then 1/8-power-of-two steps, so reuse wastes ≤ 12.5 %.
+// Size classes: kSmallStep-byte steps up to kSmallClasses, then kStepsPerOctave steps per power of two, so reuse
+// wastes at most 1 / kStepsPerOctave.
+constexpr size_t kSmallStep = 512;
+constexpr size_t kSmallClasses = size_t(1) << 20;
+constexpr size_t kStepsPerOctave = 8;
+
 size_t size_class(size_t bytes) {
-  if (bytes <= (size_t(1) << 20)) return (bytes + 511) / 512 * 512;
+  if (bytes <= kSmallClasses) return (bytes + kSmallStep - 1) / kSmallStep * kSmallStep;
   size_t top = size_t(1) << (63 - __builtin_clzll(bytes));
-  const size_t step = top / 8;
+  const size_t step = top / kStepsPerOctave;
   return (bytes + step - 1) / step * step;
 }
 }  // namespace

@@ -5,12 +5,10 @@
 // a byte at a time (radix select: eight block-wide histograms, no sort), keeping the keys at or above it, with the
 // chunk's maximum and Σexp; one block of the second does the same over the chunks' keys and sorts the `count`
 // it keeps.
-#include <cuda_runtime.h>
+#include "backend/cuda/summary.h"
 
 #include <cmath>
 
-#include "backend/cuda/cuda_check.h"
-#include "backend/cuda/kernels.h"
 #include "backend/cuda/reduce.cuh"
 
 namespace wick::cuda {
@@ -18,11 +16,11 @@ namespace wick::cuda {
 namespace {
 
 using Key = unsigned long long;
-constexpr int kChunk = 4096;        // logits per block of the first kernel
-constexpr int kChunkThreads = 512;
-constexpr int kMerge = 8192;        // keys the merging block takes (eight per thread): blocks · count at most
-constexpr int kMergeThreads = 1024;
-constexpr int kMaxCount = 256;      // the most best ids a summary returns on the device
+constexpr int kChunk = 4096;          // logits per block of the first kernel
+constexpr int kChunkThreads = 512;    // eight logits per thread, held in registers
+constexpr int kMerge = 8192;          // keys the merging block takes (eight per thread): blocks · count at most
+constexpr int kMergeThreads = 1024;   // the largest block: the merge is one block's work
+constexpr int kMaxCount = 256;        // the most best ids a summary returns on the device
 
 // Larger keys rank first: by value (NaN as -inf), then by lower id. 0 ranks below every logit.
 __device__ inline Key key_of(float v, int64_t id) {
@@ -52,8 +50,7 @@ __device__ void sort_best_first(Key* keys) {
 // time from the top (radix select): each of eight rounds counts, in 256 bins by their next byte, the keys that
 // match the bytes chosen so far, and picks the bin holding the c-th largest of them. Two barriers a round; the
 // counts are combined within each warp first (keys of one row cluster in a few bins, and shared-memory atomics on
-// one bin serialise). Replaced a bisection over the 64-bit key space (64 rounds of a block-wide count, 46 µs in
-// the merging block): generate() with the device summary 1,511–1,552 → 1,553–1,614 tok/s on the H200.
+// one bin serialise). Eight rounds of a byte, not a bisection of the 64-bit key space (64 block-wide counts).
 template <int Threads, int Per>
 __device__ Key kth_largest(const Key (&k)[Per], int c) {
   static_assert(Threads >= 64, "warp 0 scans while the others clear");
@@ -200,13 +197,12 @@ int64_t summary_workspace_bytes(int64_t n, int count) {
   return blocks * count * int64_t(sizeof(Key)) + blocks * int64_t(sizeof(float2));
 }
 
-void summarize(const float* logits, int64_t n, int count, const int32_t* gather, int64_t gathered, float* out,
-               void* workspace, cudaStream_t stream) {
-  const int blocks = int(chunks_of(n));
-  Key* keys = static_cast<Key*>(workspace);
-  float2* stats = reinterpret_cast<float2*>(keys + int64_t(blocks) * count);
-  chunk_kernel<<<blocks, kChunkThreads, 0, stream>>>(logits, n, count, keys, stats);
-  merge_kernel<<<1, kMergeThreads, 0, stream>>>(logits, keys, stats, blocks, count, gather, gathered, out);
+void summarize(const SummaryParams& p, cudaStream_t stream) {
+  const int blocks = int(chunks_of(p.n));
+  Key* keys = static_cast<Key*>(p.workspace);
+  float2* stats = reinterpret_cast<float2*>(keys + int64_t(blocks) * p.count);
+  chunk_kernel<<<blocks, kChunkThreads, 0, stream>>>(p.logits, p.n, p.count, keys, stats);
+  merge_kernel<<<1, kMergeThreads, 0, stream>>>(p.logits, keys, stats, blocks, p.count, p.gather, p.gathered, p.out);
 }
 
 }  // namespace wick::cuda

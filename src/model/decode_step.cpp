@@ -1,0 +1,193 @@
+#include "model/decode_step.h"
+
+#include <climits>
+#include <utility>
+
+#include "model/plain_ops.h"
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+constexpr size_t kMaxRecorded = 8;  // caches whose steps stay recorded; a generation uses one at a time
+
+// The fused ops that carry LoRA, per layer, by the first projection each covers (q/k/v, o, gate/up, down): each
+// call has its own scratch row.
+constexpr int64_t kLoraCallsPerLayer = 4;
+constexpr int64_t lora_call(ProjKind first) {
+  return first == ProjKind::q ? 0 : first == ProjKind::o ? 1 : first == ProjKind::gate ? 2 : 3;
+}
+
+// A field of the step's inputs on the device, as the i32 view its ops read.
+Tensor input_field(const Tensor& inputs, size_t offset, size_t bytes) {
+  return inputs.rows(int64_t(offset / sizeof(int32_t)), int64_t((offset + bytes) / sizeof(int32_t)));
+}
+
+}  // namespace
+
+// One cache's recorded steps and the fixed buffers they bake in.
+struct DecodeSteps::Recorded {
+  const void* cache_storage;
+  int64_t capacity;
+  Tensor inputs;  // StepInputs on the device (i32 [6])
+  Tensor lora_table_address = input_field(inputs, offsetof(StepInputs, lora_table), sizeof(void*));
+  Tensor token = input_field(inputs, offsetof(StepInputs, token), sizeof(int32_t));
+  Tensor position = input_field(inputs, offsetof(StepInputs, position), sizeof(int32_t));
+  Tensor epoch = input_field(inputs, offsetof(StepInputs, epoch), sizeof(int32_t));
+  Activations acts;
+  HeadBuffers head;
+  Tensor lora_scratch = {};            // FusedDecode::lora_scratch, a row per LoRA-carrying call of the step
+  std::unique_ptr<Graph> base = {};  // the step without an adapter
+  std::unique_ptr<Graph> lora = {};  // with any adapter (fused kernels): it reads the adapter table
+};
+
+namespace {
+
+// The layer steps as the fused one-token kernels of a recorded step: q/k/v with the norm before them and RoPE and the
+// cache write after; attention; o_proj and its residual add; gate/up with the norm and SwiGLU; down_proj and its
+// residual add. With `lora`, every kernel reads the adapter table (the projection's LoraEntry at lora_slot) and the
+// step's epoch; without, they are the builds that read no table at all.
+class FusedOps final : public LayerOps {
+ public:
+  FusedOps(Backend& b, FusedDecode& f, const ModelConfig& c, KVCache& cache, DecodeSteps::Recorded& r, Tensor& table,
+           bool lora)
+      : b_(b), f_(f), c_(c), cache_(cache), r_(r), table_(table), lora_(lora) {}
+
+  void embed(const Tensor& table, Tensor& x) override {
+    f_.begin_step(table, r_.token, x, r_.lora_table_address, table_);
+  }
+  void attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v, int64_t layer,
+                        Tensor& q_out) override {
+    Tensor kc = cache_.keys(layer), vc = cache_.values(layer);
+    f_.attention_inputs(input(h), {.weight = {q.weight, k.weight, v.weight}, .bias = {q.bias, k.bias, v.bias},
+                                   .positions = r_.position, .rope_theta = c_.rope_theta, .head_dim = c_.head_dim},
+                        q_out, kc, vc, lora_for(q));
+  }
+  void attention(const Tensor& q, int64_t layer, Tensor& out) override {
+    b_.attention(q.reshape({1, c_.num_heads, c_.head_dim}), cache_.keys(layer), cache_.values(layer), r_.position, out,
+                 attention_params(c_));
+  }
+  void add_projection(const Tensor& in, const Projection& w, Tensor& x) override {
+    f_.residual_linear(in, w.weight, x, lora_for(w));
+  }
+  void gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) override {
+    f_.gate_up(input(m), gate.weight, up.weight, out, lora_for(gate));
+  }
+  void logits(const Normed& n, const Tensor& head, Tensor& logits) override {
+    f_.norm_linear(input(n), head, logits);
+  }
+
+ private:
+  FusedInput input(const Normed& n) const { return {.x = *n.x, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}; }
+  // Where the call that starts with projection `p` finds its factors: consecutive entries from p's (gate/up's call
+  // covers up, q/k/v's k and v: lora_slot order).
+  DecodeLora lora_for(const Projection& p) const {
+    if (!lora_) return {};
+    const int64_t call = p.layer * kLoraCallsPerLayer + lora_call(p.kind);
+    return {.entries = static_cast<const LoraEntry*>(table_.raw()) + lora_slot(p.layer, p.kind),
+            .scratch = r_.lora_scratch.rows(call, call + 1).raw(),
+            .epoch = r_.epoch.data<int32_t>()};
+  }
+
+  Backend& b_;
+  FusedDecode& f_;
+  const ModelConfig& c_;
+  KVCache& cache_;
+  DecodeSteps::Recorded& r_;
+  Tensor& table_;
+  bool lora_;
+};
+
+// Whether the fused kernels compute this model: shapes they take, and no bias where they add none (o_proj,
+// gate/up, down_proj).
+bool fused_takes(const FusedDecode& f, const ModelConfig& c, const ModelWeights& w) {
+  if (!f.supports({.hidden = c.hidden_size, .ffn = c.intermediate_size, .heads = c.num_heads,
+                   .kv_heads = c.num_kv_heads, .head_dim = c.head_dim}))
+    return false;
+  for (const LayerWeights& l : w.layers)
+    for (const Projection* p : {&l.o, &l.gate, &l.up, &l.down})
+      if (p->bias.defined()) return false;
+  return true;
+}
+
+}  // namespace
+
+DecodeSteps::DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights)
+    : backend_(backend), config_(config) {
+  FusedDecode* f = backend.fused_decode();
+  if (f && fused_takes(*f, config, weights)) fused_ = f;
+}
+
+DecodeSteps::~DecodeSteps() = default;
+
+bool DecodeSteps::takes(const LoraSource* lora) const {
+  if (!lora) return true;
+  if (!fused_ || lora->head() || lora->embedding()) return false;
+  const LoraSource::Table& t = lora->table(config_.num_layers);
+  return t.max_rank <= fused_->max_lora_rank() && t.uniform && t.device == backend_.device() &&
+         t.dtype == backend_.compute_dtype();
+}
+
+const void* DecodeSteps::table_address(const LoraSource* lora) {
+  if (!lora_table_.defined()) {
+    const int64_t words = config_.num_layers * kProjKinds * int64_t(sizeof(LoraEntry) / sizeof(int32_t));
+    no_lora_ = backend_.upload(Tensor::zeros({words}, DType::i32), DType::i32);
+    lora_table_ = backend_.upload(Tensor::zeros({words}, DType::i32), DType::i32);
+  }
+  return lora ? lora->device_table(config_.num_layers, backend_).raw() : no_lora_.raw();
+}
+
+DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Tensor& head) {
+  const std::lock_guard lock(mutex_);
+  const void* storage = cache.keys(0).raw();
+  for (auto& r : graphs_)
+    if (r->cache_storage == storage && r->capacity == cache.capacity()) return *r;
+  if (graphs_.size() >= kMaxRecorded) graphs_.erase(graphs_.begin());
+  auto r = std::unique_ptr<Recorded>(new Recorded{
+      .cache_storage = storage,
+      .capacity = cache.capacity(),
+      .inputs = backend_.alloc({int64_t(sizeof(StepInputs) / sizeof(int32_t))}, DType::i32),
+      .acts = Activations(backend_, config_, 1),
+      .head = HeadBuffers(backend_, config_, head, 1, false)});
+  if (fused_) r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
+  graphs_.push_back(std::move(r));
+  return *graphs_.back();
+}
+
+Tensor DecodeSteps::run(const ModelWeights& weights, const Span& span, int32_t token, const LoraSource* lora) {
+  const Heads heads = pick_heads(weights, nullptr);  // steps with a replaced head or embedding are not recorded
+  Recorded& r = recorded_for(*span.cache, heads.head);
+  epoch_ = epoch_ == INT32_MAX ? 1 : epoch_ + 1;
+  const StepInputs in{.lora_table = fused_ ? table_address(lora) : nullptr,
+                      .token = token,
+                      .position = int32_t(span.past),
+                      .epoch = epoch_};
+  backend_.write(r.inputs, &in, sizeof in);
+  std::unique_ptr<Graph>& graph = lora ? r.lora : r.base;
+  if (!graph) {
+    const auto body = [&] {
+      if (fused_) {
+        FusedOps ops(backend_, *fused_, config_, *span.cache, r, lora_table_, lora != nullptr);
+        forward_pass(ops, weights, heads, r.acts, r.head.logits);
+      } else {
+        const std::vector<Span> spans{span};
+        PlainOps ops(backend_, config_, {.spans = &spans, .ids = r.token, .positions = r.position}, nullptr, r.acts,
+                     r.head);
+        forward_pass(ops, weights, heads, r.acts, r.head.logits);
+      }
+    };
+    graph = backend_.capture(body);
+    if (graph) ++captures_;
+    else body();  // a backend without graphs
+  }
+  if (graph) graph->replay();
+  return r.head.logits;
+}
+
+void DecodeSteps::forget_graphs() {
+  const std::lock_guard lock(mutex_);
+  graphs_.clear();
+}
+
+}  // namespace wick

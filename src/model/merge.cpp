@@ -1,0 +1,73 @@
+// Model::merge_lora / unmerge_lora: an adapter folded into the weights (W + scale·B·A in new tensors) and the base
+// tensors put back bit-exactly (kept, never recomputed by subtraction).
+#include <utility>
+
+#include "model/model_impl.h"
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+// [rows, cols] -> [cols, rows], CPU f32.
+Tensor transpose(const Tensor& t) {
+  const int64_t rows = t.dim(0), cols = t.dim(1);
+  Tensor out = Tensor::empty({cols, rows}, DType::f32);
+  const float* src = t.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  return out;
+}
+
+// W + scale·B·A on the backend, in a new tensor.
+Tensor merged_weight(Backend& b, const Tensor& w, const LoraFactors& f) {
+  const DType dt = b.compute_dtype();
+  const Tensor a_t = b.upload(transpose(b.download(f.a)), dt);  // [in, rank]; the factor's values exactly
+  Tensor merged = b.alloc(w.shape(), dt);
+  b.copy_rows(w, merged, 0);
+  b.linear(f.b, a_t, Tensor(), merged, {.alpha = f.scale, .beta = 1.0f});
+  return merged;
+}
+
+}  // namespace
+
+void Model::merge_lora(std::shared_ptr<const LoraSource> lora) {
+  if (!lora) fail(ErrorKind::bad_input, "merge: no adapter");
+  Backend& b = *impl_->backend;
+  ModelWeights& w = impl_->weights;
+  const std::unique_lock lock(impl_->weights_mutex);
+  if (impl_->merged) fail(ErrorKind::bad_input, "merge: an adapter is already merged (unmerge it first)");
+
+  // Every merged tensor is made before any slot changes, so a failure leaves the weights as they were.
+  std::vector<std::pair<Tensor*, Tensor>> replacements;
+  for (int64_t l = 0; l < int64_t(w.layers.size()); ++l)
+    for (int k = 0; k < kProjKinds; ++k)
+      if (const LoraFactors* f = lora->factors(int(l), ProjKind(k))) {
+        Projection& p = w.layers[size_t(l)].projection(ProjKind(k));
+        replacements.emplace_back(&p.weight, merged_weight(b, p.weight, *f));
+      }
+  if (lora->head()) replacements.emplace_back(&w.head, *lora->head());
+  if (lora->embedding()) replacements.emplace_back(&w.embed, *lora->embedding());
+  for (auto& [slot, tensor] : replacements) {
+    impl_->unmerged.emplace_back(slot, *slot);
+    *slot = std::move(tensor);
+  }
+  if (impl_->decode_steps) impl_->decode_steps->forget_graphs();  // recorded steps read the old weight tensors
+  impl_->merged = std::move(lora);
+}
+
+std::shared_ptr<const LoraSource> Model::unmerge_lora() {
+  const std::unique_lock lock(impl_->weights_mutex);
+  for (auto it = impl_->unmerged.rbegin(); it != impl_->unmerged.rend(); ++it) *it->first = std::move(it->second);
+  impl_->unmerged.clear();
+  if (impl_->decode_steps) impl_->decode_steps->forget_graphs();
+  return std::exchange(impl_->merged, nullptr);
+}
+
+std::shared_ptr<const LoraSource> Model::merged_lora() const {
+  const std::shared_lock lock(impl_->weights_mutex);
+  return impl_->merged;
+}
+
+}  // namespace wick

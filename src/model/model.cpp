@@ -1,0 +1,184 @@
+// Model's API: loading, the forward pass over a batch (validated whole before any cache changes), logits.
+#include <exception>
+
+#include "model/forward.h"
+#include "model/model_impl.h"
+#include "model/plain_ops.h"
+#include "wick/error.h"
+#include "wick/model.h"
+
+namespace wick {
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = ModelConfig::load(dir);
+  impl->generation = GenerationDefaults::load(dir);
+  if (impl->generation.eos_token_ids.empty()) impl->generation.eos_token_ids = impl->config.eos_token_ids;
+  const TensorStore store = TensorStore::open_dir(dir);
+  impl->backend = make_backend(options.device);
+  impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
+  if (impl->backend->device() != Device::cpu)
+    impl->decode_steps = std::make_unique<DecodeSteps>(*impl->backend, impl->config, impl->weights);
+  return std::shared_ptr<Model>(new Model(std::move(impl)));
+}
+
+const ModelConfig& Model::config() const { return impl_->config; }
+const GenerationDefaults& Model::generation_defaults() const { return impl_->generation; }
+Device Model::device() const { return impl_->backend->device(); }
+
+DType Model::compute_dtype() const { return impl_->backend->compute_dtype(); }
+
+Tensor Model::upload(const Tensor& host) const {
+  Backend& b = *impl_->backend;
+  return b.upload(host, b.compute_dtype());
+}
+
+KVCache Model::make_cache(int64_t capacity) const {
+  const ModelConfig& c = impl_->config;
+  if (capacity <= 0 || capacity > c.max_position_embeddings)
+    fail(ErrorKind::bad_input, "KV cache capacity " + std::to_string(capacity) + " is outside [1, " +
+                                   std::to_string(c.max_position_embeddings) + "] (max_position_embeddings)");
+  const Shape shape{c.num_layers, capacity, c.num_kv_heads, c.head_dim};
+  Backend& b = *impl_->backend;
+  return KVCache(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()));
+}
+
+namespace {
+
+// A batch flattened: where each sequence's tokens sit, and every token's id and position.
+struct FlatBatch {
+  std::vector<Span> spans;
+  std::vector<int32_t> ids, positions;
+};
+
+// Validates every sequence (before any cache is touched) and flattens the batch.
+FlatBatch flatten(const ModelConfig& c, std::span<const SequenceInput> batch) {
+  if (batch.empty()) fail(ErrorKind::bad_input, "forward: empty batch");
+  FlatBatch flat;
+  int64_t T = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const SequenceInput& in = batch[s];
+    // The message prefix is built only on failure: this runs on every decode step.
+    const auto where = [s] { return "sequence " + std::to_string(s); };
+    if (!in.cache) fail(ErrorKind::bad_input, where() + ": no KV cache given");
+    if (in.tokens.empty()) fail(ErrorKind::bad_input, where() + ": no tokens");
+    for (int32_t id : in.tokens)
+      if (id < 0 || id >= c.vocab_size)
+        fail(ErrorKind::bad_input, where() + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                       std::to_string(c.vocab_size) + ")");
+    const int64_t past = in.cache->length(), n = int64_t(in.tokens.size());
+    if (past + n > in.cache->capacity())
+      fail(ErrorKind::bad_input, where() + ": " + std::to_string(past) + " cached + " + std::to_string(n) +
+                                     " new tokens exceed the context of " + std::to_string(in.cache->capacity()));
+    for (size_t o = 0; o < s; ++o)
+      if (batch[o].cache == in.cache)
+        fail(ErrorKind::bad_input, where() + ": shares its KV cache with sequence " + std::to_string(o));
+    flat.spans.push_back({T, n, past, in.cache});
+    T += n;
+  }
+  flat.ids.reserve(size_t(T));
+  flat.positions.reserve(size_t(T));
+  for (size_t s = 0; s < batch.size(); ++s) {
+    flat.ids.insert(flat.ids.end(), batch[s].tokens.begin(), batch[s].tokens.end());
+    for (int64_t i = 0; i < flat.spans[s].count; ++i) flat.positions.push_back(int32_t(flat.spans[s].past + i));
+  }
+  return flat;
+}
+
+// The forward pass; `read(backend, logits)` takes what the caller gets from the device logits, under the device
+// lock, before the caches advance.
+template <class Read>
+auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const ForwardOptions& options, Read&& read) {
+  const ModelConfig& c = impl.config;
+  Backend& b = *impl.backend;
+  const FlatBatch flat = flatten(c, batch);
+  const int64_t T = int64_t(flat.ids.size());
+
+  // One stream per device backend: passes run one at a time there. A merge may not run meanwhile.
+  std::unique_lock<std::mutex> device_lock(impl.device_mutex, std::defer_lock);
+  if (b.device() != Device::cpu) device_lock.lock();
+  const std::shared_lock weights_lock(impl.weights_mutex);
+
+  Tensor logits;
+  if (T == 1 && impl.decode_steps && impl.decode_steps->takes(options.lora)) {
+    logits = impl.decode_steps->run(impl.weights, flat.spans[0], flat.ids[0], options.lora);
+  } else {
+    const PlainBatch plain{.spans = &flat.spans,
+                           .ids = b.upload(Tensor::from_ints(flat.ids, {T}), DType::i32),
+                           .positions = b.upload(Tensor::from_ints(flat.positions, {T}), DType::i32)};
+    const Heads heads = pick_heads(impl.weights, options.lora);
+    const bool last = options.logits == LogitsFor::last_token;
+    Activations a(b, c, T);
+    HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last);
+    PlainOps ops(b, c, plain, options.lora, a, hb);
+    forward_pass(ops, impl.weights, heads, a, hb.logits);
+    logits = hb.logits;
+  }
+  auto out = read(b, logits);
+  for (const Span& s : flat.spans) s.cache->advance(s.count);
+  return out;
+}
+
+}  // namespace
+
+Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions& options) const {
+  return run_forward(*impl_, batch, options, [](Backend& b, const Tensor& logits) { return b.download(logits); });
+}
+
+Model::SummaryResult Model::forward_summary(const SequenceInput& input, const ForwardOptions& options,
+                                            const SummaryRequest& request) const {
+  std::exception_ptr thrown;  // by `enough`: rethrown once the cache has advanced, as after forward()
+  SummaryResult r = run_forward(*impl_, std::span(&input, 1), {.logits = LogitsFor::last_token, .lora = options.lora},
+                                [&](Backend& b, const Tensor& logits) {
+                                  SummaryResult out{.summary = b.summarize(logits, request.count, request.gather)};
+                                  bool enough = true;
+                                  try {
+                                    if (request.enough) enough = request.enough(out.summary);
+                                  } catch (...) {
+                                    thrown = std::current_exception();
+                                  }
+                                  if (!enough) out.row = b.download(logits);
+                                  return out;
+                                });
+  if (thrown) std::rethrow_exception(thrown);
+  return r;
+}
+
+int64_t Model::decode_graphs_recorded() const {
+  return impl_->decode_steps ? impl_->decode_steps->graphs_recorded() : 0;
+}
+
+std::shared_ptr<const LoraSource> Model::active_lora() const { return impl_->active_lora.load(); }
+std::shared_ptr<const LoraSource> Model::set_active_lora(std::shared_ptr<const LoraSource> lora) {
+  return impl_->active_lora.exchange(std::move(lora));
+}
+
+Tensor Model::logits(const std::vector<std::vector<int32_t>>& rows, const LoraSource* lora) const {
+  const ModelConfig& c = impl_->config;
+  if (rows.empty()) fail(ErrorKind::bad_input, "logits: no rows");
+  const bool causal = c.head == ModelHead::causal_lm;
+  for (size_t r = 0; r < rows.size(); ++r)
+    if (causal && rows[r].size() != rows[0].size())
+      fail(ErrorKind::bad_input, "logits: row " + std::to_string(r) + " has " + std::to_string(rows[r].size()) +
+                                     " tokens but row 0 has " + std::to_string(rows[0].size()) +
+                                     " (a causal LM needs rows of equal length)");
+  std::vector<KVCache> caches;
+  std::vector<SequenceInput> batch;
+  caches.reserve(rows.size());
+  for (const auto& r : rows) {
+    if (r.empty()) fail(ErrorKind::bad_input, "logits: empty row");
+    if (int64_t(r.size()) > c.max_position_embeddings)
+      fail(ErrorKind::bad_input, "logits: a row of " + std::to_string(r.size()) + " tokens exceeds max_position_embeddings " +
+                                     std::to_string(c.max_position_embeddings));
+    caches.push_back(make_cache(int64_t(r.size())));
+  }
+  for (size_t r = 0; r < rows.size(); ++r) batch.push_back({rows[r], &caches[r]});
+  Tensor out = forward(batch, {.logits = causal ? LogitsFor::every_token : LogitsFor::last_token, .lora = lora});
+  if (causal) return out.reshape({int64_t(rows.size()), int64_t(rows[0].size()), c.vocab_size});
+  return out;
+}
+
+}  // namespace wick

@@ -1,0 +1,88 @@
+#include "model/plain_ops.h"
+
+#include "wick/error.h"
+
+namespace wick {
+
+PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
+                   HeadBuffers& hb)
+    : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {}
+
+void PlainOps::embed(const Tensor& table, Tensor& x) {
+  b_.embedding(table, batch_.ids, x);
+  pending_ = Tensor();
+}
+
+void PlainOps::normalize(const Normed& n, Tensor& out) {
+  const float eps = float(c_.rms_norm_eps);
+  if (!pending_.defined()) {
+    b_.rmsnorm(*n.x, *n.weight, eps, out);
+    return;
+  }
+  if (pending_.raw() != n.x->raw()) fail(ErrorKind::internal, "plain ops: a norm of another stream than the pending residual's");
+  b_.add_rmsnorm(pending_, a_.proj, *n.weight, eps, out);
+  pending_ = Tensor();
+}
+
+void PlainOps::settle_residual() {
+  if (!pending_.defined()) return;
+  b_.add(pending_, a_.proj, pending_);
+  pending_ = Tensor();
+}
+
+void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v,
+                                int64_t layer, Tensor& q_out) {
+  normalize(h, a_.normed);
+  linear(b_, a_.normed, q, lora_, q_out);
+  linear(b_, a_.normed, k, lora_, a_.k);
+  linear(b_, a_.normed, v, lora_, a_.v);
+  const int64_t T = q_out.dim(0), d = c_.head_dim;
+  Tensor qh = q_out.reshape({T, c_.num_heads, d});
+  Tensor kh = a_.k.reshape({T, c_.num_kv_heads, d});
+  const Tensor vh = a_.v.reshape({T, c_.num_kv_heads, d});
+  for (const Span& s : *batch_.spans) {
+    Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
+    Tensor qs = qh.rows(s.begin, s.begin + s.count), ks = kh.rows(s.begin, s.begin + s.count);
+    b_.rope_kv(qs, ks, vh.rows(s.begin, s.begin + s.count), batch_.positions.rows(s.begin, s.begin + s.count),
+               c_.rope_theta, kc, vc);
+  }
+}
+
+void PlainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
+  const Tensor qh = q.reshape({q.dim(0), c_.num_heads, c_.head_dim});
+  for (const Span& s : *batch_.spans) {
+    Tensor rows = out.rows(s.begin, s.begin + s.count);
+    b_.attention(qh.rows(s.begin, s.begin + s.count), s.cache->keys(layer), s.cache->values(layer),
+                 batch_.positions.rows(s.begin, s.begin + s.count), rows, attention_params(c_));
+  }
+}
+
+void PlainOps::add_projection(const Tensor& in, const Projection& w, Tensor& x) {
+  settle_residual();
+  linear(b_, in, w, lora_, a_.proj);
+  pending_ = x;
+}
+
+void PlainOps::gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) {
+  normalize(m, a_.normed);
+  linear(b_, a_.normed, gate, lora_, out);
+  linear(b_, a_.normed, up, lora_, a_.up);
+  b_.swiglu(out, a_.up, out);
+}
+
+void PlainOps::logits(const Normed& n, const Tensor& head, Tensor& logits) {
+  settle_residual();
+  Tensor rows = *n.x;  // the head runs only on the rows asked for
+  if (hb_.last_only) {
+    rows = hb_.last;
+    const std::vector<Span>& spans = *batch_.spans;
+    for (size_t s = 0; s < spans.size(); ++s) {
+      const int64_t last = spans[s].begin + spans[s].count - 1;
+      b_.copy_rows(n.x->rows(last, last + 1), rows, int64_t(s));
+    }
+  }
+  b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), hb_.normed);
+  b_.linear(hb_.normed, head, Tensor(), logits);
+}
+
+}  // namespace wick

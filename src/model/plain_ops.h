@@ -1,0 +1,49 @@
+// The layer steps run by the plain backend ops, over any number of tokens of any number of sequences: the CPU
+// reference, prefill on a GPU, and the eager path wherever the fused kernels do not apply.
+#pragma once
+
+#include <vector>
+
+#include "model/forward.h"
+
+namespace wick {
+
+/// The tokens of one forward pass, flattened: ids and positions i32 [T] on the backend, and where each
+/// sequence's tokens sit.
+struct PlainBatch {
+  const std::vector<Span>* spans;
+  Tensor ids, positions;
+};
+
+class PlainOps final : public LayerOps {
+ public:
+  /// Runs the steps for `batch` with `lora` (nullptr: none), in a's scratch; logits() writes the rows hb asks for.
+  PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
+           HeadBuffers& hb);
+
+  void embed(const Tensor& table, Tensor& x) override;
+  void attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v, int64_t layer,
+                        Tensor& q_out) override;
+  void attention(const Tensor& q, int64_t layer, Tensor& out) override;
+  void add_projection(const Tensor& in, const Projection& w, Tensor& x) override;
+  void gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) override;
+  void logits(const Normed& n, const Tensor& head, Tensor& logits) override;
+
+ private:
+  // rmsnorm(n) into `out`, first adding a pending residual into n.x.
+  void normalize(const Normed& n, Tensor& out);
+  // Adds the pending residual (a_.proj) into its stream, if any.
+  void settle_residual();
+
+  Backend& b_;
+  const ModelConfig& c_;
+  PlainBatch batch_;
+  const LoraSource* lora_;
+  Activations& a_;
+  HeadBuffers& hb_;
+  // The stream add_projection left a_.proj to be added into: the add is folded into the next norm of that stream
+  // (Backend::add_rmsnorm, one pass over x instead of two).
+  Tensor pending_;
+};
+
+}  // namespace wick
