@@ -7,8 +7,8 @@
 #   FILTER:   wick-bench --benchmark_filter (default: 0.5B and 7B decode and prefill, the adapter benchmark)
 #   ROUNDS:   alternations (default 3)
 # Both builds use CMAKE_BUILD_TYPE=Release, CUDA for Hopper; this tree's build goes to build-gpu (shared with
-# scripts/gpu-check.sh), the other's to BASE_SRC/build-gpu. Debian packages the machine lacks come from .deb/ as
-# in gpu-check.sh. Models are made on first use in $WICK_BENCH_MODELS (default /tmp/wick-bench-models).
+# scripts/gpu-check.sh), the other's to BASE_SRC/build-gpu. Debian packages the machine lacks come from .deb/
+# (scripts/deb-prefix.sh). Models are made on first use in $WICK_BENCH_MODELS (default /tmp/wick-bench-models).
 set -uo pipefail
 out=${1:?usage: scripts/compare-builds.sh OUT BASE_SRC [FILTER] [ROUNDS]}
 base=${2:?usage: scripts/compare-builds.sh OUT BASE_SRC [FILTER] [ROUNDS]}
@@ -19,22 +19,18 @@ out=$(cd "$out" && pwd)
 base=$(cd "$base" && pwd)
 cd "$(dirname "$0")/.."
 
-if compgen -G ".deb/*.deb" >/dev/null; then
-  for f in .deb/*.deb; do dpkg -x "$f" .prefix; done
-  prefix=$PWD/.prefix/usr
-  for pc in "$prefix"/lib/x86_64-linux-gnu/pkgconfig/*.pc; do sed -i "s|^prefix=.*|prefix=$prefix|" "$pc"; done
-  export PKG_CONFIG_PATH=$prefix/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}
-  export LD_LIBRARY_PATH=$prefix/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  export CMAKE_PREFIX_PATH=$prefix:${CMAKE_PREFIX_PATH:-}
-fi
+source scripts/deb-prefix.sh
 export WICK_BENCH_MODELS=${WICK_BENCH_MODELS:-/tmp/wick-bench-models}
 
 build() {  # SRC DIR LOG
   cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWICK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DWICK_TESTS=OFF >"$3" 2>&1 && cmake --build "$2" -j"$(nproc)" --target wick-bench >>"$3" 2>&1
 }
-build "$base" "$base/build-gpu" "$out/build_base.log" || { echo "base build FAILED"; tail -20 "$out/build_base.log"; exit 1; }
+# Both at once: each build's longest file (the fused GEMV's many instantiations) is the long pole.
+build "$base" "$base/build-gpu" "$out/build_base.log" &
+base_build=$!
 build . build-gpu "$out/build_new.log" || { echo "build FAILED"; tail -20 "$out/build_new.log"; exit 1; }
+wait $base_build || { echo "base build FAILED"; tail -20 "$out/build_base.log"; exit 1; }
 
 for ((r = 1; r <= rounds; ++r)); do
   for b in base new; do

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine: build wick for Hopper, run every test (the CUDA ones included), compute-sanitizer
 # memcheck on the CUDA tests, and the GPU benchmarks. Logs and summary.txt go into the folder given.
-# Debian packages the machine lacks (it has no network) come as .deb files in .deb/ and are unpacked
-# into .prefix/, never into /.
+# Debian packages the machine lacks (it has no network) come from .deb/ (scripts/deb-prefix.sh).
 # usage: scripts/gpu-check.sh RESULTS_DIR [BENCH_FILTER] [--quick]
 #   --quick: build only the backend and generation tests and wick-bench, run those two suites, and memcheck only
 #            the CUDA kernels' own tests (fused decode, attention, adapters in decode, whole model): about half the
@@ -20,14 +19,7 @@ summary=$out/summary.txt
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if compgen -G ".deb/*.deb" >/dev/null; then
-  for f in .deb/*.deb; do dpkg -x "$f" .prefix; done
-  prefix=$PWD/.prefix/usr
-  for pc in "$prefix"/lib/x86_64-linux-gnu/pkgconfig/*.pc; do sed -i "s|^prefix=.*|prefix=$prefix|" "$pc"; done
-  export PKG_CONFIG_PATH=$prefix/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}
-  export LD_LIBRARY_PATH=$prefix/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  export CMAKE_PREFIX_PATH=$prefix:${CMAKE_PREFIX_PATH:-}
-fi
+source scripts/deb-prefix.sh
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$summary"
 build=build-gpu
