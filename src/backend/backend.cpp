@@ -10,6 +10,28 @@ LogitSummary Backend::summarize(const Tensor& logits, int32_t count, const std::
   return summarize_logits(std::span<const float>(row.data<float>(), size_t(row.numel())), count, gather);
 }
 
+namespace {
+
+[[noreturn]] void no_training_op(const Backend& backend, const char* op) {
+  fail(ErrorKind::unsupported, backend.name() + ": " + op + " (training) is not available on this backend yet");
+}
+
+}  // namespace
+
+void Backend::matmul(const Tensor&, const Tensor&, Tensor&, const MatmulParams&) { no_training_op(*this, "matmul"); }
+void Backend::rmsnorm_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&) {
+  no_training_op(*this, "rmsnorm_backward");
+}
+void Backend::rope_backward(Tensor&, const Tensor&, double) { no_training_op(*this, "rope_backward"); }
+void Backend::swiglu_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&) {
+  no_training_op(*this, "swiglu_backward");
+}
+void Backend::attention_backward(const AttentionInputs&, const Tensor&, AttentionGrads, const AttentionParams&) {
+  no_training_op(*this, "attention_backward");
+}
+double Backend::cross_entropy(const Tensor&, const Tensor&, float, Tensor&) { no_training_op(*this, "cross_entropy"); }
+void Backend::embedding_backward(const Tensor&, const Tensor&, Tensor&) { no_training_op(*this, "embedding_backward"); }
+
 #ifdef WICK_WITH_CUDA
 std::unique_ptr<Backend> make_cuda_backend();
 #endif

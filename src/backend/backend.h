@@ -25,6 +25,24 @@ struct AttentionParams {
   float scale = 1.0f;
 };
 
+struct MatmulParams {
+  bool transpose_a = false;  // op(a) = aᵀ
+  bool transpose_b = false;  // op(b) = bᵀ
+  float alpha = 1.0f;        // out = alpha · op(a)·op(b) + beta · out
+  float beta = 0.0f;         // 1 accumulates into out (a parameter gradient)
+};
+
+/// What attention_backward reads again of its forward call: q [n, heads, d]; k, v [capacity, kv_heads, d];
+/// positions i32 [n].
+struct AttentionInputs {
+  Tensor q{}, k{}, v{}, positions{};
+};
+
+/// attention_backward's outputs: dq [n, heads, d] written; dk, dv [capacity, kv_heads, d] accumulated.
+struct AttentionGrads {
+  Tensor dq{}, dk{}, dv{};
+};
+
 /// LoRA factors of one projection as fused decode kernels read them from device memory: ΔW = scale · B·A with
 /// A [rank, in] and B [out, rank] in the compute dtype; rank 0 = no adapter on this projection.
 struct LoraEntry {
@@ -166,6 +184,34 @@ class Backend {
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   /// out = a + b (elementwise; out may alias a or b).
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  // --- Backward twins (training) ---
+  // Each is the gradient of the forward op named in its comment, checked against it by finite differences.
+  // Parameter and cache gradients accumulate (+=); input gradients are written (=). By default each fails
+  // with ErrorKind::unsupported naming the backend and the op.
+
+  /// out = alpha · op(a)·op(b) + beta · out, op(t) = tᵀ when the flag says so.  a, b, out 2-D f32; op(a) [m, k],
+  /// op(b) [k, n], out [m, n]. Gives linear's backward (W [out, in]): dX = dY·W, dW += dYᵀ·X (beta 1).
+  virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulParams& p = {});
+  /// dx = ∂/∂x of Σ d_out ⊙ rmsnorm(x, weight, eps) (weight frozen).  x, d_out, dx [rows, n]; weight [n].
+  virtual void rmsnorm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& d_out, Tensor& dx);
+  /// rope's transpose in place: rotates each pair by −position·θ^(-2i/d), turning the gradient of rope's output
+  /// into the gradient of its input.  dx [tokens, heads, head_dim]; positions i32 [tokens].
+  virtual void rope_backward(Tensor& dx, const Tensor& positions, double theta);
+  /// The gradients of out = silu(gate) ⊙ up: d_gate and d_up written.  All [rows, n].
+  virtual void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor& d_gate, Tensor& d_up);
+  /// attention's gradients for one sequence (same causal GQA semantics and p; the softmax is recomputed).
+  /// d_out [n, heads · d]; grads.dq [n, heads, d] written; grads.dk, grads.dv [capacity, kv_heads, d] accumulated
+  /// (rows past the last visible key untouched). grads holds handles: the op writes into their storage.
+  virtual void attention_backward(const AttentionInputs& in, const Tensor& d_out, AttentionGrads grads,
+                                  const AttentionParams& p);
+  /// Σ over counted rows of −log softmax(logits[r])[targets[r]], and d_logits = scale · (softmax − onehot(target))
+  /// per counted row, 0 on ignored rows (target −100).  logits, d_logits f32 [rows, classes]; targets i32 [rows].
+  /// A target outside [0, classes) that is not −100 is bad input.
+  virtual double cross_entropy(const Tensor& logits, const Tensor& targets, float scale, Tensor& d_logits);
+  /// d_table[ids[t], :] += d_out[t, :] (a trainable embedding).  ids i32 [tokens]; d_out [tokens, hidden];
+  /// d_table [vocab, hidden].
+  virtual void embedding_backward(const Tensor& ids, const Tensor& d_out, Tensor& d_table);
 };
 
 /// The CPU reference backend (f32, OpenBLAS GEMM, wick thread pool).

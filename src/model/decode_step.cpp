@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "model/plain_ops.h"
-#include "wick/error.h"
 
 namespace wick {
 
@@ -37,7 +36,7 @@ struct DecodeSteps::Recorded {
   Tensor epoch = input_field(inputs, offsetof(StepInputs, epoch), sizeof(int32_t));
   Activations acts;
   HeadBuffers head;
-  Tensor lora_scratch = {};            // FusedDecode::lora_scratch, a row per LoRA-carrying call of the step
+  Tensor lora_scratch = {};          // FusedDecode::lora_scratch, a row per LoRA-carrying call of the step
   std::unique_ptr<Graph> base = {};  // the step without an adapter
   std::unique_ptr<Graph> lora = {};  // with any adapter (fused kernels): it reads the adapter table
 };

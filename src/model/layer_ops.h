@@ -1,7 +1,7 @@
 // The steps a decoder layer is written in (qwen2.cpp describes the layer once with them) and the interface each
 // way of running them implements: the plain backend ops over any number of tokens (plain_ops.cpp), or the fused
-// one-token kernels of a recorded decode step (decode_step.cpp). Training's backward and batched decode steps are
-// further lowerings of the same steps.
+// one-token kernels of a recorded decode step (decode_step.cpp). Another way to run a layer is another LayerOps,
+// never another copy of the layer.
 #pragma once
 
 #include <cstdint>

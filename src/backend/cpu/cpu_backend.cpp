@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_backward.h"
 #include "core/thread_pool.h"
 #include "wick/error.h"
 
@@ -14,19 +16,40 @@ namespace wick {
 
 namespace {
 
-void expect(bool ok, const char* op, const std::string& what) {
-  if (!ok) fail(ErrorKind::internal, std::string("cpu ") + op + ": " + what);
-}
+using cpu::expect;
+using cpu::kAttentionGrainWork;
+using cpu::kElementGrain;
+using cpu::kRowGrain;
+using cpu::kTokenGrain;
+using cpu::row_size;
 
 // One-row products up to this many weight elements run as plain loops (see linear).
 constexpr int64_t kSmallGemv = int64_t(1) << 16;
-// The least work per thread-pool task, below which waking another thread costs more than it saves:
-constexpr int64_t kRowGrain = 4;                           // rows of a row-wise op (rmsnorm)
-constexpr int64_t kTokenGrain = 8;                         // tokens of rope, each with all its heads
-constexpr int64_t kElementGrain = int64_t(1) << 16;        // elements of an elementwise op
-constexpr int64_t kAttentionGrainWork = int64_t(1) << 15;  // keys · head_dim of attention's (query, head) items
 
-int64_t row_size(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
+// rope (inverse false) and its transpose rope_backward (inverse true: each pair turned by −angle).
+void rotate_pairs(Tensor& x, const Tensor& positions, double theta, bool inverse, const char* op) {
+  const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
+  expect(positions.numel() == n, op, "positions do not match tokens");
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = float(1.0 / std::pow(theta, double(2 * i) / double(d)));
+  const int32_t* pos = positions.data<int32_t>();
+  float* xp = x.data<float>();
+  parallel_for(n, kTokenGrain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t i = 0; i < half; ++i) {
+        // Angles in f32 as transformers computes them (position · inv_freq, then cos/sin).
+        const float angle = float(pos[t]) * inv_freq[size_t(i)];
+        const float c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
+        for (int64_t h = 0; h < heads; ++h) {
+          float* v = xp + (t * heads + h) * d;
+          const float a = v[i], b = v[i + half];
+          v[i] = a * c - b * s;
+          v[i + half] = b * c + a * s;
+        }
+      }
+    }
+  });
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -120,27 +143,7 @@ class CpuBackend final : public Backend {
   }
 
   void rope(Tensor& x, const Tensor& positions, double theta) override {
-    const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
-    expect(positions.numel() == n, "rope", "positions do not match tokens");
-    std::vector<float> inv_freq(static_cast<size_t>(half));
-    for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = float(1.0 / std::pow(theta, double(2 * i) / double(d)));
-    const int32_t* pos = positions.data<int32_t>();
-    float* xp = x.data<float>();
-    parallel_for(n, kTokenGrain, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        for (int64_t i = 0; i < half; ++i) {
-          // Angles in f32 as transformers computes them (position · inv_freq, then cos/sin).
-          const float angle = float(pos[t]) * inv_freq[size_t(i)];
-          const float c = std::cos(angle), s = std::sin(angle);
-          for (int64_t h = 0; h < heads; ++h) {
-            float* v = xp + (t * heads + h) * d;
-            const float a = v[i], b = v[i + half];
-            v[i] = a * c - b * s;
-            v[i + half] = b * c + a * s;
-          }
-        }
-      }
-    });
+    rotate_pairs(x, positions, theta, /*inverse=*/false, "rope");
   }
 
   void copy_rows(const Tensor& src, Tensor& dst, int64_t row0) override {
@@ -228,6 +231,31 @@ class CpuBackend final : public Backend {
     parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) o[i] = ap[i] + bp[i];
     });
+  }
+
+  // Backward twins (training): cpu_backward.cpp.
+  void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulParams& p) override {
+    cpu::matmul(a, b, out, p);
+  }
+  void rmsnorm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& d_out, Tensor& dx) override {
+    cpu::rmsnorm_backward(x, weight, eps, d_out, dx);
+  }
+  void rope_backward(Tensor& dx, const Tensor& positions, double theta) override {
+    rotate_pairs(dx, positions, theta, /*inverse=*/true, "rope_backward");
+  }
+  void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor& d_gate,
+                       Tensor& d_up) override {
+    cpu::swiglu_backward(gate, up, d_out, d_gate, d_up);
+  }
+  void attention_backward(const AttentionInputs& in, const Tensor& d_out, AttentionGrads grads,
+                          const AttentionParams& p) override {
+    cpu::attention_backward(in, d_out, std::move(grads), p);
+  }
+  double cross_entropy(const Tensor& logits, const Tensor& targets, float scale, Tensor& d_logits) override {
+    return cpu::cross_entropy(logits, targets, scale, d_logits);
+  }
+  void embedding_backward(const Tensor& ids, const Tensor& d_out, Tensor& d_table) override {
+    cpu::embedding_backward(ids, d_out, d_table);
   }
 };
 
