@@ -44,4 +44,21 @@ void linear(Backend& backend, const Tensor& x, const Projection& proj, const Lor
   backend.linear(low, f->b, Tensor(), out, {.alpha = f->scale, .beta = 1.0f});
 }
 
+void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
+                     const Tensor& d_out, Tensor* dx, LoraGrads* grads) {
+  if (dx) backend.matmul(d_out, proj.weight, *dx);  // d_out·W
+  const LoraFactors* f = lora ? lora->factors(proj.layer, proj.kind) : nullptr;
+  if (!f) return;
+  const int64_t rows = x.dim(0), rank = f->a.dim(0);
+  const DType dt = backend.compute_dtype();
+  Tensor d_low = backend.alloc({rows, rank}, dt);  // d_out·B: the gradient of the low-rank t = x·Aᵀ, before scale
+  backend.matmul(d_out, f->b, d_low);
+  if (dx) backend.matmul(d_low, f->a, *dx, {.alpha = f->scale, .beta = 1.0f});
+  if (!grads) return;
+  Tensor low = backend.alloc({rows, rank}, dt);  // t = x·Aᵀ, recomputed
+  backend.linear(x, f->a, Tensor(), low);
+  backend.matmul(d_out, low, grads->b, {.transpose_a = true, .alpha = f->scale, .beta = 1.0f});
+  backend.matmul(d_low, x, grads->a, {.transpose_a = true, .alpha = f->scale, .beta = 1.0f});
+}
+
 }  // namespace wick

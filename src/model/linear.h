@@ -75,4 +75,20 @@ constexpr int64_t lora_slot(int64_t layer, ProjKind kind) { return layer * kProj
 /// kind), or none.  x [rows, in]; out [rows, out].
 void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out);
 
+/// Gradients of one projection's LoRA factors, shaped as the factors (PEFT's lora_A [rank, in], lora_B
+/// [out, rank]); the backward accumulates into them.
+struct LoraGrads {
+  Tensor a;
+  Tensor b;
+};
+
+/// The chokepoint's backward, for out = linear(x, proj, lora) and the gradient d_out of out (base weight and bias
+/// frozen, as in LoRA training):
+///   dx = d_out·W + scale·(d_out·B)·A                      written, when dx is given
+///   grads->b += scale·d_outᵀ·(x·Aᵀ),  grads->a += scale·(d_out·B)ᵀ·x    when lora has factors for proj
+/// x [rows, in]; d_out [rows, out]; dx [rows, in]. Either of dx and grads may be null (the first layer's input
+/// needs no gradient; a projection the adapter leaves alone has no factors to train).
+void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
+                     const Tensor& d_out, Tensor* dx, LoraGrads* grads);
+
 }  // namespace wick
