@@ -1,0 +1,33 @@
+#include "train/loss.h"
+
+#include <algorithm>
+#include <string>
+
+#include "wick/error.h"
+
+namespace wick {
+
+double head_cross_entropy(Backend& backend, const Tensor& x, const Tensor& head, const Tensor& targets, Tensor* dx,
+                          const HeadLossParams& p) {
+  const int64_t rows = x.dim(0), vocab = head.dim(0);
+  if (p.chunk_rows < 1) fail(ErrorKind::internal, "head_cross_entropy: chunk_rows " + std::to_string(p.chunk_rows));
+  if (targets.numel() != rows || (dx && dx->shape() != x.shape()))
+    fail(ErrorKind::internal, "head_cross_entropy: x " + to_string(x.shape()) + ", targets " +
+                                  to_string(targets.shape()) + (dx ? ", dx " + to_string(dx->shape()) : ""));
+  const int64_t chunk = std::min(p.chunk_rows, rows);
+  Tensor logits = backend.alloc({chunk, vocab}, DType::f32), d_logits = backend.alloc({chunk, vocab}, DType::f32);
+  double loss = 0;
+  for (int64_t begin = 0; begin < rows; begin += chunk) {
+    const int64_t end = std::min(begin + chunk, rows), n = end - begin;
+    Tensor l = logits.rows(0, n), dl = d_logits.rows(0, n);
+    backend.linear(x.rows(begin, end), head, Tensor(), l);
+    loss += backend.cross_entropy(l, targets.rows(begin, end), p.scale, dl);
+    if (dx) {
+      Tensor d = dx->rows(begin, end);
+      backend.matmul(dl, head, d);  // d_logits·W
+    }
+  }
+  return loss;
+}
+
+}  // namespace wick
