@@ -48,4 +48,11 @@ void write_file(const std::filesystem::path& p, std::string_view bytes) {
   if (!f) throw std::runtime_error("cannot write " + p.string());
 }
 
+Tensor random_normal(const Shape& shape, std::mt19937& rng, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  Tensor t = Tensor::empty(shape, DType::f32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
 }  // namespace wick::test

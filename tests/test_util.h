@@ -2,12 +2,14 @@
 #pragma once
 
 #include <filesystem>
+#include <random>
 #include <string>
 #include <string_view>
 
 #include <gtest/gtest.h>
 
 #include "wick/error.h"
+#include "wick/tensor.h"
 
 namespace wick::test {
 
@@ -17,6 +19,8 @@ std::filesystem::path temp_dir(std::string_view tag = "t");
 std::filesystem::path fixture(std::string_view rel);
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, std::string_view bytes);
+/// A CPU f32 tensor of normal(0, scale) values drawn from `rng` in element order.
+Tensor random_normal(const Shape& shape, std::mt19937& rng, float scale = 1.0f);
 
 /// Runs `statement`, expects a wick::Error of `want_kind` whose message contains every `needle`.
 /// (The parameter is not called `kind`: the macro would rewrite `e_.kind()` with it.)

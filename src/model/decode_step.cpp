@@ -155,8 +155,7 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Ten
 }
 
 Tensor DecodeSteps::run(const ModelWeights& weights, const Span& span, int32_t token, const LoraSource* lora) {
-  const Heads heads = pick_heads(weights, nullptr);  // steps with a replaced head or embedding are not recorded
-  Recorded& r = recorded_for(*span.cache, heads.head);
+  Recorded& r = recorded_for(*span.cache, weights.head);
   epoch_ = epoch_ == INT32_MAX ? 1 : epoch_ + 1;
   const StepInputs in{.lora_table = fused_ ? table_address(lora) : nullptr,
                       .token = token,
@@ -165,6 +164,7 @@ Tensor DecodeSteps::run(const ModelWeights& weights, const Span& span, int32_t t
   backend_.write(r.inputs, &in, sizeof in);
   std::unique_ptr<Graph>& graph = lora ? r.lora : r.base;
   if (!graph) {
+    const Heads heads = pick_heads(weights, nullptr);  // steps with a replaced head or embedding are not recorded
     const auto body = [&] {
       if (fused_) {
         FusedOps ops(backend_, *fused_, config_, *span.cache, r, lora_table_, lora != nullptr);

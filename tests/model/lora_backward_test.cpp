@@ -16,13 +16,6 @@ namespace {
 constexpr int64_t kRows = 3, kIn = 7, kOut = 5, kRank = 2, kLayer = 1;
 constexpr float kScale = 1.75f;
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::empty(shape, DType::f32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
 struct OneProjection : LoraSource {
   LoraFactors f;
   const LoraFactors* factors(int layer, ProjKind kind) const override {
@@ -34,14 +27,14 @@ class LoraBackward : public ::testing::Test {
  protected:
   void SetUp() override {
     std::mt19937 rng(11);
-    x = random_tensor({kRows, kIn}, rng);
-    proj = {.weight = random_tensor({kOut, kIn}, rng, 0.3f), .bias = random_tensor({kOut}, rng), .layer = kLayer,
+    x = random_normal({kRows, kIn}, rng);
+    proj = {.weight = random_normal({kOut, kIn}, rng, 0.3f), .bias = random_normal({kOut}, rng), .layer = kLayer,
             .kind = ProjKind::down};
-    lora.f = {.a = random_tensor({kRank, kIn}, rng, 0.4f), .b = random_tensor({kOut, kRank}, rng, 0.4f),
+    lora.f = {.a = random_normal({kRank, kIn}, rng, 0.4f), .b = random_normal({kOut, kRank}, rng, 0.4f),
               .scale = kScale};
-    d_out = random_tensor({kRows, kOut}, rng);
-    prior_a = random_tensor({kRank, kIn}, rng);  // gradients accumulate onto what is there
-    prior_b = random_tensor({kOut, kRank}, rng);
+    d_out = random_normal({kRows, kOut}, rng);
+    prior_a = random_normal({kRank, kIn}, rng);  // gradients accumulate onto what is there
+    prior_b = random_normal({kOut, kRank}, rng);
   }
   // L = Σ d_out ⊙ linear(x), in double.
   double loss() {

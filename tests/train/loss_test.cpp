@@ -14,19 +14,12 @@ namespace {
 
 constexpr int64_t kRows = 5, kHidden = 6, kVocab = 11;
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::empty(shape, DType::f32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
 class HeadLoss : public ::testing::Test {
  protected:
   void SetUp() override {
     std::mt19937 rng(5);
-    x = random_tensor({kRows, kHidden}, rng);
-    head = random_tensor({kVocab, kHidden}, rng, 0.7f);
+    x = random_normal({kRows, kHidden}, rng);
+    head = random_normal({kVocab, kHidden}, rng, 0.7f);
     targets = Tensor::from_ints({3, -100, 10, 0, 7}, {kRows});
   }
   std::unique_ptr<Backend> cpu = make_cpu_backend();

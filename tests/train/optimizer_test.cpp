@@ -17,25 +17,18 @@ namespace {
 
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale) {
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> v(size_t(shape_numel(shape)));
-  for (float& x : v) x = normal(rng);
-  return Tensor::from_floats(v, shape);
-}
-
 std::vector<Param> make_params(std::mt19937& rng) {
   std::vector<Param> params;
   int i = 0;
   for (const Shape& s : {Shape{4, 6}, Shape{6}, Shape{3, 5}})
-    params.push_back({.name = "p" + std::to_string(i++), .value = random_tensor(s, rng, 0.5f),
+    params.push_back({.name = "p" + std::to_string(i++), .value = random_normal(s, rng, 0.5f),
                       .grad = Tensor::zeros(s, DType::f32)});
   return params;
 }
 
 // Fills every grad with fresh values drawn from `rng` (the same sequence for runs seeded alike).
 void draw_grads(std::vector<Param>& params, std::mt19937& rng) {
-  for (Param& p : params) p.grad = random_tensor(p.value.shape(), rng, 0.1f);
+  for (Param& p : params) p.grad = random_normal(p.value.shape(), rng, 0.1f);
 }
 
 bool bitwise_equal(const Tensor& a, const Tensor& b) {
