@@ -149,6 +149,7 @@ class Model {
   struct Impl;  // src/model/model_impl.h
 
  private:
+  friend struct ModelTraining;  // src/model/training.h: the training passes of the train layer
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -56,6 +56,10 @@ struct Span {
 /// Attention over a model's heads: scale 1/√head_dim.
 AttentionParams attention_params(const ModelConfig& c);
 
+/// One decoder layer: norm → self-attention → residual → norm → MLP → residual, each step run by `ops`; a.x is the
+/// residual stream, in and out.
+void decoder_layer(LayerOps& ops, const LayerWeights& w, int64_t layer, Activations& a);
+
 /// The whole model: embedding → decoder layers → final norm → head, each step run by `ops`; logits as
 /// ops.logits() places them.
 void forward_pass(LayerOps& ops, const ModelWeights& w, const Heads& heads, Activations& a, Tensor& logits);

@@ -45,8 +45,8 @@ void linear(Backend& backend, const Tensor& x, const Projection& proj, const Lor
 }
 
 void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
-                     const Tensor& d_out, Tensor* dx, LoraGrads* grads) {
-  if (dx) backend.matmul(d_out, proj.weight, *dx);  // d_out·W
+                     const Tensor& d_out, Tensor* dx, LoraGrads* grads, bool accumulate_dx) {
+  if (dx) backend.matmul(d_out, proj.weight, *dx, {.beta = accumulate_dx ? 1.0f : 0.0f});  // d_out·W
   const LoraFactors* f = lora ? lora->factors(proj.layer, proj.kind) : nullptr;
   if (!f) return;
   const int64_t rows = x.dim(0), rank = f->a.dim(0);

@@ -87,8 +87,9 @@ struct LoraGrads {
 ///   dx = d_out·W + scale·(d_out·B)·A                      written, when dx is given
 ///   grads->b += scale·d_outᵀ·(x·Aᵀ),  grads->a += scale·(d_out·B)ᵀ·x    when lora has factors for proj
 /// x [rows, in]; d_out [rows, out]; dx [rows, in]. Either of dx and grads may be null (the first layer's input
-/// needs no gradient; a projection the adapter leaves alone has no factors to train).
+/// needs no gradient; a projection the adapter leaves alone has no factors to train). With accumulate_dx, dx is
+/// added to instead of written (projections that share an input: q, k and v; gate and up).
 void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
-                     const Tensor& d_out, Tensor* dx, LoraGrads* grads);
+                     const Tensor& d_out, Tensor* dx, LoraGrads* grads, bool accumulate_dx = false);
 
 }  // namespace wick

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "model/forward.h"
+#include "model/train_ops.h"
 
 namespace wick {
 
@@ -35,8 +36,6 @@ AttentionParams attention_params(const ModelConfig& c) {
           .scale = float(1.0 / std::sqrt(double(c.head_dim)))};
 }
 
-namespace {
-
 // One decoder layer, top to bottom as the paper draws it: norm → self-attention → residual → norm → MLP →
 // residual.
 void decoder_layer(LayerOps& ops, const LayerWeights& w, int64_t layer, Activations& a) {
@@ -47,12 +46,26 @@ void decoder_layer(LayerOps& ops, const LayerWeights& w, int64_t layer, Activati
   ops.add_projection(a.mlp, w.down, a.x);                                         // x += down_proj(mlp)
 }
 
-}  // namespace
-
 void forward_pass(LayerOps& ops, const ModelWeights& w, const Heads& heads, Activations& a, Tensor& logits) {
   ops.embed(heads.embed, a.x);
   for (size_t l = 0; l < w.layers.size(); ++l) decoder_layer(ops, w.layers[l], int64_t(l), a);
   ops.logits(rmsnorm(a.x, w.final_norm), heads.head, logits);
+}
+
+// Training: the same forward, then its steps' backward twins in reverse order, the head first. With recomputation
+// (gradient checkpointing) the forward kept only each layer's input; the layer runs again from it just before its
+// backward.
+double train_pass(TrainOps& ops, const ModelWeights& w, const Heads& heads, Activations& a) {
+  Tensor no_logits;  // the training lowering's head keeps its rows for the loss instead
+  forward_pass(ops, w, heads, a, no_logits);
+  const int64_t layers = int64_t(w.layers.size());
+  const double loss = ops.backward_from(layers);
+  for (int64_t l = layers - 1; l >= 0; --l) {
+    if (ops.restore_input(l, a.x)) decoder_layer(ops, w.layers[size_t(l)], l, a);
+    ops.backward_from(l);
+  }
+  ops.backward_from(-1);
+  return loss;
 }
 
 }  // namespace wick
