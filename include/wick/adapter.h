@@ -24,6 +24,7 @@ struct LoraConfig {
   int64_t r = 8;             ///< rank (≥ 1)
   double lora_alpha = 8.0;   ///< scale = lora_alpha / r, or lora_alpha / √r with use_rslora
   bool use_rslora = false;
+  double lora_dropout = 0.0;  ///< training only: dropout on the LoRA path's input, in [0, 1)
   /// Which projections carry LoRA: module names matched as PEFT does (the whole key, or its end after a
   /// '.'); a Python regex (full match on the key) in target_regex; or all_linear (the seven projections).
   std::vector<std::string> target_modules;
@@ -121,6 +122,11 @@ class AdapterRegistry {
   /// Adds an adapter made in memory under its info().name; bad_input when the name is taken or the
   /// adapter was made for a model of another shape.
   void add(std::shared_ptr<const LoraAdapter> adapter);
+  /// Adds an adapter under its info().name, or replaces the version held under that name: a new version of an
+  /// adapter (a training run publishing). When the old version was in effect, the new one is put in effect in
+  /// the same step. Requests in flight keep the version they started with. Returns the version replaced (or
+  /// nullptr). bad_input when the adapter has no name or was made for a model of another shape.
+  std::shared_ptr<const LoraAdapter> put(std::shared_ptr<const LoraAdapter> adapter);
   /// Drops `name` (deactivating it first if it is in effect); false when absent. Requests holding it
   /// finish with it; its memory goes when the last of them does.
   bool unload(const std::string& name);

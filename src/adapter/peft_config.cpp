@@ -114,6 +114,10 @@ LoraConfig LoraConfig::parse(const std::string& text, const std::string& source)
   LoraConfig c;
   if (const ojson* v = field(j, "r")) c.r = rank_value(*v, source, "r");
   if (const ojson* v = field(j, "lora_alpha")) c.lora_alpha = finite_number(*v, source, "lora_alpha");
+  if (const ojson* v = field(j, "lora_dropout")) {
+    c.lora_dropout = finite_number(*v, source, "lora_dropout");
+    if (c.lora_dropout < 0 || c.lora_dropout >= 1) bad_field(source, "lora_dropout", "a number in [0, 1)", *v);
+  }
   if (const ojson* v = field(j, "use_rslora")) {
     if (!v->is_boolean()) bad_field(source, "use_rslora", "true or false", *v);
     c.use_rslora = v->get<bool>();
@@ -185,7 +189,7 @@ std::string LoraConfig::to_json() const {
   j["lora_alpha"] = lora_alpha;
   j["use_rslora"] = use_rslora;
   j["use_dora"] = false;
-  j["lora_dropout"] = 0.0;
+  j["lora_dropout"] = lora_dropout;
   j["bias"] = "none";
   j["fan_in_fan_out"] = false;
   j["init_lora_weights"] = true;

@@ -1,4 +1,6 @@
 // AdapterRegistry: resident adapters by name; activation is the model's pointer exchange.
+#include <utility>
+
 #include "adapter/lora.h"
 #include "wick/adapter.h"
 #include "wick/error.h"
@@ -26,6 +28,19 @@ void AdapterRegistry::add(std::shared_ptr<const LoraAdapter> adapter) {
   const std::lock_guard lock(mutex_);
   if (!adapters_.emplace(name, std::move(adapter)).second)
     fail(ErrorKind::bad_input, "adapter '" + name + "' is already loaded");
+}
+
+std::shared_ptr<const LoraAdapter> AdapterRegistry::put(std::shared_ptr<const LoraAdapter> adapter) {
+  if (!adapter) fail(ErrorKind::bad_input, "AdapterRegistry::put: no adapter");
+  const std::string& name = adapter->info().name;
+  if (name.empty()) fail(ErrorKind::bad_input, "AdapterRegistry::put: the adapter has no name");
+  adapter->check_fits(*model_);
+  std::shared_ptr<const LoraAdapter> old;  // released after the lock
+  const std::lock_guard lock(mutex_);
+  std::shared_ptr<const LoraAdapter>& slot = adapters_[name];
+  old = std::exchange(slot, adapter);
+  if (old && model_->current_adapter() == old) model_->apply_adapter(adapter);
+  return old;
 }
 
 bool AdapterRegistry::unload(const std::string& name) {

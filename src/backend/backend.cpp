@@ -31,6 +31,7 @@ void Backend::attention_backward(const AttentionInputs&, const Tensor&, Attentio
 }
 double Backend::cross_entropy(const Tensor&, const Tensor&, float, Tensor&) { no_training_op(*this, "cross_entropy"); }
 void Backend::embedding_backward(const Tensor&, const Tensor&, Tensor&) { no_training_op(*this, "embedding_backward"); }
+void Backend::dropout(const Tensor&, float, uint64_t, Tensor&) { no_training_op(*this, "dropout"); }
 
 #ifdef WICK_WITH_CUDA
 std::unique_ptr<Backend> make_cuda_backend();

@@ -209,6 +209,10 @@ class Backend {
   /// per counted row, 0 on ignored rows (target −100).  logits, d_logits f32 [rows, classes]; targets i32 [rows].
   /// A target outside [0, classes) that is not −100 is bad input.
   virtual double cross_entropy(const Tensor& logits, const Tensor& targets, float scale, Tensor& d_logits);
+  /// out = x ⊙ keep / (1 − p), keep drawn by dropout_keeps(seed, i, p) for element i (backend/dropout_mask.h): the
+  /// same mask for the same seed and shape on every backend, so applying it to a gradient gives dropout's backward.
+  /// p in [0, 1); out may alias x.  x, out of one shape.
+  virtual void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out);
   /// d_table[ids[t], :] += d_out[t, :] (a trainable embedding).  ids i32 [tokens]; d_out [tokens, hidden];
   /// d_table [vocab, hidden].
   virtual void embedding_backward(const Tensor& ids, const Tensor& d_out, Tensor& d_table);

@@ -35,30 +35,50 @@ const Tensor& LoraSource::device_table(int64_t layers, Backend& backend) const {
   return device_table_;
 }
 
-void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out) {
+namespace {
+
+// The LoRA path's input: x, or dropout(x) in new storage.
+Tensor lora_input(Backend& backend, const Tensor& x, const LoraDropout& dropout) {
+  if (dropout.p <= 0.0f) return x;
+  Tensor dropped = backend.alloc(x.shape(), x.dtype());
+  backend.dropout(x, dropout.p, dropout.seed, dropped);
+  return dropped;
+}
+
+}  // namespace
+
+void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out,
+            const LoraDropout& dropout) {
   backend.linear(x, proj.weight, proj.bias, out);
   const LoraFactors* f = lora ? lora->factors(proj.layer, proj.kind) : nullptr;
   if (!f) return;
   Tensor low = backend.alloc({x.dim(0), f->a.dim(0)}, backend.compute_dtype());  // [rows, rank]
-  backend.linear(x, f->a, Tensor(), low);
+  backend.linear(lora_input(backend, x, dropout), f->a, Tensor(), low);
   backend.linear(low, f->b, Tensor(), out, {.alpha = f->scale, .beta = 1.0f});
 }
 
 void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
-                     const Tensor& d_out, Tensor* dx, LoraGrads* grads, bool accumulate_dx) {
-  if (dx) backend.matmul(d_out, proj.weight, *dx, {.beta = accumulate_dx ? 1.0f : 0.0f});  // d_out·W
+                     const Tensor& d_out, Tensor* dx, LoraGrads* grads, const LinearBackwardOptions& o) {
+  if (dx) backend.matmul(d_out, proj.weight, *dx, {.beta = o.accumulate_dx ? 1.0f : 0.0f});  // d_out·W
   const LoraFactors* f = lora ? lora->factors(proj.layer, proj.kind) : nullptr;
   if (!f) return;
   const int64_t rows = x.dim(0), rank = f->a.dim(0);
   const DType dt = backend.compute_dtype();
-  Tensor d_low = backend.alloc({rows, rank}, dt);  // d_out·B: the gradient of the low-rank t = x·Aᵀ, before scale
+  Tensor d_low = backend.alloc({rows, rank}, dt);  // d_out·B: the gradient of the low-rank t = x'·Aᵀ, before scale
   backend.matmul(d_out, f->b, d_low);
-  if (dx) backend.matmul(d_low, f->a, *dx, {.alpha = f->scale, .beta = 1.0f});
+  if (dx && o.dropout.p <= 0.0f) backend.matmul(d_low, f->a, *dx, {.alpha = f->scale, .beta = 1.0f});
+  if (dx && o.dropout.p > 0.0f) {  // through the mask: the same draw as the forward's
+    Tensor through = backend.alloc(dx->shape(), dx->dtype());
+    backend.matmul(d_low, f->a, through, {.alpha = f->scale});
+    backend.dropout(through, o.dropout.p, o.dropout.seed, through);
+    backend.add(*dx, through, *dx);
+  }
   if (!grads) return;
-  Tensor low = backend.alloc({rows, rank}, dt);  // t = x·Aᵀ, recomputed
-  backend.linear(x, f->a, Tensor(), low);
+  const Tensor in = lora_input(backend, x, o.dropout);
+  Tensor low = backend.alloc({rows, rank}, dt);  // t = x'·Aᵀ, recomputed
+  backend.linear(in, f->a, Tensor(), low);
   backend.matmul(d_out, low, grads->b, {.transpose_a = true, .alpha = f->scale, .beta = 1.0f});
-  backend.matmul(d_low, x, grads->a, {.transpose_a = true, .alpha = f->scale, .beta = 1.0f});
+  backend.matmul(d_low, in, grads->a, {.transpose_a = true, .alpha = f->scale, .beta = 1.0f});
 }
 
 }  // namespace wick

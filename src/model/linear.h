@@ -71,9 +71,17 @@ class LoraSource {
 /// The index of (layer, kind) in a LoraSource::Table.
 constexpr int64_t lora_slot(int64_t layer, ProjKind kind) { return layer * kProjKinds + int64_t(kind); }
 
-/// The LoRA chokepoint: out = x·Wᵀ + bias + scale · (x·Aᵀ)·Bᵀ with the factors `lora` holds for proj's (layer,
-/// kind), or none.  x [rows, in]; out [rows, out].
-void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out);
+/// PEFT's lora_dropout on one projection call: the LoRA path reads dropout(x) (Backend::dropout with this seed),
+/// the frozen weight reads x. p 0: none.
+struct LoraDropout {
+  float p = 0.0f;
+  uint64_t seed = 0;
+};
+
+/// The LoRA chokepoint: out = x·Wᵀ + bias + scale · (x'·Aᵀ)·Bᵀ with the factors `lora` holds for proj's (layer,
+/// kind), or none; x' = dropout(x) when training with LoRA dropout, else x.  x [rows, in]; out [rows, out].
+void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out,
+            const LoraDropout& dropout = {});
 
 /// Gradients of one projection's LoRA factors, shaped as the factors (PEFT's lora_A [rank, in], lora_B
 /// [out, rank]); the backward accumulates into them.
@@ -82,14 +90,18 @@ struct LoraGrads {
   Tensor b;
 };
 
-/// The chokepoint's backward, for out = linear(x, proj, lora) and the gradient d_out of out (base weight and bias
-/// frozen, as in LoRA training):
-///   dx = d_out·W + scale·(d_out·B)·A                      written, when dx is given
-///   grads->b += scale·d_outᵀ·(x·Aᵀ),  grads->a += scale·(d_out·B)ᵀ·x    when lora has factors for proj
+struct LinearBackwardOptions {
+  bool accumulate_dx = false;  // add to dx instead of writing it (projections sharing an input: q, k, v; gate, up)
+  LoraDropout dropout{};       // the forward's dropout (same seed: the same mask)
+};
+
+/// The chokepoint's backward, for out = linear(x, proj, lora, dropout) and the gradient d_out of out (base weight
+/// and bias frozen, as in LoRA training), with x' = dropout(x) (x without dropout):
+///   dx = d_out·W + dropout(scale·(d_out·B)·A)                   written (or added), when dx is given
+///   grads->b += scale·d_outᵀ·(x'·Aᵀ),  grads->a += scale·(d_out·B)ᵀ·x'    when lora has factors for proj
 /// x [rows, in]; d_out [rows, out]; dx [rows, in]. Either of dx and grads may be null (the first layer's input
-/// needs no gradient; a projection the adapter leaves alone has no factors to train). With accumulate_dx, dx is
-/// added to instead of written (projections that share an input: q, k and v; gate and up).
+/// needs no gradient; a projection the adapter leaves alone has no factors to train).
 void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
-                     const Tensor& d_out, Tensor* dx, LoraGrads* grads, bool accumulate_dx = false);
+                     const Tensor& d_out, Tensor* dx, LoraGrads* grads, const LinearBackwardOptions& options = {});
 
 }  // namespace wick

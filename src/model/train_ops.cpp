@@ -70,9 +70,9 @@ void TrainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
   QkvStep s{.x = copy(*h.x), .normed = normalize(h), .k = b_.alloc({T, c_.kv_dim()}, b_.compute_dtype()),
             .v = b_.alloc({T, c_.kv_dim()}, b_.compute_dtype()), .norm = h.weight, .proj = {q, k, v},
             .stream = h.x->raw(), .q_out = q_out.raw()};
-  linear(b_, s.normed, q, lora_, q_out);
-  linear(b_, s.normed, k, lora_, s.k);
-  linear(b_, s.normed, v, lora_, s.v);
+  linear(b_, s.normed, q, lora_, q_out, dropout_of(q));
+  linear(b_, s.normed, k, lora_, s.k, dropout_of(k));
+  linear(b_, s.normed, v, lora_, s.v, dropout_of(v));
   Tensor qh = q_out.reshape({T, c_.num_heads, d}), kh = s.k.reshape({T, c_.num_kv_heads, d});
   b_.rope(qh, batch_.positions, c_.rope_theta);
   b_.rope(kh, batch_.positions, c_.rope_theta);
@@ -98,7 +98,7 @@ void TrainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
 void TrainOps::add_projection(const Tensor& in, const Projection& w, Tensor& x) {
   ProjectionStep s{.in = copy(in), .proj = w, .in_key = in.raw(), .stream = x.raw()};
   Tensor y = b_.alloc(x.shape(), x.dtype());
-  linear(b_, in, w, lora_, y);
+  linear(b_, in, w, lora_, y, dropout_of(w));
   b_.add(x, y, x);
   record(w.layer, std::move(s));
 }
@@ -107,8 +107,8 @@ void TrainOps::gated_mlp_input(const Normed& m, const Projection& gate, const Pr
   MlpStep s{.x = copy(*m.x), .normed = normalize(m), .gate = b_.alloc(out.shape(), out.dtype()),
             .up = b_.alloc(out.shape(), out.dtype()), .norm = m.weight, .proj = {gate, up}, .stream = m.x->raw(),
             .out = out.raw()};
-  linear(b_, s.normed, gate, lora_, s.gate);
-  linear(b_, s.normed, up, lora_, s.up);
+  linear(b_, s.normed, gate, lora_, s.gate, dropout_of(gate));
+  linear(b_, s.normed, up, lora_, s.up, dropout_of(up));
   b_.swiglu(s.gate, s.up, out);
   record(gate.layer, std::move(s));
 }
@@ -141,6 +141,8 @@ double TrainOps::backward_from(int64_t layer) {
 }
 
 double TrainOps::backward(const HeadStep& s) {
+  if (options_.loss_only)
+    return head_cross_entropy(b_, s.normed, s.head, batch_.targets, {}, {.chunk_rows = options_.loss_chunk_rows});
   Tensor d_normed = b_.alloc(s.normed.shape(), s.normed.dtype());
   Tensor* d_head = grads_.head.defined() ? &grads_.head : nullptr;
   const double loss = head_cross_entropy(b_, s.normed, s.head, batch_.targets, {.dx = &d_normed, .d_head = d_head},
@@ -162,7 +164,8 @@ double TrainOps::backward(const HeadStep& s) {
 
 void TrainOps::backward(const ProjectionStep& s) {
   Tensor d_in = b_.alloc(s.in.shape(), s.in.dtype());
-  linear_backward(b_, s.in, s.proj, lora_, peek_grad(s.stream), &d_in, grads_of(s.proj));  // x passes through
+  linear_backward(b_, s.in, s.proj, lora_, peek_grad(s.stream), &d_in, grads_of(s.proj),
+                  {.dropout = dropout_of(s.proj)});  // x passes through
   add_grad(s.in_key, d_in);
 }
 
@@ -171,8 +174,10 @@ void TrainOps::backward(const MlpStep& s) {
   Tensor d_gate = b_.alloc(s.gate.shape(), s.gate.dtype()), d_up = b_.alloc(s.up.shape(), s.up.dtype());
   b_.swiglu_backward(s.gate, s.up, d_out, d_gate, d_up);
   Tensor d_normed = b_.alloc(s.normed.shape(), s.normed.dtype());
-  linear_backward(b_, s.normed, s.proj[0], lora_, d_gate, &d_normed, grads_of(s.proj[0]));
-  linear_backward(b_, s.normed, s.proj[1], lora_, d_up, &d_normed, grads_of(s.proj[1]), true);
+  linear_backward(b_, s.normed, s.proj[0], lora_, d_gate, &d_normed, grads_of(s.proj[0]),
+                  {.dropout = dropout_of(s.proj[0])});
+  linear_backward(b_, s.normed, s.proj[1], lora_, d_up, &d_normed, grads_of(s.proj[1]),
+                  {.accumulate_dx = true, .dropout = dropout_of(s.proj[1])});
   norm_backward(s.x, *s.norm, d_normed, s.stream);
 }
 
@@ -207,9 +212,12 @@ void TrainOps::backward(const QkvStep& s) {
   b_.rope_backward(dqh, batch_.positions, c_.rope_theta);
   b_.rope_backward(dkh, batch_.positions, c_.rope_theta);
   Tensor d_normed = b_.alloc(s.normed.shape(), s.normed.dtype());
-  linear_backward(b_, s.normed, s.proj[0], lora_, dq, &d_normed, grads_of(s.proj[0]));
-  linear_backward(b_, s.normed, s.proj[1], lora_, dk, &d_normed, grads_of(s.proj[1]), true);
-  linear_backward(b_, s.normed, s.proj[2], lora_, dv, &d_normed, grads_of(s.proj[2]), true);
+  linear_backward(b_, s.normed, s.proj[0], lora_, dq, &d_normed, grads_of(s.proj[0]),
+                  {.dropout = dropout_of(s.proj[0])});
+  linear_backward(b_, s.normed, s.proj[1], lora_, dk, &d_normed, grads_of(s.proj[1]),
+                  {.accumulate_dx = true, .dropout = dropout_of(s.proj[1])});
+  linear_backward(b_, s.normed, s.proj[2], lora_, dv, &d_normed, grads_of(s.proj[2]),
+                  {.accumulate_dx = true, .dropout = dropout_of(s.proj[2])});
   norm_backward(s.x, *s.norm, d_normed, s.stream);
 }
 
@@ -225,6 +233,13 @@ LoraGrads* TrainOps::grads_of(const Projection& p) {
   if (!lora_ || !lora_->factors(p.layer, p.kind)) return nullptr;
   LoraGrads& g = grads_.slots.at(size_t(lora_slot(p.layer, p.kind)));
   return g.a.defined() ? &g : nullptr;
+}
+
+LoraDropout TrainOps::dropout_of(const Projection& p) const {
+  if (options_.lora_dropout <= 0.0f) return {};
+  // splitmix64's increment separates the streams of (layer, projection); the mask hashes the element index in.
+  return {.p = options_.lora_dropout,
+          .seed = options_.dropout_seed ^ (uint64_t(lora_slot(p.layer, p.kind)) + 1) * 0xD1B54A32D192ED03ull};
 }
 
 // --- Gradients between steps ---

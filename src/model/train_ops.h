@@ -41,6 +41,9 @@ struct TrainOpsOptions {
   float loss_scale = 1.0f;        // the gradients are those of loss_scale · Σ loss
   int64_t loss_chunk_rows = 1024;  // head_cross_entropy's chunk
   bool recompute = false;          // keep only each layer's input; run the layer again in the backward
+  bool loss_only = false;          // the head's step gives the loss and no gradient (an eval pass)
+  float lora_dropout = 0.0f;       // PEFT's lora_dropout on every LoRA path's input
+  uint64_t dropout_seed = 0;       // this pass's masks: each projection call draws from a seed derived from it
 };
 
 class TrainOps final : public LayerOps {
@@ -121,6 +124,8 @@ class TrainOps final : public LayerOps {
   // The gradient of rmsnorm(x, norm) flowing back into the stream.
   void norm_backward(const Tensor& x, const Tensor& norm, const Tensor& d_normed, const void* stream);
   LoraGrads* grads_of(const Projection& p);
+  // The dropout of p's LoRA path in this pass (the same in its backward and in a recomputed forward).
+  LoraDropout dropout_of(const Projection& p) const;
 
   // Gradients of the forward's tensors, by storage: consumers add, the producer takes.
   void add_grad(const void* key, Tensor g);

@@ -58,9 +58,12 @@ HostBatch flatten(const ModelConfig& c, std::span<const TrainSequence> batch) {
 
 Backend& ModelTraining::backend(const Model& model) { return *model.impl_->backend; }
 
-double ModelTraining::train_pass(const Model& model, std::span<const TrainSequence> batch, const LoraSource& lora,
-                                 LoraGradients& grads, const TrainOpsOptions& options) {
-  Model::Impl& impl = *model.impl_;
+namespace {
+
+// Runs `pass(ops, weights, heads, activations)` over `batch` under the model's locks, with the training lowering.
+template <class Pass>
+double with_train_ops(Model::Impl& impl, std::span<const TrainSequence> batch, const LoraSource& lora,
+                      LoraGradients& grads, const TrainOpsOptions& options, Pass&& pass) {
   const ModelConfig& c = impl.config;
   Backend& b = *impl.backend;
   const HostBatch h = flatten(c, batch);
@@ -79,7 +82,35 @@ double ModelTraining::train_pass(const Model& model, std::span<const TrainSequen
   const Heads heads = pick_heads(impl.weights, &lora);
   Activations a(b, c, T);
   TrainOps ops(b, c, tb, &lora, grads, options);
-  return wick::train_pass(ops, impl.weights, heads, a);
+  return pass(ops, impl.weights, heads, a);
+}
+
+}  // namespace
+
+double ModelTraining::train_pass(const Model& model, std::span<const TrainSequence> batch, const LoraSource& lora,
+                                 LoraGradients& grads, const TrainOpsOptions& options) {
+  return with_train_ops(*model.impl_, batch, lora, grads, options,
+                        [](TrainOps& ops, const ModelWeights& w, const Heads& heads, Activations& a) {
+                          return wick::train_pass(ops, w, heads, a);
+                        });
+}
+
+double ModelTraining::loss(const Model& model, std::span<const TrainSequence> batch, const LoraSource& lora,
+                           int64_t loss_chunk_rows) {
+  LoraGradients none;
+  // Recomputation's bookkeeping keeps only each layer's input: the forward holds one layer's records at a time.
+  const TrainOpsOptions options{.loss_chunk_rows = loss_chunk_rows, .recompute = true, .loss_only = true};
+  return with_train_ops(*model.impl_, batch, lora, none, options,
+                        [](TrainOps& ops, const ModelWeights& w, const Heads& heads, Activations& a) {
+                          Tensor no_logits;
+                          forward_pass(ops, w, heads, a, no_logits);
+                          return ops.backward_from(int64_t(w.layers.size()));
+                        });
+}
+
+Tensor ModelTraining::head_weight(const Model& model) {
+  const std::shared_lock weights_lock(model.impl_->weights_mutex);
+  return model.impl_->backend->download(model.impl_->weights.head);
 }
 
 }  // namespace wick

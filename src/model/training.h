@@ -30,6 +30,12 @@ struct ModelTraining {
   /// weights (gradients would be of the merged model).
   static double train_pass(const Model& model, std::span<const TrainSequence> batch, const LoraSource& lora,
                            LoraGradients& grads, const TrainOpsOptions& options);
+  /// Σ loss of `batch` with `lora`, forward only (an eval set), checked as train_pass checks.
+  static double loss(const Model& model, std::span<const TrainSequence> batch, const LoraSource& lora,
+                     int64_t loss_chunk_rows = 1024);
+  /// A CPU f32 copy of the output head (lm_head, the tied embedding, or score): what PEFT copies into a trained
+  /// head before its first step.
+  static Tensor head_weight(const Model& model);
 };
 
 }  // namespace wick

@@ -349,6 +349,33 @@ TEST_F(CpuBackward, Embedding) {
                     "embedding_backward", "[4, 4]");
 }
 
+// Dropout keeps about 1 − p of the elements, scales them by 1/(1 − p), draws the same mask for the same seed and
+// shape (so applying it to a gradient is its backward), another mask for another seed, and may work in place.
+TEST_F(CpuBackward, DropoutIsASeededMask) {
+  const int64_t n = 20000;
+  const float p = 0.25f;
+  Tensor ones = Tensor::empty({100, n / 100}, DType::f32);
+  for (int64_t i = 0; i < n; ++i) ones.data<float>()[i] = 1.0f;
+  Tensor a = Tensor::empty(ones.shape(), DType::f32), b = Tensor::empty(ones.shape(), DType::f32);
+  be->dropout(ones, p, 42, a);
+  int64_t kept = 0, same_as_other_seed = 0;
+  Tensor c = ones.clone();
+  be->dropout(c, p, 42, c);  // in place
+  be->dropout(ones, p, 43, b);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = a.data<float>()[i];
+    ASSERT_TRUE(v == 0.0f || v == 1.0f / (1.0f - p)) << v;
+    kept += v != 0.0f;
+    same_as_other_seed += (v != 0.0f) == (b.data<float>()[i] != 0.0f);
+    ASSERT_EQ(c.data<float>()[i], v) << "the same seed draws the same mask";
+  }
+  EXPECT_NEAR(double(kept) / n, 1.0 - p, 0.015);
+  EXPECT_LT(same_as_other_seed, n - 1000) << "another seed draws another mask";
+  EXPECT_WICK_ERROR(be->dropout(ones, 1.0f, 1, a), ErrorKind::internal, "dropout", "p");
+  Tensor part = c.rows(0, 2);
+  EXPECT_WICK_ERROR(be->dropout(ones, p, 1, part), ErrorKind::internal, "dropout");
+}
+
 // The CUDA backend has no training ops yet: each says so, naming the backend and the op (skipped without a GPU).
 TEST_F(CudaBackendTest, BackwardOpsAreUnsupportedYet) {
   Tensor t = gpu->alloc({2, 2}, DType::bf16);

@@ -93,6 +93,7 @@ class TrainPass : public ::testing::TestWithParam<const char*> {
     const std::vector<TrainSequence> v = batch.view();
     return ModelTraining::train_pass(*model, v, *lora, g, o);
   }
+  void check_gradients(const TrainOpsOptions& base);
   std::shared_ptr<Model> model;
   std::unique_ptr<TestLora> lora;
   Batch batch;
@@ -103,11 +104,21 @@ class TrainPass : public ::testing::TestWithParam<const char*> {
 // tensor, against the backward's gradient. The step trades truncation (~1 % where the loss curves most) against f32
 // rounding (~1e-3 of the largest gradient); a missing or wrong term (a dropped residual path, an unrotated
 // gradient) is off by far more.
-TEST_P(TrainPass, GradientsMatchFiniteDifferences) {
+TEST_P(TrainPass, GradientsMatchFiniteDifferences) { check_gradients({}); }
+
+// With LoRA dropout the masks are a function of the seed: the loss is a fixed function of the factors again.
+TEST_P(TrainPass, GradientsMatchFiniteDifferencesWithDropout) {
+  check_gradients({.lora_dropout = 0.3f, .dropout_seed = 77});
+}
+
+void TrainPass::check_gradients(const TrainOpsOptions& base) {
   const float scale = 0.5f;
+  TrainOpsOptions o = base;
+  o.loss_scale = scale;
+  o.loss_chunk_rows = 4;
   LoraGradients g = zero_grads(model->config(), *lora);
   const std::vector<TrainSequence> v = batch.view();
-  const double l0 = ModelTraining::train_pass(*model, v, *lora, g, {.loss_scale = scale, .loss_chunk_rows = 4});
+  const double l0 = ModelTraining::train_pass(*model, v, *lora, g, o);
   EXPECT_TRUE(std::isfinite(l0) && l0 > 0) << l0;
   std::mt19937 pick(3);
   struct Sample {
@@ -121,9 +132,9 @@ TEST_P(TrainPass, GradientsMatchFiniteDifferences) {
       float& x = t.data<float>()[e];
       const float x0 = x, h = 2.5e-3f;
       x = x0 + h;
-      const double up = loss();
+      const double up = loss(base);
       x = x0 - h;
-      const double down = loss();
+      const double down = loss(base);
       x = x0;
       samples.push_back({what + "[" + std::to_string(e) + "]", grad.data<float>()[e],
                          scale * (up - down) / (double(x0 + h) - double(x0 - h))});
@@ -151,6 +162,15 @@ TEST_P(TrainPass, RecomputingEachLayerGivesTheSameGradients) {
   const std::vector<TrainSequence> v = batch.view();
   const double a = ModelTraining::train_pass(*model, v, *lora, kept, {});
   const double b = ModelTraining::train_pass(*model, v, *lora, recomputed, {.recompute = true});
+  LoraGradients dropped = zero_grads(model->config(), *lora), dropped_again = zero_grads(model->config(), *lora);
+  const double c = ModelTraining::train_pass(*model, v, *lora, dropped, {.lora_dropout = 0.2f, .dropout_seed = 5});
+  const double d = ModelTraining::train_pass(*model, v, *lora, dropped_again,
+                                             {.recompute = true, .lora_dropout = 0.2f, .dropout_seed = 5});
+  EXPECT_EQ(c, d) << "a recomputed layer draws the same dropout masks";
+  EXPECT_NE(a, c) << "dropout changes the loss";
+  for (size_t s = 0; s < dropped.slots.size(); ++s)
+    for (int64_t i = 0; i < dropped.slots[s].a.numel(); ++i)
+      ASSERT_EQ(dropped.slots[s].a.data<float>()[i], dropped_again.slots[s].a.data<float>()[i]) << "slot " << s;
   EXPECT_EQ(a, b);
   for (size_t s = 0; s < kept.slots.size(); ++s)
     for (auto [x, y] : {std::pair{&kept.slots[s].a, &recomputed.slots[s].a}, {&kept.slots[s].b, &recomputed.slots[s].b}})

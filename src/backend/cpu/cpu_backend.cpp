@@ -257,6 +257,7 @@ class CpuBackend final : public Backend {
   void embedding_backward(const Tensor& ids, const Tensor& d_out, Tensor& d_table) override {
     cpu::embedding_backward(ids, d_out, d_table);
   }
+  void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out) override { cpu::dropout(x, p, seed, out); }
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/dropout_mask.h"
 #include "core/thread_pool.h"
 
 namespace wick::cpu {
@@ -193,6 +194,18 @@ void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& d_out, 
       du[i] = go[i] * g[i] * sig;
       dg[i] = go[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
     }
+  });
+}
+
+void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out) {
+  const int64_t n = x.numel();
+  expect(out.numel() == n, "dropout", shapes({{"x", &x}, {"out", &out}}));
+  expect(p >= 0.0f && p < 1.0f, "dropout", "p " + std::to_string(p) + " outside [0, 1)");
+  const float* in = x.data<float>();
+  float* o = out.data<float>();
+  const float keep_scale = 1.0f / (1.0f - p);
+  parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) o[i] = dropout_keeps(seed, uint64_t(i), p) ? in[i] * keep_scale : 0.0f;
   });
 }
 

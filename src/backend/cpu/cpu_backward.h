@@ -31,5 +31,6 @@ void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& d_out, 
 void attention_backward(const AttentionInputs& in, const Tensor& d_out, AttentionGrads grads, const AttentionParams& p);
 double cross_entropy(const Tensor& logits, const Tensor& targets, float scale, Tensor& d_logits);
 void embedding_backward(const Tensor& ids, const Tensor& d_out, Tensor& d_table);
+void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out);
 
 }  // namespace wick::cpu
