@@ -170,7 +170,19 @@ Example read_line(std::string_view line, const LineContext& ctx) {
     fail(ErrorKind::corrupt, std::string("not valid JSON (") + e.what() + ")");
   }
   if (!obj.is_object()) fail(ErrorKind::corrupt, "expected a JSON object, found " + obj.dump());
-  return from_object(obj, ctx);
+  Example e = from_object(obj, ctx);
+  if (const std::optional<int64_t> classes = ctx.options.num_labels) {
+    const auto label = obj.find("label");
+    if (label == obj.end() || !label->is_number_integer())
+      fail(ErrorKind::bad_input, "a sequence classifier's example needs \"label\", an integer in [0, " +
+                                     std::to_string(*classes) + ")");
+    const int64_t k = label->get<int64_t>();
+    if (k < 0 || k >= *classes)
+      fail(ErrorKind::bad_input, "\"label\" " + std::to_string(k) + " is outside [0, " + std::to_string(*classes) +
+                                     ") (num_labels)");
+    e.class_label = int32_t(k);
+  }
+  return e;
 }
 
 // Truncation keeps the first seq_len tokens (TRL's keep_start); then some position the shifted loss reads
@@ -180,6 +192,7 @@ void truncate(Example& e, int64_t seq_len, const std::string& file) {
     e.ids.resize(size_t(seq_len));
     e.labels.resize(size_t(seq_len));
   }
+  if (e.class_label >= 0) return;  // a classifier's target is its class
   if (e.labels.size() < 2 || std::all_of(e.labels.begin() + 1, e.labels.end(), [](int32_t l) { return l == kIgnoreLabel; })) {
     fail(ErrorKind::bad_input, file + ": line " + std::to_string(e.line) + ": no target tokens (" +
                                    std::to_string(e.ids.size()) + " tokens after truncation to seq_len " +

@@ -6,6 +6,7 @@
 //   {"prompt": "...", "completion": "..."}   loss on the completion only
 //   {"messages": [{"role", "content"}, ...]} chat template; loss on assistant turns only
 //   {"input_ids": [...], "labels": [...]?}   pre-tokenised; labels default to the ids
+// and, for a sequence classifier, "label": the class (beside "text" or "input_ids").
 // Label rules follow TRL's SFTTrainer (its tokenization since v0.20; checked against trl/trainer/sft_trainer.py
 // of 2026): text and completion get EOS (DatasetOptions::append_eos); conversations are labelled on assistant
 // turns (tokenize_chat). One deliberate difference: a prompt and its completion are tokenized separately and
@@ -39,6 +40,7 @@ struct Example {
   std::vector<int32_t> ids;     // [len], 2 <= len <= seq_len
   std::vector<int32_t> labels;  // [len], a token id or kIgnoreLabel
   int64_t line = 0;             // 1-based line in the file
+  int32_t class_label = -1;     // a sequence classifier's class (the line's "label"); -1 for a causal LM
 };
 
 struct DatasetOptions {
@@ -50,6 +52,9 @@ struct DatasetOptions {
   /// (nothing is appended when the tokenizer names no eos_token). Conversations get none: the template
   /// closes each turn itself.
   bool append_eos = true;
+  /// A sequence classifier's classes: every line must then carry "label", an integer in [0, num_labels), and the
+  /// token labels are not read (the loss is the class at the last token). Unset: a causal LM ("label" ignored).
+  std::optional<int64_t> num_labels = std::nullopt;
 };
 
 /// Reads every example of a JSONL file. `tokenizer` may be null only when every line is pre-tokenised

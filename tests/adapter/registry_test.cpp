@@ -67,6 +67,27 @@ TEST_F(Registry, LoadAddActivateListUnload) {
   EXPECT_EQ(registry->list().size(), 1u);
 }
 
+// put() adds a name or replaces its version; the replaced version stays with whoever holds it, and a version in
+// effect is replaced in effect.
+TEST_F(Registry, PutReplacesAVersionInPlace) {
+  const auto v1 = LoraAdapter::random("live", all_projections(4, 8), *model, 1);
+  const auto v2 = LoraAdapter::random("live", all_projections(4, 8), *model, 2);
+  EXPECT_EQ(registry->put(v1), nullptr);
+  registry->activate("live");
+  const std::shared_ptr<const LoraSource> held = model->active_lora();
+  EXPECT_EQ(registry->put(v2), v1);
+  EXPECT_EQ(model->current_adapter(), v2) << "the version in effect was replaced in effect";
+  EXPECT_EQ(held.get(), &v1->source()) << "a request's snapshot keeps the old version";
+  EXPECT_EQ(registry->list().size(), 1u);
+  registry->deactivate();
+  EXPECT_EQ(registry->put(v1), v2);
+  EXPECT_FALSE(model->has_adapter()) << "an inactive name stays inactive";
+  const auto tied_other = Model::load(fixture("models/tiny-untied"));
+  EXPECT_WICK_ERROR(registry->put(LoraAdapter::random("other", all_projections(4, 8), *tied_other, 3)),
+                    ErrorKind::bad_input, "model");
+  EXPECT_WICK_ERROR(registry->put(nullptr), ErrorKind::bad_input, "no adapter");
+}
+
 // Requests on several threads take a snapshot of the adapter in effect, as the Generator does, and decode
 // with it while another thread swaps between adapters and the base model. Each request must produce
 // exactly what its snapshot produces alone: a swap never reaches a request in flight. Under ASan this
