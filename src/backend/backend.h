@@ -151,6 +151,10 @@ class Backend {
   /// is, so only the summary crosses to the host.
   virtual LogitSummary summarize(const Tensor& logits, int32_t count, const std::vector<int32_t>& gather);
 
+  /// The most device memory this backend's tensors have held at once (torch's max_memory_allocated); 0 for a
+  /// backend in host memory (the process's peak resident set tells that).
+  virtual int64_t peak_memory_bytes() const { return 0; }
+
   /// The fused one-token decode ops, or nullptr where the plain ops serve (the CPU backend).
   virtual FusedDecode* fused_decode() { return nullptr; }
 
@@ -190,8 +194,9 @@ class Backend {
   // Parameter and cache gradients accumulate (+=); input gradients are written (=). By default each fails
   // with ErrorKind::unsupported naming the backend and the op.
 
-  /// out = alpha · op(a)·op(b) + beta · out, op(t) = tᵀ when the flag says so.  a, b, out 2-D f32; op(a) [m, k],
-  /// op(b) [k, n], out [m, n]. Gives linear's backward (W [out, in]): dX = dY·W, dW += dYᵀ·X (beta 1).
+  /// out = alpha · op(a)·op(b) + beta · out, op(t) = tᵀ when the flag says so, accumulated in f32.  a and b 2-D of
+  /// one dtype; out f32 or that dtype; op(a) [m, k], op(b) [k, n], out [m, n]. Gives linear's backward
+  /// (W [out, in]): dX = dY·W, dW += dYᵀ·X (beta 1).
   virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulParams& p = {});
   /// dx = ∂/∂x of Σ d_out ⊙ rmsnorm(x, weight, eps) (weight frozen).  x, d_out, dx [rows, n]; weight [n].
   virtual void rmsnorm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& d_out, Tensor& dx);
@@ -206,7 +211,8 @@ class Backend {
   virtual void attention_backward(const AttentionInputs& in, const Tensor& d_out, AttentionGrads grads,
                                   const AttentionParams& p);
   /// Σ over counted rows of −log softmax(logits[r])[targets[r]], and d_logits = scale · (softmax − onehot(target))
-  /// per counted row, 0 on ignored rows (target −100).  logits, d_logits f32 [rows, classes]; targets i32 [rows].
+  /// per counted row, 0 on ignored rows (target −100).  logits f32 [rows, classes]; d_logits [rows, classes], f32 or
+  /// the compute dtype; targets i32 [rows].
   /// A target outside [0, classes) that is not −100 is bad input.
   virtual double cross_entropy(const Tensor& logits, const Tensor& targets, float scale, Tensor& d_logits);
   /// out = x ⊙ keep / (1 − p), keep drawn by dropout_keeps(seed, i, p) for element i (backend/dropout_mask.h): the

@@ -27,19 +27,33 @@ void write_atomically(const fs::path& path, const std::string& text) {
     std::ofstream f(tmp, std::ios::binary);
     f << text;
     f.close();
-    if (!f) fail(ErrorKind::bad_input, path.string() + ": cannot write");
+    if (!f) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      fail(ErrorKind::bad_input, path.string() + ": cannot write");
+    }
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) fail(ErrorKind::bad_input, path.string() + ": cannot write (" + ec.message() + ")");
+  if (ec) {
+    fs::remove(tmp, ec);
+    fail(ErrorKind::bad_input, path.string() + ": cannot write (" + ec.message() + ")");
+  }
 }
 
-// Round tick values covering [lo, hi]: steps of 1, 2 or 5 × 10^k, about five of them.
-std::vector<double> ticks(double lo, double hi) {
-  const double raw = (hi - lo) / 5, mag = std::pow(10.0, std::floor(std::log10(raw)));
-  const double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
-  std::vector<double> out;
-  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push_back(std::fabs(t) < step * 1e-9 ? 0 : t);
+// Round tick values covering [lo, hi]: steps of 1, 2 or 5 × 10^k, about five of them, and at least `min_step`
+// (1 on the step axis: there are no half steps); labels with as many decimals as the step needs.
+struct Ticks {
+  std::vector<double> at;
+  int decimals = 0;
+  std::string label(double t) const { return num(t, ("%." + std::to_string(decimals) + "f").c_str()); }
+};
+
+Ticks ticks(double lo, double hi, double min_step = 0) {
+  const double raw = (hi - lo) / 5, mag = std::pow(10.0, std::floor(std::log10(raw))), r = raw / mag;
+  const double step = std::max(min_step, r < 1.5 ? mag : r < 3.5 ? 2 * mag : r < 7.5 ? 5 * mag : 10 * mag);
+  Ticks out{.at = {}, .decimals = std::max(0, int(-std::floor(std::log10(step) + 1e-9)))};
+  for (double k = std::ceil(lo / step); k * step <= hi + step * 1e-9; ++k) out.at.push_back(k == 0 ? 0 : k * step);
   return out;
 }
 
@@ -55,6 +69,16 @@ struct Frame {
   double y(double loss) const { return y0 + h - (loss - min_loss) / (max_loss - min_loss) * h; }
 };
 
+// At most kMaxPoints of `pts`, evenly spaced, the first and the last kept: a browser draws a long run's curve
+// as fast as a short one's.
+constexpr size_t kMaxPoints = 2000;
+std::vector<Point> thinned(const std::vector<Point>& pts) {
+  if (pts.size() <= kMaxPoints) return pts;
+  std::vector<Point> out(kMaxPoints);
+  for (size_t k = 0; k < kMaxPoints; ++k) out[k] = pts[k * (pts.size() - 1) / (kMaxPoints - 1)];
+  return out;
+}
+
 std::string polyline(const std::vector<Point>& pts, const Frame& f, const char* colour) {
   std::string s = "<polyline fill=\"none\" stroke=\"" + std::string(colour) + "\" stroke-width=\"1.5\" points=\"";
   for (const Point& p : pts) s += num(f.x(p.step), "%.2f") + "," + num(f.y(p.loss), "%.2f") + " ";
@@ -64,17 +88,18 @@ std::string polyline(const std::vector<Point>& pts, const Frame& f, const char* 
 std::string axes(const Frame& f) {
   std::string s = "<rect x=\"" + num(f.x0) + "\" y=\"" + num(f.y0) + "\" width=\"" + num(f.w) + "\" height=\"" +
                   num(f.h) + "\" fill=\"none\" stroke=\"#444\"/>\n";
-  for (double t : ticks(f.min_step, f.max_step)) {
+  const Ticks xs = ticks(f.min_step, f.max_step, 1), ys = ticks(f.min_loss, f.max_loss);
+  for (double t : xs.at) {
     const std::string x = num(f.x(t), "%.2f");
     s += "<line x1=\"" + x + "\" y1=\"" + num(f.y0 + f.h) + "\" x2=\"" + x + "\" y2=\"" + num(f.y0 + f.h + 5) +
          "\" stroke=\"#444\"/><text x=\"" + x + "\" y=\"" + num(f.y0 + f.h + 18) + "\" text-anchor=\"middle\">" +
-         num(t, "%g") + "</text>\n";
+         xs.label(t) + "</text>\n";
   }
-  for (double t : ticks(f.min_loss, f.max_loss)) {
+  for (double t : ys.at) {
     const std::string y = num(f.y(t), "%.2f");
     s += "<line x1=\"" + num(f.x0 - 5) + "\" y1=\"" + y + "\" x2=\"" + num(f.x0 + f.w) + "\" y2=\"" + y +
          "\" stroke=\"#ddd\"/><text x=\"" + num(f.x0 - 8) + "\" y=\"" + y + "\" text-anchor=\"end\" dy=\"4\">" +
-         num(t, "%g") + "</text>\n";
+         ys.label(t) + "</text>\n";
   }
   s += "<text x=\"" + num(f.x0 + f.w / 2) + "\" y=\"" + num(f.y0 + f.h + 38) +
        "\" text-anchor=\"middle\">optimizer step</text>\n";
@@ -96,22 +121,25 @@ void write_train_log(const fs::path& csv, const std::vector<StepReport>& steps) 
 
 void write_loss_svg(const fs::path& svg, const std::vector<StepReport>& steps) {
   std::vector<Point> train, eval;
-  const size_t stride = std::max<size_t>(1, (steps.size() + 1999) / 2000);
-  for (size_t i = 0; i < steps.size(); ++i) {
-    const StepReport& r = steps[i];
-    if (std::isfinite(r.loss) && (i % stride == 0 || i + 1 == steps.size())) train.push_back({double(r.step), r.loss});
+  for (const StepReport& r : steps) {
+    if (std::isfinite(r.loss)) train.push_back({double(r.step), r.loss});
     if (r.eval_loss && std::isfinite(*r.eval_loss)) eval.push_back({double(r.step), *r.eval_loss});
   }
+  train = thinned(train), eval = thinned(eval);
+  // The range of both series; an empty plot (every loss non-finite) shows [0, 1] on both axes.
   Frame f{.min_step = 0, .max_step = 1, .min_loss = 0, .max_loss = 1};
-  bool first = true;
-  for (const auto* series : {&train, &eval})
-    for (const Point& p : *series) {
-      f.min_step = first ? p.step : std::min(f.min_step, p.step), f.max_step = first ? p.step : std::max(f.max_step, p.step);
-      f.min_loss = first ? p.loss : std::min(f.min_loss, p.loss), f.max_loss = first ? p.loss : std::max(f.max_loss, p.loss);
-      first = false;
-    }
+  if (!train.empty() || !eval.empty()) {
+    f.min_step = f.min_loss = INFINITY, f.max_step = f.max_loss = -INFINITY;
+    for (const auto* series : {&train, &eval})
+      for (const Point& p : *series) {
+        f.min_step = std::min(f.min_step, p.step), f.max_step = std::max(f.max_step, p.step);
+        f.min_loss = std::min(f.min_loss, p.loss), f.max_loss = std::max(f.max_loss, p.loss);
+      }
+  }
   if (f.max_step - f.min_step < 1) f.min_step -= 0.5, f.max_step += 0.5;
-  const double pad = std::max((f.max_loss - f.min_loss) * 0.05, 1e-6 * std::max(1.0, std::fabs(f.max_loss)));
+  // 5% above and below; a flat curve (one step, a constant loss) gets ±10% of its value so its ticks differ.
+  const double range = f.max_loss - f.min_loss, scale = std::max(1e-3, std::fabs(f.max_loss));
+  const double pad = range > 1e-6 * scale ? range * 0.05 : 0.1 * scale;
   f.min_loss -= pad, f.max_loss += pad;
 
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"660\" height=\"400\" font-family=\"sans-serif\" "
@@ -125,6 +153,8 @@ void write_loss_svg(const fs::path& svg, const std::vector<StepReport>& steps) {
     for (const Point& p : eval)
       s += "<circle cx=\"" + num(f.x(p.step), "%.2f") + "\" cy=\"" + num(f.y(p.loss), "%.2f") + "\" r=\"3\" fill=\"#d62728\"/>\n";
   }
+  s += "<rect x=\"472\" y=\"44\" width=\"150\" height=\"" + std::string(eval.empty() ? "22" : "40") +
+       "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n";
   s += "<line x1=\"480\" y1=\"55\" x2=\"505\" y2=\"55\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"510\" y=\"59\">"
        "train loss</text>\n";
   if (!eval.empty())

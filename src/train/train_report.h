@@ -14,8 +14,9 @@ namespace wick {
 /// and renamed; bad_input naming the file when it cannot be written.
 void write_train_log(const std::filesystem::path& csv, const std::vector<StepReport>& steps);
 
-/// The loss per step as a line (at most 2,000 points: longer runs are thinned evenly), the eval losses as points
-/// joined by a second line, axes with round tick values, titles and a legend. Non-finite losses are left out.
+/// The loss per step as a line, the eval losses as points joined by a second line (each series at most 2,000
+/// points: longer ones are thinned evenly), axes with round tick values, titles and a legend. Non-finite losses are
+/// left out.
 /// Written as write_train_log writes.
 void write_loss_svg(const std::filesystem::path& svg, const std::vector<StepReport>& steps);
 

@@ -237,6 +237,7 @@ int64_t Trainer::examples() const { return int64_t(impl_->train.size()); }
 const std::vector<StepReport>& Trainer::history() const { return impl_->history; }
 
 int64_t Trainer::peak_memory_bytes() const {
+  if (const int64_t device = ModelTraining::backend(*impl_->model).peak_memory_bytes()) return device;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return int64_t(usage.ru_maxrss) * 1024;

@@ -376,13 +376,5 @@ TEST_F(CpuBackward, DropoutIsASeededMask) {
   EXPECT_WICK_ERROR(be->dropout(ones, p, 1, part), ErrorKind::internal, "dropout");
 }
 
-// The CUDA backend has no training ops yet: each says so, naming the backend and the op (skipped without a GPU).
-TEST_F(CudaBackendTest, BackwardOpsAreUnsupportedYet) {
-  Tensor t = gpu->alloc({2, 2}, DType::bf16);
-  EXPECT_WICK_ERROR(gpu->matmul(t, t, t), ErrorKind::unsupported, "cuda: matmul (training)");
-  EXPECT_WICK_ERROR(gpu->attention_backward({}, t, {}, {}), ErrorKind::unsupported, "cuda: attention_backward");
-  EXPECT_WICK_ERROR(gpu->cross_entropy(t, t, 1.0f, t), ErrorKind::unsupported, "cuda: cross_entropy");
-}
-
 }  // namespace
 }  // namespace wick::test

@@ -20,6 +20,7 @@ Action add_random_model(CLI::App& app);
 Action add_adapters(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_detokenize(CLI::App& app);
+Action add_train(CLI::App& app);
 
 /// "1,2,3;4,5,6" -> {{1,2,3},{4,5,6}}; bad_input naming `flag` on anything else.
 std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, const std::string& flag);

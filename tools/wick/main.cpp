@@ -45,7 +45,7 @@ Device parse_device(const std::string& text) {
 }  // namespace wick::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"wick: Qwen2 inference and LoRA adapters"};
+  CLI::App app{"wick: Qwen2 inference, LoRA adapters and LoRA training"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "wick 0.1.0");
   std::map<CLI::App*, wick::cli::Action> actions;
@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   add(wick::cli::add_adapters);
   add(wick::cli::add_tokenize);
   add(wick::cli::add_detokenize);
+  add(wick::cli::add_train);
   auto is_command = [&](const std::string& name) {
     for (const auto& entry : actions)
       if (entry.first->check_name(name)) return true;

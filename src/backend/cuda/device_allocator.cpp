@@ -1,5 +1,7 @@
 #include "backend/cuda/device_allocator.h"
 
+#include <algorithm>
+
 #include "backend/cuda/cuda_check.h"
 
 namespace wick::cuda {
@@ -35,6 +37,7 @@ Tensor DeviceAllocator::allocate(const Shape& shape, DType dtype) {
       it->second.pop_back();
     }
     in_use_ += bytes;
+    peak_in_use_ = std::max(peak_in_use_, in_use_);
   }
   if (!p) {
     cudaError_t err = cudaMalloc(&p, bytes);
@@ -65,6 +68,11 @@ void DeviceAllocator::give_back(void* p, size_t bytes) {
 size_t DeviceAllocator::reserved_bytes() const {
   std::lock_guard lock(mu_);
   return reserved_;
+}
+
+size_t DeviceAllocator::peak_in_use_bytes() const {
+  std::lock_guard lock(mu_);
+  return peak_in_use_;
 }
 
 size_t DeviceAllocator::in_use_bytes() const {

@@ -22,6 +22,8 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
   size_t reserved_bytes() const;
   /// Bytes handed out and not yet freed.
   size_t in_use_bytes() const;
+  /// The most bytes handed out at once (torch's max_memory_allocated).
+  size_t peak_in_use_bytes() const;
   /// Returns every cached (free) block to the driver.
   void release_cached();
 
@@ -30,7 +32,7 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
 
   mutable std::mutex mu_;
   std::map<size_t, std::vector<void*>> free_;  // size class -> free blocks
-  size_t reserved_ = 0, in_use_ = 0;
+  size_t reserved_ = 0, in_use_ = 0, peak_in_use_ = 0;
 };
 
 }  // namespace wick::cuda
