@@ -171,6 +171,15 @@ Example read_line(std::string_view line, const LineContext& ctx) {
   }
   if (!obj.is_object()) fail(ErrorKind::corrupt, "expected a JSON object, found " + obj.dump());
   Example e = from_object(obj, ctx);
+  // Ids the tokenizer made must fit the model too (a tokenizer.json larger than the model's embedding).
+  if (const std::optional<int32_t> vocab = ctx.options.vocab_size) {
+    for (const int32_t id : e.ids) {
+      if (id >= *vocab)
+        fail(ErrorKind::bad_input, "the tokenizer gave token id " + std::to_string(id) +
+                                       ", outside the model's vocabulary [0, " + std::to_string(*vocab) +
+                                       "): the tokenizer does not belong to this model");
+    }
+  }
   if (const std::optional<int64_t> classes = ctx.options.num_labels) {
     const auto label = obj.find("label");
     if (label == obj.end() || !label->is_number_integer())

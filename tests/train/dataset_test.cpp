@@ -294,6 +294,13 @@ TEST(DatasetErrors, TemplateOrTokenizerMissing) {
   EXPECT_WICK_ERROR(load_jsonl(ids, nullptr, {.seq_len = 64}), ErrorKind::bad_input, ids.c_str(), "line 1", "vocab size");
 }
 
+TEST(DatasetErrors, TokenizerLargerThanTheModel) {
+  // The trained tokenizer's 1,000 ids against a model whose embedding holds 300: refused at load, by line.
+  const auto path = write_jsonl("{\"input_ids\": [1, 2]}\n{\"text\": \"Hello world, the quick brown fox\"}\n");
+  EXPECT_WICK_ERROR(load_jsonl(path, &trained(), {.seq_len = 64, .vocab_size = 300}), ErrorKind::bad_input,
+                    path.c_str(), "line 2", "the tokenizer gave token id", "[0, 300)");
+}
+
 TEST(DatasetErrors, EmptyFileNamesTheFile) {
   for (const char* text : {"", "\n  \n\n"}) {
     const auto path = write_jsonl(text);

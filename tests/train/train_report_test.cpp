@@ -2,7 +2,9 @@
 // 2,000), the eval series when there is one, and an unwritable path named in the error.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <regex>
 #include <string>
 #include <vector>
@@ -41,19 +43,36 @@ bool balanced(const std::string& xml) {
   return open.empty();
 }
 
-size_t points_of_first_polyline(const std::string& svg) {
-  const size_t at = svg.find("points=\"");
-  const std::string pts = svg.substr(at + 8, svg.find('"', at + 8) - at - 8);
-  return size_t(std::count(pts.begin(), pts.end(), ','));
+// Points of each polyline, in order (an "x,y" pair per point).
+std::vector<size_t> polyline_points(const std::string& svg) {
+  std::vector<size_t> out;
+  for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) {
+    const size_t begin = svg.find("points=\"", at) + 8;
+    const std::string pts = svg.substr(begin, svg.find('"', begin) - begin);
+    out.push_back(size_t(std::count(pts.begin(), pts.end(), ',')));
+  }
+  return out;
+}
+
+size_t count_of(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
 }
 
 TEST(TrainReport, CsvHoldsEveryStep) {
   const auto dir = temp_dir("report");
-  write_train_log(dir / "train_log.csv", history(2, true));
+  auto h = history(3, true);
+  h[0].loss = 2.718281828459045;  // nine significant digits
+  h[0].lr = 1.5e-4;
+  h[2].seconds = 0;  // no time measured: 0 tokens/s rather than inf
+  write_train_log(dir / "train_log.csv", h);
   EXPECT_EQ(read_file(dir / "train_log.csv"),
             "step,epoch,loss,lr,grad_norm,tokens,seconds,tokens_per_s,eval_loss\n"
-            "1,0,2,0.001,0.5,100,0.25,400,\n"
-            "2,0,1,0.001,0.5,100,0.25,400,1.5\n");
+            "1,0,2.71828183,0.00015,0.5,100,0.25,400,\n"
+            "2,0,1,0.001,0.5,100,0.25,400,1.5\n"
+            "3,0,0.666666667,0.001,0.5,100,0,0,\n");
+  EXPECT_FALSE(std::filesystem::exists(dir / "train_log.csv.tmp"));
 }
 
 TEST(TrainReport, SvgIsWellFormedWithBothSeries) {
@@ -62,31 +81,55 @@ TEST(TrainReport, SvgIsWellFormedWithBothSeries) {
   const std::string svg = read_file(dir / "loss.svg");
   EXPECT_TRUE(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
   EXPECT_TRUE(balanced(svg));
-  EXPECT_EQ(points_of_first_polyline(svg), 7u);
-  EXPECT_NE(svg.find("eval loss"), std::string::npos);
-  size_t circles = 0;
-  for (size_t at = svg.find("<circle"); at != std::string::npos; at = svg.find("<circle", at + 1)) ++circles;
-  EXPECT_EQ(circles, 3u) << "one point per eval";
+  EXPECT_EQ(svg.find("<script"), std::string::npos);
+  EXPECT_EQ(svg.find("href"), std::string::npos) << "self-contained: nothing fetched";
+  for (const char* text : {"optimizer step", ">loss<", "train loss", "eval loss"})
+    EXPECT_NE(svg.find(text), std::string::npos) << text;
+  EXPECT_EQ(polyline_points(svg), (std::vector<size_t>{7, 3})) << "the train loss per step, then the 3 evals";
+  EXPECT_EQ(count_of(svg, "<circle"), 3u) << "one point per eval";
+  EXPECT_FALSE(std::filesystem::exists(dir / "loss.svg.tmp"));
+}
 
+TEST(TrainReport, SvgOfOneStepWithoutEval) {
+  const auto dir = temp_dir("report");
   write_loss_svg(dir / "one.svg", history(1, false));
   const std::string one = read_file(dir / "one.svg");
   EXPECT_TRUE(balanced(one));
+  EXPECT_EQ(polyline_points(one), (std::vector<size_t>{1}));
   EXPECT_EQ(one.find("eval loss"), std::string::npos);
+  EXPECT_EQ(one.find("<circle"), std::string::npos);
   EXPECT_EQ(one.find("nan"), std::string::npos);
   EXPECT_EQ(one.find("inf"), std::string::npos);
+  // A flat curve still gets distinct, round loss ticks (2 ± 10%: 1.8 ... 2.2), and step 1 is a whole number.
+  EXPECT_NE(one.find(">1.8</text>"), std::string::npos) << one;
+  EXPECT_NE(one.find(">2.2</text>"), std::string::npos) << one;
+  EXPECT_NE(one.find(">1</text>"), std::string::npos) << one;
 }
 
 TEST(TrainReport, LongRunsAreThinnedAndNonFiniteLossesSkipped) {
   const auto dir = temp_dir("report");
-  auto h = history(10000, false);
+  auto h = history(10000, true);
   h[5].loss = NAN;
   h[6].loss = INFINITY;
+  h[7].eval_loss = NAN;
   write_loss_svg(dir / "loss.svg", h);
   const std::string svg = read_file(dir / "loss.svg");
   EXPECT_TRUE(balanced(svg));
-  EXPECT_LE(points_of_first_polyline(svg), 2001u);
-  EXPECT_GE(points_of_first_polyline(svg), 1000u);
+  const std::vector<size_t> points = polyline_points(svg);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points[0], 2000u) << "train loss: 9,998 finite steps thinned to 2,000";
+  EXPECT_EQ(points[1], 2000u) << "eval loss: 4,999 finite evals thinned to 2,000";
+  EXPECT_EQ(count_of(svg, "<circle"), 2000u);
   EXPECT_EQ(svg.find("nan"), std::string::npos);
+  EXPECT_EQ(svg.find("inf"), std::string::npos);
+
+  auto all_nan = history(3, false);
+  for (StepReport& r : all_nan) r.loss = NAN;
+  write_loss_svg(dir / "nan.svg", all_nan);
+  const std::string empty = read_file(dir / "nan.svg");
+  EXPECT_TRUE(balanced(empty));
+  EXPECT_TRUE(polyline_points(empty).empty());
+  EXPECT_EQ(empty.find("nan"), std::string::npos);
 }
 
 TEST(TrainReport, UnwritablePathIsNamed) {
