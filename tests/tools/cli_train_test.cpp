@@ -44,7 +44,7 @@ std::string shell_quote(const std::string& s) {
 CliRun wick(const std::vector<std::string>& args) {
   const fs::path dir = temp_dir("cli");
   std::string cmd = WICK_CLI;
-  for (const std::string& a : args) cmd += " " + shell_quote(a);
+  for (const std::string& a : args) cmd.append(" ").append(shell_quote(a));
   cmd += " >" + (dir / "out").string() + " 2>" + (dir / "err").string();
   const int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(dir / "out"), read_file(dir / "err")};

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -26,18 +26,28 @@ std::vector<StepReport> history(int64_t n, bool with_eval) {
   return out;
 }
 
-// Every opening tag has its closing tag in order (the SVG is plain XML without comments or CDATA).
+// Every opening tag has its closing tag in order (the SVG is plain XML without comments or CDATA). A hand scan,
+// not std::regex: libstdc++'s regex recurses per character and overflows the stack on a 2,000-point attribute.
 bool balanced(const std::string& xml) {
   std::vector<std::string> open;
-  const std::regex tag(R"(<(/?)([a-z]+)[^>]*?(/?)>)");
-  for (auto it = std::sregex_iterator(xml.begin(), xml.end(), tag); it != std::sregex_iterator(); ++it) {
-    const std::smatch& m = *it;
-    if (m[3] == "/") continue;
-    if (m[1] == "/") {
-      if (open.empty() || open.back() != m[2]) return false;
+  for (size_t at = xml.find('<'); at != std::string::npos; at = xml.find('<', at + 1)) {
+    const size_t end = xml.find('>', at);
+    if (end == std::string::npos) return false;
+    const bool closing = xml[at + 1] == '/';
+    const size_t name_begin = at + 1 + (closing ? 1 : 0);
+    size_t name_end = name_begin;
+    while (name_end < end && std::islower(static_cast<unsigned char>(xml[name_end]))) ++name_end;
+    if (name_end == name_begin) {
+      if (xml[at + 1] == '?') continue;  // the XML declaration
+      return false;
+    }
+    const std::string name = xml.substr(name_begin, name_end - name_begin);
+    if (xml[end - 1] == '/') continue;  // self-closing
+    if (closing) {
+      if (open.empty() || open.back() != name) return false;
       open.pop_back();
     } else {
-      open.push_back(m[2]);
+      open.push_back(name);
     }
   }
   return open.empty();
