@@ -132,10 +132,13 @@ function(wick_check_layer layer)
   endif()
 endfunction()
 
-# wick_check_layers_declared(): every directory of src/ that holds sources is a declared layer, so that
-# no source is left out of the library (or built without its layer's rules).
+# wick_check_layers_declared([OPTIONAL <layer>...]): every directory of src/ that holds sources is a declared
+# layer, so that no source is left out of the library (or built without its layer's rules) — or one of OPTIONAL,
+# a layer this configuration leaves out (hub without libcurl).
 function(wick_check_layers_declared)
+  cmake_parse_arguments(PARSE_ARGV 0 arg "" "" "OPTIONAL")
   get_property(layers GLOBAL PROPERTY WICK_LAYERS)
+  list(APPEND layers ${arg_OPTIONAL})
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS RELATIVE ${WICK_SRC_DIR} ${WICK_SRC_DIR}/*.cpp ${WICK_SRC_DIR}/*.cu)
   set(missing "")
   foreach(source IN LISTS sources)

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "wick/hub.h"
 #include "wick/tensor.h"
 
 namespace wick::cli {
@@ -21,6 +22,14 @@ Action add_adapters(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_detokenize(CLI::App& app);
 Action add_train(CLI::App& app);
+Action add_pull(CLI::App& app);
+
+/// A --model / --adapter value as a path: a file or directory as given, or ORG/NAME[@REVISION] from the Hugging
+/// Face cache, pulled first (progress on stderr) when the cache lacks it and HF_HUB_OFFLINE is not set.
+/// (Only the DIR part of a NAME=DIR value is a model path.)
+std::string resolve_model_arg(const std::string& spec);
+/// Hub download progress on stderr: a bar per file on a terminal, else a line when a file starts and ends.
+hub::ProgressFn pull_progress();
 
 /// "1,2,3;4,5,6" -> {{1,2,3},{4,5,6}}; bad_input naming `flag` on anything else.
 std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, const std::string& flag);

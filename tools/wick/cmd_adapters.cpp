@@ -91,10 +91,10 @@ Action add_adapters(CLI::App& app) {
   merge->add_option("--device", o->device, "cpu or cuda");
   return [o, ins, merge]() {
     if (ins->parsed()) {
-      std::cout << inspect(o->inspect_dir, o->inspect_model).dump(2) << "\n";
+      std::cout << inspect(resolve_model_arg(o->inspect_dir), resolve_model_arg(o->inspect_model)).dump(2) << "\n";
     } else if (merge->parsed()) {
-      auto model = Model::load(o->model, {.device = parse_device(o->device)});
-      model->merge_adapter(LoraAdapter::load(o->adapter, *model));
+      auto model = Model::load(resolve_model_arg(o->model), {.device = parse_device(o->device)});
+      model->merge_adapter(LoraAdapter::load(resolve_model_arg(o->adapter), *model));
       model->save_pretrained(o->out);
       std::cerr << "merged " << o->adapter << " into " << o->model << " -> " << o->out << "\n";
     }

@@ -26,10 +26,11 @@ Action add_chat(CLI::App& app) {
   cmd->add_option("--device", o->device, "cpu or cuda");
   return [o]() {
     const Device device = parse_device(o->device);
-    std::optional<Tokenizer> tokenizer = tokenizer_if_present(o->model);
-    if (!tokenizer) fail(ErrorKind::bad_input, "chat: " + o->model + " has no tokenizer.json");
-    if (!tokenizer->has_chat_template()) fail(ErrorKind::bad_input, "chat: " + o->model + " has no chat template");
-    auto model = Model::load(o->model, {.device = device});
+    const std::string model_dir = resolve_model_arg(o->model);
+    std::optional<Tokenizer> tokenizer = tokenizer_if_present(model_dir);
+    if (!tokenizer) fail(ErrorKind::bad_input, "chat: " + model_dir + " has no tokenizer.json");
+    if (!tokenizer->has_chat_template()) fail(ErrorKind::bad_input, "chat: " + model_dir + " has no chat template");
+    auto model = Model::load(model_dir, {.device = device});
     const Generator gen(model, tokenizer);
     Session session = gen.make_session(std::min<int64_t>(o->context, model->config().max_position_embeddings));
     // <|im_end|> closes a turn even where generation_config.json does not list it as EOS.

@@ -52,18 +52,19 @@ Action add_generate(CLI::App& app) {
     if (o->prompt.empty() == o->tokens.empty())
       fail(ErrorKind::bad_input, "generate: give the prompt as --prompt TEXT or --tokens 1,2,3");
     const Device device = parse_device(o->device);
-    std::optional<Tokenizer> tokenizer = tokenizer_if_present(o->model);
+    const std::string model_dir = resolve_model_arg(o->model);
+    std::optional<Tokenizer> tokenizer = tokenizer_if_present(model_dir);
     std::vector<int32_t> prompt_ids;
     if (!o->tokens.empty()) {
       const auto rows = parse_token_rows(o->tokens, "--tokens");
       if (rows.size() != 1) fail(ErrorKind::bad_input, "--tokens: generate takes one prompt (no ';')");
       prompt_ids = rows[0];
     } else {
-      if (!tokenizer) fail(ErrorKind::bad_input, "--prompt: " + o->model + " has no tokenizer.json (use --tokens)");
+      if (!tokenizer) fail(ErrorKind::bad_input, "--prompt: " + model_dir + " has no tokenizer.json (use --tokens)");
       prompt_ids = tokenizer->encode(o->prompt);
     }
-    auto model = Model::load(o->model, {.device = device});
-    if (!o->adapter.empty()) model->apply_adapter(LoraAdapter::load(o->adapter, *model));
+    auto model = Model::load(model_dir, {.device = device});
+    if (!o->adapter.empty()) model->apply_adapter(LoraAdapter::load(resolve_model_arg(o->adapter), *model));
     const Generator gen(model, tokenizer);
     const GenerateParams params{.max_tokens = o->max_tokens, .ignore_eos = o->ignore_eos,
                                 .sampling = o->sampling.resolve(*model), .stop = o->sampling.stop};

@@ -1,4 +1,4 @@
-// wick logits --model DIR [--adapter DIR] --tokens "1,2,3;4,5,6" --out FILE.safetensors
+// wick logits --model DIR|ORG/NAME [--adapter DIR|ORG/NAME] --tokens "1,2,3;4,5,6" --out FILE.safetensors
 #include <memory>
 
 #include "cli.h"
@@ -21,8 +21,8 @@ Action add_logits(CLI::App& app) {
   cmd->add_option("--device", o->device, "cpu or cuda");
   return [o]() {
     const auto rows = parse_token_rows(o->tokens, "--tokens");
-    auto model = Model::load(o->model, {.device = parse_device(o->device)});
-    const auto adapter = o->adapter.empty() ? nullptr : LoraAdapter::load(o->adapter, *model);
+    auto model = Model::load(resolve_model_arg(o->model), {.device = parse_device(o->device)});
+    const auto adapter = o->adapter.empty() ? nullptr : LoraAdapter::load(resolve_model_arg(o->adapter), *model);
     Tensor logits = model->logits(rows, adapter ? &adapter->source() : nullptr);
     write_safetensors(o->out, {{"logits", logits}});
   };

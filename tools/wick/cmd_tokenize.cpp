@@ -19,7 +19,7 @@ Action add_tokenize(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
   cmd->add_option("--model", o->model, "model directory (tokenizer.json) or a tokenizer.json file")->required();
   cmd->add_option("--text", o->text, "the text")->required();
-  return [o]() { std::cout << nlohmann::json(Tokenizer::load(o->model).encode(o->text)).dump() << "\n"; };
+  return [o]() { std::cout << nlohmann::json(Tokenizer::load(resolve_model_arg(o->model)).encode(o->text)).dump() << "\n"; };
 }
 
 Action add_detokenize(CLI::App& app) {
@@ -35,7 +35,7 @@ Action add_detokenize(CLI::App& app) {
   return [o]() {
     const auto rows = parse_token_rows(o->ids, "--ids");
     if (rows.size() != 1) fail(ErrorKind::bad_input, "--ids: one list of ids (no ';')");
-    const Tokenizer tok = Tokenizer::load(o->model);
+    const Tokenizer tok = Tokenizer::load(resolve_model_arg(o->model));
     for (int32_t id : rows[0])
       if (id >= tok.vocab_size())
         fail(ErrorKind::bad_input, "--ids: " + std::to_string(id) + " is outside the vocabulary of " +

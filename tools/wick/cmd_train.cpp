@@ -222,6 +222,8 @@ void train(TrainFlags& f) {
   const Device device = parse_device(f.device);
   check_writable_folder(f.o.out, "--out");
   if (!f.dump_grads.empty()) check_writable_file(f.dump_grads, "--dump-grads");
+  f.model = resolve_model_arg(f.model);
+  if (!f.o.init_adapter.empty()) f.o.init_adapter = resolve_model_arg(f.o.init_adapter.string());
 
   std::optional<Tokenizer> tokenizer = tokenizer_if_present(f.model);
   auto model = Model::load(f.model, {.device = device});

@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   add(wick::cli::add_tokenize);
   add(wick::cli::add_detokenize);
   add(wick::cli::add_train);
+  add(wick::cli::add_pull);
   auto is_command = [&](const std::string& name) {
     for (const auto& entry : actions)
       if (entry.first->check_name(name)) return true;
