@@ -30,6 +30,14 @@ struct SequenceInput {
   KVCache* cache = nullptr;
 };
 
+/// The new tokens of one sequence whose keys and values live in a KVBlockPool (Model::forward_paged).
+struct PagedSequence {
+  std::span<const int32_t> tokens;   ///< new tokens, at positions past, past + 1, ...
+  int64_t past = 0;                  ///< positions [0, past) are in the blocks already
+  std::span<const int32_t> blocks;   ///< the block table: at least ⌈(past + tokens) / block_size⌉ block ids
+  const LoraSource* lora = nullptr;  ///< this sequence's adapter (nullptr: the base model)
+};
+
 enum class LogitsFor {
   every_token,  ///< one row per input token, in input order
   last_token,   ///< one row per sequence, at its last new token
@@ -70,6 +78,20 @@ class Model {
   /// follow options.logits. Fails with bad_input (and leaves every cache unchanged) when a token is
   /// outside the vocabulary or a cache would overflow.
   Tensor forward(std::span<const SequenceInput> batch, const ForwardOptions& options = {}) const;
+
+  /// An empty pool of `num_blocks` blocks of `block_size` positions each, for every layer, on the model's device.
+  KVBlockPool make_block_pool(int64_t num_blocks, int64_t block_size) const;
+
+  /// forward() for sequences whose keys and values are rows of `pool` named by their block tables, each with its
+  /// own adapter (the batch may mix any adapters and none): every new token's keys and values are written into
+  /// its block row, and each token attends to its sequence's positions [0, its own]. Logits as forward(): [rows,
+  /// vocab] (or num_labels) CPU f32, rows per `logits`. Sequences may read the same blocks (a shared prefix) but
+  /// no two may write one row. Validated whole before anything is written: bad_input for a token outside the
+  /// vocabulary, a block table too short or naming a block outside the pool, a position past
+  /// max_position_embeddings, a row written twice, or a pool of another model's shape; unsupported when
+  /// sequences with different adapters would need different embeddings or heads (modules_to_save).
+  Tensor forward_paged(KVBlockPool& pool, std::span<const PagedSequence> batch,
+                       LogitsFor logits = LogitsFor::last_token) const;
 
   /// What forward_summary() summarizes, and what to do when the summary is not enough.
   struct SummaryRequest {

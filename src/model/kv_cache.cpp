@@ -33,6 +33,15 @@ KVCache KVCache::copy() const {
 Tensor KVCache::keys(int64_t layer) const { return layer_view(keys_, layer); }
 Tensor KVCache::values(int64_t layer) const { return layer_view(values_, layer); }
 
+KVBlockPool::KVBlockPool(Tensor keys, Tensor values, int64_t block_size)
+    : keys_(std::move(keys)), values_(std::move(values)), block_size_(block_size) {
+  if (keys_.rank() != 4 || keys_.shape() != values_.shape() || block_size_ < 1 || keys_.dim(1) % block_size_ != 0)
+    fail(ErrorKind::internal, "KV block pool tensors must be [layers, blocks · block_size, kv_heads, head_dim] and alike");
+}
+
+Tensor KVBlockPool::keys(int64_t layer) const { return layer_view(keys_, layer); }
+Tensor KVBlockPool::values(int64_t layer) const { return layer_view(values_, layer); }
+
 void KVCache::advance(int64_t n) {
   if (n < 0 || length_ + n > capacity())
     fail(ErrorKind::internal, "KV cache advanced past its capacity");

@@ -57,6 +57,19 @@ void linear(Backend& backend, const Tensor& x, const Projection& proj, const Lor
   backend.linear(low, f->b, Tensor(), out, {.alpha = f->scale, .beta = 1.0f});
 }
 
+void linear_segments(Backend& backend, const Tensor& x, const Projection& proj, std::span<const LoraSegment> segments,
+                     Tensor& out) {
+  backend.linear(x, proj.weight, proj.bias, out);
+  for (const LoraSegment& seg : segments) {
+    const LoraFactors* f = seg.lora ? seg.lora->factors(proj.layer, proj.kind) : nullptr;
+    if (!f) continue;
+    Tensor low = backend.alloc({seg.count, f->a.dim(0)}, backend.compute_dtype());  // [rows, rank]
+    backend.linear(x.rows(seg.begin, seg.begin + seg.count), f->a, Tensor(), low);
+    Tensor rows = out.rows(seg.begin, seg.begin + seg.count);
+    backend.linear(low, f->b, Tensor(), rows, {.alpha = f->scale, .beta = 1.0f});
+  }
+}
+
 void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
                      const Tensor& d_out, Tensor* dx, LoraGrads* grads, const LinearBackwardOptions& o) {
   if (dx) backend.matmul(d_out, proj.weight, *dx, {.beta = o.accumulate_dx ? 1.0f : 0.0f});  // d_out·W

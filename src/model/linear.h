@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "backend/backend.h"
@@ -82,6 +83,17 @@ struct LoraDropout {
 /// kind), or none; x' = dropout(x) when training with LoRA dropout, else x.  x [rows, in]; out [rows, out].
 void linear(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora, Tensor& out,
             const LoraDropout& dropout = {});
+
+/// Consecutive rows of a batch that share an adapter (nullptr: none).
+struct LoraSegment {
+  int64_t begin, count;
+  const LoraSource* lora;
+};
+
+/// The chokepoint for a batch whose rows carry different adapters: out = x·Wᵀ + bias on every row, then each
+/// segment's rows get scale · (x·Aᵀ)·Bᵀ with its adapter's factors for proj. Segments cover rows in order.
+void linear_segments(Backend& backend, const Tensor& x, const Projection& proj, std::span<const LoraSegment> segments,
+                     Tensor& out);
 
 /// Gradients of one projection's LoRA factors, shaped as the factors (PEFT's lora_A [rank, in], lora_B
 /// [out, rank]); the backward accumulates into them.

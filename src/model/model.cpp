@@ -1,4 +1,5 @@
 // Model's API: loading, the forward pass over a batch (validated whole before any cache changes), logits.
+#include <algorithm>
 #include <exception>
 
 #include "model/forward.h"
@@ -88,6 +89,88 @@ FlatBatch flatten(const ModelConfig& c, std::span<const SequenceInput> batch) {
   return flat;
 }
 
+// Validates a paged batch whole (before any block row is written) and flattens it: each span's pool rows.
+FlatBatch flatten_paged(const ModelConfig& c, Backend& b, const KVBlockPool& pool, std::span<const PagedSequence> batch) {
+  if (batch.empty()) fail(ErrorKind::bad_input, "forward_paged: empty batch");
+  if (pool.layers() != c.num_layers || pool.keys(0).dim(1) != c.num_kv_heads || pool.keys(0).dim(2) != c.head_dim ||
+      pool.keys(0).device() != b.device())
+    fail(ErrorKind::bad_input, "forward_paged: the KV block pool was not made for this model (Model::make_block_pool)");
+  const int64_t bs = pool.block_size(), blocks_in_pool = pool.num_blocks();
+  FlatBatch flat;
+  std::vector<std::pair<int32_t, size_t>> written;  // (pool row, sequence)
+  int64_t T = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const PagedSequence& in = batch[s];
+    const auto where = [s] { return "forward_paged: sequence " + std::to_string(s); };
+    const int64_t n = int64_t(in.tokens.size()), total = in.past + n;
+    if (n == 0) fail(ErrorKind::bad_input, where() + ": no tokens");
+    if (in.past < 0) fail(ErrorKind::bad_input, where() + ": negative past length");
+    for (int32_t id : in.tokens)
+      if (id < 0 || id >= c.vocab_size)
+        fail(ErrorKind::bad_input, where() + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                       std::to_string(c.vocab_size) + ")");
+    if (total > c.max_position_embeddings)
+      fail(ErrorKind::bad_input, where() + ": " + std::to_string(total) + " positions exceed max_position_embeddings (" +
+                                     std::to_string(c.max_position_embeddings) + ")");
+    const int64_t needed = (total + bs - 1) / bs;
+    if (int64_t(in.blocks.size()) < needed)
+      fail(ErrorKind::bad_input, where() + ": its block table has " + std::to_string(in.blocks.size()) + " blocks of " +
+                                     std::to_string(bs) + " positions; " + std::to_string(total) + " need " +
+                                     std::to_string(needed));
+    std::vector<int32_t> rows(static_cast<size_t>(total));
+    for (int64_t p = 0; p < total; ++p) {
+      const int32_t block = in.blocks[size_t(p / bs)];
+      if (block < 0 || block >= blocks_in_pool)
+        fail(ErrorKind::bad_input, where() + ": block " + std::to_string(block) + " is outside the pool [0, " +
+                                       std::to_string(blocks_in_pool) + ")");
+      rows[size_t(p)] = int32_t(block * bs + p % bs);
+    }
+    for (int64_t p = in.past; p < total; ++p) written.emplace_back(rows[size_t(p)], s);
+    const std::vector<int32_t> slots(rows.begin() + in.past, rows.end());
+    flat.spans.push_back({.begin = T, .count = n, .past = in.past, .cache = nullptr, .lora = in.lora,
+                          .slots = b.upload(Tensor::from_ints(slots, {n}), DType::i32),
+                          .key_rows = b.upload(Tensor::from_ints(rows, {total}), DType::i32)});
+    flat.ids.insert(flat.ids.end(), in.tokens.begin(), in.tokens.end());
+    for (int64_t i = 0; i < n; ++i) flat.positions.push_back(int32_t(in.past + i));
+    T += n;
+  }
+  std::sort(written.begin(), written.end());
+  for (size_t i = 1; i < written.size(); ++i)
+    if (written[i].first == written[i - 1].first)
+      fail(ErrorKind::bad_input, "forward_paged: sequences " + std::to_string(written[i - 1].second) + " and " +
+                                     std::to_string(written[i].second) + " both write pool row " +
+                                     std::to_string(written[i].first) + " (block " +
+                                     std::to_string(written[i].first / bs) + "): a block being written belongs to one sequence");
+  return flat;
+}
+
+// What plain_pass runs beyond a ForwardOptions: keys and values in a pool's blocks, and each span's own adapter.
+struct PlainPassOptions {
+  LogitsFor logits = LogitsFor::last_token;
+  const LoraSource* lora = nullptr;  // the adapter of every sequence (unless mixed)
+  KVBlockPool* pool = nullptr;
+  bool mixed_lora = false;
+};
+
+// The forward pass by the plain ops over a flattened batch; the device logits.
+Tensor plain_pass(Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
+  const ModelConfig& c = impl.config;
+  Backend& b = *impl.backend;
+  const int64_t T = int64_t(flat.ids.size());
+  const PlainBatch plain{.spans = &flat.spans,
+                         .ids = b.upload(Tensor::from_ints(flat.ids, {T}), DType::i32),
+                         .positions = b.upload(Tensor::from_ints(flat.positions, {T}), DType::i32),
+                         .pool = o.pool,
+                         .mixed_lora = o.mixed_lora};
+  const Heads heads = pick_heads(impl.weights, o.lora);
+  const bool last = o.logits == LogitsFor::last_token;
+  Activations a(b, c, T);
+  HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last);
+  PlainOps ops(b, c, plain, o.lora, a, hb);
+  forward_pass(ops, impl.weights, heads, a, hb.logits);
+  return hb.logits;
+}
+
 // The forward pass; `read(backend, logits)` takes what the caller gets from the device logits, under the device
 // lock, before the caches advance.
 template <class Read>
@@ -102,21 +185,9 @@ auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const 
   if (b.device() != Device::cpu) device_lock.lock();
   const std::shared_lock weights_lock(impl.weights_mutex);
 
-  Tensor logits;
-  if (T == 1 && impl.decode_steps && impl.decode_steps->takes(options.lora)) {
-    logits = impl.decode_steps->run(impl.weights, flat.spans[0], flat.ids[0], options.lora);
-  } else {
-    const PlainBatch plain{.spans = &flat.spans,
-                           .ids = b.upload(Tensor::from_ints(flat.ids, {T}), DType::i32),
-                           .positions = b.upload(Tensor::from_ints(flat.positions, {T}), DType::i32)};
-    const Heads heads = pick_heads(impl.weights, options.lora);
-    const bool last = options.logits == LogitsFor::last_token;
-    Activations a(b, c, T);
-    HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last);
-    PlainOps ops(b, c, plain, options.lora, a, hb);
-    forward_pass(ops, impl.weights, heads, a, hb.logits);
-    logits = hb.logits;
-  }
+  const Tensor logits = T == 1 && impl.decode_steps && impl.decode_steps->takes(options.lora)
+                           ? impl.decode_steps->run(impl.weights, flat.spans[0], flat.ids[0], options.lora)
+                           : plain_pass(impl, flat, {.logits = options.logits, .lora = options.lora});
   auto out = read(b, logits);
   for (const Span& s : flat.spans) s.cache->advance(s.count);
   return out;
@@ -126,6 +197,34 @@ auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const 
 
 Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions& options) const {
   return run_forward(*impl_, batch, options, [](Backend& b, const Tensor& logits) { return b.download(logits); });
+}
+
+KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const {
+  if (num_blocks < 1 || block_size < 1)
+    fail(ErrorKind::bad_input, "KV block pool: " + std::to_string(num_blocks) + " blocks of " +
+                                   std::to_string(block_size) + " positions (both must be at least 1)");
+  const ModelConfig& c = impl_->config;
+  const Shape shape{c.num_layers, num_blocks * block_size, c.num_kv_heads, c.head_dim};
+  Backend& b = *impl_->backend;
+  return KVBlockPool(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()), block_size);
+}
+
+Tensor Model::forward_paged(KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits) const {
+  Impl& impl = *impl_;
+  Backend& b = *impl.backend;
+  const FlatBatch flat = flatten_paged(impl.config, b, pool, batch);
+  const LoraSource* first = batch[0].lora;
+  const bool mixed = std::any_of(batch.begin(), batch.end(), [&](const PagedSequence& s) { return s.lora != first; });
+  if (mixed)
+    for (const PagedSequence& s : batch)
+      if (s.lora && (s.lora->head() || s.lora->embedding()))
+        fail(ErrorKind::unsupported, "forward_paged: an adapter that replaces the embedding or head (modules_to_save) "
+                                     "cannot share a batch with other adapters");
+  std::unique_lock<std::mutex> device_lock(impl.device_mutex, std::defer_lock);
+  if (b.device() != Device::cpu) device_lock.lock();
+  const std::shared_lock weights_lock(impl.weights_mutex);
+  return b.download(plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
+                                            .mixed_lora = mixed}));
 }
 
 Model::SummaryResult Model::forward_summary(const SequenceInput& input, const ForwardOptions& options,

@@ -6,7 +6,18 @@ namespace wick {
 
 PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
                    HeadBuffers& hb)
-    : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {}
+    : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {
+  if (!batch_.mixed_lora) return;
+  for (const Span& s : *batch_.spans) {
+    if (!segments_.empty() && segments_.back().lora == s.lora) segments_.back().count += s.count;
+    else segments_.push_back({s.begin, s.count, s.lora});
+  }
+}
+
+void PlainOps::project(const Tensor& in, const Projection& w, Tensor& out) {
+  if (batch_.mixed_lora) linear_segments(b_, in, w, segments_, out);
+  else linear(b_, in, w, lora_, out);
+}
 
 void PlainOps::embed(const Tensor& table, Tensor& x) {
   b_.embedding(table, batch_.ids, x);
@@ -33,40 +44,62 @@ void PlainOps::settle_residual() {
 void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v,
                                 int64_t layer, Tensor& q_out) {
   normalize(h, a_.normed);
-  linear(b_, a_.normed, q, lora_, q_out);
-  linear(b_, a_.normed, k, lora_, a_.k);
-  linear(b_, a_.normed, v, lora_, a_.v);
+  project(a_.normed, q, q_out);
+  project(a_.normed, k, a_.k);
+  project(a_.normed, v, a_.v);
   const int64_t T = q_out.dim(0), d = c_.head_dim;
   Tensor qh = q_out.reshape({T, c_.num_heads, d});
   Tensor kh = a_.k.reshape({T, c_.num_kv_heads, d});
   const Tensor vh = a_.v.reshape({T, c_.num_kv_heads, d});
   for (const Span& s : *batch_.spans) {
-    Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
     Tensor qs = qh.rows(s.begin, s.begin + s.count), ks = kh.rows(s.begin, s.begin + s.count);
-    b_.rope_kv(qs, ks, vh.rows(s.begin, s.begin + s.count), batch_.positions.rows(s.begin, s.begin + s.count),
-               c_.rope_theta, kc, vc);
+    const Tensor vs = vh.rows(s.begin, s.begin + s.count), pos = batch_.positions.rows(s.begin, s.begin + s.count);
+    if (batch_.pool) {  // RoPE, then the new keys and values into their blocks' rows
+      Tensor kp = batch_.pool->keys(layer), vp = batch_.pool->values(layer);
+      b_.rope(qs, pos, c_.rope_theta);
+      b_.rope(ks, pos, c_.rope_theta);
+      b_.scatter_rows(ks, kp, s.slots);
+      b_.scatter_rows(vs, vp, s.slots);
+      continue;
+    }
+    Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
+    b_.rope_kv(qs, ks, vs, pos, c_.rope_theta, kc, vc);
   }
 }
+
+namespace {
+
+// A sequence's keys or values in position order, gathered from the pool's rows: [past + count, kv_heads, d].
+Tensor gather_positions(Backend& b, const Tensor& pool_layer, const Tensor& key_rows) {
+  const int64_t kv = pool_layer.dim(1), d = pool_layer.dim(2), n = key_rows.numel();
+  Tensor out = b.alloc({n, kv * d}, pool_layer.dtype());
+  b.embedding(pool_layer.reshape({pool_layer.dim(0), kv * d}), key_rows, out);  // out[i] = pool[key_rows[i]]
+  return out.reshape({n, kv, d});
+}
+
+}  // namespace
 
 void PlainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
   const Tensor qh = q.reshape({q.dim(0), c_.num_heads, c_.head_dim});
   for (const Span& s : *batch_.spans) {
     Tensor rows = out.rows(s.begin, s.begin + s.count);
-    b_.attention(qh.rows(s.begin, s.begin + s.count), s.cache->keys(layer), s.cache->values(layer),
-                 batch_.positions.rows(s.begin, s.begin + s.count), rows, attention_params(c_));
+    const Tensor k = batch_.pool ? gather_positions(b_, batch_.pool->keys(layer), s.key_rows) : s.cache->keys(layer);
+    const Tensor v = batch_.pool ? gather_positions(b_, batch_.pool->values(layer), s.key_rows) : s.cache->values(layer);
+    b_.attention(qh.rows(s.begin, s.begin + s.count), k, v, batch_.positions.rows(s.begin, s.begin + s.count), rows,
+                 attention_params(c_));
   }
 }
 
 void PlainOps::add_projection(const Tensor& in, const Projection& w, Tensor& x) {
   settle_residual();
-  linear(b_, in, w, lora_, a_.proj);
+  project(in, w, a_.proj);
   pending_ = x;
 }
 
 void PlainOps::gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) {
   normalize(m, a_.normed);
-  linear(b_, a_.normed, gate, lora_, out);
-  linear(b_, a_.normed, up, lora_, a_.up);
+  project(a_.normed, gate, out);
+  project(a_.normed, up, a_.up);
   b_.swiglu(out, a_.up, out);
 }
 

@@ -9,10 +9,13 @@
 namespace wick {
 
 /// The tokens of one forward pass, flattened: ids and positions i32 [T] on the backend, and where each
-/// sequence's tokens sit.
+/// sequence's tokens sit. With a pool, every span's keys and values are rows of it (Span::slots, key_rows); with
+/// mixed_lora, each span's own adapter (Span::lora) applies to its rows instead of the one the ops were made with.
 struct PlainBatch {
   const std::vector<Span>* spans;
   Tensor ids, positions;
+  KVBlockPool* pool = nullptr;
+  bool mixed_lora = false;
 };
 
 class PlainOps final : public LayerOps {
@@ -34,6 +37,8 @@ class PlainOps final : public LayerOps {
   void normalize(const Normed& n, Tensor& out);
   // Adds the pending residual (a_.proj) into its stream, if any.
   void settle_residual();
+  // The LoRA chokepoint with the adapter of each row.
+  void project(const Tensor& in, const Projection& w, Tensor& out);
 
   Backend& b_;
   const ModelConfig& c_;
@@ -41,6 +46,7 @@ class PlainOps final : public LayerOps {
   const LoraSource* lora_;
   Activations& a_;
   HeadBuffers& hb_;
+  std::vector<LoraSegment> segments_;  // runs of spans sharing an adapter (mixed_lora)
   // The stream add_projection left a_.proj to be added into: the add is folded into the next norm of that stream
   // (Backend::add_rmsnorm, one pass over x instead of two).
   Tensor pending_;

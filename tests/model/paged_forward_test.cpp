@@ -1,0 +1,213 @@
+// Model::forward_paged: keys and values in a pool's blocks through block tables, each sequence with its own adapter,
+// against the contiguous KV cache of Model::forward run one sequence at a time (the reference path).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "model_test_util.h"
+#include "test_util.h"
+#include "wick/adapter.h"
+#include "wick/error.h"
+#include "wick/model.h"
+
+namespace wick::test {
+namespace {
+
+std::shared_ptr<Model> tiny() { return Model::load(fixture("models/tiny-untied")); }
+
+std::shared_ptr<const LoraAdapter> adapter(const Model& model, const char* name, uint64_t seed) {
+  LoraConfig config;
+  config.r = 4;
+  config.lora_alpha = 16;
+  config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return LoraAdapter::random(name, config, model, seed);
+}
+
+int32_t argmax(const Tensor& logits, int64_t row) {
+  const float* p = logits.data<float>() + row * logits.dim(1);
+  return int32_t(std::max_element(p, p + logits.dim(1)) - p);
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), size_t(a.nbytes())) == 0;
+}
+
+// One sequence decoded alone through a contiguous cache: the logits of its prompt's last token, then of each
+// greedy step; the ids chosen.
+struct Alone {
+  std::vector<Tensor> logits;
+  std::vector<int32_t> ids;
+};
+
+Alone decode_alone(const Model& model, const std::vector<int32_t>& prompt, int steps, const LoraSource* lora) {
+  KVCache cache = model.make_cache(int64_t(prompt.size()) + steps + 1);
+  Alone out;
+  out.logits.push_back(model.forward(std::vector<SequenceInput>{{prompt, &cache}}, {.lora = lora}));
+  for (int s = 0; s < steps; ++s) {
+    out.ids.push_back(argmax(out.logits.back(), 0));
+    const std::vector<int32_t> one{out.ids.back()};
+    out.logits.push_back(model.forward(std::vector<SequenceInput>{{one, &cache}}, {.lora = lora}));
+  }
+  return out;
+}
+
+// A sequence of the paged batch: its block table (blocks scattered over the pool) and its tokens so far.
+struct Paged {
+  std::vector<int32_t> prompt{};
+  const LoraSource* lora = nullptr;
+  std::vector<int32_t> blocks{};
+  std::vector<int32_t> ids{};
+  int64_t past = 0;
+};
+
+TEST(PagedForward, OneSequenceEqualsTheContiguousCacheBitForBit) {
+  auto model = tiny();
+  const std::vector<int32_t> prompt{5, 17, 42, 99, 103, 250, 77, 12, 8, 301};
+  const Alone alone = decode_alone(*model, prompt, 30, nullptr);
+  KVBlockPool pool = model->make_block_pool(16, 4);
+  const std::vector<int32_t> blocks{11, 3, 14, 0, 7, 9, 2, 15, 5, 1, 12};  // out of order on purpose
+  std::vector<int32_t> tokens = prompt;
+  int64_t past = 0;
+  for (size_t s = 0; s < alone.logits.size(); ++s) {
+    const std::vector<PagedSequence> batch{{.tokens = tokens, .past = past, .blocks = blocks}};
+    const Tensor logits = model->forward_paged(pool, batch);
+    ASSERT_TRUE(same_bits(logits, alone.logits[s])) << "step " << s;
+    past += int64_t(tokens.size());
+    if (s < alone.ids.size()) tokens = {alone.ids[s]};
+  }
+}
+
+// Sequences of different lengths, each with its own adapter or none, decoded together for 100 tokens: each gets
+// the greedy tokens it gets alone, and logits within f32 rounding of a different GEMM shape.
+TEST(PagedForward, MixedAdaptersInOneBatchDecodeAsEachAlone) {
+  auto model = tiny();
+  const auto a = adapter(*model, "a", 1), b = adapter(*model, "b", 2);
+  std::vector<Paged> seqs = {{.prompt = {5, 17, 42, 99}, .lora = &a->source()},
+                             {.prompt = {301, 7, 7, 19, 250, 64, 12, 88, 91}, .lora = nullptr},
+                             {.prompt = {2, 300}, .lora = &b->source()},
+                             {.prompt = {33, 34, 35, 36, 37, 38}, .lora = &a->source()}};
+  constexpr int kSteps = 100;
+  constexpr int64_t kBlock = 8, kBlocksEach = 14;  // 14 · 8 ≥ 9 + 100 positions
+  KVBlockPool pool = model->make_block_pool(int64_t(seqs.size()) * kBlocksEach, kBlock);
+  std::vector<int32_t> order(size_t(pool.num_blocks()));
+  std::iota(order.begin(), order.end(), 0);
+  std::reverse(order.begin(), order.end());  // interleaved tables: sequence i takes every 4th block, from the end
+  for (size_t i = 0; i < seqs.size(); ++i)
+    for (int64_t j = 0; j < kBlocksEach; ++j) seqs[i].blocks.push_back(order[size_t(j) * seqs.size() + i]);
+
+  std::vector<Alone> alone;
+  for (const Paged& s : seqs) alone.push_back(decode_alone(*model, s.prompt, kSteps, s.lora));
+  for (int step = 0; step <= kSteps; ++step) {
+    std::vector<std::vector<int32_t>> tokens;
+    std::vector<PagedSequence> batch;
+    for (Paged& s : seqs) tokens.push_back(step == 0 ? s.prompt : std::vector<int32_t>{s.ids.back()});
+    for (size_t i = 0; i < seqs.size(); ++i)
+      batch.push_back({.tokens = tokens[i], .past = seqs[i].past, .blocks = seqs[i].blocks, .lora = seqs[i].lora});
+    const Tensor logits = model->forward_paged(pool, batch);
+    ASSERT_EQ(logits.dim(0), int64_t(seqs.size()));
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Tensor want = alone[i].logits[size_t(step)];
+      EXPECT_LE(relative_max_error(logits.rows(int64_t(i), int64_t(i) + 1), want), 1e-5) << "sequence " << i << " step " << step;
+      seqs[i].past += int64_t(tokens[i].size());
+      seqs[i].ids.push_back(argmax(logits, int64_t(i)));
+    }
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    seqs[i].ids.pop_back();  // the token after the last step, which the alone run does not take
+    EXPECT_EQ(seqs[i].ids, alone[i].ids) << "sequence " << i;
+  }
+  EXPECT_NE(alone[0].ids, alone[1].ids) << "the adapters change the output (the test would be vacuous)";
+}
+
+// Two sequences read one prompt's blocks (a shared prefix): each continues as if it had computed the prefix itself.
+TEST(PagedForward, SequencesShareThePrefixBlocksTheyOnlyRead) {
+  auto model = tiny();
+  const std::vector<int32_t> prefix{5, 17, 42, 99, 103, 250, 77, 12};  // two whole blocks of 4
+  KVBlockPool pool = model->make_block_pool(8, 4);
+  const std::vector<int32_t> first{6, 0};
+  model->forward_paged(pool, std::vector<PagedSequence>{{.tokens = prefix, .past = 0, .blocks = first}});
+  const std::vector<int32_t> a_tail{301, 8, 9}, b_tail{44, 45};
+  const std::vector<int32_t> a_blocks{6, 0, 3}, b_blocks{6, 0, 5};
+  const Tensor both = model->forward_paged(pool, std::vector<PagedSequence>{{.tokens = a_tail, .past = 8, .blocks = a_blocks},
+                                                                           {.tokens = b_tail, .past = 8, .blocks = b_blocks}},
+                                           LogitsFor::every_token);
+  for (const auto& [tail, row0] : {std::pair{a_tail, int64_t(0)}, std::pair{b_tail, int64_t(3)}}) {
+    std::vector<int32_t> whole = prefix;
+    whole.insert(whole.end(), tail.begin(), tail.end());
+    KVCache cache = model->make_cache(int64_t(whole.size()));
+    const Tensor alone = model->forward(std::vector<SequenceInput>{{whole, &cache}}, {.logits = LogitsFor::every_token});
+    const int64_t n = int64_t(tail.size());
+    EXPECT_LE(relative_max_error(both.rows(row0, row0 + n), alone.rows(int64_t(prefix.size()), int64_t(whole.size()))), 1e-5);
+  }
+}
+
+// The same mixed batch on CUDA (bf16 weights, activations and pool) against the CPU's paged pass: within the bf16
+// bound of a whole forward pass (1e-2 of the largest logit, as CudaModel's tests), for every step of a prompt plus
+// 20 tokens, fed the CPU's greedy tokens so that both see the same inputs. Skipped without a GPU.
+TEST(PagedForward, CudaMatchesTheCpu) {
+  std::shared_ptr<Model> gpu;
+  try {
+    gpu = Model::load(fixture("models/tiny-untied"), {.device = Device::cuda});
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  auto cpu = tiny();
+  const auto a_cpu = adapter(*cpu, "a", 1), a_gpu = adapter(*gpu, "a", 1);
+  const std::vector<std::vector<int32_t>> prompts{{5, 17, 42, 99}, {301, 7, 7, 19, 250, 64, 12}, {2, 300}};
+  KVBlockPool cpu_pool = cpu->make_block_pool(24, 4), gpu_pool = gpu->make_block_pool(24, 4);
+  std::vector<std::vector<int32_t>> tables(3), tokens = prompts;
+  for (int32_t b = 0; b < 24; ++b) tables[size_t(b % 3)].push_back(23 - b);
+  std::vector<int64_t> past(3, 0);
+  for (int step = 0; step <= 20; ++step) {
+    std::vector<PagedSequence> on_cpu, on_gpu;
+    for (size_t i = 0; i < 3; ++i) {
+      on_cpu.push_back({.tokens = tokens[i], .past = past[i], .blocks = tables[i], .lora = i == 1 ? nullptr : &a_cpu->source()});
+      on_gpu.push_back({.tokens = tokens[i], .past = past[i], .blocks = tables[i], .lora = i == 1 ? nullptr : &a_gpu->source()});
+    }
+    const Tensor want = cpu->forward_paged(cpu_pool, on_cpu), got = gpu->forward_paged(gpu_pool, on_gpu);
+    EXPECT_LE(relative_max_error(got, want), 1e-2) << "step " << step;
+    for (size_t i = 0; i < 3; ++i) {
+      past[i] += int64_t(tokens[i].size());
+      tokens[i] = {argmax(want, int64_t(i))};
+    }
+  }
+}
+
+TEST(PagedForward, BadBatchesAreRefusedBeforeAnythingIsWritten) {
+  auto model = tiny();
+  KVBlockPool pool = model->make_block_pool(4, 4);
+  const Tensor before = pool.keys(0).clone();
+  const std::vector<int32_t> five{1, 2, 3, 4, 5}, one{7}, table{0, 1}, short_table{0}, outside{0, 9}, other{1, 2};
+  const std::vector<int32_t> bad_id{1, 999999};
+  auto run = [&](std::vector<PagedSequence> batch) { model->forward_paged(pool, batch); };
+  EXPECT_WICK_ERROR(run({}), ErrorKind::bad_input, "empty batch");
+  EXPECT_WICK_ERROR(run({{.tokens = five, .past = 0, .blocks = short_table}}), ErrorKind::bad_input,
+                    "sequence 0: its block table has 1 blocks of 4 positions; 5 need 2");
+  EXPECT_WICK_ERROR(run({{.tokens = five, .past = 0, .blocks = outside}}), ErrorKind::bad_input,
+                    "block 9 is outside the pool [0, 4)");
+  EXPECT_WICK_ERROR(run({{.tokens = bad_id, .past = 0, .blocks = table}}), ErrorKind::bad_input,
+                    "token id 999999 is outside the vocabulary");
+  EXPECT_WICK_ERROR(run({{.tokens = one, .past = 0, .blocks = table}, {.tokens = five, .past = 0, .blocks = table}}),
+                    ErrorKind::bad_input, "sequences 0 and 1 both write pool row 0 (block 0)");
+  EXPECT_WICK_ERROR(run({{.tokens = one, .past = -1, .blocks = table}}), ErrorKind::bad_input, "negative past length");
+  const std::vector<int32_t> big_table{0, 1, 2, 3};
+  const std::vector<int32_t> many(300, 1);
+  KVBlockPool big = model->make_block_pool(100, 4);
+  std::vector<int32_t> long_table(100);
+  std::iota(long_table.begin(), long_table.end(), 0);
+  EXPECT_WICK_ERROR(model->forward_paged(big, std::vector<PagedSequence>{{.tokens = many, .past = 0, .blocks = long_table}}),
+                    ErrorKind::bad_input, "exceed max_position_embeddings");
+  EXPECT_TRUE(same_bits(pool.keys(0), before)) << "a refused batch wrote into the pool";
+
+  auto other_shape = Model::load(fixture("models/tiny-seqcls"));  // 2 layers, tiny-untied 3
+  ASSERT_NE(other_shape->config().num_layers, model->config().num_layers);
+  KVBlockPool foreign = other_shape->make_block_pool(4, 4);
+  EXPECT_WICK_ERROR(model->forward_paged(foreign, std::vector<PagedSequence>{{.tokens = one, .past = 0, .blocks = other}}),
+                    ErrorKind::bad_input, "was not made for this model");
+  EXPECT_WICK_ERROR(model->make_block_pool(0, 4), ErrorKind::bad_input, "0 blocks of 4 positions");
+}
+
+}  // namespace
+}  // namespace wick::test
