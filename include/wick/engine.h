@@ -1,0 +1,96 @@
+// The engine: many sequences decoded together (continuous batching) over a paged KV cache, each with its own
+// adapter. Requests join and leave at every step; prompts are prefilled in chunks mixed with other sequences'
+// decode steps under a per-step token budget; sequences with a common prompt prefix under the same adapter version
+// share the blocks that hold it; when the pool runs out, the newest sequences are preempted and recomputed later.
+//
+//   Engine engine(model, {.num_blocks = 512});
+//   engine.submit({.prompt = ids, .max_new_tokens = 64, .lora = adapter, .sink = my_sink});
+//   while (engine.step()) {}
+//
+// The engine decides nothing about tokens: each sequence's TokenSink picks the next one from its logits (the
+// generate layer's samplers and stop strings), or ends the sequence.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "wick/model.h"
+
+namespace wick {
+
+/// What chooses a sequence's tokens: called once per new position, with that position's logits.
+class TokenSink {
+ public:
+  virtual ~TokenSink() = default;
+  /// `logits` [vocab] of the sequence's newest token (CPU f32). Returns the next token, or nullopt when the
+  /// sequence is finished (its blocks are released at once). An exception ends this sequence only: it is stored
+  /// for the submitter (Engine::error) and the engine goes on with the others.
+  virtual std::optional<int32_t> next_token(std::span<const float> logits) = 0;
+};
+
+struct EngineOptions {
+  int64_t block_size = 16;        ///< positions per KV block
+  int64_t num_blocks = 256;       ///< blocks in the pool (all layers): num_blocks · block_size positions in all
+  int64_t max_step_tokens = 512;  ///< tokens one step runs at most: decodes first, then prefill chunks
+  int64_t max_running = 64;       ///< sequences in flight at most (the rest wait)
+  bool share_prefixes = true;     ///< reuse cached blocks of an equal prompt prefix (same adapter version)
+};
+
+/// One request as the engine runs it.
+struct EngineRequest {
+  std::vector<int32_t> prompt;
+  /// New tokens at most: the engine refuses a request that could not fit the pool or the model's context; the sink
+  /// ends the sequence (it is not told this number).
+  int64_t max_new_tokens = 16;
+  /// The adapter version this sequence runs with (null: the base model), held until it ends. A prefix computed
+  /// under one version is never reused under another.
+  std::shared_ptr<const LoraSource> lora = nullptr;
+  std::shared_ptr<TokenSink> sink = nullptr;
+};
+
+/// Counters of an engine's work so far (and of its pool now).
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t tokens_computed = 0;     ///< positions run through the model (prefill and decode, recomputation included)
+  int64_t prefix_hit_tokens = 0;   ///< prompt positions taken from cached blocks instead of computed
+  int64_t preemptions = 0;         ///< sequences sent back to wait (their blocks freed; recomputed later)
+  int64_t waiting = 0, running = 0, finished = 0;
+  int64_t blocks_total = 0, blocks_held = 0, blocks_cached = 0;
+};
+
+class Engine {
+ public:
+  /// An engine over `model` with a pool of options.num_blocks blocks (bad_input for sizes < 1).
+  Engine(std::shared_ptr<const Model> model, const EngineOptions& options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Queues a request; returns its id. bad_input (nothing queued) for an empty prompt, a token outside the
+  /// vocabulary, no sink, max_new_tokens < 1, or prompt + max_new_tokens beyond the model's context or the whole
+  /// pool ("needs N blocks of B positions; the pool has M").
+  uint64_t submit(EngineRequest request);
+  /// Ends a waiting or running request at the next step boundary; its blocks return to the pool. Unknown or
+  /// finished ids are ignored.
+  void cancel(uint64_t id);
+  /// One step: retire cancelled sequences, schedule (decodes, then new prefill chunks, preempting the newest
+  /// sequences if the pool runs out), one forward pass over the batch, and each sequence at the end of its known
+  /// tokens asks its sink for the next. Returns false when nothing is waiting or running.
+  bool step();
+  /// Steps until nothing is waiting or running.
+  void run();
+  /// The exception a request's sink threw (it ended the request), or null.
+  std::exception_ptr error(uint64_t id) const;
+  EngineStats stats() const;
+  const Model& model() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace wick

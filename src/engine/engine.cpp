@@ -1,0 +1,249 @@
+// The engine's scheduler: a step plans the batch (running sequences oldest first, then waiting ones admitted with
+// their cached prefix), makes room by preempting the newest, runs one paged forward pass, then asks the sinks of
+// sequences that reached their newest token what comes next.
+#include "wick/engine.h"
+
+#include <algorithm>
+#include <deque>
+#include <exception>
+#include <string>
+#include <unordered_map>
+
+#include "engine/block_manager.h"
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+struct Sequence {
+  uint64_t id = 0;
+  std::vector<int32_t> tokens;  // prompt, then every token its sink chose
+  int64_t computed = 0;         // positions whose keys and values are in `blocks`
+  std::vector<int32_t> blocks;  // the block table
+  std::vector<BlockManager::ChainId> chain;  // the chain id of each registered full block, from the first
+  std::shared_ptr<const LoraSource> lora;
+  std::shared_ptr<TokenSink> sink;
+  bool cancelled = false;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  std::shared_ptr<const Model> model;
+  EngineOptions options;
+  KVBlockPool pool;
+  BlockManager blocks;
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live;  // waiting or running
+  std::deque<Sequence*> waiting;                                 // oldest first
+  std::vector<Sequence*> running;                                // admission order: oldest first
+  std::unordered_map<uint64_t, std::exception_ptr> errors;
+  EngineStats stats;
+  uint64_t next_id = 1;
+
+  Impl(std::shared_ptr<const Model> m, const EngineOptions& o)
+      : model(std::move(m)),
+        options(o),
+        pool(model->make_block_pool(o.num_blocks, o.block_size)),
+        blocks(o.num_blocks, o.block_size) {
+    if (o.max_step_tokens < 1 || o.max_running < 1)
+      fail(ErrorKind::bad_input, "engine: max_step_tokens and max_running must be at least 1");
+  }
+
+  // Gives a sequence's blocks back and forgets its progress (it is recomputed if it runs again).
+  void drop_blocks(Sequence& s) {
+    for (int32_t b : s.blocks) blocks.release(b);
+    s.blocks.clear();
+    s.chain.clear();
+    s.computed = 0;
+  }
+
+  void end(Sequence& s) {
+    drop_blocks(s);
+    ++stats.finished;
+    live.erase(s.id);  // destroys s
+  }
+
+  // Blocks for `positions` positions of s, allocated as needed; false (allocating nothing) when the pool lacks them.
+  bool reserve(Sequence& s, int64_t positions) {
+    const int64_t needed = (positions + options.block_size - 1) / options.block_size - int64_t(s.blocks.size());
+    if (needed <= 0) return true;
+    if (needed > blocks.available()) return false;
+    for (int64_t i = 0; i < needed; ++i) s.blocks.push_back(*blocks.allocate());
+    return true;
+  }
+
+  // A new or preempted sequence's cached prefix: whole blocks of its tokens, leaving at least one to compute.
+  void take_prefix(Sequence& s) {
+    if (!options.share_prefixes || !s.blocks.empty()) return;
+    const int64_t whole = (int64_t(s.tokens.size()) - 1) / options.block_size * options.block_size;
+    s.blocks = blocks.match(s.lora.get(), std::span(s.tokens).first(size_t(whole)), s.chain);
+    s.computed = int64_t(s.blocks.size()) * options.block_size;
+    stats.prefix_hit_tokens += s.computed;
+  }
+
+  // Registers the blocks s filled completely (they become shareable).
+  void register_full_blocks(Sequence& s) {
+    if (!options.share_prefixes) return;
+    const int64_t bs = options.block_size;
+    for (int64_t b = int64_t(s.chain.size()); (b + 1) * bs <= s.computed; ++b) {
+      const BlockManager::ChainId parent = b == 0 ? BlockManager::kRoot : s.chain[size_t(b - 1)];
+      s.chain.push_back(blocks.register_full(s.blocks[size_t(b)], parent, s.lora,
+                                             std::span(s.tokens).subspan(size_t(b * bs), size_t(bs))));
+    }
+  }
+
+  void preempt(Sequence& s) {
+    drop_blocks(s);
+    waiting.push_front(&s);
+    ++stats.preemptions;
+  }
+
+  void retire_cancelled() {
+    std::erase_if(waiting, [&](Sequence* s) { return s->cancelled && (end(*s), true); });
+    std::erase_if(running, [&](Sequence* s) { return s->cancelled && (end(*s), true); });
+  }
+
+  bool step();
+};
+
+bool Engine::Impl::step() {
+  retire_cancelled();
+  if (running.empty() && waiting.empty()) return false;
+  struct Planned {
+    Sequence* s;
+    int64_t count;
+  };
+  std::vector<Planned> plan;
+  int64_t budget = options.max_step_tokens;
+
+  // Running sequences, oldest first; room is made by sending the newest back to wait.
+  for (size_t i = 0; i < running.size() && budget > 0;) {
+    Sequence& s = *running[i];
+    const int64_t n = std::min(int64_t(s.tokens.size()) - s.computed, budget);
+    if (!reserve(s, s.computed + n)) {
+      Sequence* victim = running.back();
+      running.pop_back();
+      preempt(*victim);
+      continue;  // s again (or, when s was the newest, the loop ends)
+    }
+    plan.push_back({&s, n});
+    budget -= n;
+    ++i;
+  }
+  // Waiting sequences, oldest first, while the budget, the running limit and the pool allow.
+  while (!waiting.empty() && budget > 0 && int64_t(running.size()) < options.max_running) {
+    Sequence& s = *waiting.front();
+    take_prefix(s);
+    const int64_t n = std::min(int64_t(s.tokens.size()) - s.computed, budget);
+    if (!reserve(s, s.computed + n)) {
+      stats.prefix_hit_tokens -= s.computed;  // counted again when it is admitted
+      drop_blocks(s);
+      break;
+    }
+    waiting.pop_front();
+    running.push_back(&s);
+    plan.push_back({&s, n});
+    budget -= n;
+  }
+  if (plan.empty())  // submit() refuses what the whole pool cannot hold, so the oldest always fits an empty pool
+    fail(ErrorKind::internal, "engine: nothing could be scheduled (" + std::to_string(waiting.size()) + " waiting, " +
+                                  std::to_string(blocks.available()) + " blocks available)");
+
+  std::vector<PagedSequence> batch;
+  batch.reserve(plan.size());
+  for (const Planned& p : plan)
+    batch.push_back({.tokens = std::span(p.s->tokens).subspan(size_t(p.s->computed), size_t(p.count)),
+                     .past = p.s->computed,
+                     .blocks = p.s->blocks,
+                     .lora = p.s->lora.get()});
+  const Tensor logits = model->forward_paged(pool, batch);
+  ++stats.steps;
+
+  const int64_t vocab = logits.dim(1);
+  for (size_t r = 0; r < plan.size(); ++r) {
+    Sequence& s = *plan[r].s;
+    s.computed += plan[r].count;
+    stats.tokens_computed += plan[r].count;
+    register_full_blocks(s);
+    if (s.computed < int64_t(s.tokens.size())) continue;  // a prefill chunk short of the end
+    std::optional<int32_t> next;
+    try {
+      next = s.sink->next_token(std::span<const float>(logits.data<float>() + int64_t(r) * vocab, size_t(vocab)));
+    } catch (...) {
+      errors[s.id] = std::current_exception();
+    }
+    if (next) {
+      s.tokens.push_back(*next);
+    } else {
+      std::erase(running, &s);
+      end(s);
+    }
+  }
+  return true;
+}
+
+Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
+    : impl_(std::make_unique<Impl>(std::move(model), options)) {}
+
+Engine::~Engine() = default;
+
+uint64_t Engine::submit(EngineRequest r) {
+  Impl& im = *impl_;
+  const ModelConfig& c = im.model->config();
+  const auto bad = [](const std::string& why) { fail(ErrorKind::bad_input, "engine: request: " + why); };
+  if (r.prompt.empty()) bad("the prompt is empty");
+  if (!r.sink) bad("no token sink");
+  if (r.max_new_tokens < 1) bad("max_new_tokens must be at least 1, found " + std::to_string(r.max_new_tokens));
+  for (int32_t id : r.prompt)
+    if (id < 0 || id >= c.vocab_size)
+      bad("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  const int64_t positions = int64_t(r.prompt.size()) + r.max_new_tokens;
+  if (positions > c.max_position_embeddings)
+    bad(std::to_string(r.prompt.size()) + " prompt tokens + " + std::to_string(r.max_new_tokens) +
+        " new ones exceed the model's context of " + std::to_string(c.max_position_embeddings));
+  const int64_t bs = im.options.block_size, needed = (positions + bs - 1) / bs;
+  if (needed > im.options.num_blocks)
+    bad("it needs " + std::to_string(needed) + " blocks of " + std::to_string(bs) + " positions; the pool has " +
+        std::to_string(im.options.num_blocks));
+  auto s = std::make_unique<Sequence>();
+  s->id = im.next_id++;
+  s->tokens = std::move(r.prompt);
+  s->lora = std::move(r.lora);
+  s->sink = std::move(r.sink);
+  im.waiting.push_back(s.get());
+  const uint64_t id = s->id;
+  im.live.emplace(id, std::move(s));
+  return id;
+}
+
+void Engine::cancel(uint64_t id) {
+  const auto it = impl_->live.find(id);
+  if (it != impl_->live.end()) it->second->cancelled = true;
+}
+
+bool Engine::step() { return impl_->step(); }
+
+void Engine::run() {
+  while (impl_->step()) {
+  }
+}
+
+std::exception_ptr Engine::error(uint64_t id) const {
+  const auto it = impl_->errors.find(id);
+  return it == impl_->errors.end() ? nullptr : it->second;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s = impl_->stats;
+  s.waiting = int64_t(impl_->waiting.size());
+  s.running = int64_t(impl_->running.size());
+  s.blocks_total = impl_->blocks.num_blocks();
+  s.blocks_held = impl_->blocks.held();
+  s.blocks_cached = impl_->blocks.cached();
+  return s;
+}
+
+const Model& Engine::model() const { return *impl_->model; }
+
+}  // namespace wick

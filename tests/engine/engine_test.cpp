@@ -1,0 +1,221 @@
+// The engine against one sequence at a time: any mix of prompt lengths and adapters, decoded together with chunked
+// prefills, prefix sharing and preemption, gives each request the greedy tokens it gets alone through a contiguous
+// KV cache (Model::forward); and every block comes back to the pool.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <stdexcept>
+
+#include "model/linear.h"
+#include "test_util.h"
+#include "wick/adapter.h"
+#include "wick/engine.h"
+#include "wick/error.h"
+
+namespace wick::test {
+namespace {
+
+std::shared_ptr<Model> tiny() { return Model::load(fixture("models/tiny-untied")); }
+
+std::shared_ptr<const LoraAdapter> adapter(const Model& model, const char* name, uint64_t seed) {
+  LoraConfig config;
+  config.r = 4;
+  config.lora_alpha = 16;
+  config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return LoraAdapter::random(name, config, model, seed);
+}
+
+// The adapter's factors as the engine takes them: shared with the adapter's lifetime.
+std::shared_ptr<const LoraSource> source_of(const std::shared_ptr<const LoraAdapter>& a) {
+  return a ? std::shared_ptr<const LoraSource>(a, &a->source()) : nullptr;
+}
+
+int32_t argmax(std::span<const float> logits) {
+  return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+// Greedy for a fixed number of tokens; records what it chose.
+class GreedySink final : public TokenSink {
+ public:
+  explicit GreedySink(int64_t n) : n_(n) {}
+  std::optional<int32_t> next_token(std::span<const float> logits) override {
+    ids.push_back(argmax(logits));
+    if (int64_t(ids.size()) == n_) return std::nullopt;
+    return ids.back();
+  }
+  std::vector<int32_t> ids;
+
+ private:
+  int64_t n_;
+};
+
+std::vector<int32_t> greedy_alone(const Model& model, const std::vector<int32_t>& prompt, int64_t n,
+                                  const LoraSource* lora) {
+  KVCache cache = model.make_cache(int64_t(prompt.size()) + n);
+  std::vector<int32_t> ids;
+  Tensor logits = model.forward(std::vector<SequenceInput>{{prompt, &cache}}, {.lora = lora});
+  while (true) {
+    ids.push_back(argmax(std::span<const float>(logits.data<float>(), size_t(logits.dim(1)))));
+    if (int64_t(ids.size()) == n) return ids;
+    const std::vector<int32_t> one{ids.back()};
+    logits = model.forward(std::vector<SequenceInput>{{one, &cache}}, {.lora = lora});
+  }
+}
+
+struct Req {
+  std::vector<int32_t> prompt{};
+  std::shared_ptr<const LoraAdapter> adapter{};
+  int64_t n = 100;
+};
+
+std::vector<Req> mixed_requests(const Model& model) {
+  const auto a = adapter(model, "a", 1), b = adapter(model, "b", 2);
+  std::mt19937 rng(5);
+  std::vector<Req> out;
+  const std::shared_ptr<const LoraAdapter> adapters[] = {a, nullptr, b};
+  for (int i = 0; i < 7; ++i) {
+    Req r{.adapter = adapters[i % 3], .n = 40 + 10 * i};
+    const int len = 1 + int(rng() % 40);
+    for (int t = 0; t < len; ++t) r.prompt.push_back(int32_t(rng() % 384));
+    out.push_back(r);
+  }
+  return out;
+}
+
+// Runs `reqs` through an engine; returns each request's tokens.
+std::vector<std::vector<int32_t>> run_engine(Engine& engine, const std::vector<Req>& reqs) {
+  std::vector<std::shared_ptr<GreedySink>> sinks;
+  for (const Req& r : reqs) {
+    sinks.push_back(std::make_shared<GreedySink>(r.n));
+    engine.submit({.prompt = r.prompt, .max_new_tokens = r.n, .lora = source_of(r.adapter), .sink = sinks.back()});
+  }
+  engine.run();
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& s : sinks) out.push_back(s->ids);
+  return out;
+}
+
+void expect_as_alone(const Model& model, const std::vector<Req>& reqs, const std::vector<std::vector<int32_t>>& got) {
+  for (size_t i = 0; i < reqs.size(); ++i)
+    EXPECT_EQ(got[i], greedy_alone(model, reqs[i].prompt, reqs[i].n, reqs[i].adapter ? &reqs[i].adapter->source() : nullptr))
+        << "request " << i;
+}
+
+void expect_pool_whole(const Engine& engine) {
+  const EngineStats s = engine.stats();
+  EXPECT_EQ(s.blocks_held, 0) << "every block is back";
+  EXPECT_EQ(s.waiting + s.running, 0);
+}
+
+TEST(Engine, MixedAdaptersAndLengthsDecodeAsEachAlone) {
+  auto model = tiny();
+  const std::vector<Req> reqs = mixed_requests(*model);
+  Engine engine(model, {.block_size = 8, .num_blocks = 256});
+  expect_as_alone(*model, reqs, run_engine(engine, reqs));
+  expect_pool_whole(engine);
+  EXPECT_EQ(engine.stats().finished, int64_t(reqs.size()));
+  EXPECT_EQ(engine.stats().preemptions, 0);
+  EXPECT_EQ(engine.stats().steps, 100) << "all seven ran together: as many steps as the longest needs tokens";
+}
+
+TEST(Engine, ChunkedPrefillsUnderASmallStepBudget) {
+  auto model = tiny();
+  const std::vector<Req> reqs = mixed_requests(*model);
+  Engine engine(model, {.block_size = 4, .num_blocks = 512, .max_step_tokens = 5});
+  expect_as_alone(*model, reqs, run_engine(engine, reqs));
+  expect_pool_whole(engine);
+}
+
+TEST(Engine, PreemptionWhenThePoolRunsOutChangesNoOutput) {
+  auto model = tiny();
+  const std::vector<Req> reqs = mixed_requests(*model);
+  // The largest request needs ⌈(40 + 100) / 8⌉ = 18 blocks; 30 hold two of them at most.
+  Engine engine(model, {.block_size = 8, .num_blocks = 30});
+  expect_as_alone(*model, reqs, run_engine(engine, reqs));
+  EXPECT_GT(engine.stats().preemptions, 0) << "the pool was meant to run out";
+  expect_pool_whole(engine);
+}
+
+TEST(Engine, PrefixesAreSharedOnlyUnderTheSameAdapterVersion) {
+  auto model = tiny();
+  const auto a = adapter(*model, "a", 1), a_again = adapter(*model, "a", 1);  // equal factors, another version
+  std::vector<int32_t> prefix;
+  for (int i = 0; i < 24; ++i) prefix.push_back(int32_t(10 + 3 * i));
+  auto with_tail = [&](std::vector<int32_t> tail) {
+    std::vector<int32_t> p = prefix;
+    p.insert(p.end(), tail.begin(), tail.end());
+    return p;
+  };
+  Engine engine(model, {.block_size = 8, .num_blocks = 64});
+  auto hits_of = [&](const Req& r) {
+    const int64_t before = engine.stats().prefix_hit_tokens;
+    const auto out = run_engine(engine, {r});
+    expect_as_alone(*model, {r}, out);
+    return engine.stats().prefix_hit_tokens - before;
+  };
+  EXPECT_EQ(hits_of({.prompt = with_tail({1, 2}), .adapter = nullptr, .n = 20}), 0);
+  EXPECT_EQ(hits_of({.prompt = with_tail({3}), .adapter = nullptr, .n = 20}), 24) << "three whole blocks of the prefix";
+  EXPECT_EQ(hits_of({.prompt = with_tail({3}), .adapter = a, .n = 20}), 0) << "computed under the base model only";
+  EXPECT_EQ(hits_of({.prompt = with_tail({4, 5, 6}), .adapter = a, .n = 20}), 24);
+  EXPECT_EQ(hits_of({.prompt = with_tail({4}), .adapter = a_again, .n = 20}), 0) << "a new version never reuses";
+  EXPECT_EQ(hits_of({.prompt = prefix, .adapter = nullptr, .n = 5}), 16) << "the last token is always computed";
+  expect_pool_whole(engine);
+  EXPECT_GT(engine.stats().blocks_cached, 0);
+}
+
+TEST(Engine, CancelledAndFailedRequestsEndAloneAndGiveTheirBlocksBack) {
+  auto model = tiny();
+  const std::vector<Req> reqs = mixed_requests(*model);
+  Engine engine(model, {.block_size = 8, .num_blocks = 256});
+  class Throwing final : public TokenSink {
+   public:
+    std::optional<int32_t> next_token(std::span<const float>) override { throw std::runtime_error("sink failed"); }
+  };
+  std::vector<std::shared_ptr<GreedySink>> sinks;
+  std::vector<uint64_t> ids;
+  for (const Req& r : reqs) {
+    sinks.push_back(std::make_shared<GreedySink>(r.n));
+    ids.push_back(engine.submit({.prompt = r.prompt, .max_new_tokens = r.n, .lora = source_of(r.adapter), .sink = sinks.back()}));
+  }
+  const uint64_t bad = engine.submit({.prompt = {1, 2, 3}, .max_new_tokens = 4, .sink = std::make_shared<Throwing>()});
+  for (int i = 0; i < 10; ++i) engine.step();
+  engine.cancel(ids[2]);
+  engine.cancel(ids[5]);
+  engine.cancel(987654);  // unknown: ignored
+  engine.run();
+  EXPECT_TRUE(engine.error(bad) != nullptr);
+  EXPECT_TRUE(engine.error(ids[0]) == nullptr);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto alone = greedy_alone(*model, reqs[i].prompt, reqs[i].n, reqs[i].adapter ? &reqs[i].adapter->source() : nullptr);
+    if (i == 2 || i == 5) {
+      EXPECT_LT(sinks[i]->ids.size(), alone.size()) << "request " << i << " was cancelled";
+      EXPECT_TRUE(std::equal(sinks[i]->ids.begin(), sinks[i]->ids.end(), alone.begin())) << "request " << i;
+    } else {
+      EXPECT_EQ(sinks[i]->ids, alone) << "request " << i;
+    }
+  }
+  expect_pool_whole(engine);
+}
+
+TEST(Engine, BadRequestsAreRefusedWithTheReason) {
+  auto model = tiny();
+  Engine engine(model, {.block_size = 8, .num_blocks = 4});
+  auto sink = std::make_shared<GreedySink>(1);
+  EXPECT_WICK_ERROR(engine.submit({.prompt = {}, .sink = sink}), ErrorKind::bad_input, "the prompt is empty");
+  EXPECT_WICK_ERROR(engine.submit({.prompt = {1}, .sink = nullptr}), ErrorKind::bad_input, "no token sink");
+  EXPECT_WICK_ERROR(engine.submit({.prompt = {1}, .max_new_tokens = 0, .sink = sink}), ErrorKind::bad_input,
+                    "max_new_tokens must be at least 1");
+  EXPECT_WICK_ERROR(engine.submit({.prompt = {1, 384}, .sink = sink}), ErrorKind::bad_input,
+                    "token id 384 is outside the vocabulary [0, 384)");
+  EXPECT_WICK_ERROR(engine.submit({.prompt = std::vector<int32_t>(30, 1), .max_new_tokens = 3, .sink = sink}),
+                    ErrorKind::bad_input, "it needs 5 blocks of 8 positions; the pool has 4");
+  EXPECT_WICK_ERROR(engine.submit({.prompt = {1}, .max_new_tokens = 300, .sink = sink}), ErrorKind::bad_input,
+                    "exceed the model's context of 256");
+  EXPECT_FALSE(engine.step()) << "nothing was queued";
+  EXPECT_WICK_ERROR(Engine(model, {.num_blocks = 0}), ErrorKind::bad_input, "0 blocks");
+  EXPECT_WICK_ERROR(Engine(model, {.max_step_tokens = 0}), ErrorKind::bad_input, "max_step_tokens");
+}
+
+}  // namespace
+}  // namespace wick::test
