@@ -83,6 +83,17 @@ struct GenerateResult {
 /// Called for each token; return false to stop (the result's finish is then `cancelled`).
 using TokenCallback = std::function<bool(const StreamToken&)>;
 
+/// One request of a batch (Generator::generate_batch).
+struct BatchRequest {
+  std::vector<int32_t> prompt{};
+  GenerateParams params{};
+  /// The adapter this request runs with (nullptr: the base model); the batch may mix any.
+  std::shared_ptr<const LoraSource> lora = nullptr;
+};
+
+/// Called for each token of request `index` of a batch; return false to stop that request (finish: cancelled).
+using BatchTokenCallback = std::function<bool(size_t index, const StreamToken& token)>;
+
 class DecodeLoop;
 
 /// A conversation kept across generate calls: the KV cache and the tokens it holds. A call reuses
@@ -210,6 +221,15 @@ class Generator {
 
   /// A conversation's cache for up to `capacity` positions (≤ max_position_embeddings).
   Session make_session(int64_t capacity) const;
+
+  /// Generates every request together (continuous batching through an Engine over a paged KV cache; each request
+  /// with its own adapter, params, sampler and stop strings) and returns the results in request order. Each
+  /// request's tokens equal what generate() gives it alone with that adapter in effect (on the CPU; on a GPU
+  /// within bf16 rounding of the logits). Every request is validated first (one bad_input naming its index);
+  /// on_token, if given, sees every token as it is chosen, from the calling thread. An exception from on_token
+  /// ends its request and is rethrown once the others have finished.
+  std::vector<GenerateResult> generate_batch(std::span<const BatchRequest> requests,
+                                             const BatchTokenCallback& on_token = {}) const;
   /// Generates after `prompt` (the whole conversation so far), reusing the session's cache.
   GenerateResult generate_stream(Session& session, std::span<const int32_t> prompt, const GenerateParams& params,
                                  const TokenCallback& on_token) const;

@@ -7,13 +7,13 @@
 #include <span>
 #include <vector>
 
-#include "generate/stop_matcher.h"
+#include "generate/token_follower.h"
 #include "wick/generator.h"
 
 namespace wick {
 
-/// One request's state: KV cache (its own or a Session's), sampler, detokenizer, stop matcher and
-/// the result so far. step() is the loop body; callers only decide what to do with each token.
+/// One request's state: KV cache (its own or a Session's) and what follows its tokens (sampler, detokenizer, stop
+/// matcher, the result so far). step() is the loop body; callers only decide what to do with each token.
 class DecodeLoop {
  public:
   /// Validates everything (see Generator) before allocating the cache. `session` may be null.
@@ -29,27 +29,20 @@ class DecodeLoop {
   void cancel();
   /// Takes back the last token step() produced, for a consumer that never received it.
   void retract(const StreamToken& token);
-  bool done() const { return done_; }
-  GenerateResult& result() { return result_; }
+  bool done() const { return follower_.done(); }
+  GenerateResult& result() { return follower_.result(); }
 
  private:
   using clock = std::chrono::steady_clock;
-  void finish(FinishReason reason);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<const LoraSource> lora_;  // the adapter in effect when the request started
   int64_t vocab_;
-  std::vector<int32_t> eos_;
   GenerateParams params_;
   Session own_;        // the cache when no Session was given
   Session* session_;   // the cache in use: &own_ or the caller's
   std::vector<int32_t> pending_;  // tokens to run through the model at the next step
-  Sampler sampler_;
-  std::optional<IncrementalDecoder> decoder_;
-  std::optional<StopMatcher> stops_;
-  GenerateResult result_;
-  bool done_ = false;
-  clock::time_point decode_start_;
+  TokenFollower follower_;
 };
 
 }  // namespace wick

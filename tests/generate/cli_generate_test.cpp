@@ -87,6 +87,41 @@ TEST(CliGenerate, BadFlagsAreOneLineErrorsWithExitCode2) {
   }
 }
 
+// Several prompts, each with its own adapter (or none), decoded together: one JSON line per prompt, in order, each
+// equal to the prompt generated alone with that adapter.
+TEST(CliGenerate, SeveralPromptsWithTheirOwnAdaptersEachAsAlone) {
+  const std::string model = "generate --model " + fixture("models/tiny-untied").string() + " ";
+  const std::string a = fixture("adapters/untied-patterns").string(), b = fixture("adapters/untied-qv-rslora").string();
+  const std::string common = " --greedy --ignore-eos --max-tokens 12 --json";
+  const CliRun batch = wick(model + "--tokens '5,6,7;8,9;10,11,12,13' --adapter p=" + a + " --adapter q=" + b +
+                            " --row-adapters p,-,q" + common);
+  ASSERT_EQ(batch.code, 0) << batch.err;
+  const auto lines = json_lines(batch.out);
+  ASSERT_EQ(lines.size(), 3u);
+  const std::vector<std::string> alone = {"--tokens 5,6,7 --adapter " + a, "--tokens 8,9", "--tokens 10,11,12,13 --adapter " + b};
+  for (size_t i = 0; i < 3; ++i) {
+    const CliRun one = wick(model + alone[i] + common);
+    ASSERT_EQ(one.code, 0) << one.err;
+    EXPECT_EQ(lines[i]["output_ids"], json_lines(one.out).at(0)["output_ids"]) << alone[i];
+  }
+  EXPECT_NE(lines[0]["output_ids"], json_lines(wick(model + "--tokens 5,6,7" + common).out).at(0)["output_ids"])
+      << "the adapter changes the tokens (the comparison would be vacuous)";
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"--tokens '1,2;3' --adapter p=" + a + " --row-adapters p,x", "no adapter named 'x'"},
+      {"--tokens '1,2;3' --adapter p=" + a + " --row-adapters p", "1 entries for 2 prompts"},
+      {"--tokens '1,2;3' --adapter p=" + a + " --adapter q=" + b, "name one (or -) for each of the 2 prompts"},
+      {"--tokens '1,2;3' --row-adapters -,-", "give the adapters it names as --adapter NAME=DIR"},
+      {"--tokens '1,2;3' --adapter p=" + a + " --adapter p=" + b + " --row-adapters p,p", "the name 'p' is given twice"},
+      {"--tokens '1,2;3' --stream", "--stream: streams one prompt; 2 were given"},
+  };
+  for (const auto& [args, needle] : bad) {
+    const CliRun r = wick(model + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+  }
+}
+
 TEST(CliChat, NeedsATokenizerWithAChatTemplate) {
   const CliRun r = wick("chat --model " + fixture("models/tiny-tied").string(), "hello\n");
   EXPECT_EQ(r.code, 2);

@@ -1,0 +1,79 @@
+// Generator::generate_batch: every request a sequence of one Engine, whose TokenSink is a TokenFollower (the same
+// sampling, decoding and stop strings as the single-sequence loop).
+#include <chrono>
+#include <exception>
+
+#include "generate/token_follower.h"
+#include "wick/engine.h"
+#include "wick/error.h"
+#include "wick/generator.h"
+
+namespace wick {
+
+namespace {
+
+class FollowerSink final : public TokenSink {
+ public:
+  FollowerSink(const Model& model, const Tokenizer* tokenizer, const std::vector<int32_t>& eos, size_t index,
+               const BatchRequest& request, const BatchTokenCallback& on_token)
+      : follower_(model, tokenizer, eos, request.prompt, request.params), index_(index), on_token_(on_token) {}
+
+  std::optional<int32_t> next_token(std::span<const float> logits) override {
+    if (follower_.result().output_ids.empty()) follower_.prefill_done(submitted_);
+    StreamToken t;
+    follower_.accept(follower_.sampler().choose(logits), t);
+    if (on_token_ && !on_token_(index_, t)) follower_.finish(FinishReason::cancelled);
+    if (follower_.done()) return std::nullopt;
+    return t.id;
+  }
+  GenerateResult& result() { return follower_.result(); }
+  // The engine ended the sequence without asking (its sink threw): whatever it had is the result.
+  void end_if_open() { follower_.finish(FinishReason::cancelled); }
+
+ private:
+  TokenFollower follower_;
+  size_t index_;
+  const BatchTokenCallback& on_token_;
+  std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+std::vector<GenerateResult> Generator::generate_batch(std::span<const BatchRequest> requests,
+                                                      const BatchTokenCallback& on_token) const {
+  if (requests.empty()) return {};
+  // Validated whole first: an error names the request.
+  constexpr int64_t kBlock = 16;
+  int64_t blocks = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    try {
+      validated_request(*model_, tokenizer(), nullptr, requests[i].prompt, requests[i].params);
+    } catch (const Error& e) {
+      fail(e.kind(), "request " + std::to_string(i) + ": " + e.what());
+    }
+    blocks += (int64_t(requests[i].prompt.size()) + requests[i].params.max_tokens + kBlock - 1) / kBlock;
+  }
+  // A pool that holds every request at once: nothing waits for room (the contiguous caches would take as much).
+  Engine engine(model_, {.block_size = kBlock, .num_blocks = blocks, .max_running = int64_t(requests.size())});
+  std::vector<std::shared_ptr<FollowerSink>> sinks;
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    sinks.push_back(std::make_shared<FollowerSink>(*model_, tokenizer(), eos_, i, requests[i], on_token));
+    ids.push_back(engine.submit({.prompt = requests[i].prompt,
+                                 .max_new_tokens = requests[i].params.max_tokens,
+                                 .lora = requests[i].lora,
+                                 .sink = sinks.back()}));
+  }
+  engine.run();
+  std::vector<GenerateResult> out;
+  std::exception_ptr first_error;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (const std::exception_ptr e = engine.error(ids[i]); e && !first_error) first_error = e;
+    sinks[i]->end_if_open();
+    out.push_back(std::move(sinks[i]->result()));
+  }
+  if (first_error) std::rethrow_exception(first_error);
+  return out;
+}
+
+}  // namespace wick
