@@ -22,7 +22,15 @@
 
 namespace wick {
 
-/// What chooses a sequence's tokens: called once per new position, with that position's logits.
+/// How a sequence left the engine.
+enum class SequenceEnd {
+  finished,   ///< its sink returned nullopt
+  cancelled,  ///< Engine::cancel, or the engine was destroyed first
+  failed,     ///< its sink or the forward pass threw (Engine::error has the exception)
+};
+
+/// What chooses a sequence's tokens: called once per new position, with that position's logits, on the thread that
+/// runs the engine's steps.
 class TokenSink {
  public:
   virtual ~TokenSink() = default;
@@ -30,6 +38,8 @@ class TokenSink {
   /// sequence is finished (its blocks are released at once). An exception ends this sequence only: it is stored
   /// for the submitter (Engine::error) and the engine goes on with the others.
   virtual std::optional<int32_t> next_token(std::span<const float> logits) = 0;
+  /// Called once when the sequence leaves the engine, after its blocks went back to the pool.
+  virtual void on_end(SequenceEnd) {}
 };
 
 struct EngineOptions {
@@ -58,14 +68,18 @@ struct EngineStats {
   int64_t tokens_computed = 0;     ///< positions run through the model (prefill and decode, recomputation included)
   int64_t prefix_hit_tokens = 0;   ///< prompt positions taken from cached blocks instead of computed
   int64_t preemptions = 0;         ///< sequences sent back to wait (their blocks freed; recomputed later)
-  int64_t waiting = 0, running = 0, finished = 0;
+  int64_t waiting = 0, running = 0;
+  int64_t finished = 0;            ///< sequences that left the engine (finished, cancelled or failed)
   int64_t blocks_total = 0, blocks_held = 0, blocks_cached = 0;
 };
 
+/// submit(), cancel(), error() and stats() may be called from any thread. The steps run either on the caller's
+/// thread (step(), run()) or on the engine's own (start()), never both.
 class Engine {
  public:
   /// An engine over `model` with a pool of options.num_blocks blocks (bad_input for sizes < 1).
   Engine(std::shared_ptr<const Model> model, const EngineOptions& options = {});
+  /// Stops the engine's thread (if started); every sequence still waiting or running ends as cancelled.
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -83,8 +97,12 @@ class Engine {
   bool step();
   /// Steps until nothing is waiting or running.
   void run();
+  /// Runs the steps on a thread of the engine's own from now on: it sleeps while there is nothing to do and wakes
+  /// for every submit() and cancel(). Sinks are called on that thread.
+  void start();
   /// The exception a request's sink threw (it ended the request), or null.
   std::exception_ptr error(uint64_t id) const;
+  /// The counters as of the last step (plus requests submitted since, as waiting).
   EngineStats stats() const;
   const Model& model() const;
 

@@ -4,9 +4,12 @@
 #include "wick/engine.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <deque>
 #include <exception>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "engine/block_manager.h"
@@ -34,12 +37,22 @@ struct Engine::Impl {
   EngineOptions options;
   KVBlockPool pool;
   BlockManager blocks;
+  // Owned by the thread that runs the steps.
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live;  // waiting or running
   std::deque<Sequence*> waiting;                                 // oldest first
   std::vector<Sequence*> running;                                // admission order: oldest first
-  std::unordered_map<uint64_t, std::exception_ptr> errors;
   EngineStats stats;
+
+  // Shared with the threads that submit and cancel: guarded by `mu`.
+  std::mutex mu;
+  std::condition_variable wake;
+  std::vector<std::unique_ptr<Sequence>> inbox;  // submitted, not yet seen by a step
+  std::vector<uint64_t> cancels;                 // asked for, not yet seen by a step
+  std::unordered_map<uint64_t, std::exception_ptr> errors;
+  EngineStats published;                         // stats as of the last step
   uint64_t next_id = 1;
+  std::thread worker;
+  bool stopping = false;
 
   Impl(std::shared_ptr<const Model> m, const EngineOptions& o)
       : model(std::move(m)),
@@ -48,6 +61,7 @@ struct Engine::Impl {
         blocks(o.num_blocks, o.block_size) {
     if (o.max_step_tokens < 1 || o.max_running < 1)
       fail(ErrorKind::bad_input, "engine: max_step_tokens and max_running must be at least 1");
+    publish();
   }
 
   // Gives a sequence's blocks back and forgets its progress (it is recomputed if it runs again).
@@ -58,10 +72,63 @@ struct Engine::Impl {
     s.computed = 0;
   }
 
-  void end(Sequence& s) {
+  void end(Sequence& s, SequenceEnd how) {
     drop_blocks(s);
     ++stats.finished;
+    const std::shared_ptr<TokenSink> sink = s.sink;
     live.erase(s.id);  // destroys s
+    sink->on_end(how);
+  }
+
+  void fail_sequence(Sequence& s, std::exception_ptr e) {
+    {
+      const std::lock_guard lock(mu);
+      errors[s.id] = std::move(e);
+    }
+    end(s, SequenceEnd::failed);
+  }
+
+  // What other threads handed over since the last step: new sequences (to the back of the queue) and cancels.
+  void take_inbox() {
+    std::vector<std::unique_ptr<Sequence>> arrived;
+    std::vector<uint64_t> cancelled;
+    {
+      const std::lock_guard lock(mu);
+      arrived.swap(inbox);
+      cancelled.swap(cancels);
+    }
+    for (auto& s : arrived) {
+      waiting.push_back(s.get());
+      const uint64_t id = s->id;
+      live.emplace(id, std::move(s));
+    }
+    for (uint64_t id : cancelled)
+      if (const auto it = live.find(id); it != live.end()) it->second->cancelled = true;
+  }
+
+  void publish() {
+    EngineStats s = stats;
+    s.waiting = int64_t(waiting.size());
+    s.running = int64_t(running.size());
+    s.blocks_total = blocks.num_blocks();
+    s.blocks_held = blocks.held();
+    s.blocks_cached = blocks.cached();
+    const std::lock_guard lock(mu);
+    published = s;
+  }
+
+  // Ends every sequence: cancelled (the engine is going away), or failed with `e` (a step broke).
+  void end_all(std::exception_ptr e = nullptr) {
+    take_inbox();
+    std::vector<Sequence*> all(running.begin(), running.end());
+    all.insert(all.end(), waiting.begin(), waiting.end());
+    running.clear();
+    waiting.clear();
+    for (Sequence* s : all) {
+      if (e) fail_sequence(*s, e);
+      else end(*s, SequenceEnd::cancelled);
+    }
+    publish();
   }
 
   // Blocks for `positions` positions of s, allocated as needed; false (allocating nothing) when the pool lacks them.
@@ -100,16 +167,23 @@ struct Engine::Impl {
   }
 
   void retire_cancelled() {
-    std::erase_if(waiting, [&](Sequence* s) { return s->cancelled && (end(*s), true); });
-    std::erase_if(running, [&](Sequence* s) { return s->cancelled && (end(*s), true); });
+    std::vector<Sequence*> gone;
+    const auto take = [&](Sequence* s) { return s->cancelled && (gone.push_back(s), true); };
+    std::erase_if(waiting, take);
+    std::erase_if(running, take);
+    for (Sequence* s : gone) end(*s, SequenceEnd::cancelled);
   }
 
   bool step();
 };
 
 bool Engine::Impl::step() {
+  take_inbox();
   retire_cancelled();
-  if (running.empty() && waiting.empty()) return false;
+  if (running.empty() && waiting.empty()) {
+    publish();
+    return false;
+  }
   struct Planned {
     Sequence* s;
     int64_t count;
@@ -157,7 +231,18 @@ bool Engine::Impl::step() {
                      .past = p.s->computed,
                      .blocks = p.s->blocks,
                      .lora = p.s->lora.get()});
-  const Tensor logits = model->forward_paged(pool, batch);
+  Tensor logits;
+  try {
+    logits = model->forward_paged(pool, batch);
+  } catch (...) {  // every sequence of the pass fails; the others go on
+    const std::exception_ptr e = std::current_exception();
+    for (const Planned& p : plan) {
+      std::erase(running, p.s);
+      fail_sequence(*p.s, e);
+    }
+    publish();
+    return true;
+  }
   ++stats.steps;
 
   const int64_t vocab = logits.dim(1);
@@ -171,22 +256,57 @@ bool Engine::Impl::step() {
     try {
       next = s.sink->next_token(std::span<const float>(logits.data<float>() + int64_t(r) * vocab, size_t(vocab)));
     } catch (...) {
-      errors[s.id] = std::current_exception();
+      std::erase(running, &s);
+      fail_sequence(s, std::current_exception());
+      continue;
     }
     if (next) {
       s.tokens.push_back(*next);
     } else {
       std::erase(running, &s);
-      end(s);
+      end(s, SequenceEnd::finished);
     }
   }
+  publish();
   return true;
 }
 
 Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
     : impl_(std::make_unique<Impl>(std::move(model), options)) {}
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (impl_->worker.joinable()) {
+    {
+      const std::lock_guard lock(impl_->mu);
+      impl_->stopping = true;
+    }
+    impl_->wake.notify_all();
+    impl_->worker.join();
+  }
+  impl_->end_all();
+}
+
+void Engine::start() {
+  Impl& im = *impl_;
+  if (im.worker.joinable()) fail(ErrorKind::bad_input, "engine: start() was called already");
+  im.worker = std::thread([&im] {
+    while (true) {
+      {
+        std::unique_lock lock(im.mu);
+        // running and waiting belong to this thread: reading them under the lock is only for the wait.
+        im.wake.wait(lock, [&] {
+          return im.stopping || !im.inbox.empty() || !im.cancels.empty() || !im.running.empty() || !im.waiting.empty();
+        });
+        if (im.stopping) return;
+      }
+      try {
+        im.step();
+      } catch (...) {  // nothing to rethrow into on this thread: every sequence fails with it
+        im.end_all(std::current_exception());
+      }
+    }
+  });
+}
 
 uint64_t Engine::submit(EngineRequest r) {
   Impl& im = *impl_;
@@ -207,19 +327,25 @@ uint64_t Engine::submit(EngineRequest r) {
     bad("it needs " + std::to_string(needed) + " blocks of " + std::to_string(bs) + " positions; the pool has " +
         std::to_string(im.options.num_blocks));
   auto s = std::make_unique<Sequence>();
-  s->id = im.next_id++;
   s->tokens = std::move(r.prompt);
   s->lora = std::move(r.lora);
   s->sink = std::move(r.sink);
-  im.waiting.push_back(s.get());
-  const uint64_t id = s->id;
-  im.live.emplace(id, std::move(s));
+  uint64_t id;
+  {
+    const std::lock_guard lock(im.mu);
+    id = s->id = im.next_id++;
+    im.inbox.push_back(std::move(s));
+  }
+  im.wake.notify_one();
   return id;
 }
 
 void Engine::cancel(uint64_t id) {
-  const auto it = impl_->live.find(id);
-  if (it != impl_->live.end()) it->second->cancelled = true;
+  {
+    const std::lock_guard lock(impl_->mu);
+    impl_->cancels.push_back(id);
+  }
+  impl_->wake.notify_one();
 }
 
 bool Engine::step() { return impl_->step(); }
@@ -230,17 +356,15 @@ void Engine::run() {
 }
 
 std::exception_ptr Engine::error(uint64_t id) const {
+  const std::lock_guard lock(impl_->mu);
   const auto it = impl_->errors.find(id);
   return it == impl_->errors.end() ? nullptr : it->second;
 }
 
 EngineStats Engine::stats() const {
-  EngineStats s = impl_->stats;
-  s.waiting = int64_t(impl_->waiting.size());
-  s.running = int64_t(impl_->running.size());
-  s.blocks_total = impl_->blocks.num_blocks();
-  s.blocks_held = impl_->blocks.held();
-  s.blocks_cached = impl_->blocks.cached();
+  const std::lock_guard lock(impl_->mu);
+  EngineStats s = impl_->published;
+  s.waiting += int64_t(impl_->inbox.size());  // submitted since the last step
   return s;
 }
 
