@@ -4,9 +4,14 @@
 // k > 0: k different random r16 adapters on all seven projections, spread over the sequences round-robin.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench_util.h"
@@ -72,6 +77,93 @@ void BM_EngineDecode(benchmark::State& state, const std::string& like, Device de
   state.counters["decode_tok_per_s"] = double(decoded) / decode_seconds;
   state.counters["step_ms"] = 1e3 * decode_seconds / double(state.iterations()) / double(kNew - 1);
 }
+
+using Clock = std::chrono::steady_clock;
+
+// Records when each token came (for time to first token and time per output token).
+class TimedSink final : public TokenSink {
+ public:
+  TimedSink(int64_t n, Clock::time_point arrival) : n_(n), arrival_(arrival) {}
+  std::optional<int32_t> next_token(std::span<const float> logits) override {
+    times.push_back(Clock::now());
+    if (int64_t(times.size()) == n_) return std::nullopt;
+    return int32_t((int64_t(times.size()) * 7919) % int64_t(logits.size()));
+  }
+  void on_end(SequenceEnd) override { ended.store(true); }
+  double ttft_ms() const { return std::chrono::duration<double, std::milli>(times.front() - arrival_).count(); }
+  double tpot_ms() const {
+    return times.size() < 2 ? 0
+                            : std::chrono::duration<double, std::milli>(times.back() - times.front()).count() /
+                                  double(times.size() - 1);
+  }
+  std::vector<Clock::time_point> times;
+  std::atomic<bool> ended{false};
+
+ private:
+  int64_t n_;
+  Clock::time_point arrival_;
+};
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, size_t(p * double(v.size())))];
+}
+
+// A serving run: `requests` requests arriving as a Poisson process at `rate` per second (seeded), prompts of
+// 16..512 tokens and 16..256 new ones (uniform), through an engine on its own thread. Reports the output token
+// throughput over the run and the p50 / p99 time to first token (from arrival) and time per output token.
+void BM_EngineServe(benchmark::State& state, const std::string& like, Device device) {
+  const int64_t requests = state.range(0);
+  const double rate = double(state.range(1));
+  std::shared_ptr<Model> model;
+  try {
+    model = Model::load(bench_model(like), {.device = device});
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  const int64_t vocab = model->config().vocab_size;
+  for (auto _ : state) {
+    std::mt19937 rng(42);
+    std::exponential_distribution<double> gap(rate);
+    std::vector<std::shared_ptr<TimedSink>> sinks;
+    const auto t0 = Clock::now();
+    {
+      Engine engine(model, {.block_size = 16, .num_blocks = 4096, .max_step_tokens = 2048, .max_running = 128});
+      engine.start();
+      auto at = t0;
+      for (int64_t r = 0; r < requests; ++r) {
+        at += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
+        std::this_thread::sleep_until(at);
+        std::vector<int32_t> prompt(16 + rng() % 497);
+        for (int32_t& id : prompt) id = int32_t(rng() % uint32_t(vocab));
+        const int64_t n = 16 + int64_t(rng() % 241);
+        sinks.push_back(std::make_shared<TimedSink>(n, Clock::now()));
+        engine.submit({.prompt = prompt, .max_new_tokens = n, .sink = sinks.back()});
+      }
+      while (!std::all_of(sinks.begin(), sinks.end(), [](const auto& s) { return s->ended.load(); }))
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::vector<double> ttft, tpot;
+    int64_t tokens = 0;
+    for (const auto& s : sinks) {
+      ttft.push_back(s->ttft_ms());
+      tpot.push_back(s->tpot_ms());
+      tokens += int64_t(s->times.size());
+    }
+    state.counters["out_tok_per_s"] = double(tokens) / seconds;
+    state.counters["ttft_p50_ms"] = percentile(ttft, 0.5);
+    state.counters["ttft_p99_ms"] = percentile(ttft, 0.99);
+    state.counters["tpot_p50_ms"] = percentile(tpot, 0.5);
+    state.counters["tpot_p99_ms"] = percentile(tpot, 0.99);
+  }
+}
+
+BENCHMARK_CAPTURE(BM_EngineServe, cpu_tiny, std::string("tiny"), Device::cpu)
+    ->ArgNames({"requests", "per_s"})->Args({64, 50})->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineServe, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
+    ->ArgNames({"requests", "per_s"})->Args({256, 16})->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_CAPTURE(BM_EngineDecode, cpu_tiny, std::string("tiny"), Device::cpu)
     ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({8, 8})
