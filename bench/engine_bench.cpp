@@ -51,8 +51,8 @@ void BM_EngineDecode(benchmark::State& state, const std::string& like, Device de
   config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
   std::vector<std::shared_ptr<const LoraSource>> adapters;
   for (int64_t k = 0; k < n_adapters; ++k) {
-    const auto a = LoraAdapter::random(std::string("a").append(std::to_string(k)), config, *model, uint64_t(k + 1));
-    adapters.emplace_back(a, &a->source());
+    adapters.push_back(LoraAdapter::shared_source(
+        LoraAdapter::random(std::string("a").append(std::to_string(k)), config, *model, uint64_t(k + 1))));
   }
   const int64_t vocab = model->config().vocab_size, block = 16;
   const int64_t blocks = seqs * ((kPrompt + kNew + block - 1) / block);

@@ -97,6 +97,10 @@ class LoraAdapter {
   void save(const std::filesystem::path& dir) const;
   /// The factors as the forward pass reads them (pass to Model::forward / Model::logits).
   const LoraSource& source() const;
+  /// source() of `adapter`, owning it: what a batch request or an engine sequence holds (nullptr for nullptr).
+  static std::shared_ptr<const LoraSource> shared_source(const std::shared_ptr<const LoraAdapter>& adapter) {
+    return adapter ? std::shared_ptr<const LoraSource>(adapter, &adapter->source()) : nullptr;
+  }
   /// bad_input, naming both shapes, unless this adapter was checked against a model of `model`'s shape and
   /// uploaded to its device (an adapter works with any such model).
   void check_fits(const Model& model) const;

@@ -26,11 +26,6 @@ std::shared_ptr<const LoraAdapter> adapter(const Model& model, const char* name,
   return LoraAdapter::random(name, config, model, seed);
 }
 
-// The adapter's factors as the engine takes them: shared with the adapter's lifetime.
-std::shared_ptr<const LoraSource> source_of(const std::shared_ptr<const LoraAdapter>& a) {
-  return a ? std::shared_ptr<const LoraSource>(a, &a->source()) : nullptr;
-}
-
 int32_t argmax(std::span<const float> logits) {
   return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
@@ -88,7 +83,8 @@ std::vector<std::vector<int32_t>> run_engine(Engine& engine, const std::vector<R
   std::vector<std::shared_ptr<GreedySink>> sinks;
   for (const Req& r : reqs) {
     sinks.push_back(std::make_shared<GreedySink>(r.n));
-    engine.submit({.prompt = r.prompt, .max_new_tokens = r.n, .lora = source_of(r.adapter), .sink = sinks.back()});
+    engine.submit({.prompt = r.prompt, .max_new_tokens = r.n, .lora = LoraAdapter::shared_source(r.adapter),
+                   .sink = sinks.back()});
   }
   engine.run();
   std::vector<std::vector<int32_t>> out;
@@ -176,7 +172,8 @@ TEST(Engine, CancelledAndFailedRequestsEndAloneAndGiveTheirBlocksBack) {
   std::vector<uint64_t> ids;
   for (const Req& r : reqs) {
     sinks.push_back(std::make_shared<GreedySink>(r.n));
-    ids.push_back(engine.submit({.prompt = r.prompt, .max_new_tokens = r.n, .lora = source_of(r.adapter), .sink = sinks.back()}));
+    ids.push_back(engine.submit({.prompt = r.prompt, .max_new_tokens = r.n,
+                                 .lora = LoraAdapter::shared_source(r.adapter), .sink = sinks.back()}));
   }
   const uint64_t bad = engine.submit({.prompt = {1, 2, 3}, .max_new_tokens = 4, .sink = std::make_shared<Throwing>()});
   for (int i = 0; i < 10; ++i) engine.step();

@@ -19,10 +19,6 @@ std::shared_ptr<const LoraAdapter> adapter(const Model& model, const char* name,
   return LoraAdapter::random(name, config, model, seed);
 }
 
-std::shared_ptr<const LoraSource> source_of(const std::shared_ptr<const LoraAdapter>& a) {
-  return a ? std::shared_ptr<const LoraSource>(a, &a->source()) : nullptr;
-}
-
 struct Case {
   std::vector<int32_t> prompt;
   GenerateParams params;
@@ -47,7 +43,8 @@ TEST(GenerateBatch, EachRequestGetsWhatItGetsAlone) {
   const Generator gen(model, tiny_tokenizer());
   const std::vector<Case> cs = cases(*model);
   std::vector<BatchRequest> requests;
-  for (const Case& c : cs) requests.push_back({.prompt = c.prompt, .params = c.params, .lora = source_of(c.adapter)});
+  for (const Case& c : cs)
+    requests.push_back({.prompt = c.prompt, .params = c.params, .lora = LoraAdapter::shared_source(c.adapter)});
   std::vector<std::vector<int32_t>> streamed(cs.size());
   const std::vector<GenerateResult> got = gen.generate_batch(requests, [&](size_t i, const StreamToken& t) {
     streamed.at(i).push_back(t.id);

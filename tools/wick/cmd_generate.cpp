@@ -152,9 +152,7 @@ Action add_generate(CLI::App& app) {
     if (prompt_ids.size() > 1) {  // the engine: every prompt with its own adapter, decoded together
       std::vector<BatchRequest> requests;
       for (size_t i = 0; i < prompt_ids.size(); ++i) {
-        const auto& a = per_row[i];
-        requests.push_back({.prompt = prompt_ids[i], .params = params,
-                            .lora = a ? std::shared_ptr<const LoraSource>(a, &a->source()) : nullptr});
+        requests.push_back({.prompt = prompt_ids[i], .params = params, .lora = LoraAdapter::shared_source(per_row[i])});
       }
       for (const GenerateResult& r : gen.generate_batch(requests)) {
         if (o->json) std::cout << result_json(r, has_text).dump() << "\n";
