@@ -348,10 +348,13 @@ void Engine::cancel(uint64_t id) {
   impl_->wake.notify_one();
 }
 
-bool Engine::step() { return impl_->step(); }
+bool Engine::step() {
+  if (impl_->worker.joinable()) fail(ErrorKind::bad_input, "engine: step() on an engine whose own thread runs (start())");
+  return impl_->step();
+}
 
 void Engine::run() {
-  while (impl_->step()) {
+  while (step()) {
   }
 }
 

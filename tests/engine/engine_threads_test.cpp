@@ -14,6 +14,7 @@
 
 #include "test_util.h"
 #include "wick/engine.h"
+#include "wick/error.h"
 
 namespace wick::test {
 namespace {
@@ -107,6 +108,8 @@ TEST(EngineThreads, DestroyingARunningEngineCancelsWhatIsLeft) {
   {
     Engine engine(model, {.block_size = 8, .num_blocks = 64});
     engine.start();
+    EXPECT_WICK_ERROR(engine.step(), ErrorKind::bad_input, "whose own thread runs");
+    EXPECT_WICK_ERROR(engine.start(), ErrorKind::bad_input, "start() was called already");
     for (int i = 0; i < 20; ++i) {
       sinks.push_back(std::make_shared<CountingSink>(200));
       engine.submit({.prompt = {1, 2, 3}, .max_new_tokens = 200, .sink = sinks.back()});
