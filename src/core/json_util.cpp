@@ -20,6 +20,8 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
     fail(ErrorKind::corrupt, source + ": not valid JSON (" + e.what() + ")");
+  } catch (const nlohmann::json::out_of_range& e) {  // a number past a double's range: "1e400"
+    fail(ErrorKind::corrupt, source + ": a number does not fit a double (" + e.what() + ")");
   }
 }
 

@@ -12,7 +12,7 @@ namespace wick {
 
 /// Reads a whole file; throws not_found naming the path.
 std::string read_text_file(const std::filesystem::path& path);
-/// Parses JSON; throws corrupt "<source>: not valid JSON (...)".
+/// Parses JSON; throws corrupt "<source>: not valid JSON (...)", or "<source>: a number does not fit a double".
 nlohmann::json parse_json(std::string_view text, const std::string& source);
 
 /// Typed getters: absent or null -> std::nullopt; wrong type -> corrupt "<source>: field 'key': expected ...".

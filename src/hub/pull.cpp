@@ -6,8 +6,7 @@
 #include <cstdio>
 #include <memory>
 
-#include <nlohmann/json.hpp>
-
+#include "hub/api.h"
 #include "hub/cache.h"
 #include "hub/digest.h"
 #include "hub/http.h"
@@ -79,7 +78,7 @@ class Puller {
  private:
   [[noreturn]] void fail_http(const HttpResponse& r, const std::string& method, const std::string& url,
                               const std::string& file = "") const;
-  std::pair<std::string, std::vector<std::string>> revision_info();
+  RevisionListing revision_info();
   FileMeta head(const std::string& sha, const std::string& path);
   int64_t download(const FileMeta& m, const fs::path& blob, FileProgress& fp);
   void verify(const fs::path& part, const FileMeta& m, const std::string& path) const;
@@ -112,24 +111,11 @@ void Puller::fail_http(const HttpResponse& r, const std::string& method, const s
 }
 
 // GET /api/models/ORG/NAME/revision/REV -> the commit sha and every file path.
-std::pair<std::string, std::vector<std::string>> Puller::revision_info() {
+RevisionListing Puller::revision_info() {
   const std::string url = env_.endpoint + "/api/models/" + repo_id_ + "/revision/" + url_quote(revision_, false);
   const HttpResponse r = http_.send({.url = url, .follow_redirects = true});
   if (!r.transport_error.empty() || r.status != 200) fail_http(r, "GET", url);
-  const auto j = nlohmann::json::parse(r.body, nullptr, false);
-  auto bad = [&](const std::string& what) -> void {
-    fail(ErrorKind::corrupt, "GET " + url + ": not the hub's revision listing (" + what + ")");
-  };
-  if (!j.is_object()) bad("not a JSON object");
-  if (!j.contains("sha") || !j["sha"].is_string() || !is_hex(j["sha"].get<std::string>(), 40)) bad("no 40-hex \"sha\"");
-  if (!j.contains("siblings") || !j["siblings"].is_array()) bad("no \"siblings\" list");
-  std::vector<std::string> files;
-  for (const auto& s : j["siblings"]) {
-    if (!s.is_object() || !s.contains("rfilename") || !s["rfilename"].is_string()) bad("a sibling without \"rfilename\"");
-    files.push_back(s["rfilename"].get<std::string>());
-    check_repo_path(files.back(), repo_id_);
-  }
-  return {j["sha"].get<std::string>(), files};
+  return parse_revision_listing(r.body, url, repo_id_);
 }
 
 // HEAD {endpoint}/{repo}/resolve/{sha}/{path}, following only relative redirects (a renamed repository), as

@@ -72,6 +72,46 @@ int64_t require_positive(const json& obj, const char* key, const std::string& so
   return *v;
 }
 
+// generation_config.json fields that wick holds as int32_t / float: a value they cannot hold is an error, not a
+// silently wrapped top_k or an infinite temperature.
+std::optional<int32_t> json_int32(const json& obj, const char* key, const std::string& source) {
+  const auto v = json_int(obj, key, source);
+  if (v && (*v < INT32_MIN || *v > INT32_MAX))
+    fail(ErrorKind::corrupt, source + ": field '" + key + "': " + std::to_string(*v) + " does not fit a 32-bit integer");
+  return v ? std::optional<int32_t>(int32_t(*v)) : std::nullopt;
+}
+std::optional<float> json_float(const json& obj, const char* key, const std::string& source) {
+  const auto v = json_number(obj, key, source);
+  if (v && !std::isfinite(float(*v)))
+    fail(ErrorKind::corrupt, source + ": field '" + key + "': " + obj[key].dump() + " does not fit a float");
+  return v ? std::optional<float>(float(*v)) : std::nullopt;
+}
+
+// The number of parameters, or nullopt when it overflows int64_t. Every weight's size and q_dim / kv_dim are
+// at most this, so a config it accepts has sizes the loader can multiply without overflow.
+std::optional<int64_t> checked_parameter_count(const ModelConfig& c) {
+  bool overflow = false;
+  auto mul = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    overflow |= __builtin_mul_overflow(a, b, &r);
+    return r;
+  };
+  auto add = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    overflow |= __builtin_add_overflow(a, b, &r);
+    return r;
+  };
+  const int64_t h = c.hidden_size, q = mul(c.num_heads, c.head_dim), kv = mul(c.num_kv_heads, c.head_dim);
+  const int64_t attention = add(add(mul(h, q), q), add(mul(2, add(mul(h, kv), kv)), mul(q, h)));
+  const int64_t per_layer = add(attention, add(mul(3, mul(h, c.intermediate_size)), mul(2, h)));
+  int64_t head = 0;
+  if (c.head == ModelHead::sequence_classification) head = mul(c.num_labels, h);
+  else if (!c.tie_word_embeddings) head = mul(c.vocab_size, h);
+  const int64_t total = add(add(mul(c.vocab_size, h), mul(c.num_layers, per_layer)), add(h, head));
+  if (overflow) return std::nullopt;
+  return total;
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& source) {
@@ -148,6 +188,9 @@ ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& 
     if (id >= c.vocab_size)
       fail(ErrorKind::corrupt, source + ": eos_token_id " + std::to_string(id) + " is outside the vocabulary of " +
                                    std::to_string(c.vocab_size));
+  if (!checked_parameter_count(c))
+    fail(ErrorKind::corrupt, source + ": vocab_size, hidden_size, intermediate_size, num_hidden_layers and the head "
+                                      "counts imply more than 2^63 parameters");
   return c;
 }
 
@@ -183,13 +226,9 @@ ModelConfig ModelConfig::preset(const std::string& name) {
 }
 
 int64_t ModelConfig::parameter_count() const {
-  const int64_t h = hidden_size;
-  const int64_t per_layer = h * q_dim() + q_dim() + 2 * (h * kv_dim() + kv_dim()) + q_dim() * h +
-                            3 * h * intermediate_size + 2 * h;
-  int64_t out = 0;
-  if (head == ModelHead::sequence_classification) out = num_labels * h;
-  else if (!tie_word_embeddings) out = vocab_size * h;
-  return vocab_size * h + num_layers * per_layer + h + out;
+  const auto n = checked_parameter_count(*this);
+  if (!n) fail(ErrorKind::bad_input, "model config: its sizes imply more than 2^63 parameters");
+  return *n;
 }
 
 std::string ModelConfig::to_json() const {
@@ -232,12 +271,12 @@ GenerationDefaults GenerationDefaults::parse(const std::string& json_text, const
   g.bos_token_id = single_id(obj, "bos_token_id", source);
   g.pad_token_id = single_id(obj, "pad_token_id", source);
   g.do_sample = json_bool(obj, "do_sample", source);
-  if (auto v = json_number(obj, "temperature", source)) g.temperature = float(*v);
-  if (auto v = json_number(obj, "top_p", source)) g.top_p = float(*v);
-  if (auto v = json_int(obj, "top_k", source)) g.top_k = int32_t(*v);
-  if (auto v = json_number(obj, "min_p", source)) g.min_p = float(*v);
-  if (auto v = json_number(obj, "repetition_penalty", source)) g.repetition_penalty = float(*v);
-  if (auto v = json_int(obj, "max_new_tokens", source)) g.max_new_tokens = int32_t(*v);
+  g.temperature = json_float(obj, "temperature", source);
+  g.top_p = json_float(obj, "top_p", source);
+  g.top_k = json_int32(obj, "top_k", source);
+  g.min_p = json_float(obj, "min_p", source);
+  g.repetition_penalty = json_float(obj, "repetition_penalty", source);
+  g.max_new_tokens = json_int32(obj, "max_new_tokens", source);
   return g;
 }
 

@@ -15,6 +15,8 @@ template <class... F>
 struct Visit : F... {
   using F::operator()...;
 };
+template <class... F>
+Visit(F...) -> Visit<F...>;  // clang 14 does not deduce aggregate template arguments (C++20's P1816)
 
 }  // namespace
 

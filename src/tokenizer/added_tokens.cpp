@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tokenizer/bpe.h"
 #include "tokenizer/normalizer.h"
 #include "tokenizer/unicode.h"
 #include "wick/error.h"
@@ -125,7 +126,9 @@ AddedVocabulary AddedVocabulary::from_json(const nlohmann::json& j, const Normal
     }
     AddedToken a;
     const auto id = t["id"].get<int64_t>();
-    if (id < 0 || id > INT32_MAX) fail(ErrorKind::corrupt, here + ": id " + std::to_string(id) + " out of range");
+    if (id < 0 || id > kMaxTokenId)
+      fail(ErrorKind::corrupt, here + ": id " + std::to_string(id) + " out of range (wick takes ids 0 to " +
+                                   std::to_string(kMaxTokenId) + ")");
     a.id = int32_t(id);
     a.content = t["content"].get<std::string>();
     a.special = get_flag(t, "special", false, here);

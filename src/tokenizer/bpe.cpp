@@ -101,7 +101,9 @@ void BpeModel::read_vocab(const nlohmann::json& m, const std::string& here) {
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer()) fail(ErrorKind::corrupt, here + ": vocab entry '" + it.key() + "' is not an integer id");
     const auto id = it.value().get<int64_t>();
-    if (id < 0 || id >= INT32_MAX) fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " out of range");
+    if (id < 0 || id > kMaxTokenId)
+      fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " out of range (wick takes ids 0 to " +
+                                   std::to_string(kMaxTokenId) + ")");
     if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
     auto& slot = id_to_token_[size_t(id)];
     if (slot) fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " given to both '" + *slot + "' and '" + it.key() + "'");

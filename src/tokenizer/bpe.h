@@ -23,6 +23,10 @@ struct StringHash {
 };
 using StringIdMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+/// The largest token id a tokenizer.json may use (vocab and added tokens). Ids index dense per-id tables, so an id
+/// of 2^31 in a hostile file would ask for tens of GB; released vocabularies stay below 2^18 (Gemma 3: 262,144).
+constexpr int64_t kMaxTokenId = (int64_t(1) << 22) - 1;
+
 class BpeModel {
  public:
   /// Parses tokenizer.json's "model". With `byte_level` the model reads raw bytes (words from a

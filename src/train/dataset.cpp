@@ -168,6 +168,8 @@ Example read_line(std::string_view line, const LineContext& ctx) {
     obj = json::parse(line.begin(), line.end());
   } catch (const json::parse_error& e) {
     fail(ErrorKind::corrupt, std::string("not valid JSON (") + e.what() + ")");
+  } catch (const json::out_of_range& e) {  // a number past a double's range: "1e400"
+    fail(ErrorKind::corrupt, std::string("a number does not fit a double (") + e.what() + ")");
   }
   if (!obj.is_object()) fail(ErrorKind::corrupt, "expected a JSON object, found " + obj.dump());
   Example e = from_object(obj, ctx);

@@ -147,5 +147,42 @@ TEST(GenerationDefaults, ReadsFixture) {
                     "generation_config.json", "top_k");
 }
 
+// Found by fuzz/config_fuzz (docs/FUZZING.md): nlohmann throws out_of_range, not parse_error, for a number past a
+// double's range, and it escaped the parser as a foreign exception.
+TEST(ModelConfig, NumberPastDoubleRangeIsCorrupt) {
+  EXPECT_WICK_ERROR(ModelConfig::parse(R"({"architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.1e3080})",
+                                       "config.json"),
+                    ErrorKind::corrupt, "config.json", "does not fit a double", "0.1e3080");
+  EXPECT_WICK_ERROR(GenerationDefaults::parse(R"({"temperature": -1e400})", "generation_config.json"),
+                    ErrorKind::corrupt, "generation_config.json", "does not fit a double", "-1e400");
+}
+
+// Found reading what fuzz/config_fuzz reaches (docs/FUZZING.md): sizes whose products overflow int64_t made
+// parameter_count() (and the weight shapes the loader computes from them) overflow a signed integer.
+TEST(ModelConfig, SizesOverflowingTheParameterCountAreCorrupt) {
+  json j = base_config();
+  j["hidden_size"] = int64_t(1) << 62;
+  j["num_attention_heads"] = 1;
+  j["num_key_value_heads"] = 1;
+  EXPECT_WICK_ERROR(parse(j), ErrorKind::corrupt, "config.json", "imply more than 2^63 parameters");
+  j = base_config();
+  j["num_hidden_layers"] = int64_t(1) << 50;
+  EXPECT_WICK_ERROR(parse(j), ErrorKind::corrupt, "config.json", "imply more than 2^63 parameters");
+  EXPECT_EQ(parse(base_config()).parameter_count(), 100 * 32 + 2 * (32 * 32 + 32 + 2 * (32 * 16 + 16) + 32 * 32 +
+                                                                    3 * 32 * 64 + 2 * 32) + 32 + 100 * 32);
+}
+
+// Found the same way: values past int32_t / float were wrapped (top_k 2^32 + 1 read as 1) or made infinite.
+TEST(GenerationDefaults, ValuesPastTheirTypeAreCorrupt) {
+  EXPECT_WICK_ERROR(GenerationDefaults::parse(R"({"top_k": 4294967297})", "generation_config.json"),
+                    ErrorKind::corrupt, "generation_config.json", "'top_k'", "does not fit a 32-bit integer");
+  EXPECT_WICK_ERROR(GenerationDefaults::parse(R"({"max_new_tokens": -3000000000})", "generation_config.json"),
+                    ErrorKind::corrupt, "'max_new_tokens'", "does not fit a 32-bit integer");
+  EXPECT_WICK_ERROR(GenerationDefaults::parse(R"({"temperature": 1e39})", "generation_config.json"),
+                    ErrorKind::corrupt, "'temperature'", "does not fit a float");
+  EXPECT_EQ(GenerationDefaults::parse(R"({"top_k": -1, "max_new_tokens": 2147483647})", "g").max_new_tokens,
+            2147483647);
+}
+
 }  // namespace
 }  // namespace wick::test

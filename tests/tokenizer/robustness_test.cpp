@@ -121,5 +121,25 @@ TEST(TokenizerMalformed, ErrorsNameTheComponent) {
   EXPECT_WICK_ERROR(Tokenizer::load(temp_dir("empty")), ErrorKind::not_found, "tokenizer.json");
 }
 
+// Found while fuzzing (docs/FUZZING.md): per-id tables are dense, so one huge id in a hostile file asked for tens of
+// GB (ASan: out of memory, not a wick::Error); and a number past a double's range escaped as nlohmann's out_of_range.
+TEST(TokenizerMalformed, HugeIdsAndNumbersAreCorruptNotCrashes) {
+  auto with = [](auto edit) {
+    json j = small_tokenizer();
+    edit(j);
+    return j.dump();
+  };
+  EXPECT_WICK_ERROR(Tokenizer::from_json(with([](json& j) { j["model"]["vocab"]["ab"] = 2147483000; })),
+                    ErrorKind::corrupt, "tokenizer.json", "vocab id 2147483000 out of range", "ids 0 to 4194303");
+  EXPECT_WICK_ERROR(Tokenizer::from_json(with([](json& j) {
+                      j["added_tokens"].push_back({{"id", 2147483647}, {"content", "<x>"}});
+                    })),
+                    ErrorKind::corrupt, "added_tokens[0]: id 2147483647 out of range");
+  EXPECT_WICK_ERROR(Tokenizer::from_json(R"({"model": 1e999})"), ErrorKind::corrupt, "tokenizer.json",
+                    "does not fit a double");
+  EXPECT_WICK_ERROR(Tokenizer::from_json(small_tokenizer().dump(), R"({"eos_token": 1e999})"), ErrorKind::corrupt,
+                    "tokenizer_config.json", "does not fit a double");
+}
+
 }  // namespace
 }  // namespace wick::test

@@ -245,6 +245,8 @@ TEST(DatasetErrors, EachBadLineNamesFileAndLine) {
   const std::vector<BadLine> cases = {
       {"malformed JSON", "{\"text\": \"ok\"}\n{\"text\": \"unterminated}\n", ErrorKind::corrupt, "not valid JSON"},
       {"not an object", "{\"text\": \"ok\"}\n[1, 2]\n", ErrorKind::corrupt, "expected a JSON object"},
+      {"number past a double", "{\"text\": \"ok\"}\n{\"input_ids\": [1e400]}\n", ErrorKind::corrupt,
+       "a number does not fit a double"},
       {"no known keys", "{\"text\": \"ok\"}\n{\"question\": \"q\", \"answer\": \"a\"}\n", ErrorKind::corrupt, "'question'"},
       {"two formats", "{\"text\": \"ok\"}\n{\"text\": \"a\", \"input_ids\": [1]}\n", ErrorKind::corrupt, "more than one format"},
       {"prompt alone", "{\"text\": \"ok\"}\n{\"prompt\": \"q\"}\n", ErrorKind::corrupt, "'prompt' without 'completion'"},
