@@ -27,9 +27,15 @@ constexpr int64_t kPrompt = 128, kNew = 128;
 // Takes a fixed token (no sampling: what is timed is the engine and the model) for kNew positions.
 class FixedSink final : public TokenSink {
  public:
-  std::optional<int32_t> next_token(std::span<const float> logits) override {
+  std::optional<int32_t> next_token(std::span<const float> logits) override { return next(int64_t(logits.size())); }
+  // As a greedy sampler on a GPU: the best id's summary crosses, not the row.
+  std::optional<SummaryAsk> summary_ask() override { return SummaryAsk{.count = 1}; }
+  SummaryAnswer next_token(const LogitSummary& s) override { return {.decided = true, .next = next(s.vocab)}; }
+
+ private:
+  std::optional<int32_t> next(int64_t vocab) {
     if (++n_ == kNew) return std::nullopt;
-    return int32_t((n_ * 7919) % int64_t(logits.size()));
+    return int32_t((n_ * 7919) % vocab);
   }
 
  private:
@@ -84,10 +90,13 @@ using Clock = std::chrono::steady_clock;
 class TimedSink final : public TokenSink {
  public:
   TimedSink(int64_t n, Clock::time_point arrival) : n_(n), arrival_(arrival) {}
-  std::optional<int32_t> next_token(std::span<const float> logits) override {
+  std::optional<int32_t> next_token(std::span<const float> logits) override { return next(int64_t(logits.size())); }
+  std::optional<SummaryAsk> summary_ask() override { return SummaryAsk{.count = 1}; }
+  SummaryAnswer next_token(const LogitSummary& s) override { return {.decided = true, .next = next(s.vocab)}; }
+  std::optional<int32_t> next(int64_t vocab) {
     times.push_back(Clock::now());
     if (int64_t(times.size()) == n_) return std::nullopt;
-    return int32_t((int64_t(times.size()) * 7919) % int64_t(logits.size()));
+    return int32_t((int64_t(times.size()) * 7919) % vocab);
   }
   void on_end(SequenceEnd) override { ended.store(true); }
   double ttft_ms() const { return std::chrono::duration<double, std::milli>(times.front() - arrival_).count(); }

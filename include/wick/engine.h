@@ -18,6 +18,7 @@
 #include <span>
 #include <vector>
 
+#include "wick/logit_summary.h"
 #include "wick/model.h"
 
 namespace wick {
@@ -29,8 +30,22 @@ enum class SequenceEnd {
   failed,     ///< its sink or the forward pass threw (Engine::error has the exception)
 };
 
-/// What chooses a sequence's tokens: called once per new position, with that position's logits, on the thread that
-/// runs the engine's steps.
+/// What a TokenSink may choose from instead of a whole row of logits: the `count` best ids and the logits of `gather`
+/// (wick/logit_summary.h), reduced on the device together with the other sequences' rows.
+struct SummaryAsk {
+  int32_t count = 1;
+  std::vector<int32_t> gather = {};
+};
+
+/// A TokenSink's answer to a summary: decided (next: the token, or nullopt when the sequence is finished), or not
+/// (the whole row follows, to next_token(logits)).
+struct SummaryAnswer {
+  bool decided = false;
+  std::optional<int32_t> next = std::nullopt;
+};
+
+/// What chooses a sequence's tokens: called once per new position, with that position's logits (or their summary), on
+/// the thread that runs the engine's steps.
 class TokenSink {
  public:
   virtual ~TokenSink() = default;
@@ -38,6 +53,15 @@ class TokenSink {
   /// sequence is finished (its blocks are released at once). An exception ends this sequence only: it is stored
   /// for the submitter (Engine::error) and the engine goes on with the others.
   virtual std::optional<int32_t> next_token(std::span<const float> logits) = 0;
+  /// Asked before each position: a summary the sink could choose from instead of the row (on a GPU only summaries
+  /// then cross to the host). nullopt (the default): the whole row, always.
+  virtual std::optional<SummaryAsk> summary_ask() { return std::nullopt; }
+  /// The next token from the summary it asked for (exceptions as next_token). Called while the step's logits are on
+  /// the device; when not decided, next_token(logits) follows with the whole row.
+  virtual SummaryAnswer next_token(const LogitSummary& summary) {
+    (void)summary;
+    return {};
+  }
   /// Called once when the sequence leaves the engine, after its blocks went back to the pool.
   virtual void on_end(SequenceEnd) {}
 };

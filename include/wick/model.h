@@ -111,6 +111,21 @@ class Model {
   SummaryResult forward_summary(const SequenceInput& input, const ForwardOptions& options,
                                 const SummaryRequest& request) const;
 
+  /// How forward_paged_read reads the logits of one sequence of its batch (its last new token's row).
+  struct RowRead {
+    bool wanted = true;             ///< false: nothing of the row is read (a prefill chunk short of its prompt's end)
+    /// count > 0: the row's summary, reduced on the device together with the other rows' (its `enough` called
+    /// once with it; returning false has the whole row downloaded too). count 0: the whole row.
+    SummaryRequest summary = {};
+  };
+  /// forward_paged() whose rows are read as `reads` says, one per sequence: on a GPU the summaries of every row
+  /// cross to the host in one copy, and whole rows only where asked for. Result r: row r's summary (count > 0)
+  /// and its logits [1, vocab] CPU f32 when the whole row was asked for or its summary was not enough; nothing for
+  /// rows not wanted. Validated as forward_paged(), and bad_input when reads and batch differ in length. An
+  /// exception an `enough` throws leaves after every block row was written.
+  std::vector<SummaryResult> forward_paged_read(KVBlockPool& pool, std::span<const PagedSequence> batch,
+                                                std::span<const RowRead> reads) const;
+
   /// How many one-token decode steps were recorded as CUDA graphs so far: per KV cache in use (a few are
   /// kept), one for the base model and one for any unmerged adapter, each replayed for every later step.
   /// Swapping adapters records none (the graph reads the adapter from device memory); merging or unmerging

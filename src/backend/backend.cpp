@@ -1,5 +1,9 @@
 #include "backend/backend.h"
 
+#include <span>
+#include <string>
+#include <vector>
+
 #include "wick/error.h"
 #include "wick/logit_summary.h"
 
@@ -8,6 +12,39 @@ namespace wick {
 LogitSummary Backend::summarize(const Tensor& logits, int32_t count, const std::vector<int32_t>& gather) {
   const Tensor row = device() == Device::cpu && logits.dtype() == DType::f32 ? logits : download(logits);
   return summarize_logits(std::span<const float>(row.data<float>(), size_t(row.numel())), count, gather);
+}
+
+// Declared again where the CUDA backend checks its arguments the same way (cuda_backend.cpp).
+void check_summary_rows(const Tensor& logits, std::span<const std::vector<int32_t>> gather) {
+  const char* op = "summarize_rows: ";
+  if (logits.rank() != 2 || logits.dtype() != DType::f32)
+    fail(ErrorKind::bad_input, op + std::string("logits must be f32 [rows, n], found ") + to_string(logits.shape()) +
+                                   " " + std::string(to_string(logits.dtype())));
+  const int64_t rows = logits.dim(0), n = logits.dim(1);
+  if (!gather.empty() && int64_t(gather.size()) != rows)
+    fail(ErrorKind::bad_input, op + std::string("gather lists: ") + std::to_string(gather.size()) + " for " +
+                                   std::to_string(rows) + " rows (give none, or one per row)");
+  std::string outside;  // the first few ids outside their row, with the count of the rest
+  int64_t bad = 0;
+  for (size_t r = 0; r < gather.size(); ++r)
+    for (int32_t id : gather[r])
+      if ((id < 0 || id >= n) && ++bad <= 4)
+        outside += (outside.empty() ? "" : ", ") + std::to_string(id) + " (row " + std::to_string(r) + ")";
+  if (bad > 4) outside += ", and " + std::to_string(bad - 4) + " more";
+  if (bad)
+    fail(ErrorKind::bad_input, op + std::string("gathered ids outside a row of ") + std::to_string(n) + ": " + outside);
+}
+
+std::vector<LogitSummary> Backend::summarize_rows(const Tensor& logits, int32_t count,
+                                                  const std::vector<std::vector<int32_t>>& gather) {
+  check_summary_rows(logits, gather);
+  const Tensor host = device() == Device::cpu ? logits : download(logits);
+  const int64_t rows = host.dim(0), n = host.dim(1);
+  std::vector<LogitSummary> out;
+  for (int64_t r = 0; r < rows; ++r)
+    out.push_back(summarize_logits(std::span<const float>(host.data<float>() + r * n, size_t(n)), count,
+                                   gather.empty() ? std::span<const int32_t>() : gather[size_t(r)]));
+  return out;
 }
 
 namespace {

@@ -32,6 +32,17 @@ struct MatmulParams {
   float beta = 0.0f;         // 1 accumulates into out (a parameter gradient)
 };
 
+/// Where the keys of each query of paged_attention are: blocks of block_size rows of a pool shared by many
+/// sequences, named by each sequence's block table. Query t's key j (j ≤ positions[t]) is row
+/// tables[starts[t] + j / block_size] · block_size + j % block_size of k and v.
+struct PagedKeys {
+  Tensor tables{};     // i32 [m]: each sequence's block table, the sequences one after another
+  Tensor starts{};     // i32 [n]: where query t's block table begins in `tables`
+  Tensor positions{};  // i32 [n]: query t sees its sequence's keys [0, positions[t]]
+  int64_t block_size = 1;
+  int64_t max_visible = 0;  // the most keys a query sees (max positions + 1): how a device spreads the work
+};
+
 /// What attention_backward reads again of its forward call: q [n, heads, d]; k, v [capacity, kv_heads, d];
 /// positions i32 [n].
 struct AttentionInputs {
@@ -150,6 +161,12 @@ class Backend {
   /// in `gather`. By default the row is downloaded and summarized on the host; a device backend reduces it where it
   /// is, so only the summary crosses to the host.
   virtual LogitSummary summarize(const Tensor& logits, int32_t count, const std::vector<int32_t>& gather);
+  /// The summaries of rows of f32 logits [rows, n], one per row: row r's `count` best ids and the logits of the ids
+  /// in gather[r] (gather empty, or one list per row). By default the rows are downloaded at once and summarized on
+  /// the host; a device backend reduces them all where they are, in one pass and one copy to the host. Throws
+  /// bad_input on logits not 2-D f32, a gather of neither 0 nor rows lists, or a gathered id outside its row.
+  virtual std::vector<LogitSummary> summarize_rows(const Tensor& logits, int32_t count,
+                                                   const std::vector<std::vector<int32_t>>& gather);
 
   /// The most device memory this backend's tensors have held at once (torch's max_memory_allocated); 0 for a
   /// backend in host memory (the process's peak resident set tells that).
@@ -184,6 +201,16 @@ class Backend {
   /// q [n, heads, d]; k, v [capacity, kv_heads, d]; positions i32 [n]; out [n, heads · d].
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& out,
                          const AttentionParams& p) = 0;
+  /// attention() for queries of many sequences whose keys and values are rows of one pool (a paged KV cache):
+  /// query t sees the keys `keys` names for it (causal, grouped-query, as attention()).  q [n, heads, d];
+  /// k, v [pool rows, kv_heads, d]; out [n, heads · d]. Row indices are read where the op runs: callers validate.
+  virtual void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const PagedKeys& keys, Tensor& out,
+                               const AttentionParams& p) = 0;
+  /// The LoRA path of a batch whose rows carry different adapters, for one projection: out[t] += scale ·
+  /// (x[t]·Aᵀ)·Bᵀ with the LoraEntry at `slot` of row t's table (LoraSource::device_table). row_tables holds n
+  /// device addresses of such tables (8 bytes each, stored as i32 [n, 2]; 0: the row has no adapter); every rank
+  /// is at most max_rank.  x [n, in]; out [n, out]; factors in the compute dtype.
+  virtual void lora_rows(const Tensor& x, const Tensor& row_tables, int64_t slot, int32_t max_rank, Tensor& out) = 0;
   /// out = silu(gate) ⊙ up.  All [rows, n].
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   /// out = a + b (elementwise; out may alias a or b).

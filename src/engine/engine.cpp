@@ -231,9 +231,39 @@ bool Engine::Impl::step() {
                      .past = p.s->computed,
                      .blocks = p.s->blocks,
                      .lora = p.s->lora.get()});
-  Tensor logits;
+  // Each sequence at the end of its known tokens is asked for its next: from a summary of its row when its sink
+  // takes one (on a GPU all rows' summaries cross in one copy), else from the whole row.
+  std::vector<Model::RowRead> reads(plan.size());
+  std::vector<SummaryAnswer> answers(plan.size());
+  std::vector<std::exception_ptr> thrown(plan.size());
+  for (size_t r = 0; r < plan.size(); ++r) {
+    Sequence& s = *plan[r].s;
+    reads[r].wanted = s.computed + plan[r].count == int64_t(s.tokens.size());
+    if (!reads[r].wanted) continue;
+    std::optional<SummaryAsk> ask;
+    try {
+      ask = s.sink->summary_ask();
+    } catch (...) {
+      thrown[r] = std::current_exception();
+      reads[r].wanted = false;
+      continue;
+    }
+    if (!ask) continue;
+    reads[r].summary = {.count = std::max<int32_t>(ask->count, 1),
+                        .gather = std::move(ask->gather),
+                        .enough = [&, r](const LogitSummary& summary) {
+                          try {
+                            answers[r] = plan[r].s->sink->next_token(summary);
+                          } catch (...) {
+                            thrown[r] = std::current_exception();
+                            return true;
+                          }
+                          return answers[r].decided;
+                        }};
+  }
+  std::vector<Model::SummaryResult> rows;
   try {
-    logits = model->forward_paged(pool, batch);
+    rows = model->forward_paged_read(pool, batch, reads);
   } catch (...) {  // every sequence of the pass fails; the others go on
     const std::exception_ptr e = std::current_exception();
     for (const Planned& p : plan) {
@@ -245,7 +275,6 @@ bool Engine::Impl::step() {
   }
   ++stats.steps;
 
-  const int64_t vocab = logits.dim(1);
   for (size_t r = 0; r < plan.size(); ++r) {
     Sequence& s = *plan[r].s;
     s.computed += plan[r].count;
@@ -254,7 +283,10 @@ bool Engine::Impl::step() {
     if (s.computed < int64_t(s.tokens.size())) continue;  // a prefill chunk short of the end
     std::optional<int32_t> next;
     try {
-      next = s.sink->next_token(std::span<const float>(logits.data<float>() + int64_t(r) * vocab, size_t(vocab)));
+      if (thrown[r]) std::rethrow_exception(thrown[r]);
+      const Tensor& row = rows[r].row;
+      if (row.defined()) next = s.sink->next_token(std::span<const float>(row.data<float>(), size_t(row.numel())));
+      else next = answers[r].next;
     } catch (...) {
       std::erase(running, &s);
       fail_sequence(s, std::current_exception());

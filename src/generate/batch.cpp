@@ -16,24 +16,46 @@ class FollowerSink final : public TokenSink {
  public:
   FollowerSink(const Model& model, const Tokenizer* tokenizer, const std::vector<int32_t>& eos, size_t index,
                const BatchRequest& request, const BatchTokenCallback& on_token)
-      : follower_(model, tokenizer, eos, request.prompt, request.params), index_(index), on_token_(on_token) {}
+      : follower_(model, tokenizer, eos, request.prompt, request.params),
+        index_(index),
+        on_token_(on_token),
+        device_summary_(request.params.device_summary && model.device() != Device::cpu) {}
 
   std::optional<int32_t> next_token(std::span<const float> logits) override {
-    if (follower_.result().output_ids.empty()) follower_.prefill_done(submitted_);
-    StreamToken t;
-    follower_.accept(follower_.sampler().choose(logits), t);
-    if (on_token_ && !on_token_(index_, t)) follower_.finish(FinishReason::cancelled);
-    if (follower_.done()) return std::nullopt;
-    return t.id;
+    return take(follower_.sampler().choose(logits));
+  }
+  // As the single-sequence loop: on a GPU, a summary of the row when the sampling params allow it
+  // (Sampler::summary_request).
+  std::optional<SummaryAsk> summary_ask() override {
+    if (!device_summary_) return std::nullopt;
+    std::optional<Sampler::SummaryRequest> r = follower_.sampler().summary_request();
+    if (!r) return std::nullopt;
+    return SummaryAsk{.count = r->count, .gather = std::move(r->gather)};
+  }
+  SummaryAnswer next_token(const LogitSummary& summary) override {
+    std::optional<TokenChoice> choice = follower_.sampler().choose(summary);
+    if (!choice) return {};
+    return {.decided = true, .next = take(std::move(*choice))};
   }
   GenerateResult& result() { return follower_.result(); }
   // The engine ended the sequence without asking (its sink threw): whatever it had is the result.
   void end_if_open() { follower_.finish(FinishReason::cancelled); }
 
  private:
+  // The chosen token accepted (decoded, matched against the stop strings, streamed); nullopt once finished.
+  std::optional<int32_t> take(TokenChoice choice) {
+    if (follower_.result().output_ids.empty()) follower_.prefill_done(submitted_);
+    StreamToken t;
+    follower_.accept(std::move(choice), t);
+    if (on_token_ && !on_token_(index_, t)) follower_.finish(FinishReason::cancelled);
+    if (follower_.done()) return std::nullopt;
+    return t.id;
+  }
+
   TokenFollower follower_;
   size_t index_;
   const BatchTokenCallback& on_token_;
+  bool device_summary_;
   std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
 };
 

@@ -48,13 +48,11 @@ struct HeadBuffers {
 };
 
 // Where one sequence's new tokens sit in the flattened batch, and where its keys and values are: a contiguous
-// cache, or (cache null) rows of a KVBlockPool named by its block table.
+// cache, or (cache null) rows of a KVBlockPool (PlainBatch::paged).
 struct Span {
   int64_t begin, count, past;
   KVCache* cache;
   const LoraSource* lora = nullptr;  // this sequence's adapter, in a batch whose sequences carry their own
-  Tensor slots{};     // paged: the pool rows of the new tokens, i32 [count] on the backend
-  Tensor key_rows{};  // paged: the pool rows of positions [0, past + count), i32 on the backend
 };
 
 /// Attention over a model's heads: scale 1/√head_dim.

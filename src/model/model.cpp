@@ -1,5 +1,6 @@
 // Model's API: loading, the forward pass over a batch (validated whole before any cache changes), logits.
 #include <algorithm>
+#include <cstring>
 #include <exception>
 
 #include "model/forward.h"
@@ -49,10 +50,13 @@ KVCache Model::make_cache(int64_t capacity) const {
 
 namespace {
 
-// A batch flattened: where each sequence's tokens sit, and every token's id and position.
+// A batch flattened: where each sequence's tokens sit, and every token's id and position; paged, every token's pool
+// row and the rows it attends to (PagedKeys).
 struct FlatBatch {
   std::vector<Span> spans;
   std::vector<int32_t> ids, positions;
+  std::vector<int32_t> slots, tables, table_starts;
+  int64_t block_size = 1, max_visible = 0;
 };
 
 // Validates every sequence (before any cache is touched) and flattens the batch.
@@ -90,13 +94,15 @@ FlatBatch flatten(const ModelConfig& c, std::span<const SequenceInput> batch) {
 }
 
 // Validates a paged batch whole (before any block row is written) and flattens it: each span's pool rows.
-FlatBatch flatten_paged(const ModelConfig& c, Backend& b, const KVBlockPool& pool, std::span<const PagedSequence> batch) {
+FlatBatch flatten_paged(const ModelConfig& c, Device device, const KVBlockPool& pool,
+                        std::span<const PagedSequence> batch) {
   if (batch.empty()) fail(ErrorKind::bad_input, "forward_paged: empty batch");
   if (pool.layers() != c.num_layers || pool.keys(0).dim(1) != c.num_kv_heads || pool.keys(0).dim(2) != c.head_dim ||
-      pool.keys(0).device() != b.device())
+      pool.keys(0).device() != device)
     fail(ErrorKind::bad_input, "forward_paged: the KV block pool was not made for this model (Model::make_block_pool)");
   const int64_t bs = pool.block_size(), blocks_in_pool = pool.num_blocks();
   FlatBatch flat;
+  flat.block_size = bs;
   std::vector<std::pair<int32_t, size_t>> written;  // (pool row, sequence)
   int64_t T = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
@@ -117,21 +123,21 @@ FlatBatch flatten_paged(const ModelConfig& c, Backend& b, const KVBlockPool& poo
       fail(ErrorKind::bad_input, where() + ": its block table has " + std::to_string(in.blocks.size()) + " blocks of " +
                                      std::to_string(bs) + " positions; " + std::to_string(total) + " need " +
                                      std::to_string(needed));
-    std::vector<int32_t> rows(static_cast<size_t>(total));
-    for (int64_t p = 0; p < total; ++p) {
-      const int32_t block = in.blocks[size_t(p / bs)];
-      if (block < 0 || block >= blocks_in_pool)
-        fail(ErrorKind::bad_input, where() + ": block " + std::to_string(block) + " is outside the pool [0, " +
-                                       std::to_string(blocks_in_pool) + ")");
-      rows[size_t(p)] = int32_t(block * bs + p % bs);
-    }
-    for (int64_t p = in.past; p < total; ++p) written.emplace_back(rows[size_t(p)], s);
-    const std::vector<int32_t> slots(rows.begin() + in.past, rows.end());
-    flat.spans.push_back({.begin = T, .count = n, .past = in.past, .cache = nullptr, .lora = in.lora,
-                          .slots = b.upload(Tensor::from_ints(slots, {n}), DType::i32),
-                          .key_rows = b.upload(Tensor::from_ints(rows, {total}), DType::i32)});
+    for (int64_t b = 0; b < needed; ++b)
+      if (in.blocks[size_t(b)] < 0 || in.blocks[size_t(b)] >= blocks_in_pool)
+        fail(ErrorKind::bad_input, where() + ": block " + std::to_string(in.blocks[size_t(b)]) +
+                                       " is outside the pool [0, " + std::to_string(blocks_in_pool) + ")");
+    flat.spans.push_back({.begin = T, .count = n, .past = in.past, .cache = nullptr, .lora = in.lora});
     flat.ids.insert(flat.ids.end(), in.tokens.begin(), in.tokens.end());
-    for (int64_t i = 0; i < n; ++i) flat.positions.push_back(int32_t(in.past + i));
+    for (int64_t p = in.past; p < total; ++p) {
+      const int32_t row = int32_t(in.blocks[size_t(p / bs)] * bs + p % bs);
+      written.emplace_back(row, s);
+      flat.slots.push_back(row);
+      flat.positions.push_back(int32_t(p));
+      flat.table_starts.push_back(int32_t(flat.tables.size()));
+    }
+    flat.tables.insert(flat.tables.end(), in.blocks.begin(), in.blocks.begin() + needed);
+    flat.max_visible = std::max(flat.max_visible, total);
     T += n;
   }
   std::sort(written.begin(), written.end());
@@ -152,16 +158,73 @@ struct PlainPassOptions {
   bool mixed_lora = false;
 };
 
+// Whether the rows of a paged batch take their adapters by the row-gather kernels: on a device (one launch pair per
+// projection whatever the mix; on the CPU segments of rows keep each sequence bit for bit as it is alone), when
+// some row has an adapter and every adapter's factors are on the device in its dtype.
+bool gathers_adapters(Backend& b, const ModelConfig& c, const FlatBatch& flat) {
+  if (b.device() == Device::cpu) return false;
+  bool any = false;
+  for (const Span& s : flat.spans) {
+    if (!s.lora) continue;
+    const LoraSource::Table& t = s.lora->table(c.num_layers);
+    if (t.max_rank > 0 && (!t.uniform || t.device != b.device() || t.dtype != b.compute_dtype())) return false;
+    any |= t.max_rank > 0;
+  }
+  return any;
+}
+
+// The i32 inputs of one pass, uploaded together: views of one device tensor.
+class PackedInts {
+ public:
+  int64_t add(std::span<const int32_t> values) {
+    const int64_t at = int64_t(host_.size());
+    host_.insert(host_.end(), values.begin(), values.end());
+    return at;
+  }
+  void upload(Backend& b) { device_ = b.upload(Tensor::from_ints(host_, {int64_t(host_.size())}), DType::i32); }
+  Tensor view(int64_t at, int64_t count) const { return device_.rows(at, at + count); }
+
+ private:
+  std::vector<int32_t> host_;
+  Tensor device_;
+};
+
 // The forward pass by the plain ops over a flattened batch; the device logits.
 Tensor plain_pass(Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
   const ModelConfig& c = impl.config;
   Backend& b = *impl.backend;
   const int64_t T = int64_t(flat.ids.size());
+  PackedInts ints;
+  const int64_t ids = ints.add(flat.ids), positions = ints.add(flat.positions);
+  const int64_t slots = ints.add(flat.slots), tables = ints.add(flat.tables), starts = ints.add(flat.table_starts);
+  RowAdapters row_adapters;
+  int64_t adapter_tables = -1;
+  if (o.pool && o.mixed_lora && gathers_adapters(b, c, flat)) {
+    std::vector<int32_t> words(size_t(2 * T), 0);  // each row's table address as two i32 words
+    for (const Span& s : flat.spans) {
+      if (!s.lora || s.lora->table(c.num_layers).max_rank == 0) continue;
+      row_adapters.max_rank = std::max(row_adapters.max_rank, s.lora->table(c.num_layers).max_rank);
+      const uint64_t address = uint64_t(reinterpret_cast<uintptr_t>(s.lora->device_table(c.num_layers, b).raw()));
+      for (int64_t t = s.begin; t < s.begin + s.count; ++t) std::memcpy(&words[size_t(2 * t)], &address, 8);
+    }
+    adapter_tables = ints.add(words);
+  }
+  ints.upload(b);
+  const auto sized = [](const std::vector<int32_t>& v) { return int64_t(v.size()); };
+  const PagedRows paged{.pool = o.pool,
+                        .slots = ints.view(slots, sized(flat.slots)),
+                        .keys = {.tables = ints.view(tables, sized(flat.tables)),
+                                 .starts = ints.view(starts, sized(flat.table_starts)),
+                                 .positions = ints.view(positions, T),
+                                 .block_size = flat.block_size,
+                                 .max_visible = flat.max_visible}};
+  if (adapter_tables >= 0) row_adapters.tables = ints.view(adapter_tables, 2 * T).reshape({T, 2});
   const PlainBatch plain{.spans = &flat.spans,
-                         .ids = b.upload(Tensor::from_ints(flat.ids, {T}), DType::i32),
-                         .positions = b.upload(Tensor::from_ints(flat.positions, {T}), DType::i32),
-                         .pool = o.pool,
-                         .mixed_lora = o.mixed_lora};
+                         .ids = ints.view(ids, T),
+                         .positions = ints.view(positions, T),
+                         .paged = o.pool ? &paged : nullptr,
+                         .mixed_lora = o.mixed_lora,
+                         .row_adapters = adapter_tables >= 0 ? &row_adapters : nullptr};
   const Heads heads = pick_heads(impl.weights, o.lora);
   const bool last = o.logits == LogitsFor::last_token;
   Activations a(b, c, T);
@@ -209,10 +272,15 @@ KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const
   return KVBlockPool(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()), block_size);
 }
 
-Tensor Model::forward_paged(KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits) const {
-  Impl& impl = *impl_;
+namespace {
+
+// A paged pass: validated whole, then run under the device lock; `read(backend, logits)` takes what the caller gets
+// from the device logits before the lock is released.
+template <class Read>
+auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits,
+               Read&& read) {
   Backend& b = *impl.backend;
-  const FlatBatch flat = flatten_paged(impl.config, b, pool, batch);
+  const FlatBatch flat = flatten_paged(impl.config, b.device(), pool, batch);
   const LoraSource* first = batch[0].lora;
   const bool mixed = std::any_of(batch.begin(), batch.end(), [&](const PagedSequence& s) { return s.lora != first; });
   if (mixed)
@@ -223,8 +291,79 @@ Tensor Model::forward_paged(KVBlockPool& pool, std::span<const PagedSequence> ba
   std::unique_lock<std::mutex> device_lock(impl.device_mutex, std::defer_lock);
   if (b.device() != Device::cpu) device_lock.lock();
   const std::shared_lock weights_lock(impl.weights_mutex);
-  return b.download(plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
-                                            .mixed_lora = mixed}));
+  // On a device every row takes its adapter by the row gather, one adapter or many (the same kernels, the same cost).
+  const bool by_rows = mixed || (b.device() != Device::cpu && first);
+  return read(b, plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
+                                         .mixed_lora = by_rows}));
+}
+
+// The rows of `logits` that `reads` asks for: every summary in one device pass, whole rows downloaded (all at once
+// when several are).
+std::vector<Model::SummaryResult> read_rows(Backend& b, const Tensor& logits, std::span<const Model::RowRead> reads,
+                                            std::exception_ptr& thrown) {
+  const int64_t n = logits.dim(0);
+  std::vector<Model::SummaryResult> out(static_cast<size_t>(n));
+  std::vector<int64_t> summarized, whole;
+  std::vector<std::vector<int32_t>> gathers;
+  int32_t count = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    const Model::RowRead& read = reads[size_t(r)];
+    if (!read.wanted) continue;
+    if (read.summary.count <= 0) {
+      whole.push_back(r);
+      continue;
+    }
+    summarized.push_back(r);
+    gathers.push_back(read.summary.gather);
+    count = std::max(count, read.summary.count);
+  }
+  Tensor host;  // every row, when several are wanted whole
+  const auto row_of = [&](int64_t r) { return host.defined() ? host.rows(r, r + 1) : b.download(logits.rows(r, r + 1)); };
+  if (whole.size() > 1) host = b.download(logits);
+  for (int64_t r : whole) out[size_t(r)].row = row_of(r);
+  if (summarized.empty()) return out;
+  Tensor rows = logits;  // the summarized rows, gathered when not all are
+  if (int64_t(summarized.size()) != n) {
+    rows = b.alloc({int64_t(summarized.size()), logits.dim(1)}, DType::f32);
+    for (size_t i = 0; i < summarized.size(); ++i)
+      b.copy_rows(logits.rows(summarized[i], summarized[i] + 1), rows, int64_t(i));
+  }
+  std::vector<LogitSummary> summaries = b.summarize_rows(rows, count, gathers);
+  for (size_t i = 0; i < summarized.size(); ++i) {
+    const int64_t r = summarized[i];
+    const Model::SummaryRequest& request = reads[size_t(r)].summary;
+    LogitSummary& s = out[size_t(r)].summary = std::move(summaries[i]);
+    s.ids.resize(std::min(s.ids.size(), size_t(request.count)));  // best first: the row's own count of them
+    s.values.resize(s.ids.size());
+    bool enough = true;
+    try {
+      if (request.enough) enough = request.enough(s);
+    } catch (...) {
+      if (!thrown) thrown = std::current_exception();
+    }
+    if (!enough) out[size_t(r)].row = row_of(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor Model::forward_paged(KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits) const {
+  return run_paged(*impl_, pool, batch, logits, [](Backend& b, const Tensor& t) { return b.download(t); });
+}
+
+std::vector<Model::SummaryResult> Model::forward_paged_read(KVBlockPool& pool, std::span<const PagedSequence> batch,
+                                                            std::span<const RowRead> reads) const {
+  if (reads.size() != batch.size())
+    fail(ErrorKind::bad_input, "forward_paged_read: " + std::to_string(reads.size()) + " row reads for a batch of " +
+                                   std::to_string(batch.size()) + " sequences");
+  std::exception_ptr thrown;  // by an `enough`: rethrown once every row was read
+  std::vector<SummaryResult> out = run_paged(*impl_, pool, batch, LogitsFor::last_token,
+                                             [&](Backend& b, const Tensor& logits) {
+                                               return read_rows(b, logits, reads, thrown);
+                                             });
+  if (thrown) std::rethrow_exception(thrown);
+  return out;
 }
 
 Model::SummaryResult Model::forward_summary(const SequenceInput& input, const ForwardOptions& options,

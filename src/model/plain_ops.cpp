@@ -7,7 +7,7 @@ namespace wick {
 PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
                    HeadBuffers& hb)
     : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {
-  if (!batch_.mixed_lora) return;
+  if (!batch_.mixed_lora || batch_.row_adapters) return;
   for (const Span& s : *batch_.spans) {
     if (!segments_.empty() && segments_.back().lora == s.lora) segments_.back().count += s.count;
     else segments_.push_back({s.begin, s.count, s.lora});
@@ -15,8 +15,14 @@ PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, co
 }
 
 void PlainOps::project(const Tensor& in, const Projection& w, Tensor& out) {
-  if (batch_.mixed_lora) linear_segments(b_, in, w, segments_, out);
-  else linear(b_, in, w, lora_, out);
+  if (const RowAdapters* rows = batch_.row_adapters) {
+    b_.linear(in, w.weight, w.bias, out);
+    b_.lora_rows(in, rows->tables, lora_slot(w.layer, w.kind), rows->max_rank, out);
+  } else if (batch_.mixed_lora) {
+    linear_segments(b_, in, w, segments_, out);
+  } else {
+    linear(b_, in, w, lora_, out);
+  }
 }
 
 void PlainOps::embed(const Tensor& table, Tensor& x) {
@@ -51,42 +57,33 @@ void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
   Tensor qh = q_out.reshape({T, c_.num_heads, d});
   Tensor kh = a_.k.reshape({T, c_.num_kv_heads, d});
   const Tensor vh = a_.v.reshape({T, c_.num_kv_heads, d});
+  if (const PagedRows* paged = batch_.paged) {  // RoPE, then every new key and value into its pool row
+    Tensor kp = paged->pool->keys(layer), vp = paged->pool->values(layer);
+    b_.rope(qh, batch_.positions, c_.rope_theta);
+    b_.rope(kh, batch_.positions, c_.rope_theta);
+    b_.scatter_rows(kh, kp, paged->slots);
+    b_.scatter_rows(vh, vp, paged->slots);
+    return;
+  }
   for (const Span& s : *batch_.spans) {
     Tensor qs = qh.rows(s.begin, s.begin + s.count), ks = kh.rows(s.begin, s.begin + s.count);
     const Tensor vs = vh.rows(s.begin, s.begin + s.count), pos = batch_.positions.rows(s.begin, s.begin + s.count);
-    if (batch_.pool) {  // RoPE, then the new keys and values into their blocks' rows
-      Tensor kp = batch_.pool->keys(layer), vp = batch_.pool->values(layer);
-      b_.rope(qs, pos, c_.rope_theta);
-      b_.rope(ks, pos, c_.rope_theta);
-      b_.scatter_rows(ks, kp, s.slots);
-      b_.scatter_rows(vs, vp, s.slots);
-      continue;
-    }
     Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
     b_.rope_kv(qs, ks, vs, pos, c_.rope_theta, kc, vc);
   }
 }
 
-namespace {
-
-// A sequence's keys or values in position order, gathered from the pool's rows: [past + count, kv_heads, d].
-Tensor gather_positions(Backend& b, const Tensor& pool_layer, const Tensor& key_rows) {
-  const int64_t kv = pool_layer.dim(1), d = pool_layer.dim(2), n = key_rows.numel();
-  Tensor out = b.alloc({n, kv * d}, pool_layer.dtype());
-  b.embedding(pool_layer.reshape({pool_layer.dim(0), kv * d}), key_rows, out);  // out[i] = pool[key_rows[i]]
-  return out.reshape({n, kv, d});
-}
-
-}  // namespace
-
 void PlainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
   const Tensor qh = q.reshape({q.dim(0), c_.num_heads, c_.head_dim});
+  if (const PagedRows* paged = batch_.paged) {
+    b_.paged_attention(qh, paged->pool->keys(layer), paged->pool->values(layer), paged->keys, out,
+                       attention_params(c_));
+    return;
+  }
   for (const Span& s : *batch_.spans) {
     Tensor rows = out.rows(s.begin, s.begin + s.count);
-    const Tensor k = batch_.pool ? gather_positions(b_, batch_.pool->keys(layer), s.key_rows) : s.cache->keys(layer);
-    const Tensor v = batch_.pool ? gather_positions(b_, batch_.pool->values(layer), s.key_rows) : s.cache->values(layer);
-    b_.attention(qh.rows(s.begin, s.begin + s.count), k, v, batch_.positions.rows(s.begin, s.begin + s.count), rows,
-                 attention_params(c_));
+    b_.attention(qh.rows(s.begin, s.begin + s.count), s.cache->keys(layer), s.cache->values(layer),
+                 batch_.positions.rows(s.begin, s.begin + s.count), rows, attention_params(c_));
   }
 }
 

@@ -8,14 +8,30 @@
 
 namespace wick {
 
+/// Where the keys and values of a batch over a paged KV cache go and come from: rows of one pool.
+struct PagedRows {
+  KVBlockPool* pool = nullptr;
+  Tensor slots{};  // i32 [T]: the pool row each new token's key and value are written to
+  PagedKeys keys{};  // the pool rows each token attends to
+};
+
+/// The LoRA of a batch whose rows carry different adapters, as the row-gather kernels read it (Backend::lora_rows).
+struct RowAdapters {
+  Tensor tables{};       // i32 [T, 2]: each row's LoraSource::device_table address (0: none)
+  int32_t max_rank = 0;  // the largest rank among them
+};
+
 /// The tokens of one forward pass, flattened: ids and positions i32 [T] on the backend, and where each
-/// sequence's tokens sit. With a pool, every span's keys and values are rows of it (Span::slots, key_rows); with
-/// mixed_lora, each span's own adapter (Span::lora) applies to its rows instead of the one the ops were made with.
+/// sequence's tokens sit. With `paged`, keys and values are rows of its pool, not the spans' caches. With
+/// mixed_lora, each span's own adapter (Span::lora) applies to its rows instead of the one the ops were made with:
+/// by segments of rows through linear_segments (the CPU: bit for bit what each sequence gets alone), or, when
+/// row_adapters is given, by one row-gather per projection.
 struct PlainBatch {
   const std::vector<Span>* spans;
   Tensor ids, positions;
-  KVBlockPool* pool = nullptr;
+  const PagedRows* paged = nullptr;
   bool mixed_lora = false;
+  const RowAdapters* row_adapters = nullptr;
 };
 
 class PlainOps final : public LayerOps {

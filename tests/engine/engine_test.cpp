@@ -30,19 +30,38 @@ int32_t argmax(std::span<const float> logits) {
   return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
+// How a GreedySink takes its logits: whole rows; summaries of the best id; or summaries it declines every other
+// position (the whole row follows).
+enum class Takes { rows, summaries, some_summaries };
+
 // Greedy for a fixed number of tokens; records what it chose.
 class GreedySink final : public TokenSink {
  public:
-  explicit GreedySink(int64_t n) : n_(n) {}
+  explicit GreedySink(int64_t n, Takes takes = Takes::rows) : n_(n), takes_(takes) {}
   std::optional<int32_t> next_token(std::span<const float> logits) override {
-    ids.push_back(argmax(logits));
-    if (int64_t(ids.size()) == n_) return std::nullopt;
-    return ids.back();
+    ++rows_seen;
+    return take(argmax(logits));
+  }
+  std::optional<SummaryAsk> summary_ask() override {
+    if (takes_ == Takes::rows) return std::nullopt;
+    return SummaryAsk{.count = 3};
+  }
+  SummaryAnswer next_token(const LogitSummary& s) override {
+    EXPECT_EQ(s.ids.size(), 3u);
+    if (takes_ == Takes::some_summaries && ids.size() % 2 == 1) return {};
+    return {.decided = true, .next = take(s.ids[0])};
   }
   std::vector<int32_t> ids;
+  int64_t rows_seen = 0;
 
  private:
+  std::optional<int32_t> take(int32_t id) {
+    ids.push_back(id);
+    if (int64_t(ids.size()) == n_) return std::nullopt;
+    return id;
+  }
   int64_t n_;
+  Takes takes_;
 };
 
 std::vector<int32_t> greedy_alone(const Model& model, const std::vector<int32_t>& prompt, int64_t n,
@@ -78,17 +97,21 @@ std::vector<Req> mixed_requests(const Model& model) {
   return out;
 }
 
-// Runs `reqs` through an engine; returns each request's tokens.
-std::vector<std::vector<int32_t>> run_engine(Engine& engine, const std::vector<Req>& reqs) {
+// Runs `reqs` through an engine; returns each request's tokens. Request i's sink takes takes[i % size] (rows when
+// none is given).
+std::vector<std::vector<int32_t>> run_engine(Engine& engine, const std::vector<Req>& reqs,
+                                             const std::vector<Takes>& takes = {Takes::rows},
+                                             std::vector<std::shared_ptr<GreedySink>>* kept = nullptr) {
   std::vector<std::shared_ptr<GreedySink>> sinks;
   for (const Req& r : reqs) {
-    sinks.push_back(std::make_shared<GreedySink>(r.n));
+    sinks.push_back(std::make_shared<GreedySink>(r.n, takes[sinks.size() % takes.size()]));
     engine.submit({.prompt = r.prompt, .max_new_tokens = r.n, .lora = LoraAdapter::shared_source(r.adapter),
                    .sink = sinks.back()});
   }
   engine.run();
   std::vector<std::vector<int32_t>> out;
   for (const auto& s : sinks) out.push_back(s->ids);
+  if (kept) *kept = sinks;
   return out;
 }
 
@@ -113,6 +136,18 @@ TEST(Engine, MixedAdaptersAndLengthsDecodeAsEachAlone) {
   EXPECT_EQ(engine.stats().finished, int64_t(reqs.size()));
   EXPECT_EQ(engine.stats().preemptions, 0);
   EXPECT_EQ(engine.stats().steps, 100) << "all seven ran together: as many steps as the longest needs tokens";
+}
+
+TEST(Engine, SinksChooseFromSummariesAsFromWholeRows) {
+  auto model = tiny();
+  const std::vector<Req> reqs = mixed_requests(*model);
+  Engine engine(model, {.block_size = 8, .num_blocks = 256});
+  std::vector<std::shared_ptr<GreedySink>> sinks;
+  expect_as_alone(*model, reqs, run_engine(engine, reqs, {Takes::summaries, Takes::rows, Takes::some_summaries}, &sinks));
+  EXPECT_EQ(sinks[0]->rows_seen, 0) << "a sink decided by its summaries never gets a row";
+  EXPECT_EQ(sinks[1]->rows_seen, reqs[1].n);
+  EXPECT_EQ(sinks[2]->rows_seen, reqs[2].n / 2) << "a row follows each declined summary";
+  expect_pool_whole(engine);
 }
 
 TEST(Engine, ChunkedPrefillsUnderASmallStepBudget) {
@@ -164,9 +199,19 @@ TEST(Engine, CancelledAndFailedRequestsEndAloneAndGiveTheirBlocksBack) {
   auto model = tiny();
   const std::vector<Req> reqs = mixed_requests(*model);
   Engine engine(model, {.block_size = 8, .num_blocks = 256});
+  // Throws where `at` says: choosing from the row (0), asking for a summary (1), choosing from the summary (2).
   class Throwing final : public TokenSink {
    public:
+    explicit Throwing(int at) : at_(at) {}
     std::optional<int32_t> next_token(std::span<const float>) override { throw std::runtime_error("sink failed"); }
+    std::optional<SummaryAsk> summary_ask() override {
+      if (at_ == 1) throw std::runtime_error("ask failed");
+      return at_ == 2 ? std::optional<SummaryAsk>(SummaryAsk{}) : std::nullopt;
+    }
+    SummaryAnswer next_token(const LogitSummary&) override { throw std::runtime_error("summary failed"); }
+
+   private:
+    int at_;
   };
   std::vector<std::shared_ptr<GreedySink>> sinks;
   std::vector<uint64_t> ids;
@@ -175,13 +220,15 @@ TEST(Engine, CancelledAndFailedRequestsEndAloneAndGiveTheirBlocksBack) {
     ids.push_back(engine.submit({.prompt = r.prompt, .max_new_tokens = r.n,
                                  .lora = LoraAdapter::shared_source(r.adapter), .sink = sinks.back()}));
   }
-  const uint64_t bad = engine.submit({.prompt = {1, 2, 3}, .max_new_tokens = 4, .sink = std::make_shared<Throwing>()});
+  std::vector<uint64_t> bad;
+  for (int at = 0; at < 3; ++at)
+    bad.push_back(engine.submit({.prompt = {1, 2, 3}, .max_new_tokens = 4, .sink = std::make_shared<Throwing>(at)}));
   for (int i = 0; i < 10; ++i) engine.step();
   engine.cancel(ids[2]);
   engine.cancel(ids[5]);
   engine.cancel(987654);  // unknown: ignored
   engine.run();
-  EXPECT_TRUE(engine.error(bad) != nullptr);
+  for (uint64_t id : bad) EXPECT_TRUE(engine.error(id) != nullptr) << "the failing sink of request " << id;
   EXPECT_TRUE(engine.error(ids[0]) == nullptr);
   for (size_t i = 0; i < reqs.size(); ++i) {
     const auto alone = greedy_alone(*model, reqs[i].prompt, reqs[i].n, reqs[i].adapter ? &reqs[i].adapter->source() : nullptr);

@@ -51,6 +51,47 @@ void rotate_pairs(Tensor& x, const Tensor& positions, double theta, bool inverse
   });
 }
 
+// Causal GQA attention: query i sees keys j ∈ [0, pos[i]], found at row key_row(i, j) of k and v (f32).
+// q [n, heads, d]; k, v [rows, kv_heads, d]; out [n, heads · d]; ctx = max pos + 1.
+template <class KeyRow>
+void attend(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* pos, int64_t ctx, Tensor& out,
+            const AttentionParams& p, const KeyRow& key_row) {
+  const int64_t n = q.dim(0), heads = p.num_heads, d = p.head_dim, kvh = p.num_kv_heads, group = heads / kvh;
+  const float* qp = q.data<float>();
+  const float* kp = k.data<float>();
+  const float* vp = v.data<float>();
+  float* op = out.data<float>();
+  // One work item per (query, head); small contexts are batched into larger chunks.
+  const int64_t grain = std::max<int64_t>(1, kAttentionGrainWork / std::max<int64_t>(1, ctx * d));
+  parallel_for(n * heads, grain, [&](int64_t w0, int64_t w1) {
+    std::vector<float> scores(static_cast<size_t>(ctx));
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t i = w / heads, h = w % heads;
+      const float* qi = qp + (i * heads + h) * d;
+      const int64_t kv = h / group, visible = int64_t(pos[i]) + 1;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < visible; ++j) {
+        const float* kj = kp + (key_row(i, j) * kvh + kv) * d;
+        float s = 0.0f;
+        for (int64_t e = 0; e < d; ++e) s += qi[e] * kj[e];
+        s *= p.scale;
+        scores[size_t(j)] = s;
+        mx = std::max(mx, s);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) sum += scores[size_t(j)] = std::exp(scores[size_t(j)] - mx);
+      const float inv = 1.0f / sum;
+      float* oi = op + (i * heads + h) * d;
+      std::fill(oi, oi + d, 0.0f);
+      for (int64_t j = 0; j < visible; ++j) {
+        const float p_j = scores[size_t(j)] * inv;
+        const float* vj = vp + (key_row(i, j) * kvh + kv) * d;
+        for (int64_t e = 0; e < d; ++e) oi[e] += p_j * vj[e];
+      }
+    }
+  });
+}
+
 class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::cpu; }
@@ -166,46 +207,67 @@ class CpuBackend final : public Backend {
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& out,
                  const AttentionParams& p) override {
-    const int64_t n = q.dim(0), heads = p.num_heads, d = p.head_dim, kvh = p.num_kv_heads;
+    const int64_t n = q.dim(0);
     const int32_t* pos = positions.data<int32_t>();
     int64_t ctx = 0;
     for (int64_t i = 0; i < n; ++i) ctx = std::max<int64_t>(ctx, pos[i] + 1);
-    expect(q.numel() == n * heads * d && positions.numel() == n && k.dim(0) >= ctx && row_size(k) == kvh * d &&
-               out.numel() == n * heads * d,
+    expect(q.numel() == n * p.num_heads * p.head_dim && positions.numel() == n && k.dim(0) >= ctx &&
+               row_size(k) == p.num_kv_heads * p.head_dim && out.numel() == n * p.num_heads * p.head_dim,
            "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
-    const int64_t group = heads / kvh;
-    const float* qp = q.data<float>();
-    const float* kp = k.data<float>();
-    const float* vp = v.data<float>();
-    float* op = out.data<float>();
-    // One work item per (query, head); small contexts are batched into larger chunks.
-    const int64_t grain = std::max<int64_t>(1, kAttentionGrainWork / std::max<int64_t>(1, ctx * d));
-    parallel_for(n * heads, grain, [&](int64_t w0, int64_t w1) {
-      std::vector<float> scores(static_cast<size_t>(ctx));
-      for (int64_t w = w0; w < w1; ++w) {
-        {
-          const int64_t i = w / heads, h = w % heads;
-          const float* qi = qp + (i * heads + h) * d;
-          const int64_t kv = h / group, visible = int64_t(pos[i]) + 1;
-          float mx = -INFINITY;
-          for (int64_t j = 0; j < visible; ++j) {
-            const float* kj = kp + (j * kvh + kv) * d;
-            float s = 0.0f;
-            for (int64_t e = 0; e < d; ++e) s += qi[e] * kj[e];
-            s *= p.scale;
-            scores[size_t(j)] = s;
-            mx = std::max(mx, s);
-          }
+    attend(q, k, v, pos, ctx, out, p, [](int64_t, int64_t j) { return j; });
+  }
+
+  void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const PagedKeys& keys, Tensor& out,
+                       const AttentionParams& p) override {
+    const char* op = "paged_attention";
+    const int64_t n = q.dim(0), m = keys.tables.numel(), bs = keys.block_size;
+    expect(q.numel() == n * p.num_heads * p.head_dim && keys.positions.numel() == n && keys.starts.numel() == n &&
+               row_size(k) == p.num_kv_heads * p.head_dim && v.shape() == k.shape() && bs >= 1 &&
+               out.numel() == n * p.num_heads * p.head_dim,
+           op, "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
+    const int32_t *pos = keys.positions.data<int32_t>(), *start = keys.starts.data<int32_t>();
+    const int32_t* tables = keys.tables.data<int32_t>();
+    int64_t ctx = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t last = pos[i] < 0 ? -1 : int64_t(start[i]) + pos[i] / bs;  // the last block query i reads
+      expect(pos[i] >= 0 && start[i] >= 0 && last < m, op,
+             "query " + std::to_string(i) + " at position " + std::to_string(pos[i]) + " reads block-table entry " +
+                 std::to_string(last) + " of " + std::to_string(m));
+      for (int64_t e = start[i]; e <= last; ++e)
+        expect(tables[e] >= 0 && (int64_t(tables[e]) + 1) * bs <= k.dim(0), op,
+               "block " + std::to_string(tables[e]) + " outside the pool of " + std::to_string(k.dim(0) / bs));
+      ctx = std::max<int64_t>(ctx, pos[i] + 1);
+    }
+    attend(q, k, v, pos, ctx, out, p,
+           [&](int64_t i, int64_t j) { return int64_t(tables[start[i] + j / bs]) * bs + j % bs; });
+  }
+
+  void lora_rows(const Tensor& x, const Tensor& row_tables, int64_t slot, int32_t max_rank, Tensor& out) override {
+    const int64_t n = x.dim(0), in = x.dim(1), outs = out.dim(1);
+    expect(out.dim(0) == n && row_tables.numel() == 2 * n && row_tables.dtype() == DType::i32 && slot >= 0,
+           "lora_rows", "x " + to_string(x.shape()) + " out " + to_string(out.shape()) + " tables " +
+                            to_string(row_tables.shape()));
+    parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> low(static_cast<size_t>(std::max(max_rank, 1)));
+      for (int64_t t = t0; t < t1; ++t) {
+        uintptr_t address = 0;
+        std::memcpy(&address, row_tables.data<int32_t>() + 2 * t, sizeof(address));
+        if (address == 0) continue;
+        const LoraEntry& e = reinterpret_cast<const LoraEntry*>(address)[slot];
+        expect(e.rank <= max_rank, "lora_rows", "rank " + std::to_string(e.rank) + " above max_rank " +
+                                                    std::to_string(max_rank));
+        const float *a = static_cast<const float*>(e.a), *b = static_cast<const float*>(e.b);
+        const float* xt = x.data<float>() + t * in;
+        for (int32_t r = 0; r < e.rank; ++r) {
           float sum = 0.0f;
-          for (int64_t j = 0; j < visible; ++j) sum += scores[size_t(j)] = std::exp(scores[size_t(j)] - mx);
-          const float inv = 1.0f / sum;
-          float* oi = op + (i * heads + h) * d;
-          std::fill(oi, oi + d, 0.0f);
-          for (int64_t j = 0; j < visible; ++j) {
-            const float p_j = scores[size_t(j)] * inv;
-            const float* vj = vp + (j * kvh + kv) * d;
-            for (int64_t e = 0; e < d; ++e) oi[e] += p_j * vj[e];
-          }
+          for (int64_t i = 0; i < in; ++i) sum += xt[i] * a[r * in + i];
+          low[size_t(r)] = sum;
+        }
+        float* ot = out.data<float>() + t * outs;
+        for (int64_t o = 0; o < outs; ++o) {
+          float sum = 0.0f;
+          for (int32_t r = 0; r < e.rank; ++r) sum += b[o * e.rank + r] * low[size_t(r)];
+          ot[o] += e.scale * sum;
         }
       }
     });

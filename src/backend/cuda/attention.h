@@ -13,7 +13,12 @@ namespace wick::cuda {
 struct AttentionShape {
   int64_t queries = 0;  // n new tokens
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
-  int64_t capacity = 0;  // rows of the k and v caches (no query sees past them)
+  int64_t capacity = 0;  // rows of the k and v caches (no query sees past them); paged: the most keys a query sees
+  // Paged (tables set): query i's key j is row tables[starts[i] + j / block_size] · block_size + j % block_size
+  // of k and v, not row j.
+  const int32_t* tables = nullptr;
+  const int32_t* starts = nullptr;
+  int block_size = 1;
   float scale = 1.0f;
   // Device scratch owned by the backend for the split-K partials, fixed for its lifetime (graphs bake in the
   // address) and zero-filled once by its owner: the kernels leave their counters in it at zero.

@@ -32,6 +32,9 @@ constexpr size_t kTicketBytes = kTicketSlots * sizeof(unsigned);
 struct SplitParams {
   const bf16 *q, *k, *v;
   const int32_t* positions;
+  const int32_t* tables;  // paged: query i's key j is row tables[starts[i] + j / block_size] · block_size + j % block_size
+  const int32_t* starts;  // (null tables: row j)
+  int block_size;
   bf16* out;
   int64_t capacity;
   int heads, kv_heads;
@@ -98,6 +101,7 @@ __global__ void __launch_bounds__(kSplitThreads) split_kernel(SplitParams p) {
   if (begin >= end) return;  // past the visible keys: the merge counts only chunks that hold keys
   const int active = int(ceil_div(visible, chunk));
   const int64_t row = int64_t(i) * p.heads + h0;  // (query, head) row of this block's first head
+  const int32_t* table = p.tables ? p.tables + p.starts[i] : nullptr;
 
   // Every step commits one group (empty past the chunk), so waiting for all but kStages - 1 groups means
   // the step's own tile has landed.
@@ -109,7 +113,9 @@ __global__ void __launch_bounds__(kSplitThreads) split_kernel(SplitParams p) {
       for (int c = tid; c < T * D / 8; c += kSplitThreads) {
         const int r = c / (D / 8), col = c % (D / 8) * 8;
         const bool valid = t0 + r < end;  // rows past the chunk are zeros, never used
-        const int64_t at = valid ? ((t0 + r) * p.kv_heads + kvh) * D + col : 0;
+        const int64_t j = t0 + r;
+        const int64_t key = !valid ? 0 : table ? int64_t(table[j / p.block_size]) * p.block_size + j % p.block_size : j;
+        const int64_t at = valid ? (key * p.kv_heads + kvh) * D + col : 0;
         cp_async16(ks + r * kRow + col, p.k + at, valid);
         cp_async16(vs + r * kRow + col, p.v + at, valid);
       }
@@ -275,7 +281,8 @@ void launch_split(const void* q, const void* k, const void* v, const int32_t* po
   auto* base = static_cast<unsigned char*>(s.workspace);
   auto* acc = reinterpret_cast<float*>(base + kTicketBytes);  // 16-byte aligned for the merge's float4 reads
   const SplitParams p{.q = static_cast<const bf16*>(q), .k = static_cast<const bf16*>(k),
-                      .v = static_cast<const bf16*>(v), .positions = positions, .out = static_cast<bf16*>(out),
+                      .v = static_cast<const bf16*>(v), .positions = positions, .tables = s.tables,
+                      .starts = s.starts, .block_size = s.block_size, .out = static_cast<bf16*>(out),
                       .capacity = s.capacity, .heads = int(s.heads), .kv_heads = int(s.kv_heads), .group = group,
                       .slice_heads = int(ceil_div(group, slices_per_kv)), .slices_per_kv = slices_per_kv,
                       .splits = int(splits), .scale_log2 = s.scale * kLog2e,

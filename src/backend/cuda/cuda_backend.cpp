@@ -8,12 +8,16 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/attention.h"
 #include "backend/cuda/attention_backward.h"
+#include "backend/cuda/attention_decode.h"
+#include "backend/cuda/lora_rows.h"
 #include "backend/cuda/backward.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_allocator.h"
@@ -27,6 +31,9 @@
 #include "wick/logit_summary.h"
 
 namespace wick {
+
+// The checks of summarize_rows' arguments every backend makes (backend.cpp).
+void check_summary_rows(const Tensor& logits, std::span<const std::vector<int32_t>> gather);
 
 namespace {
 
@@ -97,6 +104,51 @@ class CudaGraph final : public Graph {
   cudaStream_t stream_;
 };
 
+// The summaries of `rows` rows of n f32 logits on the device, gathered ids already checked: two launches and one
+// download for all the rows; nullopt where the rows are too long for the device (summary_workspace_bytes).
+std::optional<std::vector<LogitSummary>> summaries(Backend& b, cudaStream_t stream, const char* op,
+                                                   const Tensor& logits, int64_t rows, int64_t n, int32_t count,
+                                                   std::span<const std::vector<int32_t>> gather) {
+  const int c = int(std::clamp<int64_t>(count, 1, std::max<int64_t>(n, 1)));  // the kernels keep one id at least
+  const int64_t work_bytes = cuda::summary_workspace_bytes(rows, n, c);
+  if (work_bytes < 0) return std::nullopt;
+  // The gather lists flattened: rows + 1 starts, then every row's ids.
+  std::vector<int32_t> lists(size_t(rows) + 1, 0);
+  for (size_t r = 0; r < size_t(rows); ++r) lists[r + 1] = lists[r] + (gather.empty() ? 0 : int32_t(gather[r].size()));
+  for (const std::vector<int32_t>& ids : gather) lists.insert(lists.end(), ids.begin(), ids.end());
+  const int32_t* starts = lists.data();
+  const int32_t* ids = starts + rows + 1;
+  // One allocation: the output [rows · (2 + 2·c) + gathered], the workspace (8-byte keys: the output is padded to
+  // an even count of floats), then the lists.
+  const int64_t stride = 2 + 2 * int64_t(c), out_floats = rows * stride + starts[rows];
+  const int64_t work_at = (out_floats + 1) / 2 * 2, lists_at = work_at + work_bytes / 4;
+  Tensor buffer = b.alloc({lists_at + int64_t(lists.size())}, DType::f32);
+  Tensor lists_on_device = buffer.rows(lists_at, buffer.numel());
+  b.write(lists_on_device, lists.data(), lists.size() * sizeof(int32_t));
+  const auto* device_starts = static_cast<const int32_t*>(lists_on_device.raw());
+  cuda::summarize({.logits = logits.data<float>(), .rows = rows, .n = n, .count = c,
+                   .gather = device_starts + rows + 1, .gather_starts = device_starts, .out = buffer.data<float>(),
+                   .workspace = buffer.data<float>() + work_at},
+                  stream);
+  cuda::check_launch(op);
+  const Tensor host = b.download(buffer.rows(0, out_floats));
+  const int kept = int(std::clamp<int64_t>(count, 0, n));  // as summarize_logits: no ids for a count of 0
+  std::vector<LogitSummary> out(static_cast<size_t>(rows));
+  for (size_t r = 0; r < size_t(rows); ++r) {
+    const float* o = host.data<float>() + int64_t(r) * stride + starts[r];
+    const int32_t gathered = starts[r + 1] - starts[r];
+    LogitSummary& s = out[r];
+    s.vocab = n;
+    s.max = o[0];
+    s.sum_exp = o[1];
+    for (int i = 0; i < kept; ++i) s.ids.push_back(int32_t(o[2 + i]));
+    s.values.assign(o + 2 + c, o + 2 + c + kept);
+    s.gathered_ids.assign(ids + starts[r], ids + starts[r + 1]);
+    s.gathered.assign(o + 2 + 2 * c, o + 2 + 2 * c + gathered);
+  }
+  return out;
+}
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend() : allocator_(std::make_shared<cuda::DeviceAllocator>()) {
@@ -115,6 +167,7 @@ class CudaBackend final : public Backend {
     attention_workspace_ = alloc({kAttentionWorkspaceBytes / 4}, DType::f32);
     // Zeroed once: the split-K attention kernel's tickets start at zero and are returned to zero by it.
     check(cudaMemsetAsync(attention_workspace_.raw(), 0, kAttentionWorkspaceBytes, stream_), "attention workspace");
+    lora_low_ = alloc({kLoraLowFloats}, DType::f32);
     fused_ = make_cuda_fused_decode(stream_, allocator_);
   }
   ~CudaBackend() override {
@@ -161,29 +214,19 @@ class CudaBackend final : public Backend {
     const int64_t n = logits.numel();
     for (int32_t id : gather)
       expect(id >= 0 && id < n, op, "gathered id " + std::to_string(id) + " outside a row of " + std::to_string(n));
-    const int c = int(std::clamp<int64_t>(count, 1, n));
-    const int64_t work_bytes = cuda::summary_workspace_bytes(n, c);
-    if (work_bytes < 0) return Backend::summarize(logits, count, gather);  // too long a row: on the host
-    const int64_t gathered = int64_t(gather.size());
-    Tensor work = alloc({(work_bytes + 3) / 4}, DType::i32);
-    Tensor ids = alloc({std::max<int64_t>(gathered, 1)}, DType::i32);
-    if (gathered) write(ids, gather.data(), gather.size() * sizeof(int32_t));
-    Tensor out = alloc({2 + 2 * int64_t(c) + gathered}, DType::f32);
-    cuda::summarize({.logits = logits.data<float>(), .n = n, .count = c, .gather = ids.data<int32_t>(),
-                     .gathered = gathered, .out = out.data<float>(), .workspace = work.raw()},
-                    stream_);
-    cuda::check_launch(op);
-    const Tensor host = download(out);
-    const float* o = host.data<float>();
-    LogitSummary s;
-    s.vocab = n;
-    s.max = o[0];
-    s.sum_exp = o[1];
-    for (int i = 0; i < c; ++i) s.ids.push_back(int32_t(o[2 + i]));
-    s.values.assign(o + 2 + c, o + 2 + 2 * c);
-    s.gathered_ids.assign(gather.begin(), gather.end());
-    s.gathered.assign(o + 2 + 2 * c, o + 2 + 2 * c + gathered);
-    return s;
+    std::optional<std::vector<LogitSummary>> on_device =
+        summaries(*this, stream_, op, logits, 1, n, count, {&gather, 1});
+    return on_device ? std::move(on_device->front()) : Backend::summarize(logits, count, gather);
+  }
+
+  std::vector<LogitSummary> summarize_rows(const Tensor& logits, int32_t count,
+                                           const std::vector<std::vector<int32_t>>& gather) override {
+    const char* op = "summarize_rows";
+    check_summary_rows(logits, gather);
+    expect_device(logits, DType::f32, op, "logits");
+    std::optional<std::vector<LogitSummary>> on_device =
+        summaries(*this, stream_, op, logits, logits.dim(0), logits.dim(1), count, gather);
+    return on_device ? std::move(*on_device) : Backend::summarize_rows(logits, count, gather);
   }
 
   std::unique_ptr<Graph> capture(const std::function<void()>& body) override {
@@ -323,6 +366,51 @@ class CudaBackend final : public Backend {
       fail(ErrorKind::unsupported, "cuda attention: head_dim " + std::to_string(p.head_dim) +
                                        " (built for 16, 32, 64, 80, 96, 128, 256)");
     cuda::check_launch("attention");
+  }
+
+  void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const PagedKeys& keys, Tensor& out,
+                       const AttentionParams& p) override {
+    const char* op = "paged_attention";
+    expect_device(q, DType::bf16, op, "q");
+    for (const Tensor* t : {&keys.tables, &keys.starts, &keys.positions}) expect_device(*t, DType::i32, op, "block tables");
+    const int64_t n = q.dim(0);
+    expect(q.numel() == n * p.num_heads * p.head_dim && keys.positions.numel() == n && keys.starts.numel() == n &&
+               row_size(k) == p.num_kv_heads * p.head_dim && v.shape() == k.shape() && out.numel() == q.numel() &&
+               keys.max_visible >= 1 && keys.block_size >= 1,
+           op, "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
+    const cuda::AttentionShape s{.queries = n, .heads = p.num_heads, .kv_heads = p.num_kv_heads,
+                                 .head_dim = p.head_dim, .capacity = keys.max_visible,
+                                 .tables = keys.tables.data<int32_t>(), .starts = keys.starts.data<int32_t>(),
+                                 .block_size = int(keys.block_size),
+                                 .scale = p.scale, .workspace = attention_workspace_.raw(),
+                                 .workspace_bytes = size_t(kAttentionWorkspaceBytes)};
+    if (!cuda::attention_decode(q.raw(), k.raw(), v.raw(), keys.positions.data<int32_t>(), out.raw(), s, stream_))
+      fail(ErrorKind::unsupported, "cuda paged_attention: head_dim " + std::to_string(p.head_dim) +
+                                       " (built for 16, 32, 64, 80, 96, 128, 256)");
+    cuda::check_launch(op);
+  }
+
+  void lora_rows(const Tensor& x, const Tensor& row_tables, int64_t slot, int32_t max_rank, Tensor& out) override {
+    const char* op = "lora_rows";
+    expect_device(x, DType::bf16, op, "x");
+    expect_device(out, DType::bf16, op, "out");
+    expect_device(row_tables, DType::i32, op, "row_tables");
+    const int64_t n = x.dim(0);
+    expect(out.dim(0) == n && row_tables.numel() == 2 * n && slot >= 0 && max_rank >= 0 &&
+               max_rank <= kLoraLowFloats,
+           op, "x " + to_string(x.shape()) + " out " + to_string(out.shape()) + " tables " +
+                   to_string(row_tables.shape()) + " max_rank " + std::to_string(max_rank));
+    if (max_rank == 0) return;
+    const int64_t chunk = kLoraLowFloats / max_rank;  // rows whose low-rank products fit the scratch
+    for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+      const int64_t rows = std::min(chunk, n - t0);
+      cuda::lora_rows({.x = x.rows(t0, t0 + rows).raw(),
+                       .tables = reinterpret_cast<const unsigned long long*>(row_tables.data<int32_t>()) + t0,
+                       .slot = slot, .out = out.rows(t0, t0 + rows).raw(), .low = lora_low_.data<float>(),
+                       .n = rows, .in = x.dim(1), .outs = out.dim(1), .max_rank = max_rank},
+                      stream_);
+    }
+    cuda::check_launch(op);
   }
 
   void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) override {
@@ -474,11 +562,13 @@ class CudaBackend final : public Backend {
   // Split-K attention's tickets and partials: the most splits (64) of four decode queries of up to 120 heads of
   // head_dim 128; larger shapes take fewer splits.
   static constexpr int64_t kAttentionWorkspaceBytes = int64_t(16) << 20;
+  static constexpr int64_t kLoraLowFloats = int64_t(1) << 18;  // lora_rows' low-rank products: 1 MB
   std::shared_ptr<cuda::DeviceAllocator> allocator_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   Tensor workspace_;
   Tensor attention_workspace_;  // split-K attention partials (fixed: graphs bake in its address)
+  Tensor lora_low_;             // lora_rows' scratch [kLoraLowFloats] f32 (fixed, as attention_workspace_)
   std::unique_ptr<FusedDecode> fused_;
 };
 

@@ -1,10 +1,10 @@
-// The logit summary on the device (wick/logit_summary.h): the best `count` logits of a row, its maximum and
-// normaliser, and the gathered logits, so that a sampler needs a few hundred bytes of the row, not all of it.
+// The logit summary on the device (wick/logit_summary.h): the best `count` logits of each row, its maximum and
+// normaliser, and the gathered logits, so that a sampler needs a few hundred bytes of a row, not all of it.
 // Logits become unique 64-bit keys (order-preserving float bits, then the complement of the id, so that ties rank
-// the lower id first). Each block of the first kernel takes a chunk of 4096 and finds its `count`-th largest key
-// a byte at a time (radix select: eight block-wide histograms, no sort), keeping the keys at or above it, with the
-// chunk's maximum and Σexp; one block of the second does the same over the chunks' keys and sorts the `count`
-// it keeps.
+// the lower id first). Each block of the first kernel takes a chunk of 4096 of one row (grid: chunks × rows) and
+// finds its `count`-th largest key a byte at a time (radix select: eight block-wide histograms, no sort), keeping
+// the keys at or above it, with the chunk's maximum and Σexp; one block a row of the second does the same over the
+// row's chunks' keys and sorts the `count` it keeps.
 #include "backend/cuda/summary.h"
 
 #include <cmath>
@@ -21,6 +21,7 @@ constexpr int kChunkThreads = 512;    // eight logits per thread, held in regist
 constexpr int kMerge = 8192;          // keys the merging block takes (eight per thread): blocks · count at most
 constexpr int kMergeThreads = 1024;   // the largest block: the merge is one block's work
 constexpr int kMaxCount = 256;        // the most best ids a summary returns on the device
+constexpr int64_t kMaxRows = 65535;   // the first kernel's grid.y
 
 // Larger keys rank first: by value (NaN as -inf), then by lower id. 0 ranks below every logit.
 __device__ inline Key key_of(float v, int64_t id) {
@@ -127,12 +128,14 @@ __device__ void keep_largest(const Key (&k)[Per], Key kth, int c, Key* out) {
   __syncthreads();
 }
 
-// Block b: the best `count` keys of logits [b·kChunk, (b+1)·kChunk) into keys_out[b] (in no order), and
-// (max, Σexp(l − max)) into stats[b].
+// Block (b, r): the best `count` keys of row r's logits [b·kChunk, (b+1)·kChunk) into keys_out[r][b] (in no
+// order), and (max, Σexp(l − max)) into stats[r][b].
 __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logits, int64_t n, int count,
                                                               Key* keys_out, float2* stats) {
   constexpr int kPer = kChunk / kChunkThreads;
   const int64_t base = int64_t(blockIdx.x) * kChunk;
+  const int64_t block = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  logits += int64_t(blockIdx.y) * n;
   float v[kPer];
   Key k[kPer];
   float m = -INFINITY;
@@ -150,16 +153,23 @@ __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logit
     for (int u = 0; u < kPer; ++u)
       if (!isnan(v[u])) s += expf(v[u] - m);
   s = block_sum(s);
-  keep_largest(k, kth_largest<kChunkThreads>(k, count), count, keys_out + int64_t(blockIdx.x) * count);
-  if (threadIdx.x == 0) stats[blockIdx.x] = make_float2(m, s);
+  keep_largest(k, kth_largest<kChunkThreads>(k, count), count, keys_out + block * count);
+  if (threadIdx.x == 0) stats[block] = make_float2(m, s);
 }
 
-// out: max, Σexp, the best `count` ids (as floats) and their logits, then the gathered logits.
+// Block r, row r's summary at out + r·(2 + 2·count) + gather_starts[r]: max, Σexp, the best `count` ids (as
+// floats) and their logits, then the logits of its gathered ids.
 __global__ void __launch_bounds__(kMergeThreads)
-    merge_kernel(const float* logits, const Key* keys_in, const float2* stats, int blocks, int count,
-                 const int32_t* gather, int64_t gathered, float* out) {
+    merge_kernel(const float* logits, int64_t n, const Key* keys_in, const float2* stats, int blocks, int count,
+                 const int32_t* gather, const int32_t* gather_starts, float* out) {
   constexpr int kPer = kMerge / kMergeThreads;
   __shared__ Key best[kMaxCount];
+  const int64_t row = blockIdx.x;
+  logits += row * n;
+  keys_in += row * blocks * count;
+  stats += row * blocks;
+  const int64_t first = gather_starts[row], gathered = gather_starts[row + 1] - first;
+  out += row * (2 + 2 * count) + first;
   Key k[kPer];
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
@@ -174,7 +184,7 @@ __global__ void __launch_bounds__(kMergeThreads)
     out[2 + i] = float(id);
     out[2 + count + i] = logits[id];
   }
-  for (int64_t i = threadIdx.x; i < gathered; i += kMergeThreads) out[2 + 2 * count + i] = logits[gather[i]];
+  for (int64_t i = threadIdx.x; i < gathered; i += kMergeThreads) out[2 + 2 * count + i] = logits[gather[first + i]];
   if (threadIdx.x == 0) {
     float m = -INFINITY;
     for (int b = 0; b < blocks; ++b) m = fmaxf(m, stats[b].x);
@@ -191,18 +201,21 @@ int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
 }  // namespace
 
-int64_t summary_workspace_bytes(int64_t n, int count) {
+int64_t summary_workspace_bytes(int64_t rows, int64_t n, int count) {
   const int64_t blocks = chunks_of(n);
-  if (n <= 0 || n >= (int64_t(1) << 24) || count < 1 || count > kMaxCount || blocks * count > kMerge) return -1;
-  return blocks * count * int64_t(sizeof(Key)) + blocks * int64_t(sizeof(float2));
+  if (rows < 1 || rows > kMaxRows || n <= 0 || n >= (int64_t(1) << 24) || count < 1 || count > kMaxCount ||
+      blocks * count > kMerge)
+    return -1;
+  return rows * (blocks * count * int64_t(sizeof(Key)) + blocks * int64_t(sizeof(float2)));
 }
 
 void summarize(const SummaryParams& p, cudaStream_t stream) {
   const int blocks = int(chunks_of(p.n));
   Key* keys = static_cast<Key*>(p.workspace);
-  float2* stats = reinterpret_cast<float2*>(keys + int64_t(blocks) * p.count);
-  chunk_kernel<<<blocks, kChunkThreads, 0, stream>>>(p.logits, p.n, p.count, keys, stats);
-  merge_kernel<<<1, kMergeThreads, 0, stream>>>(p.logits, keys, stats, blocks, p.count, p.gather, p.gathered, p.out);
+  float2* stats = reinterpret_cast<float2*>(keys + p.rows * blocks * p.count);
+  chunk_kernel<<<dim3(blocks, unsigned(p.rows)), kChunkThreads, 0, stream>>>(p.logits, p.n, p.count, keys, stats);
+  merge_kernel<<<unsigned(p.rows), kMergeThreads, 0, stream>>>(p.logits, p.n, keys, stats, blocks, p.count, p.gather,
+                                                               p.gather_starts, p.out);
 }
 
 }  // namespace wick::cuda

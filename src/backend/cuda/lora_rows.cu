@@ -1,0 +1,84 @@
+// The LoRA path of a mixed-adapter batch: row t reads the factors its own adapter holds for the projection, so the
+// rows of any number of adapters go through one pair of launches. The shrink (A·x, a few dot products of length
+// `in` per row) runs a block per row, a warp per rank; the expand (B·low) runs a thread per output element.
+#include "backend/cuda/lora_rows.h"
+
+#include <cuda_bf16.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/reduce.cuh"
+
+namespace wick::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kShrinkThreads = 128, kShrinkWarps = kShrinkThreads / 32;
+constexpr int kExpandThreads = 256;
+
+__device__ inline const LoraEntry* entry_of(const unsigned long long* tables, int64_t t, int64_t slot) {
+  const unsigned long long address = tables[t];
+  if (address == 0) return nullptr;
+  const LoraEntry* e = reinterpret_cast<const LoraEntry*>(address) + slot;
+  return e->rank > 0 ? e : nullptr;
+}
+
+// Grid (n): low[t, r] = Σ_i x[t, i]·A[r, i] for the row's rank; eight bf16 a load where `in` allows.
+__global__ void __launch_bounds__(kShrinkThreads) shrink_kernel(LoraRowsParams p) {
+  const int64_t t = blockIdx.x;
+  const LoraEntry* e = entry_of(p.tables, t, p.slot);
+  if (!e) return;
+  const bf16* x = static_cast<const bf16*>(p.x) + t * p.in;
+  const bf16* a = static_cast<const bf16*>(e->a);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const bool vector = p.in % 8 == 0;
+  for (int r = warp; r < e->rank; r += kShrinkWarps) {
+    const bf16* ar = a + int64_t(r) * p.in;
+    float sum = 0.0f;
+    if (vector) {
+      for (int64_t i = int64_t(lane) * 8; i < p.in; i += 32 * 8) {
+        const uint4 xv = *reinterpret_cast<const uint4*>(x + i), av = *reinterpret_cast<const uint4*>(ar + i);
+        const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+        const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&av);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 xf = __bfloat1622float2(x2[j]), af = __bfloat1622float2(a2[j]);
+          sum += xf.x * af.x + xf.y * af.y;
+        }
+      }
+    } else {
+      for (int64_t i = lane; i < p.in; i += 32) sum += __bfloat162float(x[i]) * __bfloat162float(ar[i]);
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) p.low[t * p.max_rank + r] = sum;
+  }
+}
+
+// Grid (n, ⌈outs / kExpandThreads⌉): out[t, o] += scale · Σ_r B[o, r]·low[t, r].
+__global__ void __launch_bounds__(kExpandThreads) expand_kernel(LoraRowsParams p) {
+  const int64_t t = blockIdx.x;
+  const LoraEntry* e = entry_of(p.tables, t, p.slot);
+  if (!e) return;
+  extern __shared__ float low[];  // [rank]
+  const int rank = e->rank;
+  for (int r = threadIdx.x; r < rank; r += kExpandThreads) low[r] = p.low[t * p.max_rank + r];
+  __syncthreads();
+  const int64_t o = int64_t(blockIdx.y) * kExpandThreads + threadIdx.x;
+  if (o >= p.outs) return;
+  const bf16* b = static_cast<const bf16*>(e->b) + o * rank;
+  float sum = 0.0f;
+  for (int r = 0; r < rank; ++r) sum += __bfloat162float(b[r]) * low[r];
+  bf16* out = static_cast<bf16*>(p.out) + t * p.outs + o;
+  *out = __float2bfloat16(__bfloat162float(*out) + e->scale * sum);
+}
+
+}  // namespace
+
+void lora_rows(const LoraRowsParams& p, cudaStream_t stream) {
+  if (p.n == 0 || p.max_rank == 0) return;
+  shrink_kernel<<<unsigned(p.n), kShrinkThreads, 0, stream>>>(p);
+  const dim3 grid(unsigned(p.n), unsigned((p.outs + kExpandThreads - 1) / kExpandThreads));
+  expand_kernel<<<grid, kExpandThreads, size_t(p.max_rank) * sizeof(float), stream>>>(p);
+}
+
+}  // namespace wick::cuda
