@@ -126,6 +126,13 @@ class Model {
   std::vector<SummaryResult> forward_paged_read(KVBlockPool& pool, std::span<const PagedSequence> batch,
                                                 std::span<const RowRead> reads) const;
 
+  /// Records the decode steps of batches of up to `rows` sequences over `pool` (on a GPU: CUDA graphs, with and
+  /// without adapters), so that an engine's first decode steps run as fast as its later ones. Nothing on the CPU.
+  void record_paged_steps(KVBlockPool& pool, int64_t rows) const;
+  /// How many decode steps of paged batches were recorded as graphs so far (each replayed for every later step of
+  /// its batch size, context range and with or without adapters). Always 0 on the CPU.
+  int64_t paged_graphs_recorded() const;
+
   /// How many one-token decode steps were recorded as CUDA graphs so far: per KV cache in use (a few are
   /// kept), one for the base model and one for any unmerged adapter, each replayed for every later step.
   /// Swapping adapters records none (the graph reads the adapter from device memory); merging or unmerging

@@ -61,6 +61,7 @@ struct Engine::Impl {
         blocks(o.num_blocks, o.block_size) {
     if (o.max_step_tokens < 1 || o.max_running < 1)
       fail(ErrorKind::bad_input, "engine: max_step_tokens and max_running must be at least 1");
+    model->record_paged_steps(pool, o.max_running);  // the decode steps' graphs before the first request
     publish();
   }
 

@@ -55,6 +55,15 @@ struct Span {
   const LoraSource* lora = nullptr;  // this sequence's adapter, in a batch whose sequences carry their own
 };
 
+/// A batch flattened: where each sequence's tokens sit, and every token's id and position; paged, every token's pool
+/// row (slots), the block tables it reads (tables from table_starts[t]) and the longest context.
+struct FlatBatch {
+  std::vector<Span> spans;
+  std::vector<int32_t> ids, positions;
+  std::vector<int32_t> slots, tables, table_starts;
+  int64_t block_size = 1, max_visible = 0;
+};
+
 /// Attention over a model's heads: scale 1/√head_dim.
 AttentionParams attention_params(const ModelConfig& c);
 

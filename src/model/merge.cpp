@@ -54,6 +54,7 @@ void Model::merge_lora(std::shared_ptr<const LoraSource> lora) {
     *slot = std::move(tensor);
   }
   if (impl_->decode_steps) impl_->decode_steps->forget_graphs();  // recorded steps read the old weight tensors
+  if (impl_->paged_steps) impl_->paged_steps->forget_graphs();
   impl_->merged = std::move(lora);
 }
 
@@ -62,6 +63,7 @@ std::shared_ptr<const LoraSource> Model::unmerge_lora() {
   for (auto it = impl_->unmerged.rbegin(); it != impl_->unmerged.rend(); ++it) *it->first = std::move(it->second);
   impl_->unmerged.clear();
   if (impl_->decode_steps) impl_->decode_steps->forget_graphs();
+  if (impl_->paged_steps) impl_->paged_steps->forget_graphs();
   return std::exchange(impl_->merged, nullptr);
 }
 

@@ -1,6 +1,5 @@
 // Model's API: loading, the forward pass over a batch (validated whole before any cache changes), logits.
 #include <algorithm>
-#include <cstring>
 #include <exception>
 
 #include "model/forward.h"
@@ -22,8 +21,10 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
   const TensorStore store = TensorStore::open_dir(dir);
   impl->backend = make_backend(options.device);
   impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
-  if (impl->backend->device() != Device::cpu)
+  if (impl->backend->device() != Device::cpu) {
     impl->decode_steps = std::make_unique<DecodeSteps>(*impl->backend, impl->config, impl->weights);
+    impl->paged_steps = std::make_unique<PagedSteps>(*impl->backend, impl->config);
+  }
   return std::shared_ptr<Model>(new Model(std::move(impl)));
 }
 
@@ -49,15 +50,6 @@ KVCache Model::make_cache(int64_t capacity) const {
 }
 
 namespace {
-
-// A batch flattened: where each sequence's tokens sit, and every token's id and position; paged, every token's pool
-// row and the rows it attends to (PagedKeys).
-struct FlatBatch {
-  std::vector<Span> spans;
-  std::vector<int32_t> ids, positions;
-  std::vector<int32_t> slots, tables, table_starts;
-  int64_t block_size = 1, max_visible = 0;
-};
 
 // Validates every sequence (before any cache is touched) and flattens the batch.
 FlatBatch flatten(const ModelConfig& c, std::span<const SequenceInput> batch) {
@@ -158,21 +150,6 @@ struct PlainPassOptions {
   bool mixed_lora = false;
 };
 
-// Whether the rows of a paged batch take their adapters by the row-gather kernels: on a device (one launch pair per
-// projection whatever the mix; on the CPU segments of rows keep each sequence bit for bit as it is alone), when
-// some row has an adapter and every adapter's factors are on the device in its dtype.
-bool gathers_adapters(Backend& b, const ModelConfig& c, const FlatBatch& flat) {
-  if (b.device() == Device::cpu) return false;
-  bool any = false;
-  for (const Span& s : flat.spans) {
-    if (!s.lora) continue;
-    const LoraSource::Table& t = s.lora->table(c.num_layers);
-    if (t.max_rank > 0 && (!t.uniform || t.device != b.device() || t.dtype != b.compute_dtype())) return false;
-    any |= t.max_rank > 0;
-  }
-  return any;
-}
-
 // The i32 inputs of one pass, uploaded together: views of one device tensor.
 class PackedInts {
  public:
@@ -199,16 +176,11 @@ Tensor plain_pass(Model::Impl& impl, const FlatBatch& flat, const PlainPassOptio
   const int64_t slots = ints.add(flat.slots), tables = ints.add(flat.tables), starts = ints.add(flat.table_starts);
   RowAdapters row_adapters;
   int64_t adapter_tables = -1;
-  if (o.pool && o.mixed_lora && gathers_adapters(b, c, flat)) {
-    std::vector<int32_t> words(size_t(2 * T), 0);  // each row's table address as two i32 words
-    for (const Span& s : flat.spans) {
-      if (!s.lora || s.lora->table(c.num_layers).max_rank == 0) continue;
-      row_adapters.max_rank = std::max(row_adapters.max_rank, s.lora->table(c.num_layers).max_rank);
-      const uint64_t address = uint64_t(reinterpret_cast<uintptr_t>(s.lora->device_table(c.num_layers, b).raw()));
-      for (int64_t t = s.begin; t < s.begin + s.count; ++t) std::memcpy(&words[size_t(2 * t)], &address, 8);
+  if (o.pool && o.mixed_lora)
+    if (const std::optional<AdapterWords> words = adapter_words(b, c, flat)) {
+      row_adapters.max_rank = words->max_rank;
+      adapter_tables = ints.add(words->words);
     }
-    adapter_tables = ints.add(words);
-  }
   ints.upload(b);
   const auto sized = [](const std::vector<int32_t>& v) { return int64_t(v.size()); };
   const PagedRows paged{.pool = o.pool,
@@ -293,6 +265,8 @@ auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequen
   const std::shared_lock weights_lock(impl.weights_mutex);
   // On a device every row takes its adapter by the row gather, one adapter or many (the same kernels, the same cost).
   const bool by_rows = mixed || (b.device() != Device::cpu && first);
+  if (impl.paged_steps && logits == LogitsFor::last_token && impl.paged_steps->takes(flat))
+    return read(b, impl.paged_steps->run(impl.weights, flat, pool));
   return read(b, plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
                                          .mixed_lora = by_rows}));
 }
@@ -384,6 +358,15 @@ Model::SummaryResult Model::forward_summary(const SequenceInput& input, const Fo
   if (thrown) std::rethrow_exception(thrown);
   return r;
 }
+
+void Model::record_paged_steps(KVBlockPool& pool, int64_t rows) const {
+  if (!impl_->paged_steps) return;
+  const std::lock_guard device_lock(impl_->device_mutex);
+  const std::shared_lock weights_lock(impl_->weights_mutex);
+  impl_->paged_steps->record(impl_->weights, pool, rows, 1);
+}
+
+int64_t Model::paged_graphs_recorded() const { return impl_->paged_steps ? impl_->paged_steps->graphs_recorded() : 0; }
 
 int64_t Model::decode_graphs_recorded() const {
   return impl_->decode_steps ? impl_->decode_steps->graphs_recorded() : 0;

@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "model/decode_step.h"
+#include "model/paged_step.h"
 #include "model/weights.h"
 #include "wick/model.h"
 
@@ -53,6 +54,8 @@ struct Model::Impl {
   // Recorded one-token steps (device backends only); declared after `backend` and `weights`, so destroyed before
   // them. Whatever replaces weight tensors calls decode_steps->forget_graphs().
   std::unique_ptr<DecodeSteps> decode_steps;
+  // Recorded decode steps of paged batches (device backends only); the same rules as decode_steps.
+  std::unique_ptr<PagedSteps> paged_steps;
 };
 
 }  // namespace wick

@@ -1,8 +1,27 @@
 #include "model/plain_ops.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "wick/error.h"
 
 namespace wick {
+
+std::optional<AdapterWords> adapter_words(Backend& b, const ModelConfig& c, const FlatBatch& flat) {
+  if (b.device() == Device::cpu) return std::nullopt;
+  AdapterWords out{.words = std::vector<int32_t>(2 * flat.ids.size(), 0)};
+  for (const Span& s : flat.spans) {
+    if (!s.lora) continue;
+    const LoraSource::Table& t = s.lora->table(c.num_layers);
+    if (t.max_rank == 0) continue;
+    if (!t.uniform || t.device != b.device() || t.dtype != b.compute_dtype()) return std::nullopt;
+    out.max_rank = std::max(out.max_rank, t.max_rank);
+    const uint64_t address = uint64_t(reinterpret_cast<uintptr_t>(s.lora->device_table(c.num_layers, b).raw()));
+    for (int64_t r = s.begin; r < s.begin + s.count; ++r) std::memcpy(&out.words[size_t(2 * r)], &address, 8);
+  }
+  if (out.max_rank == 0) return std::nullopt;
+  return out;
+}
 
 PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
                    HeadBuffers& hb)

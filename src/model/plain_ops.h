@@ -2,6 +2,7 @@
 // reference, prefill on a GPU, and the eager path wherever the fused kernels do not apply.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "model/forward.h"
@@ -20,6 +21,18 @@ struct RowAdapters {
   Tensor tables{};       // i32 [T, 2]: each row's LoraSource::device_table address (0: none)
   int32_t max_rank = 0;  // the largest rank among them
 };
+
+/// Each row's adapter as the row-gather kernels take it: its LoraSource::device_table address as two i32 words (0:
+/// none), and the largest rank.
+struct AdapterWords {
+  std::vector<int32_t> words;  // [rows, 2]
+  int32_t max_rank = 0;
+};
+
+/// The adapters of a flattened batch's rows as the row gather takes them; nullopt when no row has one, or the rows
+/// cannot take theirs by the gather: on the CPU (segments of rows keep each sequence bit for bit as it is alone), or
+/// an adapter's factors not all on the device in its dtype.
+std::optional<AdapterWords> adapter_words(Backend& b, const ModelConfig& c, const FlatBatch& flat);
 
 /// The tokens of one forward pass, flattened: ids and positions i32 [T] on the backend, and where each
 /// sequence's tokens sit. With `paged`, keys and values are rows of its pool, not the spans' caches. With

@@ -150,6 +150,25 @@ TEST(Engine, SinksChooseFromSummariesAsFromWholeRows) {
   expect_pool_whole(engine);
 }
 
+// The engine on a GPU (recorded decode steps, the row gather of adapters, summaries of the rows) against the CPU
+// engine: the same requests, greedy, choose the same tokens. Skipped without a GPU.
+TEST(Engine, CudaChoosesTheCpusTokens) {
+  std::shared_ptr<Model> gpu;
+  try {
+    gpu = Model::load(fixture("models/tiny-untied"), {.device = Device::cuda});
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  auto cpu = tiny();
+  std::vector<Req> on_cpu = mixed_requests(*cpu), on_gpu = mixed_requests(*gpu);  // the same adapters, per model
+  for (size_t i = 0; i < on_gpu.size(); ++i) on_cpu[i].n = on_gpu[i].n = 30;
+  Engine cpu_engine(cpu, {.block_size = 8, .num_blocks = 256}), gpu_engine(gpu, {.block_size = 8, .num_blocks = 256});
+  const auto want = run_engine(cpu_engine, on_cpu), got = run_engine(gpu_engine, on_gpu, {Takes::summaries});
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << "request " << i;
+  EXPECT_GT(gpu->paged_graphs_recorded(), 0);
+  expect_pool_whole(gpu_engine);
+}
+
 TEST(Engine, ChunkedPrefillsUnderASmallStepBudget) {
   auto model = tiny();
   const std::vector<Req> reqs = mixed_requests(*model);
