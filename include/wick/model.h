@@ -56,6 +56,8 @@ class Model {
   /// Loads a Hugging Face directory: config.json, generation_config.json (optional), and
   /// model.safetensors or a sharded model.safetensors.index.json. Every tensor is checked against
   /// the config before anything is allocated; all mismatches are reported in one error.
+  /// On a GPU the model is warmed up before it is returned (a prefill and a recorded decode step), so that the first
+  /// request runs as fast as later ones.
   static std::shared_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options = {});
   ~Model();
   Model(const Model&) = delete;
@@ -195,6 +197,8 @@ class Model {
  private:
   friend struct ModelTraining;  // src/model/training.h: the training passes of the train layer
   explicit Model(std::unique_ptr<Impl> impl);
+  // One prefill and one decode step, results discarded: the first pass's one-time costs paid at load.
+  void warm_up() const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -25,7 +25,19 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
     impl->decode_steps = std::make_unique<DecodeSteps>(*impl->backend, impl->config, impl->weights);
     impl->paged_steps = std::make_unique<PagedSteps>(*impl->backend, impl->config);
   }
-  return std::shared_ptr<Model>(new Model(std::move(impl)));
+  std::shared_ptr<Model> model(new Model(std::move(impl)));
+  if (model->device() != Device::cpu) model->warm_up();
+  return model;
+}
+
+// A fresh process's first pass on a GPU pays for loading kernels and setting up the math library (some 100 ms
+// against a few ms later): a prefill and a recorded decode step at load pay it there instead of in the first request.
+void Model::warm_up() const {
+  constexpr int64_t kTokens = 128;
+  KVCache cache = make_cache(std::min<int64_t>(kTokens + 1, impl_->config.max_position_embeddings));
+  const std::vector<int32_t> prompt(size_t(cache.capacity() - 1), 0), next{0};
+  forward(std::vector<SequenceInput>{{prompt, &cache}});
+  if (cache.length() < cache.capacity()) forward(std::vector<SequenceInput>{{next, &cache}});
 }
 
 const ModelConfig& Model::config() const { return impl_->config; }
