@@ -186,10 +186,11 @@ class Backend {
   /// Rotates pairs (i, i + d/2) of each head by position·θ^(-2i/d) in place (NeoX layout).
   /// x [tokens, heads, head_dim]; positions i32 [tokens].
   virtual void rope(Tensor& x, const Tensor& positions, double theta) = 0;
-  /// RoPE on q and k in place, then k and v written into the caches at rows `positions` (the attention
-  /// prologue of one sequence).  q [n, heads, d]; k, v [n, kv_heads, d]; caches [capacity, kv_heads, d].
+  /// RoPE on q and k in place, then k and v written into the caches at rows `positions` — or at rows `rows`
+  /// (i32 [n]) when given: a paged pool (the attention prologue of a batch).  q [n, heads, d]; k, v [n, kv_heads, d];
+  /// caches [capacity, kv_heads, d].
   virtual void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
-                       Tensor& v_cache) = 0;
+                       Tensor& v_cache, const Tensor& rows = Tensor()) = 0;
   /// Sets every element to zero.
   virtual void zero(Tensor& t) = 0;
   /// dst[row0 + i, :] = src[i, :].  src [n, ...], dst [capacity, ...] of the same row size.

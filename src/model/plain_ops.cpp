@@ -78,10 +78,7 @@ void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
   const Tensor vh = a_.v.reshape({T, c_.num_kv_heads, d});
   if (const PagedRows* paged = batch_.paged) {  // RoPE, then every new key and value into its pool row
     Tensor kp = paged->pool->keys(layer), vp = paged->pool->values(layer);
-    b_.rope(qh, batch_.positions, c_.rope_theta);
-    b_.rope(kh, batch_.positions, c_.rope_theta);
-    b_.scatter_rows(kh, kp, paged->slots);
-    b_.scatter_rows(vh, vp, paged->slots);
+    b_.rope_kv(qh, kh, vh, batch_.positions, c_.rope_theta, kp, vp, paged->slots);
     return;
   }
   for (const Span& s : *batch_.spans) {

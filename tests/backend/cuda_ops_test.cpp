@@ -60,6 +60,12 @@ TEST_F(CudaOps, RopeWithKvCacheWrite) {
   EXPECT_CLOSE(gpu->download(kb), ka, kTol);
   EXPECT_CLOSE(gpu->download(kcb), kca, kTol);
   EXPECT_CLOSE(gpu->download(vcb), vca, 0.0);
+  // Into rows of a paged pool instead of the positions' rows.
+  const Tensor rows = Tensor::from_ints({39, 2, 17, 5, 30}, {n});
+  cpu->rope_kv(qa, ka, on_cpu(v), pos, 10000.0, kca, vca, rows);
+  gpu->rope_kv(qb, kb, on_gpu(v), on_gpu(pos), 10000.0, kcb, vcb, on_gpu(rows));
+  EXPECT_CLOSE(gpu->download(kcb), kca, kTol);
+  EXPECT_CLOSE(gpu->download(vcb), vca, 0.0);
 }
 
 TEST_F(CudaOps, LinearWithBiasAccumulateAndF32Output) {

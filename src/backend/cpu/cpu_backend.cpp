@@ -144,11 +144,11 @@ class CpuBackend final : public Backend {
   }
 
   void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
-               Tensor& v_cache) override {
+               Tensor& v_cache, const Tensor& rows) override {
     rope(q, positions, theta);
     rope(k, positions, theta);
-    scatter_rows(k, k_cache, positions);
-    scatter_rows(v, v_cache, positions);
+    scatter_rows(k, k_cache, rows.defined() ? rows : positions);
+    scatter_rows(v, v_cache, rows.defined() ? rows : positions);
   }
 
   void zero(Tensor& t) override { std::memset(t.raw(), 0, t.nbytes()); }

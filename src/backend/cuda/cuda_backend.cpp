@@ -277,16 +277,18 @@ class CudaBackend final : public Backend {
   }
 
   void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
-               Tensor& v_cache) override {
+               Tensor& v_cache, const Tensor& rows) override {
     expect_device(q, DType::bf16, "rope_kv", "q");
     expect_device(positions, DType::i32, "rope_kv", "positions");
+    if (rows.defined()) expect_device(rows, DType::i32, "rope_kv", "rows");
     const int64_t n = q.dim(0), d = q.dim(2), kvh = k.dim(1);
     expect(k.dim(0) == n && v.numel() == k.numel() && positions.numel() == n && k.dim(2) == d &&
-               row_size(k_cache) == kvh * d && k_cache.shape() == v_cache.shape(),
+               row_size(k_cache) == kvh * d && k_cache.shape() == v_cache.shape() &&
+               (!rows.defined() || rows.numel() == n),
            "rope_kv",
            "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " cache " + to_string(k_cache.shape()));
     cuda::rope_kv({.q = q.raw(), .k = k.raw(), .v = v.raw(), .positions = positions.data<int32_t>(),
-                   .k_cache = k_cache.raw(), .v_cache = v_cache.raw(), .tokens = n, .heads = q.dim(1),
+                   .rows = rows.defined() ? rows.data<int32_t>() : nullptr, .k_cache = k_cache.raw(), .v_cache = v_cache.raw(), .tokens = n, .heads = q.dim(1),
                    .kv_heads = kvh, .head_dim = d, .theta = theta},
                   stream_);
     cuda::check_launch("rope_kv");

@@ -36,9 +36,10 @@ __device__ void rotate(bf16* v, int64_t i, int64_t half, float c, float s) {
 
 // One block per token; threads walk (head, pair) over the q heads, then the k heads (rotated, then cached),
 // then copy v into its cache.
-__global__ void rope_kv_kernel(bf16* q, bf16* k, const bf16* v, const int32_t* positions, bf16* k_cache,
-                               bf16* v_cache, int64_t heads, int64_t kv_heads, int64_t d, double log_theta) {
-  const int64_t t = blockIdx.x, half = d / 2, pos = positions[t];
+__global__ void rope_kv_kernel(bf16* q, bf16* k, const bf16* v, const int32_t* positions, const int32_t* rows,
+                               bf16* k_cache, bf16* v_cache, int64_t heads, int64_t kv_heads, int64_t d,
+                               double log_theta) {
+  const int64_t t = blockIdx.x, half = d / 2, pos = positions[t], row = rows ? rows[t] : pos;
   for (int64_t idx = threadIdx.x; idx < (heads + kv_heads) * half; idx += blockDim.x) {
     const int64_t h = idx / half, i = idx % half;
     const float inv_freq = float(exp(-log_theta * double(2 * i) / double(d)));
@@ -50,13 +51,13 @@ __global__ void rope_kv_kernel(bf16* q, bf16* k, const bf16* v, const int32_t* p
       const int64_t kh = h - heads;
       bf16* kv = k + (t * kv_heads + kh) * d;
       rotate(kv, i, half, c, s);
-      bf16* dst = k_cache + (pos * kv_heads + kh) * d;
+      bf16* dst = k_cache + (row * kv_heads + kh) * d;
       dst[i] = kv[i];
       dst[i + half] = kv[i + half];
     }
   }
   for (int64_t idx = threadIdx.x; idx < kv_heads * d; idx += blockDim.x)
-    v_cache[pos * kv_heads * d + idx] = v[t * kv_heads * d + idx];
+    v_cache[row * kv_heads * d + idx] = v[t * kv_heads * d + idx];
 }
 
 }  // namespace
@@ -71,7 +72,7 @@ void rope(void* x, const int32_t* pos, int64_t tokens, int64_t heads, int64_t d,
 void rope_kv(const RopeKvParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   rope_kv_kernel<<<unsigned(p.tokens), kRopeThreads, 0, stream>>>(
-      static_cast<bf16*>(p.q), static_cast<bf16*>(p.k), static_cast<const bf16*>(p.v), p.positions,
+      static_cast<bf16*>(p.q), static_cast<bf16*>(p.k), static_cast<const bf16*>(p.v), p.positions, p.rows,
       static_cast<bf16*>(p.k_cache), static_cast<bf16*>(p.v_cache), p.heads, p.kv_heads, p.head_dim,
       std::log(p.theta));
 }
