@@ -70,6 +70,12 @@ void linear_segments(Backend& backend, const Tensor& x, const Projection& proj, 
   }
 }
 
+void linear_rows(Backend& backend, const Tensor& x, const Projection& proj, const Tensor& row_tables, int32_t max_rank,
+                 Tensor& out) {
+  backend.linear(x, proj.weight, proj.bias, out);
+  backend.lora_rows(x, row_tables, lora_slot(proj.layer, proj.kind), max_rank, out);
+}
+
 void linear_backward(Backend& backend, const Tensor& x, const Projection& proj, const LoraSource* lora,
                      const Tensor& d_out, Tensor* dx, LoraGrads* grads, const LinearBackwardOptions& o) {
   if (dx) backend.matmul(d_out, proj.weight, *dx, {.beta = o.accumulate_dx ? 1.0f : 0.0f});  // d_out·W

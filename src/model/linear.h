@@ -95,6 +95,12 @@ struct LoraSegment {
 void linear_segments(Backend& backend, const Tensor& x, const Projection& proj, std::span<const LoraSegment> segments,
                      Tensor& out);
 
+/// The chokepoint for a batch whose rows carry different adapters, by the row gather: out = x·Wᵀ + bias, then
+/// Backend::lora_rows adds each row's own adapter's term for proj (row_tables: each row's LoraSource::device_table
+/// address, i32 [rows, 2]; ranks ≤ max_rank). One launch pair whatever the mix of adapters.
+void linear_rows(Backend& backend, const Tensor& x, const Projection& proj, const Tensor& row_tables, int32_t max_rank,
+                 Tensor& out);
+
 /// Gradients of one projection's LoRA factors, shaped as the factors (PEFT's lora_A [rank, in], lora_B
 /// [out, rank]); the backward accumulates into them.
 struct LoraGrads {

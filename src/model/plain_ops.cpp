@@ -35,8 +35,7 @@ PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, co
 
 void PlainOps::project(const Tensor& in, const Projection& w, Tensor& out) {
   if (const RowAdapters* rows = batch_.row_adapters) {
-    b_.linear(in, w.weight, w.bias, out);
-    b_.lora_rows(in, rows->tables, lora_slot(w.layer, w.kind), rows->max_rank, out);
+    linear_rows(b_, in, w, rows->tables, rows->max_rank, out);
   } else if (batch_.mixed_lora) {
     linear_segments(b_, in, w, segments_, out);
   } else {
