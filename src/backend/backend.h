@@ -83,6 +83,12 @@ struct FusedInput {
   float eps = 0.0f;
 };
 
+/// The biases of the q, k and v projections (all three, or none): Backend::rope_kv adds them.
+struct QkvBias {
+  Tensor q{}, k{}, v{};
+  bool defined() const { return q.defined(); }
+};
+
 /// The projections and rotation of FusedDecode::attention_inputs.
 struct QkvProjections {
   Tensor weight[3]{};  // q [heads·d, k]; k and v [kv_heads·d, k]
@@ -187,10 +193,12 @@ class Backend {
   /// x [tokens, heads, head_dim]; positions i32 [tokens].
   virtual void rope(Tensor& x, const Tensor& positions, double theta) = 0;
   /// RoPE on q and k in place, then k and v written into the caches at rows `positions` — or at rows `rows`
-  /// (i32 [n]) when given: a paged pool (the attention prologue of a batch).  q [n, heads, d]; k, v [n, kv_heads, d];
-  /// caches [capacity, kv_heads, d].
+  /// (i32 [n]) when given: a paged pool (the attention prologue of a batch). With `bias`, each projection's bias is
+  /// added first (q and k in place, v on its way into the cache), as linear would have added it: the projections'
+  /// bias adds ride in this one launch.  q [n, heads, d]; k, v [n, kv_heads, d]; caches [capacity, kv_heads, d];
+  /// biases [heads·d], [kv_heads·d], [kv_heads·d].
   virtual void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
-                       Tensor& v_cache, const Tensor& rows = Tensor()) = 0;
+                       Tensor& v_cache, const Tensor& rows = Tensor(), const QkvBias& bias = {}) = 0;
   /// Sets every element to zero.
   virtual void zero(Tensor& t) = 0;
   /// dst[row0 + i, :] = src[i, :].  src [n, ...], dst [capacity, ...] of the same row size.

@@ -68,23 +68,32 @@ void PlainOps::settle_residual() {
 void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v,
                                 int64_t layer, Tensor& q_out) {
   normalize(h, a_.normed);
-  project(a_.normed, q, q_out);
-  project(a_.normed, k, a_.k);
-  project(a_.normed, v, a_.v);
+  // The biases ride in rope_kv's launch (the projections' outputs get them there, as linear would add them).
+  const QkvBias bias = q.bias.defined() && k.bias.defined() && v.bias.defined()
+                           ? QkvBias{.q = q.bias, .k = k.bias, .v = v.bias}
+                           : QkvBias{};
+  const auto unbiased = [&](const Projection& p) {
+    Projection w = p;
+    if (bias.defined()) w.bias = Tensor();
+    return w;
+  };
+  project(a_.normed, unbiased(q), q_out);
+  project(a_.normed, unbiased(k), a_.k);
+  project(a_.normed, unbiased(v), a_.v);
   const int64_t T = q_out.dim(0), d = c_.head_dim;
   Tensor qh = q_out.reshape({T, c_.num_heads, d});
   Tensor kh = a_.k.reshape({T, c_.num_kv_heads, d});
   const Tensor vh = a_.v.reshape({T, c_.num_kv_heads, d});
   if (const PagedRows* paged = batch_.paged) {  // RoPE, then every new key and value into its pool row
     Tensor kp = paged->pool->keys(layer), vp = paged->pool->values(layer);
-    b_.rope_kv(qh, kh, vh, batch_.positions, c_.rope_theta, kp, vp, paged->slots);
+    b_.rope_kv(qh, kh, vh, batch_.positions, c_.rope_theta, kp, vp, paged->slots, bias);
     return;
   }
   for (const Span& s : *batch_.spans) {
     Tensor qs = qh.rows(s.begin, s.begin + s.count), ks = kh.rows(s.begin, s.begin + s.count);
     const Tensor vs = vh.rows(s.begin, s.begin + s.count), pos = batch_.positions.rows(s.begin, s.begin + s.count);
     Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
-    b_.rope_kv(qs, ks, vs, pos, c_.rope_theta, kc, vc);
+    b_.rope_kv(qs, ks, vs, pos, c_.rope_theta, kc, vc, Tensor(), bias);
   }
 }
 

@@ -64,7 +64,7 @@ class CudaBackendTest : public ::testing::Test {
     cpu = make_cpu_backend();
   }
   // The same host values on both backends.
-  Tensor on_cpu(const Tensor& host) { return cpu->upload(host, DType::f32); }
+  Tensor on_cpu(const Tensor& host) { return cpu->upload(host, host.dtype() == DType::i32 ? DType::i32 : DType::f32); }
   Tensor on_gpu(const Tensor& host) { return gpu->upload(host, host.dtype() == DType::i32 ? DType::i32 : DType::bf16); }
 
   std::unique_ptr<Backend> cpu, gpu;

@@ -66,6 +66,17 @@ TEST_F(CudaOps, RopeWithKvCacheWrite) {
   gpu->rope_kv(qb, kb, on_gpu(v), on_gpu(pos), 10000.0, kcb, vcb, on_gpu(rows));
   EXPECT_CLOSE(gpu->download(kcb), kca, kTol);
   EXPECT_CLOSE(gpu->download(vcb), vca, 0.0);
+  // With the projections' biases added on the way (fresh q and k: the ones above are rotated).
+  const Tensor qbias = random_bf16_values({heads * d}, 27), kbias = random_bf16_values({kvh * d}, 28),
+               vbias = random_bf16_values({kvh * d}, 29);
+  qa = on_cpu(q), ka = on_cpu(k), qb = on_gpu(q), kb = on_gpu(k);
+  cpu->rope_kv(qa, ka, on_cpu(v), pos, 10000.0, kca, vca, rows,
+               {.q = on_cpu(qbias), .k = on_cpu(kbias), .v = on_cpu(vbias)});
+  gpu->rope_kv(qb, kb, on_gpu(v), on_gpu(pos), 10000.0, kcb, vcb, on_gpu(rows),
+               {.q = on_gpu(qbias), .k = on_gpu(kbias), .v = on_gpu(vbias)});
+  EXPECT_CLOSE(gpu->download(qb), qa, kTol);
+  EXPECT_CLOSE(gpu->download(kcb), kca, kTol);
+  EXPECT_CLOSE(gpu->download(vcb), vca, kTol);
 }
 
 TEST_F(CudaOps, LinearWithBiasAccumulateAndF32Output) {

@@ -60,7 +60,7 @@ TEST_F(CudaSummary, MatchesTheHostSummary) {
     fill_logits(x, n, uint32_t(n));
     const std::vector<int32_t> gather = {0, int32_t(n / 2), int32_t(n - 1)};
     const Tensor on_device = gpu->upload(row, DType::f32);
-    for (const int32_t count : {1, 128}) {
+    for (const int32_t count : {1, 40, 128}) {
       SCOPED_TRACE("n " + std::to_string(n) + " count " + std::to_string(count));
       expect_same_summary(gpu->summarize(on_device, count, gather),
                           summarize_logits(std::span<const float>(x, size_t(n)), count, gather));
@@ -82,7 +82,7 @@ TEST_F(CudaSummary, RowsMatchTheHostSummaryOfEachRow) {
     }
     gather[1] = {int32_t(n / 3), int32_t(n / 2), 0, int32_t(n - 1), 0};  // NaN, -inf, a tie, the last, a repeat
     const Tensor on_device = gpu->upload(logits, DType::f32);
-    for (const int32_t count : {1, 128}) {
+    for (const int32_t count : {1, 40, 128}) {
       const std::vector<LogitSummary> got = gpu->summarize_rows(on_device, count, gather);
       const std::vector<LogitSummary> ungathered = gpu->summarize_rows(on_device, count, {});
       ASSERT_EQ(int64_t(got.size()), rows);

@@ -100,6 +100,32 @@ TEST(PagedOps, CpuPagedAttentionIsAttentionOverTheGatheredRowsBitForBit) {
   }
 }
 
+// The projections' biases added in rope_kv's pass are the biases linear adds: bit for bit on the CPU.
+TEST(PagedOps, CpuRopeKvAddsTheBiasesLinearWould) {
+  const auto cpu = make_cpu_backend();
+  const int64_t n = 4, in = 24, heads = 3, kvh = 1, d = 8, pool_rows = 16;
+  const Tensor x = random_bf16_values({n, in}, 40);
+  Tensor w[3], bias[3], with[3], without[3];
+  for (int i = 0; i < 3; ++i) {
+    const int64_t outs = (i == 0 ? heads : kvh) * d;
+    w[i] = random_bf16_values({outs, in}, uint32_t(41 + i));
+    bias[i] = random_bf16_values({outs}, uint32_t(44 + i));
+    with[i] = Tensor::empty({n, outs}, DType::f32), without[i] = Tensor::empty({n, outs}, DType::f32);
+    cpu->linear(x, w[i], bias[i], with[i]);
+    cpu->linear(x, w[i], Tensor(), without[i]);
+  }
+  const Tensor pos = Tensor::from_ints({3, 4, 5, 9}, {n}), rows = Tensor::from_ints({15, 0, 7, 2}, {n});
+  Tensor kc[2] = {Tensor::zeros({pool_rows, kvh, d}, DType::f32), Tensor::zeros({pool_rows, kvh, d}, DType::f32)};
+  Tensor vc[2] = {Tensor::zeros({pool_rows, kvh, d}, DType::f32), Tensor::zeros({pool_rows, kvh, d}, DType::f32)};
+  Tensor qa = with[0].reshape({n, heads, d}), ka = with[1].reshape({n, kvh, d});
+  Tensor qb = without[0].reshape({n, heads, d}), kb = without[1].reshape({n, kvh, d});
+  cpu->rope_kv(qa, ka, with[2].reshape({n, kvh, d}), pos, 1e4, kc[0], vc[0], rows);
+  cpu->rope_kv(qb, kb, without[2].reshape({n, kvh, d}), pos, 1e4, kc[1], vc[1], rows,
+               {.q = bias[0], .k = bias[1], .v = bias[2]});
+  for (const auto& [a, b] : {std::pair{&qa, &qb}, {&kc[0], &kc[1]}, {&vc[0], &vc[1]}})
+    for (int64_t e = 0; e < a->numel(); ++e) ASSERT_EQ(a->data<float>()[e], b->data<float>()[e]) << "element " << e;
+}
+
 TEST(PagedOps, CpuPagedAttentionRefusesBlocksOutsideThePool) {
   const auto cpu = make_cpu_backend();
   PagedProblem pr({12, 3}, {1, 1}, 5);

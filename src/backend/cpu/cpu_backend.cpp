@@ -144,11 +144,31 @@ class CpuBackend final : public Backend {
   }
 
   void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
-               Tensor& v_cache, const Tensor& rows) override {
+               Tensor& v_cache, const Tensor& rows, const QkvBias& bias) override {
+    const Tensor& at = rows.defined() ? rows : positions;
+    if (bias.defined()) {
+      add_row_bias(q, bias.q);
+      add_row_bias(k, bias.k);
+    }
     rope(q, positions, theta);
     rope(k, positions, theta);
-    scatter_rows(k, k_cache, rows.defined() ? rows : positions);
-    scatter_rows(v, v_cache, rows.defined() ? rows : positions);
+    scatter_rows(k, k_cache, at);
+    scatter_rows(v, v_cache, at);
+    if (!bias.defined()) return;
+    const int64_t row = row_size(v_cache);
+    expect(bias.v.numel() == row, "rope_kv", "v bias shape " + to_string(bias.v.shape()));
+    for (int64_t i = 0; i < at.numel(); ++i)
+      for (int64_t j = 0; j < row; ++j) v_cache.data<float>()[at.data<int32_t>()[i] * row + j] += bias.v.data<float>()[j];
+  }
+
+  // x[r, :] += bias for every row (linear's bias add).
+  static void add_row_bias(Tensor& x, const Tensor& bias) {
+    const int64_t rows = x.dim(0), n = row_size(x);
+    expect(bias.numel() == n, "rope_kv", "bias shape " + to_string(bias.shape()) + " for rows of " + std::to_string(n));
+    float* o = x.data<float>();
+    const float* b = bias.data<float>();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j) o[r * n + j] += b[j];
   }
 
   void zero(Tensor& t) override { std::memset(t.raw(), 0, t.nbytes()); }

@@ -271,9 +271,11 @@ void launch_split(const void* q, const void* k, const void* v, const int32_t* po
                   const AttentionShape& s, cudaStream_t stream) {
   const int group = int(s.heads / s.kv_heads), slices_per_kv = int(ceil_div(group, kMaxGroup));
   const int64_t slices = s.kv_heads * slices_per_kv;
-  // As many splits as the capacity can use, as far as the workspace holds their partials; one split (no
-  // workspace at all) otherwise.
-  int64_t splits = std::min(kMaxSplits, ceil_div(s.capacity, kMinChunk));
+  // As many splits as the capacity can use, as far as the workspace holds their partials, and no more than fill
+  // the GPU twice over (a batch of many queries fills it without splitting their keys, and a split costs a merge);
+  // one split (no workspace at all) otherwise.
+  static const int64_t sms = int64_t(sm_count());
+  int64_t splits = std::min({kMaxSplits, ceil_div(s.capacity, kMinChunk), ceil_div(2 * sms, s.queries * slices)});
   const size_t split_bytes = size_t(s.queries * s.heads) * (D + 2) * sizeof(float);
   if (s.queries * slices > kTicketSlots || s.workspace == nullptr || s.workspace_bytes < kTicketBytes) splits = 1;
   else splits = std::min(splits, int64_t((s.workspace_bytes - kTicketBytes) / split_bytes));

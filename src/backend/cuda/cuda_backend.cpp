@@ -277,7 +277,7 @@ class CudaBackend final : public Backend {
   }
 
   void rope_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, double theta, Tensor& k_cache,
-               Tensor& v_cache, const Tensor& rows) override {
+               Tensor& v_cache, const Tensor& rows, const QkvBias& bias) override {
     expect_device(q, DType::bf16, "rope_kv", "q");
     expect_device(positions, DType::i32, "rope_kv", "positions");
     if (rows.defined()) expect_device(rows, DType::i32, "rope_kv", "rows");
@@ -287,9 +287,19 @@ class CudaBackend final : public Backend {
                (!rows.defined() || rows.numel() == n),
            "rope_kv",
            "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " cache " + to_string(k_cache.shape()));
+    if (bias.defined()) {
+      for (const Tensor* b : {&bias.q, &bias.k, &bias.v}) expect_device(*b, DType::bf16, "rope_kv", "bias");
+      expect(bias.q.numel() == q.dim(1) * d && bias.k.numel() == kvh * d && bias.v.numel() == kvh * d, "rope_kv",
+             "bias shapes " + to_string(bias.q.shape()) + " " + to_string(bias.k.shape()) + " " +
+                 to_string(bias.v.shape()));
+    }
     cuda::rope_kv({.q = q.raw(), .k = k.raw(), .v = v.raw(), .positions = positions.data<int32_t>(),
-                   .rows = rows.defined() ? rows.data<int32_t>() : nullptr, .k_cache = k_cache.raw(), .v_cache = v_cache.raw(), .tokens = n, .heads = q.dim(1),
-                   .kv_heads = kvh, .head_dim = d, .theta = theta},
+                   .rows = rows.defined() ? rows.data<int32_t>() : nullptr,
+                   .q_bias = bias.defined() ? bias.q.raw() : nullptr,
+                   .k_bias = bias.defined() ? bias.k.raw() : nullptr,
+                   .v_bias = bias.defined() ? bias.v.raw() : nullptr, .k_cache = k_cache.raw(),
+                   .v_cache = v_cache.raw(), .tokens = n, .heads = q.dim(1), .kv_heads = kvh, .head_dim = d,
+                   .theta = theta},
                   stream_);
     cuda::check_launch("rope_kv");
   }

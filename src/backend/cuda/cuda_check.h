@@ -24,4 +24,12 @@ inline void check(cublasStatus_t status, const char* what) {
 /// After a kernel launch: reports a bad launch configuration at once (execution errors surface at the next sync).
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
+/// Streaming multiprocessors of the current device (how many blocks fill it).
+inline int sm_count() {
+  int device = 0, sms = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
+  return sms;
+}
+
 }  // namespace wick::cuda

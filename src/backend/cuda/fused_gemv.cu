@@ -54,13 +54,6 @@ auto kernel_for(const KernelParams& a) {
                                      : fused_gemv_kernel<E, false, InFlight, false, Lanes>);
 }
 
-int sm_count() {
-  int device = 0, sms = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
-  return sms;
-}
-
 // Shared memory a launch takes for its input row (and norm weight).
 size_t input_bytes(const KernelParams& a) { return size_t(a.in.k) * sizeof(bf16) * (a.in.norm ? 2 : 1); }
 

@@ -34,30 +34,44 @@ __device__ void rotate(bf16* v, int64_t i, int64_t half, float c, float s) {
   v[i + half] = __float2bfloat16(b * c + a * s);
 }
 
+// x + bias rounded to bf16, as linear's bias add rounds it (no bias: x).
+__device__ inline bf16 biased(bf16 x, const bf16* bias, int64_t j) {
+  return bias ? __float2bfloat16(__bfloat162float(x) + __bfloat162float(bias[j])) : x;
+}
+
 // One block per token; threads walk (head, pair) over the q heads, then the k heads (rotated, then cached),
-// then copy v into its cache.
-__global__ void rope_kv_kernel(bf16* q, bf16* k, const bf16* v, const int32_t* positions, const int32_t* rows,
-                               bf16* k_cache, bf16* v_cache, int64_t heads, int64_t kv_heads, int64_t d,
-                               double log_theta) {
-  const int64_t t = blockIdx.x, half = d / 2, pos = positions[t], row = rows ? rows[t] : pos;
+// then copy v into its cache. With biases, each element gets its projection's bias first.
+__global__ void rope_kv_kernel(RopeKvParams p, double log_theta) {
+  bf16* q = static_cast<bf16*>(p.q);
+  bf16* k = static_cast<bf16*>(p.k);
+  const bf16* v = static_cast<const bf16*>(p.v);
+  const bf16 *qb = static_cast<const bf16*>(p.q_bias), *kb = static_cast<const bf16*>(p.k_bias),
+             *vb = static_cast<const bf16*>(p.v_bias);
+  const int64_t heads = p.heads, kv_heads = p.kv_heads, d = p.head_dim;
+  const int64_t t = blockIdx.x, half = d / 2, pos = p.positions[t], row = p.rows ? p.rows[t] : pos;
   for (int64_t idx = threadIdx.x; idx < (heads + kv_heads) * half; idx += blockDim.x) {
     const int64_t h = idx / half, i = idx % half;
     const float inv_freq = float(exp(-log_theta * double(2 * i) / double(d)));
     float s, c;
     sincosf(float(pos) * inv_freq, &s, &c);
     if (h < heads) {
-      rotate(q + (t * heads + h) * d, i, half, c, s);
+      bf16* x = q + (t * heads + h) * d;
+      x[i] = biased(x[i], qb, h * d + i);
+      x[i + half] = biased(x[i + half], qb, h * d + i + half);
+      rotate(x, i, half, c, s);
     } else {
       const int64_t kh = h - heads;
       bf16* kv = k + (t * kv_heads + kh) * d;
+      kv[i] = biased(kv[i], kb, kh * d + i);
+      kv[i + half] = biased(kv[i + half], kb, kh * d + i + half);
       rotate(kv, i, half, c, s);
-      bf16* dst = k_cache + (row * kv_heads + kh) * d;
+      bf16* dst = static_cast<bf16*>(p.k_cache) + (row * kv_heads + kh) * d;
       dst[i] = kv[i];
       dst[i + half] = kv[i + half];
     }
   }
   for (int64_t idx = threadIdx.x; idx < kv_heads * d; idx += blockDim.x)
-    v_cache[row * kv_heads * d + idx] = v[t * kv_heads * d + idx];
+    static_cast<bf16*>(p.v_cache)[row * kv_heads * d + idx] = biased(v[t * kv_heads * d + idx], vb, idx);
 }
 
 }  // namespace
@@ -71,10 +85,7 @@ void rope(void* x, const int32_t* pos, int64_t tokens, int64_t heads, int64_t d,
 
 void rope_kv(const RopeKvParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  rope_kv_kernel<<<unsigned(p.tokens), kRopeThreads, 0, stream>>>(
-      static_cast<bf16*>(p.q), static_cast<bf16*>(p.k), static_cast<const bf16*>(p.v), p.positions, p.rows,
-      static_cast<bf16*>(p.k_cache), static_cast<bf16*>(p.v_cache), p.heads, p.kv_heads, p.head_dim,
-      std::log(p.theta));
+  rope_kv_kernel<<<unsigned(p.tokens), kRopeThreads, 0, stream>>>(p, std::log(p.theta));
 }
 
 }  // namespace wick::cuda

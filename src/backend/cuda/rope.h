@@ -19,6 +19,9 @@ struct RopeKvParams {
   const void* v = nullptr;             // [tokens, kv_heads, d]
   const int32_t* positions = nullptr;  // [tokens] on the device: each token's angle and cache row
   const int32_t* rows = nullptr;       // [tokens] on the device: each token's cache row instead (a paged pool)
+  const void* q_bias = nullptr;        // [heads·d], or null: added to q, k and v first (all three or none)
+  const void* k_bias = nullptr;        // [kv_heads·d]
+  const void* v_bias = nullptr;        // [kv_heads·d]
   void* k_cache = nullptr;             // [capacity, kv_heads, d]
   void* v_cache = nullptr;             // [capacity, kv_heads, d]
   int64_t tokens = 0, heads = 0, kv_heads = 0, head_dim = 0;

@@ -4,7 +4,8 @@
 // the lower id first). Each block of the first kernel takes a chunk of 4096 of one row (grid: chunks × rows) and
 // finds its `count`-th largest key a byte at a time (radix select: eight block-wide histograms, no sort), keeping
 // the keys at or above it, with the chunk's maximum and Σexp; one block a row of the second does the same over the
-// row's chunks' keys and sorts the `count` it keeps.
+// row's chunks' keys and sorts the `count` it keeps. Asked for one id (greedy), both
+// kernels take the largest key by a plain reduction instead.
 #include "backend/cuda/summary.h"
 
 #include <cmath>
@@ -21,6 +22,7 @@ constexpr int kChunkThreads = 512;    // eight logits per thread, held in regist
 constexpr int kMerge = 8192;          // keys the merging block takes (eight per thread): blocks · count at most
 constexpr int kMergeThreads = 1024;   // the largest block: the merge is one block's work
 constexpr int kMaxCount = 256;        // the most best ids a summary returns on the device
+constexpr int kSmallSort = 64;        // counts up to this sort 64 keys, not kMaxCount
 constexpr int64_t kMaxRows = 65535;   // the first kernel's grid.y
 
 // Larger keys rank first: by value (NaN as -inf), then by lower id. 0 ranks below every logit.
@@ -108,6 +110,30 @@ __device__ Key kth_largest(const Key (&k)[Per], int c) {
   return prefix;
 }
 
+// The largest of the block's keys (Per per thread), to every thread: what kth_largest finds for c = 1, by a
+// reduction (a greedy sampler's question, asked every step).
+template <int Per>
+__device__ Key largest(const Key (&k)[Per]) {
+  __shared__ Key partial[32];
+  Key m = k[0];
+#pragma unroll
+  for (int u = 1; u < Per; ++u) m = k[u] > m ? k[u] : m;
+  for (int o = 16; o > 0; o >>= 1) {
+    const Key other = __shfl_xor_sync(0xffffffffu, m, o);
+    m = other > m ? other : m;
+  }
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  if (lane == 0) partial[warp] = m;
+  __syncthreads();
+  m = lane < int(blockDim.x + 31) / 32 ? partial[lane] : Key(0);
+  for (int o = 16; o > 0; o >>= 1) {
+    const Key other = __shfl_xor_sync(0xffffffffu, m, o);
+    m = other > m ? other : m;
+  }
+  __syncthreads();
+  return m;
+}
+
 // The c largest of the block's keys into out[0, c), in no order: those above the c-th (fewer than c), then as
 // many copies of it as fit (one, as keys are unique, unless it is the padding 0).
 template <int Per>
@@ -153,7 +179,12 @@ __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const float* logit
     for (int u = 0; u < kPer; ++u)
       if (!isnan(v[u])) s += expf(v[u] - m);
   s = block_sum(s);
-  keep_largest(k, kth_largest<kChunkThreads>(k, count), count, keys_out + block * count);
+  if (count == 1) {
+    const Key best = largest(k);
+    if (threadIdx.x == 0) keys_out[block] = best;
+  } else {
+    keep_largest(k, kth_largest<kChunkThreads>(k, count), count, keys_out + block * count);
+  }
   if (threadIdx.x == 0) stats[block] = make_float2(m, s);
 }
 
@@ -176,9 +207,18 @@ __global__ void __launch_bounds__(kMergeThreads)
     const int i = int(threadIdx.x) + u * kMergeThreads;
     k[u] = i < blocks * count ? keys_in[i] : Key(0);
   }
-  for (int i = int(threadIdx.x); i < kMaxCount; i += kMergeThreads) best[i] = 0;
-  keep_largest(k, kth_largest<kMergeThreads>(k, count), count, best);  // its first barrier orders the zeros before
-  sort_best_first<kMaxCount, kMergeThreads>(best);
+  if (count == 1) {
+    const Key top = largest(k);
+    if (threadIdx.x == 0) best[0] = top;
+    __syncthreads();
+  } else {
+    for (int i = int(threadIdx.x); i < kMaxCount; i += kMergeThreads) best[i] = 0;
+    keep_largest(k, kth_largest<kMergeThreads>(k, count), count, best);  // its first barrier orders the zeros before
+    if (count <= kSmallSort)
+      sort_best_first<kSmallSort, kMergeThreads>(best);  // the zeros past `count` sort last
+    else
+      sort_best_first<kMaxCount, kMergeThreads>(best);
+  }
   for (int i = int(threadIdx.x); i < count; i += kMergeThreads) {
     const int64_t id = id_of(best[i]);
     out[2 + i] = float(id);
