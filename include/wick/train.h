@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "wick/adapter.h"
+#include "wick/device_turns.h"
 #include "wick/model.h"
 #include "wick/tensor.h"
 #include "wick/tokenizer.h"
@@ -66,6 +67,11 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;  ///< --checkpoint-every N steps (0: only the final adapter)
   int64_t eval_every = 0;        ///< --eval-every N steps (0: at the end only)
   std::filesystem::path resume;  ///< --resume: a checkpoint-N folder of this run's shape to continue from
+
+  // --- Sharing the device ---
+  /// Shared with other work on the model's device (a server's engine): run() takes a turn of it for each step (with
+  /// its evaluation and checkpoint) and for writing the adapter at the end. Null: the trainer has the device to itself.
+  std::shared_ptr<DeviceTurns> turns = nullptr;
 };
 
 /// One optimizer step, as the step callback sees it.

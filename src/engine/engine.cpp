@@ -61,8 +61,16 @@ struct Engine::Impl {
         blocks(o.num_blocks, o.block_size) {
     if (o.max_step_tokens < 1 || o.max_running < 1)
       fail(ErrorKind::bad_input, "engine: max_step_tokens and max_running must be at least 1");
-    model->record_paged_steps(pool, o.max_running);  // the decode steps' graphs before the first request
+    {
+      const std::unique_lock turn = device_turn();
+      model->record_paged_steps(pool, o.max_running);  // the decode steps' graphs before the first request
+    }
     publish();
+  }
+
+  // The device for one piece of work: a turn of options.turns when the engine shares it.
+  std::unique_lock<DeviceTurns> device_turn() const {
+    return options.turns ? std::unique_lock(*options.turns) : std::unique_lock<DeviceTurns>();
   }
 
   // Gives a sequence's blocks back and forgets its progress (it is recomputed if it runs again).
@@ -264,6 +272,7 @@ bool Engine::Impl::step() {
   }
   std::vector<Model::SummaryResult> rows;
   try {
+    const std::unique_lock turn = device_turn();
     rows = model->forward_paged_read(pool, batch, reads);
   } catch (...) {  // every sequence of the pass fails; the others go on
     const std::exception_ptr e = std::current_exception();

@@ -14,11 +14,10 @@ namespace {
 
 class FollowerSink final : public TokenSink {
  public:
-  FollowerSink(const Model& model, const Tokenizer* tokenizer, const std::vector<int32_t>& eos, size_t index,
-               const BatchRequest& request, const BatchTokenCallback& on_token)
+  FollowerSink(const Model& model, const Tokenizer* tokenizer, const std::vector<int32_t>& eos,
+               const BatchRequest& request, EngineCallbacks callbacks)
       : follower_(model, tokenizer, eos, request.prompt, request.params),
-        index_(index),
-        on_token_(on_token),
+        callbacks_(std::move(callbacks)),
         device_summary_(request.params.device_summary && model.device() != Device::cpu) {}
 
   std::optional<int32_t> next_token(std::span<const float> logits) override {
@@ -37,9 +36,11 @@ class FollowerSink final : public TokenSink {
     if (!choice) return {};
     return {.decided = true, .next = take(std::move(*choice))};
   }
-  GenerateResult& result() { return follower_.result(); }
-  // The engine ended the sequence without asking (its sink threw): whatever it had is the result.
-  void end_if_open() { follower_.finish(FinishReason::cancelled); }
+  // Ended without the follower deciding it (cancelled, or the sink or the pass threw): whatever it had is the result.
+  void on_end(SequenceEnd end) override {
+    follower_.finish(FinishReason::cancelled);
+    if (callbacks_.on_end) callbacks_.on_end(std::move(follower_.result()), end);
+  }
 
  private:
   // The chosen token accepted (decoded, matched against the stop strings, streamed); nullopt once finished.
@@ -47,14 +48,13 @@ class FollowerSink final : public TokenSink {
     if (follower_.result().output_ids.empty()) follower_.prefill_done(submitted_);
     StreamToken t;
     follower_.accept(std::move(choice), t);
-    if (on_token_ && !on_token_(index_, t)) follower_.finish(FinishReason::cancelled);
+    if (callbacks_.on_token && !callbacks_.on_token(t)) follower_.finish(FinishReason::cancelled);
     if (follower_.done()) return std::nullopt;
     return t.id;
   }
 
   TokenFollower follower_;
-  size_t index_;
-  const BatchTokenCallback& on_token_;
+  EngineCallbacks callbacks_;
   bool device_summary_;
   std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
 };
@@ -77,25 +77,32 @@ std::vector<GenerateResult> Generator::generate_batch(std::span<const BatchReque
   }
   // A pool that holds every request at once: nothing waits for room (the contiguous caches would take as much).
   Engine engine(model_, {.block_size = kBlock, .num_blocks = blocks, .max_running = int64_t(requests.size())});
-  std::vector<std::shared_ptr<FollowerSink>> sinks;
+  std::vector<GenerateResult> out(requests.size());
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < requests.size(); ++i) {
-    sinks.push_back(std::make_shared<FollowerSink>(*model_, tokenizer(), eos_, i, requests[i], on_token));
+    EngineCallbacks callbacks{.on_end = [&out, i](GenerateResult&& r, SequenceEnd) { out[i] = std::move(r); }};
+    if (on_token) callbacks.on_token = [&on_token, i](const StreamToken& t) { return on_token(i, t); };
     ids.push_back(engine.submit({.prompt = requests[i].prompt,
                                  .max_new_tokens = requests[i].params.max_tokens,
                                  .lora = requests[i].lora,
-                                 .sink = sinks.back()}));
+                                 .sink = std::make_shared<FollowerSink>(*model_, tokenizer(), eos_, requests[i],
+                                                                        std::move(callbacks))}));
   }
   engine.run();
-  std::vector<GenerateResult> out;
   std::exception_ptr first_error;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (const std::exception_ptr e = engine.error(ids[i]); e && !first_error) first_error = e;
-    sinks[i]->end_if_open();
-    out.push_back(std::move(sinks[i]->result()));
-  }
+  for (uint64_t id : ids)
+    if (const std::exception_ptr e = engine.error(id); e && !first_error) first_error = e;
   if (first_error) std::rethrow_exception(first_error);
   return out;
+}
+
+uint64_t Generator::submit(Engine& engine, const BatchRequest& request, EngineCallbacks callbacks) const {
+  if (&engine.model() != model_.get()) fail(ErrorKind::bad_input, "generate: the engine runs another model");
+  validated_request(*model_, tokenizer(), nullptr, request.prompt, request.params);
+  return engine.submit({.prompt = request.prompt,
+                        .max_new_tokens = request.params.max_tokens,
+                        .lora = request.lora,
+                        .sink = std::make_shared<FollowerSink>(*model_, tokenizer(), eos_, request, std::move(callbacks))});
 }
 
 }  // namespace wick

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <system_error>
 
@@ -304,7 +305,11 @@ void Trainer::run(const std::function<bool(const StepReport&)>& on_step) {
   Impl& m = *impl_;
   const TrainOptions& o = m.options;
   bool go_on = true;
+  const auto device_turn = [&] {
+    return o.turns ? std::unique_lock(*o.turns) : std::unique_lock<DeviceTurns>();
+  };
   while (go_on && m.done < total_steps()) {
+    std::unique_lock turn = device_turn();
     StepReport r = step();
     const bool last = m.done == total_steps();
     if (!m.eval.empty() && ((o.eval_every > 0 && m.done % o.eval_every == 0) || last)) {
@@ -313,8 +318,10 @@ void Trainer::run(const std::function<bool(const StepReport&)>& on_step) {
     }
     if (o.checkpoint_every > 0 && m.done % o.checkpoint_every == 0)
       save_checkpoint(o.out / ("checkpoint-" + std::to_string(m.done)));
+    if (turn.owns_lock()) turn.unlock();
     if (on_step) go_on = on_step(r);
   }
+  const std::unique_lock turn = device_turn();
   adapter()->save(o.out);
   write_train_log(o.out / "train_log.csv", m.history);
   write_loss_svg(o.out / "loss.svg", m.history);

@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +24,7 @@ Action add_tokenize(CLI::App& app);
 Action add_detokenize(CLI::App& app);
 Action add_train(CLI::App& app);
 Action add_pull(CLI::App& app);
+Action add_serve(CLI::App& app);
 
 /// A --model / --adapter value as a path: a file or directory as given, or ORG/NAME[@REVISION] from the Hugging
 /// Face cache, pulled first (progress on stderr) when the cache lacks it and HF_HUB_OFFLINE is not set.
@@ -33,6 +35,9 @@ hub::ProgressFn pull_progress();
 
 /// "1,2,3;4,5,6" -> {{1,2,3},{4,5,6}}; bad_input naming `flag` on anything else.
 std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, const std::string& flag);
+/// "NAME=DIR" -> {NAME, DIR} when NAME is a plain name (letters, digits, '_', '-', '.'); else {"", value}: a
+/// directory, which may itself hold '='.
+std::pair<std::string, std::string> named_dir(const std::string& value);
 /// "cpu" / "cuda".
 Device parse_device(const std::string& text);
 

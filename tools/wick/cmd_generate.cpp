@@ -51,18 +51,6 @@ void print_plain(const GenerateResult& r, bool with_text) {
   std::cout << "\n";
 }
 
-// "NAME=DIR" -> {NAME, DIR} when NAME is a plain name (letters, digits, '_', '-', '.'); else {"", value}: a
-// directory, which may itself hold '='.
-std::pair<std::string, std::string> named_dir(const std::string& value) {
-  const size_t eq = value.find('=');
-  if (eq == std::string::npos || eq == 0) return {"", value};
-  const std::string name = value.substr(0, eq);
-  const bool plain = std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-  });
-  return plain ? std::pair{name, value.substr(eq + 1)} : std::pair{std::string(), value};
-}
-
 // Each prompt's adapter: from --row-adapters (one name or '-' per prompt), else the one adapter given (or none).
 std::vector<std::shared_ptr<const LoraAdapter>> row_adapters(
     const std::vector<std::pair<std::string, std::shared_ptr<const LoraAdapter>>>& loaded, const std::string& rows,

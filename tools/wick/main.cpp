@@ -1,4 +1,6 @@
 // wick: command-line frontend. Parses, validates, prints; the engine does the math.
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -36,6 +38,16 @@ std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, cons
   return rows;
 }
 
+std::pair<std::string, std::string> named_dir(const std::string& value) {
+  const size_t eq = value.find('=');
+  if (eq == std::string::npos || eq == 0) return {"", value};
+  const std::string name = value.substr(0, eq);
+  const bool plain = std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+  return plain ? std::pair{name, value.substr(eq + 1)} : std::pair{std::string(), value};
+}
+
 Device parse_device(const std::string& text) {
   if (text == "cpu") return Device::cpu;
   if (text == "cuda") return Device::cuda;
@@ -63,6 +75,7 @@ int main(int argc, char** argv) {
   add(wick::cli::add_detokenize);
   add(wick::cli::add_train);
   add(wick::cli::add_pull);
+  add(wick::cli::add_serve);
   auto is_command = [&](const std::string& name) {
     for (const auto& entry : actions)
       if (entry.first->check_name(name)) return true;

@@ -1,0 +1,195 @@
+// A wick::Server on a loopback port for the serve tests, the demo model (with its tokenizer and chat template) and
+// its scripture adapter, and small HTTP helpers over cpp-httplib's client.
+#pragma once
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "wick/model.h"
+#include "wick/server.h"
+#include "wick/tokenizer.h"
+
+namespace wick::test {
+
+inline std::filesystem::path demo_model_dir() { return std::filesystem::path(WICK_FIXTURES) / "../../models/wick-demo"; }
+inline std::filesystem::path scripture_adapter_dir() {
+  return std::filesystem::path(WICK_FIXTURES) / "../../models/adapters/scripture";
+}
+
+/// The demo model, loaded once per test executable (servers share it; none changes its weights).
+inline std::shared_ptr<Model> demo_model() {
+  static const std::shared_ptr<Model> model = Model::load(demo_model_dir());
+  return model;
+}
+inline const Tokenizer& demo_tokenizer() {
+  static const Tokenizer tokenizer = Tokenizer::load(demo_model_dir());
+  return tokenizer;
+}
+
+/// A server listening on 127.0.0.1 on a free port, with the scripture adapter as model "scripture"; stopped and
+/// joined at the end of the scope.
+class TestServer {
+ public:
+  explicit TestServer(ServerOptions options = defaults(), bool with_adapter = true) {
+    options.host = "127.0.0.1";
+    options.port = 0;
+    server_ = std::make_unique<Server>(demo_model(), demo_tokenizer(), options);
+    if (with_adapter) server_->add_adapter("scripture", scripture_adapter_dir());
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->listen(); });
+  }
+  ~TestServer() {
+    server_->stop();
+    thread_.join();
+    std::error_code ec;
+    std::filesystem::remove_all(server_->data_dir(), ec);
+  }
+  TestServer(const TestServer&) = delete;
+  TestServer& operator=(const TestServer&) = delete;
+
+  static ServerOptions defaults() {
+    ServerOptions o;
+    o.model_name = "wick-demo";
+    o.max_running = 16;
+    o.kv_blocks = 512;
+    o.shutdown_grace = std::chrono::seconds(2);
+    return o;
+  }
+
+  Server& server() { return *server_; }
+  int port() const { return port_; }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(std::chrono::seconds(120));
+    return c;
+  }
+
+ private:
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+/// A response's status and its body parsed as JSON (null when it is not JSON).
+struct Reply {
+  int status = 0;
+  nlohmann::json body;
+  std::string text;
+};
+
+inline Reply reply_of(const httplib::Result& r) {
+  Reply out;
+  if (!r) return out;
+  out.status = r->status;
+  out.text = r->body;
+  out.body = nlohmann::json::parse(r->body, nullptr, false);
+  if (out.body.is_discarded()) out.body = nullptr;
+  return out;
+}
+
+inline Reply post(httplib::Client& c, const std::string& path, const std::string& body,
+                  const httplib::Headers& headers = {}) {
+  return reply_of(c.Post(path, headers, body, "application/json"));
+}
+inline Reply post(httplib::Client& c, const std::string& path, const nlohmann::json& body,
+                  const httplib::Headers& headers = {}) {
+  return post(c, path, body.dump(), headers);
+}
+inline Reply get(httplib::Client& c, const std::string& path, const httplib::Headers& headers = {}) {
+  return reply_of(c.Get(path, headers));
+}
+
+/// POSTs `body` as JSON and hands each piece of the response body to `receive` as it arrives (false: hang up).
+/// True when the whole response arrived.
+template <class F>
+bool post_streaming(httplib::Client& c, const std::string& path, const std::string& body, F receive) {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body;
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [receive](const char* data, size_t n, uint64_t, uint64_t) { return receive(data, n); };
+  httplib::Response res;
+  httplib::Error error = httplib::Error::Success;
+  return c.send(req, res, error) && error == httplib::Error::Success;
+}
+
+/// The events of a server-sent-event stream body: the payload of each "data: " line, in order. Fails the test on
+/// anything but "data: <payload>\n\n" events.
+inline std::vector<std::string> sse_events(const std::string& body) {
+  std::vector<std::string> events;
+  size_t at = 0;
+  while (at < body.size()) {
+    const size_t end = body.find("\n\n", at);
+    if (end == std::string::npos) {
+      ADD_FAILURE() << "an event without its blank line at byte " << at << ": " << body.substr(at, 200);
+      break;
+    }
+    const std::string event = body.substr(at, end - at);
+    if (event.rfind("data: ", 0) != 0 || event.find('\n') != std::string::npos)
+      ADD_FAILURE() << "not a one-line data event: " << event.substr(0, 200);
+    events.push_back(event.substr(std::min<size_t>(6, event.size())));
+    at = end + 2;
+  }
+  return events;
+}
+
+/// Polls `done` every 20 ms for up to `limit`; true when it held.
+template <class F>
+bool eventually(F done, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+/// Sends `raw` bytes to 127.0.0.1:port on a fresh socket (shutting the write side when `close_write`) and returns
+/// what the server answers until it closes or `timeout` passes.
+inline std::string raw_exchange(int port, const std::string& raw, bool close_write,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+    size_t sent = 0;
+    while (sent < raw.size()) {
+      const ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += size_t(n);
+    }
+    if (close_write) ::shutdown(fd, SHUT_WR);
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    char buf[4096];
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, size_t(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace wick::test
