@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -18,6 +20,7 @@
 #include "wick/adapter.h"
 #include "wick/engine.h"
 #include "wick/error.h"
+#include "wick/generator.h"
 
 namespace wick::bench {
 namespace {
@@ -168,6 +171,83 @@ void BM_EngineServe(benchmark::State& state, const std::string& like, Device dev
     state.counters["tpot_p99_ms"] = percentile(tpot, 0.99);
   }
 }
+
+// What `wick serve` runs, without HTTP: `concurrency` clients in a closed loop (each submits its next request when
+// its last one ends) through Generator::submit (greedy sampling, EOS ignored, as tools/serve_load.py asks), prompts
+// of 100 random tokens (what serve_load.py's 100 common words tokenise to) and 128 new tokens, `requests` in all,
+// on an engine sized as the server's defaults. docs/BENCHMARKS.md sets serve_load.py's figures beside these: the
+// difference is what HTTP, JSON and the SSE stream cost.
+void BM_EngineClosedLoop(benchmark::State& state, const std::string& like, Device device) {
+  const int64_t concurrency = state.range(0), requests = state.range(1);
+  constexpr int64_t kLoopPrompt = 100;
+  std::shared_ptr<Model> model;
+  try {
+    model = Model::load(bench_model(like), {.device = device});
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  const int64_t vocab = model->config().vocab_size;
+  const Generator gen(model, std::nullopt);
+  Engine engine(model, {.block_size = 16, .num_blocks = 64 * 64, .max_step_tokens = 2048, .max_running = 64});
+  engine.start();
+  for (auto _ : state) {
+    std::mt19937 rng(1);
+    std::mutex mu;
+    std::condition_variable changed;
+    int64_t submitted = 0, ended = 0, tokens = 0;
+    std::vector<double> ttft, tpot;
+    const auto t0 = Clock::now();
+    std::function<void()> submit_next;  // with `mu` held
+    submit_next = [&] {
+      std::vector<int32_t> prompt(kLoopPrompt);
+      for (int32_t& id : prompt) id = int32_t(rng() % uint32_t(vocab));
+      struct Times {
+        Clock::time_point arrival = Clock::now(), first{}, last{};
+        int64_t n = 0;
+      };
+      auto times = std::make_shared<Times>();
+      ++submitted;
+      gen.submit(engine,
+                 {.prompt = prompt,
+                  .params = {.max_tokens = int32_t(kNew), .ignore_eos = true, .sampling = SamplingParams::greedy_params()}},
+                 {.on_token =
+                      [times](const StreamToken&) {
+                        times->last = Clock::now();
+                        if (times->n++ == 0) times->first = times->last;
+                        return true;
+                      },
+                  .on_end = [&, times](GenerateResult&&, SequenceEnd) {
+                    const std::lock_guard lock(mu);
+                    ++ended;
+                    tokens += times->n;
+                    ttft.push_back(std::chrono::duration<double, std::milli>(times->first - times->arrival).count());
+                    if (times->n > 1)
+                      tpot.push_back(std::chrono::duration<double, std::milli>(times->last - times->first).count() /
+                                     double(times->n - 1));
+                    if (submitted < requests) submit_next();
+                    changed.notify_all();
+                  }});
+    };
+    {
+      std::unique_lock lock(mu);
+      for (int64_t c = 0; c < std::min(concurrency, requests); ++c) submit_next();
+      changed.wait(lock, [&] { return ended == requests; });
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    state.counters["out_tok_per_s"] = double(tokens) / seconds;
+    state.counters["ttft_p50_ms"] = percentile(ttft, 0.5);
+    state.counters["ttft_p99_ms"] = percentile(ttft, 0.99);
+    state.counters["tpot_p50_ms"] = percentile(tpot, 0.5);
+    state.counters["tpot_p99_ms"] = percentile(tpot, 0.99);
+  }
+}
+
+BENCHMARK_CAPTURE(BM_EngineClosedLoop, cpu_tiny, std::string("tiny"), Device::cpu)
+    ->ArgNames({"concurrency", "requests"})->Args({8, 32})->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineClosedLoop, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
+    ->ArgNames({"concurrency", "requests"})->Args({1, 8})->Args({8, 32})->Args({32, 128})->Args({64, 256})
+    ->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_CAPTURE(BM_EngineServe, cpu_tiny, std::string("tiny"), Device::cpu)
     ->ArgNames({"requests", "per_s"})->Args({64, 50})->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();

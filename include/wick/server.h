@@ -32,7 +32,7 @@ struct ServerOptions {
   int64_t max_running = 64;        ///< sequences decoded together at most (--max-batch)
   int64_t kv_blocks = 0;           ///< KV pool blocks of 16 positions (--kv-blocks); 0: room for max_running
                                    ///< sequences of 1,024 positions (at most the model's context)
-  int64_t max_step_tokens = 512;   ///< tokens one engine step runs at most (prefill chunks beside decodes)
+  int64_t max_step_tokens = 2048;  ///< tokens one engine step runs at most (prefill chunks beside decodes)
   int64_t max_queue = 256;         ///< requests waiting for the engine at most; more get 429 (--max-queue)
   int64_t max_tokens = 0;          ///< new tokens a request may ask for at most (--max-tokens; 0: the context)
   size_t max_body_bytes = 16u << 20;  ///< request bodies above this get 413 (--max-body)

@@ -82,7 +82,7 @@ Action add_serve(CLI::App& app) {
     std::string model, device = "cpu", host = "127.0.0.1", api_key, data_dir, served_name;
     std::vector<std::string> adapters;
     int port = 8080, http_threads = 256;
-    int64_t max_batch = 64, kv_blocks = 0, max_queue = 256, max_tokens = 0, max_step_tokens = 512;
+    int64_t max_batch = 64, kv_blocks = 0, max_queue = 256, max_tokens = 0, max_step_tokens = 2048;
     int64_t max_body = 16 << 20, timeout = 600, idle_timeout = 30, grace = 30;
   };
   auto o = std::make_shared<Opts>();

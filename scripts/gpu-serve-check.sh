@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# On a GPU machine: `wick serve` measured with ../shared/tools/serve_load.py (copied to scripts/serve_load.py by the
+# caller, or found beside the repository) on a random model of the Qwen2.5-0.5B shape with the real Qwen tokenizer
+# (scripts/fetch_tokenizer.sh; carry tests/fixtures/tokenizer/qwen), streaming /v1/completions, 100-word prompts,
+# 128 new tokens, greedy, ignore_eos, at 1 / 8 / 32 / 64 streams; then BM_EngineClosedLoop (the same load on the
+# engine without HTTP) in the same session, and SIGTERM's exit status. Logs and summary.txt go into the folder.
+# usage: scripts/gpu-serve-check.sh RESULTS_DIR
+set -uo pipefail
+out=${1:?usage: scripts/gpu-serve-check.sh RESULTS_DIR}
+deadline=$(( $(date +%s) + ${SECONDS_LEFT:-580} ))
+left() { echo $(( deadline - $(date +%s) > 1 ? deadline - $(date +%s) : 1 )); }
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
+summary=$out/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+source scripts/deb-prefix.sh
+load=${SERVE_LOAD:-scripts/serve_load.py}
+[ -f "$load" ] || load=../shared/tools/serve_load.py
+python3 -c "import aiohttp" 2>/dev/null || note "python3 has no aiohttp: serve_load.py cannot run"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
+build=build-gpu
+t0=$(date +%s)
+cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DWICK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DWICK_HUB=OFF \
+  -DWICK_SERVE=ON -DWICK_TESTS=OFF >"$out/configure.log" 2>&1 || { note "configure FAILED"; tail -20 "$out/configure.log"; exit 1; }
+if ! timeout "$(left)" cmake --build $build -j"$(nproc)" --target wick_cli wick-bench >"$out/build.log" 2>&1; then
+  note "build FAILED"; grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
+fi
+note "build: $(( $(date +%s) - t0 )) s"
+
+model=/tmp/wick-serve-q05
+if [ ! -f $model/model.safetensors ]; then
+  $build/wick random-model --like qwen2.5-0.5b --dtype bf16 --out $model >"$out/model.log" 2>&1 || { note "random-model FAILED"; exit 1; }
+  cp tests/fixtures/tokenizer/qwen/tokenizer.json tests/fixtures/tokenizer/qwen/tokenizer_config.json $model/
+fi
+port=8091
+$build/wick serve --model $model --device cuda --port $port --served-model-name q05 >"$out/serve.out" 2>"$out/serve.err" &
+pid=$!
+for _ in $(seq 1 120); do grep -q listening "$out/serve.out" 2>/dev/null && break; sleep 0.5; done
+note "$(head -1 "$out/serve.out")"
+for cn in "1 8" "8 32" "32 128" "64 256"; do
+  set -- $cn
+  timeout "$(( $(left) < 120 ? $(left) : 120 ))" python3 "$load" $port q05 "$2" "$1" 100 128 wick >>"$out/load.jsonl" 2>"$out/load_$1.err" \
+    || note "serve_load at $1 streams: exit $? ($(tail -2 "$out/load_$1.err" | tr '\n' ' '))"
+done
+cat "$out/load.jsonl" | tee -a "$summary"
+curl -s localhost:$port/metrics >"$out/metrics.txt"
+kill -TERM $pid
+timeout 40 tail --pid=$pid -f /dev/null
+wait $pid
+note "SIGTERM: exit $?"
+
+export WICK_BENCH_MODELS=${WICK_BENCH_MODELS:-/tmp/wick-bench-models}
+timeout "$(left)" $build/bench/wick-bench --benchmark_filter='BM_EngineClosedLoop/cuda' --benchmark_out="$out/bench.json" \
+  --benchmark_out_format=json >"$out/bench.log" 2>&1
+note "bench: exit $?"
+grep -E "^BM_|rror" "$out/bench.log" | tee -a "$summary"
