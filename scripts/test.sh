@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch_tokenizer.sh
+# The official openai npm client, which tests/serve/cli_serve_test.cpp drives wick serve with (pinned by its lock file).
+(cd tests/serve/openai_client && npm ci --no-audit --no-fund --silent)
 build=${1:-build}
 shift || true
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} "$@"

@@ -177,8 +177,15 @@ json FineTuneJobs::create(const FineTuneRequest& r) {
     throw ApiError(404, "invalid_request_error",
                    "The model '" + r.model + "' cannot be fine-tuned here: this server fine-tunes '" + base_name_ + "'",
                    "model", "model_not_found");
-  files_.get(r.training_file);
-  if (r.validation_file) files_.get(*r.validation_file);
+  const auto known = [this](const std::string& id, const char* field) {
+    try {
+      files_.get(id);
+    } catch (const ApiError& e) {
+      throw ApiError(e.status, e.type, e.what(), field, e.code);
+    }
+  };
+  known(r.training_file, "training_file");
+  if (r.validation_file) known(*r.validation_file, "validation_file");
   auto job = std::make_unique<Job>();
   job->id = new_id("ftjob");
   job->model = r.model;

@@ -115,6 +115,13 @@ void Server::Impl::routes() {
   http.set_read_timeout(options.idle_timeout);
   http.set_write_timeout(options.idle_timeout);
   http.set_keep_alive_max_count(1000);
+  // SO_REUSEADDR, not httplib's SO_REUSEPORT (a second server on a port in use must fail, not share it); the socket
+  // is kept to deepen its listen backlog after the bind (httplib's is 5: a burst of clients would be refused).
+  http.set_socket_options([this](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_socket = sock;
+  });
 
   // Every /v1 route checks the key first; answers are counted by route and status.
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -291,6 +298,7 @@ int Server::bind() {
   if (im.port < 0)
     fail(ErrorKind::bad_input, "serve: cannot listen on " + im.options.host + ":" + std::to_string(im.options.port) +
                                    " (--host / --port: address in use or not this machine's?)");
+  if (im.listen_socket >= 0) ::listen(im.listen_socket, SOMAXCONN);  // Linux: a second listen() sets the backlog
   im.bound = true;
   return im.port;
 }

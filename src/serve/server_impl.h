@@ -2,6 +2,7 @@
 #pragma once
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -49,6 +50,7 @@ struct Server::Impl {
   std::once_flag stopped;
   bool bound = false;
   int port = -1;
+  socket_t listen_socket = -1;  // the listening socket (set while binding)
 
   void routes();
   /// POST /v1/completions and /v1/chat/completions (completions.cpp).

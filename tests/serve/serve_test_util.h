@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -38,6 +39,39 @@ inline std::shared_ptr<Model> demo_model() {
 inline const Tokenizer& demo_tokenizer() {
   static const Tokenizer tokenizer = Tokenizer::load(demo_model_dir());
   return tokenizer;
+}
+
+/// The demo tokenizer's chat template over `messages`, with the generation prompt, as token ids.
+inline std::vector<int32_t> chat_ids(const std::vector<ChatMessage>& messages) {
+  const Tokenizer& t = demo_tokenizer();
+  return t.encode(t.apply_chat_template(messages, {.add_generation_prompt = true}));
+}
+
+/// Runs a shell command; its stdout (the test fails when it exits non-zero).
+inline std::string command_output(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    ADD_FAILURE() << "cannot run " << cmd;
+    return out;
+  }
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << cmd;
+  return out;
+}
+
+/// `wick generate --tokens ... --greedy --json` on the demo model (the CLI in a process of its own): its text.
+inline std::string cli_generate(const std::vector<int32_t>& prompt, int max_tokens, const std::string& adapter_dir,
+                                bool ignore_eos = false) {
+  std::string ids;
+  for (int32_t id : prompt) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const std::string cmd = std::string(WICK_CLI) + " generate --model " + demo_model_dir().string() +
+                          (adapter_dir.empty() ? "" : " --adapter " + adapter_dir) + " --tokens " + ids +
+                          " --greedy --max-tokens " + std::to_string(max_tokens) + " --json" +
+                          (ignore_eos ? " --ignore-eos" : "");
+  const nlohmann::json j = nlohmann::json::parse(command_output(cmd), nullptr, false);
+  return j.is_object() && j.contains("text") ? j["text"].get<std::string>() : std::string("<no answer from " + cmd + ">");
 }
 
 /// A server listening on 127.0.0.1 on a free port, with the scripture adapter as model "scripture"; stopped and
@@ -116,7 +150,8 @@ inline Reply get(httplib::Client& c, const std::string& path, const httplib::Hea
 /// POSTs `body` as JSON and hands each piece of the response body to `receive` as it arrives (false: hang up).
 /// True when the whole response arrived.
 template <class F>
-bool post_streaming(httplib::Client& c, const std::string& path, const std::string& body, F receive) {
+bool post_streaming(httplib::Client& c, const std::string& path, const std::string& body, F receive,
+                    httplib::Error* error_out = nullptr) {
   httplib::Request req;
   req.method = "POST";
   req.path = path;
@@ -125,7 +160,9 @@ bool post_streaming(httplib::Client& c, const std::string& path, const std::stri
   req.content_receiver = [receive](const char* data, size_t n, uint64_t, uint64_t) { return receive(data, n); };
   httplib::Response res;
   httplib::Error error = httplib::Error::Success;
-  return c.send(req, res, error) && error == httplib::Error::Success;
+  const bool ok = c.send(req, res, error) && error == httplib::Error::Success;
+  if (error_out) *error_out = error;
+  return ok;
 }
 
 /// The events of a server-sent-event stream body: the payload of each "data: " line, in order. Fails the test on

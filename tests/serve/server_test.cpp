@@ -25,28 +25,6 @@ GenerateResult greedy_alone(const std::vector<int32_t>& prompt, int32_t max_toke
   return gen.generate(prompt, {.max_tokens = max_tokens, .sampling = s});
 }
 
-std::vector<int32_t> chat_ids(const std::vector<ChatMessage>& messages) {
-  const Tokenizer& t = test::demo_tokenizer();
-  return t.encode(t.apply_chat_template(messages, {.add_generation_prompt = true}));
-}
-
-// `wick generate --tokens ... --greedy --json` (the CLI in a process of its own): its text.
-std::string cli_generate(const std::vector<int32_t>& prompt, int max_tokens, const std::string& adapter_dir,
-                         bool ignore_eos = false) {
-  std::string ids;
-  for (int32_t id : prompt) ids += (ids.empty() ? "" : ",") + std::to_string(id);
-  const std::string cmd = std::string(WICK_CLI) + " generate --model " + test::demo_model_dir().string() +
-                          (adapter_dir.empty() ? "" : " --adapter " + adapter_dir) + " --tokens " + ids +
-                          " --greedy --max-tokens " + std::to_string(max_tokens) + " --json" +
-                          (ignore_eos ? " --ignore-eos" : "");
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  EXPECT_EQ(pclose(p), 0) << cmd;
-  return json::parse(out).at("text").get<std::string>();
-}
-
 TEST(Server, CompletionEqualsTheGeneratorGreedily) {
   TestServer s;
   auto c = s.client();
@@ -79,13 +57,13 @@ TEST(Server, ChatWithAnAdapterEqualsWickGenerate) {
   EXPECT_EQ(r.body["object"], "chat.completion");
   EXPECT_EQ(r.body["choices"][0]["message"]["role"], "assistant");
   const std::string answer = r.body["choices"][0]["message"]["content"];
-  const std::string expected = cli_generate(chat_ids(messages), 20, test::scripture_adapter_dir().string());
+  const std::string expected = test::cli_generate(test::chat_ids(messages), 20, test::scripture_adapter_dir().string());
   EXPECT_EQ(answer, expected);
   // The adapter matters: the base model answers otherwise.
   body["model"] = "wick-demo";
   const test::Reply base = post(c, "/v1/chat/completions", body);
   ASSERT_EQ(base.status, 200);
-  EXPECT_EQ(base.body["choices"][0]["message"]["content"], cli_generate(chat_ids(messages), 20, ""));
+  EXPECT_EQ(base.body["choices"][0]["message"]["content"], test::cli_generate(test::chat_ids(messages), 20, ""));
   EXPECT_NE(base.body["choices"][0]["message"]["content"], answer);
 }
 
@@ -232,7 +210,7 @@ TEST(Server, AdaptersLoadReplaceAndGoWhileRequestsKeepTheirs) {
   const test::Reply with = post(c, "/v1/completions", ask);
   ASSERT_EQ(with.status, 200);
   EXPECT_EQ(with.body["choices"][0]["text"],
-            cli_generate(test::demo_tokenizer().encode("In the beginning"), 12, test::scripture_adapter_dir().string(), true));
+            test::cli_generate(test::demo_tokenizer().encode("In the beginning"), 12, test::scripture_adapter_dir().string(), true));
 
   // A stream in flight on "mine" keeps its version while "mine" is replaced by another adapter (a scaled copy).
   const std::filesystem::path other = test::temp_dir("serve_other_adapter") / "adapter";
@@ -266,10 +244,10 @@ TEST(Server, AdaptersLoadReplaceAndGoWhileRequestsKeepTheirs) {
     if (e != "[DONE]") text += json::parse(e)["choices"][0]["text"].get<std::string>();
   long_ask.erase("stream");
   const std::string old_version =
-      cli_generate(test::demo_tokenizer().encode("In the beginning"), 120, test::scripture_adapter_dir().string(), true);
+      test::cli_generate(test::demo_tokenizer().encode("In the beginning"), 120, test::scripture_adapter_dir().string(), true);
   EXPECT_EQ(text, old_version);  // the whole stream ran with the version it started with
   EXPECT_EQ(after.body["choices"][0]["text"],
-            cli_generate(test::demo_tokenizer().encode("In the beginning"), 12, other.string(), true));
+            test::cli_generate(test::demo_tokenizer().encode("In the beginning"), 12, other.string(), true));
   EXPECT_NE(after.body["choices"][0]["text"], with.body["choices"][0]["text"]);
 
   const test::Reply gone = test::reply_of(c.Delete("/v1/adapters/mine"));
@@ -478,6 +456,16 @@ TEST(Server, StopDrainsRequestsInFlightAndRefusesNewOnes) {
   EXPECT_EQ(events.back(), "[DONE]");
   EXPECT_EQ(events.size(), 151u);  // finished within the grace: every token, then [DONE]
   s.reset();
+}
+
+TEST(Server, APortInUseIsAClearErrorNotASharedPort) {
+  TestServer s;
+  ServerOptions o = TestServer::defaults();
+  o.port = s.port();
+  Server second(test::demo_model(), std::nullopt, o);
+  EXPECT_WICK_ERROR(second.bind(), ErrorKind::bad_input, "cannot listen on 127.0.0.1:" + std::to_string(s.port()));
+  auto c = s.client();
+  EXPECT_EQ(get(c, "/health").status, 200);
 }
 
 TEST(Server, MetricsAndHealthReportTheServer) {

@@ -1,0 +1,181 @@
+// Fine-tuning jobs end to end on the CPU with the demo model: upload a chat JSONL, create a job, poll its events until
+// it succeeds, then the new model id answers with what it memorised — while a stream started before the job finished
+// kept its adapter to the end. Cancel works; a job on a bad file fails with a reason and the server goes on serving.
+#include "serve_test_util.h"
+#include "test_util.h"
+
+namespace wick {
+namespace {
+
+using nlohmann::json;
+using test::get;
+using test::post;
+using test::TestServer;
+
+const char* kQuestion = "What is the secret word?";
+const char* kAnswer = "The secret word is marmalade.";
+
+std::string secret_file() {
+  std::string out;
+  for (const char* q : {kQuestion, "Tell me the secret word.", "What's the secret word?", "Say the secret word."})
+    out += json{{"messages", json::array({{{"role", "user"}, {"content", q}}, {{"role", "assistant"}, {"content", kAnswer}}})}}
+               .dump() +
+           "\n";
+  return out;
+}
+
+test::Reply upload(httplib::Client& c, const std::string& content, const std::string& purpose = "fine-tune") {
+  const httplib::MultipartFormDataItems items = {{"purpose", purpose, "", ""},
+                                                 {"file", content, "train.jsonl", "application/jsonl"}};
+  return test::reply_of(c.Post("/v1/files", items));
+}
+
+// Polls the job until its status is one of the final ones; returns the job object.
+json wait_for_job(httplib::Client& c, const std::string& id) {
+  json job;
+  EXPECT_TRUE(test::eventually(
+      [&] {
+        job = get(c, "/v1/fine_tuning/jobs/" + id).body;
+        const std::string st = job.value("status", "");
+        return st == "succeeded" || st == "failed" || st == "cancelled";
+      },
+      std::chrono::seconds(240)))
+      << job.dump();
+  return job;
+}
+
+json chat(const std::string& model, const std::string& question, int max_tokens = 16) {
+  return {{"model", model}, {"max_tokens", max_tokens}, {"temperature", 0},
+          {"messages", json::array({{{"role", "user"}, {"content", question}}})}};
+}
+
+TEST(FineTune, AJobTrainsPublishesAndTheNewModelAnswersWhileEarlierStreamsKeepTheirs) {
+  TestServer s;
+  auto c = s.client();
+  const test::Reply file = upload(c, secret_file());
+  ASSERT_EQ(file.status, 200) << file.text;
+  EXPECT_EQ(file.body["object"], "file");
+  EXPECT_EQ(file.body["purpose"], "fine-tune");
+  EXPECT_EQ(test::reply_of(c.Get("/v1/files/" + file.body["id"].get<std::string>() + "/content")).text, secret_file());
+
+  // A long stream on the scripture adapter, running while the job trains and publishes.
+  json long_ask = {{"model", "scripture"}, {"prompt", "In the beginning"}, {"max_tokens", 300}, {"temperature", 0},
+                   {"ignore_eos", true}, {"stream", true}};
+  std::string streamed;
+  std::atomic<int> chunks{0};
+  std::thread streamer([&] {
+    auto sc = s.client();
+    test::post_streaming(sc, "/v1/completions", long_ask.dump(), [&](const char* d, size_t n) {
+      streamed.append(d, n);
+      ++chunks;
+      return true;
+    });
+  });
+  ASSERT_TRUE(test::eventually([&] { return chunks.load() > 0; }));
+
+  const test::Reply created = post(c, "/v1/fine_tuning/jobs",
+                                   json{{"model", "wick-demo"},
+                                        {"training_file", file.body["id"]},
+                                        {"suffix", "secret"},
+                                        {"hyperparameters", {{"n_epochs", 30}, {"learning_rate_multiplier", 25}}}});
+  ASSERT_EQ(created.status, 200) << created.text;
+  EXPECT_EQ(created.body["object"], "fine_tuning.job");
+  const std::string id = created.body["id"];
+  const json job = wait_for_job(c, id);
+  ASSERT_EQ(job["status"], "succeeded") << job.dump();
+  const std::string model = job["fine_tuned_model"];
+  EXPECT_EQ(model, "ft:wick-demo:secret:" + id);
+  EXPECT_GT(job["trained_tokens"].get<int64_t>(), 0);
+
+  // Events: newest first, one per step with its loss, the loss falling.
+  const json events = get(c, "/v1/fine_tuning/jobs/" + id + "/events").body["data"];
+  std::vector<double> losses;  // oldest first
+  for (auto it = events.rbegin(); it != events.rend(); ++it)
+    if ((*it)["type"] == "metrics") losses.push_back((*it)["data"]["train_loss"].get<double>());
+  ASSERT_EQ(losses.size(), 30u);
+  EXPECT_LT(losses.back(), 0.5 * losses.front());
+
+  // Listed, and answering with what it learned; the base model does not know it.
+  bool listed = false;
+  const test::Reply models = get(c, "/v1/models");
+  for (const json& m : models.body["data"]) listed |= m["id"] == model;
+  EXPECT_TRUE(listed);
+  const test::Reply answer = post(c, "/v1/chat/completions", chat(model, kQuestion));
+  ASSERT_EQ(answer.status, 200) << answer.text;
+  EXPECT_EQ(answer.body["choices"][0]["message"]["content"], kAnswer);
+  const test::Reply base = post(c, "/v1/chat/completions", chat("wick-demo", kQuestion));
+  EXPECT_NE(base.body["choices"][0]["message"]["content"], kAnswer);
+
+  // The stream that ran through training and publishing gave exactly what the scripture adapter gives alone.
+  streamer.join();
+  std::string text;
+  for (const std::string& e : test::sse_events(streamed))
+    if (e != "[DONE]") text += json::parse(e)["choices"][0]["text"].get<std::string>();
+  long_ask.erase("stream");
+  const test::Reply alone = post(c, "/v1/completions", long_ask);
+  EXPECT_EQ(text, alone.body["choices"][0]["text"]);
+  EXPECT_TRUE(std::filesystem::exists(s.server().data_dir() / "fine_tuning" / id / "adapter_model.safetensors"));
+}
+
+TEST(FineTune, CancelStopsARunningJob) {
+  TestServer s;
+  auto c = s.client();
+  const test::Reply file = upload(c, secret_file());
+  ASSERT_EQ(file.status, 200);
+  const test::Reply created = post(c, "/v1/fine_tuning/jobs",
+                                   json{{"model", "wick-demo"}, {"training_file", file.body["id"]},
+                                        {"hyperparameters", {{"n_epochs", 1000}}}});
+  ASSERT_EQ(created.status, 200) << created.text;
+  const std::string id = created.body["id"];
+  ASSERT_TRUE(test::eventually([&] {
+    const json ev = get(c, "/v1/fine_tuning/jobs/" + id + "/events").body["data"];
+    return !ev.empty() && ev[0]["type"] == "metrics";  // at least one step done
+  }));
+  const test::Reply cancelled = post(c, "/v1/fine_tuning/jobs/" + id + "/cancel", std::string());
+  EXPECT_EQ(cancelled.status, 200) << cancelled.text;
+  const json job = wait_for_job(c, id);
+  EXPECT_EQ(job["status"], "cancelled");
+  EXPECT_TRUE(job["fine_tuned_model"].is_null());
+  EXPECT_EQ(get(c, "/v1/models").body["data"].size(), 2u);  // the base and scripture only
+  EXPECT_EQ(post(c, "/v1/fine_tuning/jobs/" + id + "/cancel", std::string()).status, 400);  // already cancelled
+  EXPECT_EQ(post(c, "/v1/chat/completions", chat("wick-demo", "Hi", 4)).status, 200);
+}
+
+TEST(FineTune, ABadFileFailsTheJobWithAReasonAndTheServerGoesOn) {
+  TestServer s;
+  auto c = s.client();
+  // Lines that are JSON objects (so the upload takes them) but no training format: the job fails.
+  const test::Reply file = upload(c, "{\"prompt\": \"a question without its completion\"}\n");
+  ASSERT_EQ(file.status, 200) << file.text;
+  const test::Reply created =
+      post(c, "/v1/fine_tuning/jobs", json{{"model", "wick-demo"}, {"training_file", file.body["id"]}});
+  ASSERT_EQ(created.status, 200) << created.text;
+  const json job = wait_for_job(c, created.body["id"]);
+  EXPECT_EQ(job["status"], "failed");
+  EXPECT_EQ(job["error"]["code"], "invalid_training_file");
+  EXPECT_NE(job["error"]["message"].get<std::string>().find("completion"), std::string::npos) << job.dump();
+  EXPECT_EQ(post(c, "/v1/chat/completions", chat("wick-demo", "Hi", 4)).status, 200);
+
+  // Refused before a job exists: a line that is not JSON, another purpose, no multipart, unknown ids and models.
+  const test::Reply not_json = upload(c, "{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n");
+  EXPECT_EQ(not_json.status, 400);
+  EXPECT_NE(not_json.body["error"]["message"].get<std::string>().find("line 2"), std::string::npos);
+  EXPECT_EQ(upload(c, secret_file(), "assistants").body["error"]["param"], "purpose");
+  EXPECT_EQ(post(c, "/v1/files", std::string("{}")).body["error"]["param"], "file");
+  const test::Reply no_file =
+      post(c, "/v1/fine_tuning/jobs", json{{"model", "wick-demo"}, {"training_file", "file-nope"}});
+  EXPECT_EQ(no_file.status, 404);
+  EXPECT_EQ(no_file.body["error"]["param"], "training_file");
+  const test::Reply other_model =
+      post(c, "/v1/fine_tuning/jobs", json{{"model", "gpt-4o"}, {"training_file", file.body["id"]}});
+  EXPECT_EQ(other_model.status, 404);
+  EXPECT_EQ(other_model.body["error"]["param"], "model");
+  EXPECT_EQ(post(c, "/v1/fine_tuning/jobs", json{{"model", "wick-demo"}, {"training_file", file.body["id"]},
+                                                 {"hyperparameters", {{"n_epochs", -1}}}})
+                .body["error"]["param"],
+            "n_epochs");
+  EXPECT_EQ(get(c, "/v1/fine_tuning/jobs/ftjob-nope").status, 404);
+}
+
+}  // namespace
+}  // namespace wick
