@@ -103,3 +103,26 @@ put('tokenizer', 'small.json', json.dumps(small) + '\0' + json.dumps(small_cfg) 
 put('tokenizer', 'small_no_config.json', json.dumps(small, indent=1))
 for d in ['trained', 'trained_str']:
     put('tokenizer', d + '.json', open(f'{F}/tokenizer/{d}/tokenizer.json').read() + '\0\0Hello, world! 你好 <|im_start|>')
+
+# openai_request: the first byte picks the parser (0 completions, 1 chat, 2 adapter load, 3 fine-tuning job)
+for i, body in enumerate([
+    {"model": "m", "prompt": "Hello", "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "stop": ["\n", "END"],
+     "seed": 1, "logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -0.5, "ignore_eos": True},
+    {"model": "m", "prompt": [1, 2, 3], "stream": True, "stream_options": {"include_usage": True}, "top_k": 5,
+     "min_p": 0.1, "repetition_penalty": 1.1, "max_completion_tokens": 4, "user": "u", "logit_bias": {}},
+    {"prompt": "x", "n": 1, "best_of": 1, "echo": False, "suffix": ""}]):
+    put('openai_request', f'completions_{i}', b'\x00' + json.dumps(body).encode())
+for i, body in enumerate([
+    {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+     "max_tokens": 8, "logprobs": True, "top_logprobs": 3, "stop": "x"},
+    {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                                {"role": "assistant", "content": None}, {"role": "tool", "content": "t"}],
+     "stream": True, "temperature": 2}]):
+    put('openai_request', f'chat_{i}', b'\x01' + json.dumps(body).encode())
+put('openai_request', 'adapter', b'\x02' + json.dumps({"name": "support", "path": "/adapters/support"}).encode())
+put('openai_request', 'fine_tune', b'\x03' + json.dumps(
+    {"model": "m", "training_file": "file-1", "validation_file": "file-2", "suffix": "s-1",
+     "hyperparameters": {"n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": 2.0}, "seed": 7}).encode())
+put('openai_request', 'fine_tune_method', b'\x03' + json.dumps(
+    {"model": "m", "training_file": "file-1",
+     "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "auto", "batch_size": 8}}}}).encode())

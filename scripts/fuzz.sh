@@ -27,6 +27,7 @@ targets=(
   "chat_template 8192 fuzz/chat_template.dict"
   "adapter_config 4096 fuzz/json.dict"
   "hub_api 4096 fuzz/json.dict"
+  "openai_request 8192 fuzz/json.dict"
 )
 selected=()
 if (($#)); then
@@ -45,7 +46,7 @@ run="$build/fuzz-run"
 for t in "${targets[@]}"; do
   read -r name max_len dict <<<"$t"
   exe="$build/fuzz/${name}_fuzz"
-  [ -x "$exe" ] || { echo "fuzz: $exe was not built (the hub target needs libcurl and OpenSSL)" >&2; exit 1; }
+  [ -x "$exe" ] || { echo "fuzz: $exe was not built (the hub target needs libcurl and OpenSSL, openai_request cpp-httplib)" >&2; exit 1; }
   rm -rf "${run:?}/$name"
   mkdir -p "$run/$name/artifacts"
   cp -r "fuzz/corpus/$name" "$run/$name/corpus"

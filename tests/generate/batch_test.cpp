@@ -91,5 +91,57 @@ TEST(GenerateBatch, AnInvalidRequestIsNamedAndNothingRuns) {
   EXPECT_TRUE(gen.generate_batch({}).empty());
 }
 
+// Generator::submit: a request on an engine the caller runs (as wick serve does) streams and ends through its
+// callbacks with what generate() gives it alone; a request for another model's engine or a bad request is refused
+// before the engine sees it, and the engine goes on.
+TEST(GenerateBatch, SubmitToACallersEngineEndsThroughItsCallbacks) {
+  auto model = Model::load(fixture("models/tiny-tied"));
+  const Generator gen(model, tiny_tokenizer());
+  Engine engine(model, {.block_size = 4, .num_blocks = 64, .max_running = 4});
+  const std::vector<Case> all = cases(*model);
+  std::vector<GenerateResult> results(all.size());
+  std::vector<std::vector<int32_t>> streamed(all.size());
+  std::vector<SequenceEnd> ends(all.size(), SequenceEnd::failed);
+  for (size_t i = 0; i < all.size(); ++i)
+    gen.submit(engine,
+               {.prompt = all[i].prompt, .params = all[i].params,
+                .lora = LoraAdapter::shared_source(all[i].adapter)},
+               {.on_token =
+                    [&, i](const StreamToken& t) {
+                      streamed[i].push_back(t.id);
+                      return true;
+                    },
+                .on_end =
+                    [&, i](GenerateResult&& r, SequenceEnd end) {
+                      results[i] = std::move(r);
+                      ends[i] = end;
+                    }});
+  engine.run();
+  for (size_t i = 0; i < all.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    if (all[i].adapter) model->apply_adapter(all[i].adapter);
+    const GenerateResult alone = gen.generate(all[i].prompt, all[i].params);
+    model->remove_adapter();
+    EXPECT_EQ(results[i].output_ids, alone.output_ids);
+    EXPECT_EQ(results[i].text, alone.text);
+    EXPECT_EQ(results[i].finish, alone.finish);
+    EXPECT_EQ(streamed[i], alone.output_ids);
+    EXPECT_EQ(ends[i], SequenceEnd::finished);
+  }
+
+  auto other = Model::load(fixture("models/tiny-untied"));
+  Engine elsewhere(other, {.block_size = 4, .num_blocks = 8});
+  EXPECT_WICK_ERROR(gen.submit(elsewhere, {.prompt = {1, 2}}, {}), ErrorKind::bad_input, "another model");
+  EXPECT_WICK_ERROR(gen.submit(engine, {.prompt = {1, 2}, .params = {.max_tokens = 0}}, {}), ErrorKind::bad_input,
+                    "--max-tokens: expected at least 1");
+  EXPECT_EQ(engine.stats().waiting, 0);
+  GenerateResult after;
+  const GenerateParams three{.max_tokens = 3, .ignore_eos = true, .sampling = SamplingParams::greedy_params()};
+  gen.submit(engine, {.prompt = {1, 2}, .params = three},
+             {.on_end = [&](GenerateResult&& r, SequenceEnd) { after = std::move(r); }});
+  engine.run();
+  EXPECT_EQ(after.output_ids.size(), 3u);
+}
+
 }  // namespace
 }  // namespace wick::test
