@@ -18,6 +18,14 @@ note() { echo "$*" | tee -a "$summary"; }
 source scripts/deb-prefix.sh
 load=${SERVE_LOAD:-scripts/serve_load.py}
 [ -f "$load" ] || load=../shared/tools/serve_load.py
+# serve_load.py needs aiohttp; without it, Debian's pure-Python packages from .deb/py/ (apt-get download python3-aiohttp
+# python3-multidict python3-yarl python3-frozenlist python3-aiosignal python3-async-timeout python3-attr
+# python3-charset-normalizer python3-idna), their C extensions switched off (another Python's ABI).
+if ! python3 -c "import aiohttp" 2>/dev/null && compgen -G ".deb/py/*.deb" >/dev/null; then
+  for f in .deb/py/*.deb; do dpkg -x "$f" .prefix-py; done
+  export PYTHONPATH=$PWD/.prefix-py/usr/lib/python3/dist-packages AIOHTTP_NO_EXTENSIONS=1 MULTIDICT_NO_EXTENSIONS=1 \
+    YARL_NO_EXTENSIONS=1 FROZENLIST_NO_EXTENSIONS=1
+fi
 python3 -c "import aiohttp" 2>/dev/null || note "python3 has no aiohttp: serve_load.py cannot run"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"

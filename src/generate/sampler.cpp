@@ -113,25 +113,24 @@ size_t blocks_of(size_t n) { return (n + kScanBlock - 1) / kScanBlock; }
 // compiler transposed blocks across all 32 AVX-512 registers, and the rest of the process ran up to 3.5x slower
 // after it (tiny-model generation on the dev machine: 10 tokens in 4.4-5.3 ms instead of 1.1-1.6).
 using F32x16 = float __attribute__((vector_size(64)));
-using I32x16 = int32_t __attribute__((vector_size(64)));
 
 WICK_CPU_CLONES void block_maxima(std::span<const float> scores, std::span<float> maxima) {
   static_assert(kScanBlock == 64, "a block is four vectors of sixteen scores");
   const size_t full = scores.size() / kScanBlock;
-  // Halves, quarters, ... of the sixteen lanes, folded onto the others.
-  const I32x16 halves[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7},
-                            {4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3},
-                            {2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1},
-                            {1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0}};
   for (size_t j = 0; j < full; ++j) {
     F32x16 v[4];
     std::memcpy(v, scores.data() + j * kScanBlock, sizeof v);
     F32x16 m = F32x16{} + kNegInf;
     for (const F32x16& x : v) m = x > m ? x : m;  // NaN in x ignored
-    for (const I32x16& h : halves) {
-      const F32x16 x = __builtin_shuffle(m, h);
-      m = x > m ? x : m;
-    }
+    // Halves, quarters, ... of the sixteen lanes, folded onto the others (__builtin_shufflevector: GCC ≥ 12, clang).
+    F32x16 x = __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    m = x > m ? x : m;
+    x = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+    m = x > m ? x : m;
+    x = __builtin_shufflevector(m, m, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+    m = x > m ? x : m;
+    x = __builtin_shufflevector(m, m, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+    m = x > m ? x : m;
     maxima[j] = m[0];
   }
   if (full < blocks_of(scores.size())) maxima[full] = block_max(scores, full * kScanBlock, scores.size());
