@@ -54,12 +54,44 @@ for cn in "1 8" "8 32" "32 128" "64 256"; do
     || note "serve_load at $1 streams: exit $? ($(tail -2 "$out/load_$1.err" | tr '\n' ' '))"
 done
 cat "$out/load.jsonl" | tee -a "$summary"
+
+# A fine-tuning job (256 chat examples, 3 epochs, batch 4: 192 steps) sharing the GPU with 32 streams: the streams'
+# throughput while it trains, the job's time, and the trained model's answer.
+python3 - "$out/train.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(256):
+        f.write(json.dumps({"messages": [{"role": "user", "content": f"What is the secret word? ({i % 16})"},
+                                         {"role": "assistant", "content": "The secret word is marmalade."}]}) + "\n")
+PY
+api=http://127.0.0.1:$port/v1
+file=$(curl -s $api/files -F purpose=fine-tune -F file=@"$out/train.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+job=$(curl -s $api/fine_tuning/jobs -H 'Content-Type: application/json' -d "{\"model\": \"q05\", \"training_file\": \"$file\",
+  \"suffix\": \"gpu\", \"hyperparameters\": {\"n_epochs\": 3, \"learning_rate_multiplier\": 25}}" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+t0=$(date +%s.%N)
+for _ in $(seq 1 200); do curl -s $api/fine_tuning/jobs/$job/events | grep -q train_loss && break; sleep 0.1; done
+timeout 120 python3 "$load" $port q05 1024 32 100 128 wick-while-training >>"$out/load_training.jsonl" 2>"$out/load_training.err"
+steps_then=$(curl -s $api/fine_tuning/jobs/$job/events | python3 -c 'import json,sys; print(sum(e["type"]=="metrics" for e in json.load(sys.stdin)["data"]))')
+for _ in $(seq 1 600); do
+  status=$(curl -s $api/fine_tuning/jobs/$job | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  case $status in succeeded|failed|cancelled) break;; esac; sleep 0.2
+done
+t1=$(date +%s.%N)
+note "fine-tuning job: $status in $(python3 -c "print(round($t1 - $t0, 1))") s; $steps_then steps done when the load below ended"
+cat "$out/load_training.jsonl" | tee -a "$summary"
+curl -s $api/fine_tuning/jobs/$job | tee "$out/job.json" | head -c 600 >>"$summary"; echo >>"$summary"
+model=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fine_tuned_model"])' "$out/job.json")
+curl -s $api/chat/completions -H 'Content-Type: application/json' -d "{\"model\": \"$model\", \"temperature\": 0,
+  \"max_tokens\": 12, \"messages\": [{\"role\": \"user\", \"content\": \"What is the secret word? (3)\"}]}" | tee -a "$summary"
+echo >>"$summary"
 curl -s localhost:$port/metrics >"$out/metrics.txt"
 kill -TERM $pid
 timeout 40 tail --pid=$pid -f /dev/null
 wait $pid
 note "SIGTERM: exit $?"
 
+[ -n "${SKIP_BENCH:-}" ] && exit 0
 export WICK_BENCH_MODELS=${WICK_BENCH_MODELS:-/tmp/wick-bench-models}
 timeout "$(left)" $build/bench/wick-bench --benchmark_filter='BM_EngineClosedLoop/cuda' --benchmark_out="$out/bench.json" \
   --benchmark_out_format=json >"$out/bench.log" 2>&1

@@ -1,6 +1,7 @@
 #include "serve/fine_tune.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -16,6 +17,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+constexpr size_t kKeptCheckpoints = 3;  // as OpenAI: the last three epochs' checkpoints
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -63,25 +66,39 @@ json FileStore::add(const std::string& filename, const std::string& purpose, con
     ++lines;
   }
   if (lines == 0) bad_field("file", "'" + filename + "' holds no examples (JSONL: one JSON object per line)");
+  return store(filename, purpose, content, ".jsonl");
+}
+
+json FileStore::add_result(const std::string& filename, const std::string& content) {
+  return store(filename, "fine-tune-results", content, ".csv");
+}
+
+json FileStore::store(const std::string& filename, const std::string& purpose, const std::string& content,
+                      const std::string& extension) {
   const std::string id = new_id("file");
-  write_file(dir_ / (id + ".jsonl"), content);
+  const fs::path where = dir_ / (id + extension);
+  write_file(where, content);
   json f = {{"id", id},          {"object", "file"},  {"bytes", content.size()}, {"created_at", unix_now()},
             {"filename", filename}, {"purpose", purpose}, {"status", "processed"}};
   const std::lock_guard lock(mu_);
-  files_[id] = f;
+  files_[id] = {f, where};
   return f;
 }
 
-json FileStore::get(const std::string& id) const {
-  const std::lock_guard lock(mu_);
+const FileStore::Stored& FileStore::stored(const std::string& id) const {
   const auto it = files_.find(id);
   if (it == files_.end()) throw ApiError(404, "invalid_request_error", "No such file: '" + id + "'", "file_id");
   return it->second;
 }
 
+json FileStore::get(const std::string& id) const {
+  const std::lock_guard lock(mu_);
+  return stored(id).object;
+}
+
 fs::path FileStore::path(const std::string& id) const {
-  get(id);
-  return dir_ / (id + ".jsonl");
+  const std::lock_guard lock(mu_);
+  return stored(id).path;
 }
 
 std::string FileStore::content(const std::string& id) const { return read_text_file(path(id)); }
@@ -89,7 +106,7 @@ std::string FileStore::content(const std::string& id) const { return read_text_f
 json FileStore::list() const {
   const std::lock_guard lock(mu_);
   json data = json::array();
-  for (const auto& [id, f] : files_) data.push_back(f);
+  for (const auto& [id, f] : files_) data.push_back(f.object);
   return {{"object", "list"}, {"data", std::move(data)}, {"has_more", false}};
 }
 
@@ -118,20 +135,22 @@ struct FineTuneJobs::Job {
   uint64_t seed = 42;
   int64_t trained_tokens = 0;
   json error = nullptr;
-  std::vector<json> events;  // oldest first
+  std::vector<json> events;       // oldest first
+  std::vector<json> checkpoints;  // oldest first
+  std::vector<std::string> result_files;
   std::atomic<bool> cancel{false};
 };
 
 FineTuneJobs::FineTuneJobs(std::shared_ptr<Model> model, std::shared_ptr<const Tokenizer> tokenizer,
-                           std::string base_name, std::shared_ptr<DeviceTurns> turns, const FileStore& files,
-                           fs::path dir, PublishAdapter publish)
+                           std::string base_name, std::shared_ptr<DeviceTurns> turns, FileStore& files,
+                           fs::path dir, ModelPublisher publisher)
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       base_name_(std::move(base_name)),
       turns_(std::move(turns)),
       files_(files),
       dir_(std::move(dir)),
-      publish_(std::move(publish)) {
+      publisher_(std::move(publisher)) {
   fs::create_directories(dir_);
   worker_ = std::thread([this] { work(); });
 }
@@ -154,7 +173,7 @@ json FineTuneJobs::object_of(const Job& j) {
           {"finished_at", j.finished_at ? json(*j.finished_at) : json(nullptr)},
           {"fine_tuned_model", j.fine_tuned_model.empty() ? json(nullptr) : json(j.fine_tuned_model)},
           {"organization_id", "wick"},
-          {"result_files", json::array()},
+          {"result_files", j.result_files},
           {"status", j.status},
           {"training_file", j.training_file},
           {"validation_file", j.validation_file ? json(*j.validation_file) : json(nullptr)},
@@ -227,6 +246,17 @@ json FineTuneJobs::events(const std::string& id) const {
   return {{"object", "list"}, {"data", std::move(data)}, {"has_more", false}};
 }
 
+json FineTuneJobs::checkpoints(const std::string& id) const {
+  const std::lock_guard lock(mu_);
+  const Job& j = find(id);
+  json data = json::array();
+  for (auto it = j.checkpoints.rbegin(); it != j.checkpoints.rend(); ++it) data.push_back(*it);
+  json out = {{"object", "list"}, {"data", data}, {"has_more", false}};
+  out["first_id"] = data.empty() ? json(nullptr) : data.front()["id"];
+  out["last_id"] = data.empty() ? json(nullptr) : data.back()["id"];
+  return out;
+}
+
 json FineTuneJobs::cancel(const std::string& id) {
   const std::lock_guard lock(mu_);
   Job& j = find(id);
@@ -296,7 +326,44 @@ void FineTuneJobs::run(Job& job) {
       event(job, "Training " + std::to_string(trainer->examples()) + " examples for " +
                      std::to_string(trainer->total_steps()) + " steps");
     }
+    const std::string name = "ft:" + base_name_ + ":" + job.suffix + ":" + job.id;
+    // A checkpoint at the end of each of the last epochs but the final one (that one is the job's model), as OpenAI
+    // keeps them; earlier epochs make none (a checkpoint is written whole, the optimizer state with it).
+    const int64_t per_epoch =
+        std::max<int64_t>(1, std::llround(double(trainer->total_steps()) / std::max(job.n_epochs, 1.0)));
     trainer->run([&](const StepReport& r) {
+      const bool kept = r.step + int64_t(kKeptCheckpoints) * per_epoch >= r.total_steps;
+      if (r.step % per_epoch == 0 && r.step < r.total_steps && kept && !job.cancel) {
+        const std::string checkpoint = name + ":ckpt-step-" + std::to_string(r.step);
+        {
+          const std::lock_guard turn(*turns_);
+          trainer->save_checkpoint(out / ("checkpoint-" + std::to_string(r.step)));
+          publisher_.publish(trainer->adapter(checkpoint));
+        }
+        json metrics = {{"step", r.step}, {"train_loss", r.loss}};
+        if (r.eval_loss) metrics["valid_loss"] = *r.eval_loss;
+        std::optional<json> retired;
+        {
+          const std::lock_guard lock(mu_);
+          if (job.checkpoints.size() == kKeptCheckpoints) {
+            retired = job.checkpoints.front();
+            job.checkpoints.erase(job.checkpoints.begin());
+          }
+        }
+        if (retired) {
+          publisher_.retire((*retired)["fine_tuned_model_checkpoint"].get<std::string>());
+          std::error_code ec;
+          fs::remove_all(out / ("checkpoint-" + std::to_string((*retired)["step_number"].get<int64_t>())), ec);
+        }
+        const std::lock_guard lock(mu_);
+        job.checkpoints.push_back({{"object", "fine_tuning.job.checkpoint"},
+                                   {"id", "ftckpt-" + job.id.substr(6) + "-" + std::to_string(r.step)},
+                                   {"created_at", unix_now()},
+                                   {"fine_tuned_model_checkpoint", checkpoint},
+                                   {"fine_tuning_job_id", job.id},
+                                   {"step_number", r.step},
+                                   {"metrics", std::move(metrics)}});
+      }
       const std::lock_guard lock(mu_);
       job.trained_tokens += r.tokens;
       json data = {{"step", r.step}, {"total_steps", r.total_steps}, {"train_loss", r.loss}, {"learning_rate", r.lr}};
@@ -313,12 +380,13 @@ void FineTuneJobs::run(Job& job) {
       event(job, "Fine-tuning job cancelled");
       return;
     }
-    const std::string name = "ft:" + base_name_ + ":" + (job.suffix.empty() ? "" : job.suffix) + ":" + job.id;
     {
       const std::lock_guard turn(*turns_);
-      publish_(trainer->adapter(name));
+      publisher_.publish(trainer->adapter(name));
     }
+    const json results = files_.add_result("step_metrics.csv", read_text_file(out / "train_log.csv"));
     const std::lock_guard lock(mu_);
+    job.result_files.push_back(results["id"]);
     job.fine_tuned_model = name;
     job.status = "succeeded";
     job.finished_at = unix_now();

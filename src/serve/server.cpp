@@ -96,7 +96,8 @@ Server::Impl::Impl(std::shared_ptr<Model> m, std::optional<Tokenizer> tok, Serve
   files = std::make_unique<serve::FileStore>(options.data_dir / "files");
   jobs = std::make_unique<serve::FineTuneJobs>(
       model, tokenizer, base_name, turns, *files, options.data_dir / "fine_tuning",
-      [this](std::shared_ptr<const LoraAdapter> adapter) { registry.put(std::move(adapter)); });
+      serve::ModelPublisher{.publish = [this](std::shared_ptr<const LoraAdapter> a) { registry.put(std::move(a)); },
+                            .retire = [this](const std::string& name) { registry.unload(name); }});
   routes();
 }
 
@@ -167,7 +168,7 @@ void Server::Impl::routes() {
   const auto model_object = [this](const std::string& id, const std::string& parent) {
     json m = {{"id", id}, {"object", "model"}, {"created", started_at}, {"owned_by", "wick"},
               {"max_model_len", model->config().max_position_embeddings}};
-    m["root"] = parent.empty() ? id : id;
+    m["root"] = id;
     m["parent"] = parent.empty() ? json(nullptr) : json(parent);
     return m;
   };
@@ -242,6 +243,8 @@ void Server::Impl::routes() {
            guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->get(req.matches[1])); }));
   http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/events)",
            guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->events(req.matches[1])); }));
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/checkpoints)",
+           guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->checkpoints(req.matches[1])); }));
   http.Post(R"(/v1/fine_tuning/jobs/([^/]+)/cancel)",
             guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->cancel(req.matches[1])); }));
 

@@ -1,6 +1,8 @@
 // Fine-tuning jobs end to end on the CPU with the demo model: upload a chat JSONL, create a job, poll its events until
 // it succeeds, then the new model id answers with what it memorised — while a stream started before the job finished
 // kept its adapter to the end. Cancel works; a job on a bad file fails with a reason and the server goes on serving.
+#include <algorithm>
+
 #include "serve_test_util.h"
 #include "test_util.h"
 
@@ -106,6 +108,25 @@ TEST(FineTune, AJobTrainsPublishesAndTheNewModelAnswersWhileEarlierStreamsKeepTh
   const test::Reply base = post(c, "/v1/chat/completions", chat("wick-demo", kQuestion));
   EXPECT_NE(base.body["choices"][0]["message"]["content"], kAnswer);
 
+  // Checkpoints of the last three epochs but the final one, newest first, each a model; the results file is the
+  // run's step metrics.
+  const json checkpoints = get(c, "/v1/fine_tuning/jobs/" + id + "/checkpoints").body;
+  ASSERT_EQ(checkpoints["data"].size(), 3u) << checkpoints.dump();
+  for (size_t k = 0; k < 3; ++k) {
+    const json& ck = checkpoints["data"][k];
+    EXPECT_EQ(ck["object"], "fine_tuning.job.checkpoint");
+    EXPECT_EQ(ck["step_number"], 29 - int(k));
+    EXPECT_EQ(ck["fine_tuned_model_checkpoint"], model + ":ckpt-step-" + std::to_string(29 - int(k)));
+    EXPECT_DOUBLE_EQ(ck["metrics"]["train_loss"].get<double>(), losses[size_t(28 - k)]);
+  }
+  EXPECT_EQ(post(c, "/v1/chat/completions", chat(model + ":ckpt-step-29", kQuestion)).status, 200);
+  EXPECT_EQ(post(c, "/v1/chat/completions", chat(model + ":ckpt-step-26", kQuestion)).status, 404);  // retired
+  ASSERT_EQ(job["result_files"].size(), 1u);
+  const std::string results =
+      test::reply_of(c.Get("/v1/files/" + job["result_files"][0].get<std::string>() + "/content")).text;
+  EXPECT_EQ(results.rfind("step,epoch,loss", 0), 0u) << results.substr(0, 100);
+  EXPECT_EQ(std::count(results.begin(), results.end(), '\n'), 31);  // the header and 30 steps
+
   // The stream that ran through training and publishing gave exactly what the scripture adapter gives alone.
   streamer.join();
   std::string text;
@@ -136,7 +157,10 @@ TEST(FineTune, CancelStopsARunningJob) {
   const json job = wait_for_job(c, id);
   EXPECT_EQ(job["status"], "cancelled");
   EXPECT_TRUE(job["fine_tuned_model"].is_null());
-  EXPECT_EQ(get(c, "/v1/models").body["data"].size(), 2u);  // the base and scripture only
+  // The base, scripture and the checkpoints it kept; not the job's model.
+  const size_t kept = get(c, "/v1/fine_tuning/jobs/" + id + "/checkpoints").body["data"].size();
+  EXPECT_LE(kept, 3u);
+  EXPECT_EQ(get(c, "/v1/models").body["data"].size(), 2u + kept);
   EXPECT_EQ(post(c, "/v1/fine_tuning/jobs/" + id + "/cancel", std::string()).status, 400);  // already cancelled
   EXPECT_EQ(post(c, "/v1/chat/completions", chat("wick-demo", "Hi", 4)).status, 200);
 }
