@@ -29,7 +29,7 @@ fi
 python3 -c "import aiohttp" 2>/dev/null || note "python3 has no aiohttp: serve_load.py cannot run"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
-build=build-gpu
+build=build-gpu-serve  # its own: configured without tests
 t0=$(date +%s)
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DWICK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DWICK_HUB=OFF \
   -DWICK_SERVE=ON -DWICK_TESTS=OFF >"$out/configure.log" 2>&1 || { note "configure FAILED"; tail -20 "$out/configure.log"; exit 1; }
