@@ -11,7 +11,8 @@
 #include "test_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+// The sanitizer runtime's count (declared here: GCC installs no sanitizer headers).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
 namespace wick {
