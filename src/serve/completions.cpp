@@ -75,7 +75,9 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
                        std::to_string(prompt_len) + " plus max_tokens " + std::to_string(*r.max_tokens) +
                        " exceed it",
                    max_field, "context_length_exceeded");
-  batch.params.max_tokens = int32_t(r.max_tokens.value_or(std::min(limit, context - prompt_len)));
+  // Unset: OpenAI's defaults, 16 for completions (its legacy default), the rest of the context for chat.
+  const int64_t room = std::min(limit, context - prompt_len);
+  batch.params.max_tokens = int32_t(r.max_tokens.value_or(chat ? room : std::min<int64_t>(16, room)));
   batch.params.sampling = r.sampling;
   batch.params.stop = r.stop;
   batch.params.ignore_eos = r.ignore_eos;

@@ -46,7 +46,8 @@ struct CompletionRequest {
   std::vector<ChatMessage> messages;   ///< chat: the conversation
   std::optional<std::string> prompt;   ///< completions: the text prompt, or
   std::vector<int32_t> prompt_ids;     ///< completions: the prompt as token ids
-  std::optional<int64_t> max_tokens;   ///< max_tokens / max_completion_tokens; unset: up to the context
+  std::optional<int64_t> max_tokens;   ///< max_tokens / max_completion_tokens; unset: 16 for completions (OpenAI's
+                                       ///< default), up to the context for chat
   SamplingParams sampling;
   std::vector<std::string> stop;
   bool stream = false;

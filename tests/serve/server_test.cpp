@@ -302,11 +302,14 @@ TEST(Server, BadRequestsAreOpenAIErrorsNamingTheField) {
   expect_error(with("prompt", json::array({-5})), 400, "prompt");
   expect_error(with("prompt", json::array({1 << 30})), 400, "prompt");
   expect_error(with("model", "no-such-model"), 404, "model", "model_not_found");
-  json no_model = ok;  // as vLLM and llama.cpp take it: the base model
+  json no_model = ok;  // as vLLM and llama.cpp take it: the base model; no max_tokens: OpenAI's 16
   no_model.erase("model");
+  no_model.erase("max_tokens");
+  no_model["ignore_eos"] = true;
   const test::Reply base = post(c, "/v1/completions", no_model);
   EXPECT_EQ(base.status, 200);
   EXPECT_EQ(base.body["model"], "wick-demo");
+  EXPECT_EQ(base.body["usage"]["completion_tokens"], 16);
   expect_error(with("model", 42), 400, "model");
   expect_error(post(c, "/v1/chat/completions", ok), 400, "messages");
   expect_error(post(c, "/v1/chat/completions",
