@@ -414,6 +414,15 @@ TEST(Server, AFullQueueGets429) {
   expect_error(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 2}}), 429);
 }
 
+TEST(Server, ARequestLargerThanTheWholeKvPoolIsA400AndOthersGoOn) {
+  ServerOptions o = TestServer::defaults();
+  o.kv_blocks = 8;  // 128 positions in all
+  TestServer s(o);
+  auto c = s.client();
+  expect_error(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 200}}), 400);
+  EXPECT_EQ(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 20}}).status, 200);
+}
+
 TEST(Server, AClientLeavingMidStreamCancelsItsSequenceAndFreesItsBlocks) {
   TestServer s;
   auto c = s.client();
