@@ -78,6 +78,11 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
   // Unset: OpenAI's defaults, 16 for completions (its legacy default), the rest of the context for chat.
   const int64_t room = std::min(limit, context - prompt_len);
   batch.params.max_tokens = int32_t(r.max_tokens.value_or(chat ? room : std::min<int64_t>(16, room)));
+  const int64_t pool_positions = options.kv_blocks * serve::kBlockSize;
+  if (prompt_len + batch.params.max_tokens > pool_positions)
+    bad_field(max_field, "The prompt's " + std::to_string(prompt_len) + " tokens plus max_tokens " +
+                             std::to_string(batch.params.max_tokens) + " need more KV cache than this server holds (" +
+                             std::to_string(pool_positions) + " positions in all, --kv-blocks): ask for fewer tokens");
   batch.params.sampling = r.sampling;
   batch.params.stop = r.stop;
   batch.params.ignore_eos = r.ignore_eos;

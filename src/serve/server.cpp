@@ -71,7 +71,8 @@ ServerOptions checked(ServerOptions o, const Model& model) {
   if (o.max_body_bytes < 1024) bad("--max-body must be at least 1024 bytes");
   if (o.http_threads < 1) bad("--http-threads must be at least 1");
   const int64_t context = model.config().max_position_embeddings;
-  if (o.kv_blocks == 0) o.kv_blocks = o.max_running * ((std::min<int64_t>(1024, context) + 15) / 16);
+  if (o.kv_blocks == 0)
+    o.kv_blocks = o.max_running * ((std::min<int64_t>(1024, context) + serve::kBlockSize - 1) / serve::kBlockSize);
   if (o.data_dir.empty()) o.data_dir = default_data_dir();
   return o;
 }
@@ -86,7 +87,7 @@ Server::Impl::Impl(std::shared_ptr<Model> m, std::optional<Tokenizer> tok, Serve
       generator(model, tokenizer ? std::optional<Tokenizer>(*tokenizer) : std::nullopt),
       registry(model) {
   base_name = options.model_name.empty() ? "wick" : options.model_name;
-  engine = std::make_unique<Engine>(model, EngineOptions{.block_size = 16,
+  engine = std::make_unique<Engine>(model, EngineOptions{.block_size = serve::kBlockSize,
                                                          .num_blocks = options.kv_blocks,
                                                          .max_step_tokens = options.max_step_tokens,
                                                          .max_running = options.max_running,

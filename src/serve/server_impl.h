@@ -23,6 +23,11 @@
 
 namespace wick {
 
+namespace serve {
+/// Positions per KV block of the server's pool (--kv-blocks counts these).
+constexpr int64_t kBlockSize = 16;
+}  // namespace serve
+
 struct Server::Impl {
   Impl(std::shared_ptr<Model> model, std::optional<Tokenizer> tokenizer, ServerOptions options);
 

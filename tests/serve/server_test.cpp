@@ -419,7 +419,8 @@ TEST(Server, ARequestLargerThanTheWholeKvPoolIsA400AndOthersGoOn) {
   o.kv_blocks = 8;  // 128 positions in all
   TestServer s(o);
   auto c = s.client();
-  expect_error(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 200}}), 400);
+  expect_error(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 200}}), 400,
+               "max_tokens");
   EXPECT_EQ(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 20}}).status, 200);
 }
 
