@@ -138,6 +138,33 @@ TEST(FineTune, AJobTrainsPublishesAndTheNewModelAnswersWhileEarlierStreamsKeepTh
   EXPECT_TRUE(std::filesystem::exists(s.server().data_dir() / "fine_tuning" / id / "adapter_model.safetensors"));
 }
 
+TEST(FineTune, AValidationFileGivesAValidationLoss) {
+  TestServer s;
+  auto c = s.client();
+  const test::Reply train = upload(c, secret_file()), valid = upload(c, secret_file());
+  ASSERT_EQ(valid.status, 200);
+  const test::Reply created = post(c, "/v1/fine_tuning/jobs",
+                                   json{{"model", "wick-demo"}, {"training_file", train.body["id"]},
+                                        {"validation_file", valid.body["id"]}, {"hyperparameters", {{"n_epochs", 2}}}});
+  ASSERT_EQ(created.status, 200) << created.text;
+  EXPECT_EQ(created.body["validation_file"], valid.body["id"]);
+  ASSERT_EQ(wait_for_job(c, created.body["id"])["status"], "succeeded");
+  const json events = get(c, "/v1/fine_tuning/jobs/" + created.body["id"].get<std::string>() + "/events").body["data"];
+  // The last step (newest metrics event) carries the loss over the validation file: the training examples themselves
+  // here, so near the training loss.
+  for (const json& e : events)
+    if (e["type"] == "metrics") {
+      ASSERT_TRUE(e["data"].contains("valid_loss")) << e.dump();
+      EXPECT_NEAR(e["data"]["valid_loss"].get<double>(), e["data"]["train_loss"].get<double>(), 1.0);
+      break;
+    }
+  const test::Reply missing = post(c, "/v1/fine_tuning/jobs", json{{"model", "wick-demo"},
+                                                                   {"training_file", train.body["id"]},
+                                                                   {"validation_file", "file-nope"}});
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.body["error"]["param"], "validation_file");
+}
+
 TEST(FineTune, CancelStopsARunningJob) {
   TestServer s;
   auto c = s.client();
