@@ -48,7 +48,6 @@ std::vector<int32_t> prompt_ids(const serve::CompletionRequest& r, const Tokeniz
 }  // namespace
 
 void Server::Impl::completions(const httplib::Request& req, httplib::Response& res, bool chat) {
-  const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
   ++requests;
   if (draining) throw ApiError(503, "server_error", "the server is shutting down");
   serve::CompletionRequest r = serve::parse_completion_request(req.body, chat);
@@ -75,10 +74,14 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
                        std::to_string(prompt_len) + " plus max_tokens " + std::to_string(*r.max_tokens) +
                        " exceed it",
                    max_field, "context_length_exceeded");
-  // Unset: OpenAI's defaults, 16 for completions (its legacy default), the rest of the context for chat.
-  const int64_t room = std::min(limit, context - prompt_len);
-  batch.params.max_tokens = int32_t(r.max_tokens.value_or(chat ? room : std::min<int64_t>(16, room)));
+  // Unset: OpenAI's defaults, 16 for completions (its legacy default), the rest of the context for chat; either
+  // within what the KV pool holds.
   const int64_t pool_positions = options.kv_blocks * serve::kBlockSize;
+  const int64_t room = std::min({limit, context - prompt_len, pool_positions - prompt_len});
+  if (!r.max_tokens && room < 1)
+    bad_field(prompt_field, "The prompt's " + std::to_string(prompt_len) + " tokens leave no room in this server's KV "
+                            "cache (" + std::to_string(pool_positions) + " positions in all, --kv-blocks)");
+  batch.params.max_tokens = int32_t(r.max_tokens.value_or(chat ? room : std::min<int64_t>(16, room)));
   if (prompt_len + batch.params.max_tokens > pool_positions)
     bad_field(max_field, "The prompt's " + std::to_string(prompt_len) + " tokens plus max_tokens " +
                              std::to_string(batch.params.max_tokens) + " need more KV cache than this server holds (" +

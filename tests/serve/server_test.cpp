@@ -422,6 +422,12 @@ TEST(Server, ARequestLargerThanTheWholeKvPoolIsA400AndOthersGoOn) {
   expect_error(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 200}}), 400,
                "max_tokens");
   EXPECT_EQ(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 20}}).status, 200);
+  // A chat without max_tokens runs up to what the pool holds, not the context (512): it is served.
+  const test::Reply chat = post(c, "/v1/chat/completions",
+                                json{{"model", "wick-demo"}, {"ignore_eos", true},
+                                     {"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}});
+  ASSERT_EQ(chat.status, 200) << chat.text;
+  EXPECT_EQ(chat.body["usage"]["total_tokens"], 128);
 }
 
 TEST(Server, AClientLeavingMidStreamCancelsItsSequenceAndFreesItsBlocks) {
