@@ -207,6 +207,9 @@ TEST(ServeCli, BadFlagsExitTwoNamingTheFlag) {
   std::tie(code, out) = run(model + " --max-batch 0");
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("--max-batch"), std::string::npos) << out;
+  std::tie(code, out) = run(model + " --max-body 10");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("--max-body"), std::string::npos) << out;
   std::tie(code, out) = run(model + " --device tpu");
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("--device"), std::string::npos) << out;

@@ -125,7 +125,7 @@ Action add_serve(CLI::App& app) {
     positive(o->timeout, "--timeout");
     positive(o->idle_timeout, "--idle-timeout");
     if (o->grace < 0) fail(ErrorKind::bad_input, "--shutdown-grace must not be negative");
-    if (o->max_body < 1) fail(ErrorKind::bad_input, "--max-body must be at least 1024 bytes");
+    if (o->max_body < 1024) fail(ErrorKind::bad_input, "--max-body must be at least 1024 bytes");
     const std::string model_dir = resolve_model_arg(o->model);
     std::vector<std::pair<std::string, std::string>> adapters;
     for (const std::string& a : o->adapters) {
