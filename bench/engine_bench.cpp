@@ -121,6 +121,16 @@ double percentile(std::vector<double> v, double p) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, size_t(p * double(v.size())))];
 }
 
+// A serving run's figures: output throughput, and p50 / p99 of time to first token and time per output token.
+void serving_counters(benchmark::State& state, int64_t tokens, double seconds, const std::vector<double>& ttft_ms,
+                      const std::vector<double>& tpot_ms) {
+  state.counters["out_tok_per_s"] = double(tokens) / seconds;
+  state.counters["ttft_p50_ms"] = percentile(ttft_ms, 0.5);
+  state.counters["ttft_p99_ms"] = percentile(ttft_ms, 0.99);
+  state.counters["tpot_p50_ms"] = percentile(tpot_ms, 0.5);
+  state.counters["tpot_p99_ms"] = percentile(tpot_ms, 0.99);
+}
+
 // A serving run: `requests` requests arriving as a Poisson process at `rate` per second (seeded), prompts of
 // 16..512 tokens and 16..256 new ones (uniform), through an engine on its own thread. Reports the output token
 // throughput over the run and the p50 / p99 time to first token (from arrival) and time per output token.
@@ -164,11 +174,7 @@ void BM_EngineServe(benchmark::State& state, const std::string& like, Device dev
       tpot.push_back(s->tpot_ms());
       tokens += int64_t(s->times.size());
     }
-    state.counters["out_tok_per_s"] = double(tokens) / seconds;
-    state.counters["ttft_p50_ms"] = percentile(ttft, 0.5);
-    state.counters["ttft_p99_ms"] = percentile(ttft, 0.99);
-    state.counters["tpot_p50_ms"] = percentile(tpot, 0.5);
-    state.counters["tpot_p99_ms"] = percentile(tpot, 0.99);
+    serving_counters(state, tokens, seconds, ttft, tpot);
   }
 }
 
@@ -235,11 +241,7 @@ void BM_EngineClosedLoop(benchmark::State& state, const std::string& like, Devic
       changed.wait(lock, [&] { return ended == requests; });
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    state.counters["out_tok_per_s"] = double(tokens) / seconds;
-    state.counters["ttft_p50_ms"] = percentile(ttft, 0.5);
-    state.counters["ttft_p99_ms"] = percentile(ttft, 0.99);
-    state.counters["tpot_p50_ms"] = percentile(tpot, 0.5);
-    state.counters["tpot_p99_ms"] = percentile(tpot, 0.99);
+    serving_counters(state, tokens, seconds, ttft, tpot);
   }
 }
 

@@ -238,20 +238,24 @@ json FineTuneJobs::list() const {
   return {{"object", "list"}, {"data", std::move(data)}, {"has_more", false}};
 }
 
+namespace {
+
+// OpenAI's list object over items kept oldest first: newest first.
+json newest_first(const std::vector<json>& items) {
+  return {{"object", "list"}, {"data", std::vector<json>(items.rbegin(), items.rend())}, {"has_more", false}};
+}
+
+}  // namespace
+
 json FineTuneJobs::events(const std::string& id) const {
   const std::lock_guard lock(mu_);
-  const Job& j = find(id);
-  json data = json::array();
-  for (auto it = j.events.rbegin(); it != j.events.rend(); ++it) data.push_back(*it);
-  return {{"object", "list"}, {"data", std::move(data)}, {"has_more", false}};
+  return newest_first(find(id).events);
 }
 
 json FineTuneJobs::checkpoints(const std::string& id) const {
   const std::lock_guard lock(mu_);
-  const Job& j = find(id);
-  json data = json::array();
-  for (auto it = j.checkpoints.rbegin(); it != j.checkpoints.rend(); ++it) data.push_back(*it);
-  json out = {{"object", "list"}, {"data", data}, {"has_more", false}};
+  json out = newest_first(find(id).checkpoints);
+  const json& data = out["data"];
   out["first_id"] = data.empty() ? json(nullptr) : data.front()["id"];
   out["last_id"] = data.empty() ? json(nullptr) : data.back()["id"];
   return out;

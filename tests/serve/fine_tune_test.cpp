@@ -63,17 +63,8 @@ TEST(FineTune, AJobTrainsPublishesAndTheNewModelAnswersWhileEarlierStreamsKeepTh
   // A long stream on the scripture adapter, running while the job trains and publishes.
   json long_ask = {{"model", "scripture"}, {"prompt", "In the beginning"}, {"max_tokens", 300}, {"temperature", 0},
                    {"ignore_eos", true}, {"stream", true}};
-  std::string streamed;
-  std::atomic<int> chunks{0};
-  std::thread streamer([&] {
-    auto sc = s.client();
-    test::post_streaming(sc, "/v1/completions", long_ask.dump(), [&](const char* d, size_t n) {
-      streamed.append(d, n);
-      ++chunks;
-      return true;
-    });
-  });
-  ASSERT_TRUE(test::eventually([&] { return chunks.load() > 0; }));
+  test::BackgroundStream stream(s.client(), long_ask);
+  ASSERT_TRUE(test::eventually([&] { return stream.chunks() > 0; }));
 
   const test::Reply created = post(c, "/v1/fine_tuning/jobs",
                                    json{{"model", "wick-demo"},
@@ -128,10 +119,7 @@ TEST(FineTune, AJobTrainsPublishesAndTheNewModelAnswersWhileEarlierStreamsKeepTh
   EXPECT_EQ(std::count(results.begin(), results.end(), '\n'), 31);  // the header and 30 steps
 
   // The stream that ran through training and publishing gave exactly what the scripture adapter gives alone.
-  streamer.join();
-  std::string text;
-  for (const std::string& e : test::sse_events(streamed))
-    if (e != "[DONE]") text += json::parse(e)["choices"][0]["text"].get<std::string>();
+  const std::string text = test::streamed_text(stream.finish());
   long_ask.erase("stream");
   const test::Reply alone = post(c, "/v1/completions", long_ask);
   EXPECT_EQ(text, alone.body["choices"][0]["text"]);

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -184,6 +185,55 @@ inline std::vector<std::string> sse_events(const std::string& body) {
   }
   return events;
 }
+
+/// The text a /v1/completions stream carries: every event's choice text, in order ("[DONE]" and usage left out).
+inline std::string streamed_text(const std::string& body) {
+  std::string text;
+  for (const std::string& e : sse_events(body)) {
+    if (e == "[DONE]") continue;
+    const nlohmann::json chunk = nlohmann::json::parse(e);
+    if (!chunk["choices"].empty()) text += chunk["choices"][0]["text"].get<std::string>();
+  }
+  return text;
+}
+
+/// A streaming request running on a thread of its own while the test does something else: `ask` POSTed to `path`,
+/// the body gathered as it comes.
+class BackgroundStream {
+ public:
+  BackgroundStream(httplib::Client client, const nlohmann::json& ask, std::string path = "/v1/completions")
+      : client_(std::move(client)), thread_([this, body = ask.dump(), path = std::move(path)] {
+          post_streaming(client_, path, body, [this](const char* data, size_t n) {
+            const std::lock_guard lock(mu_);
+            body_.append(data, n);
+            ++chunks_;
+            return true;
+          });
+        }) {}
+  ~BackgroundStream() {
+    if (thread_.joinable()) thread_.join();
+  }
+  BackgroundStream(const BackgroundStream&) = delete;
+  BackgroundStream& operator=(const BackgroundStream&) = delete;
+
+  /// Pieces of the body received so far.
+  int chunks() const {
+    const std::lock_guard lock(mu_);
+    return chunks_;
+  }
+  /// Waits for the stream's end; the whole body.
+  std::string finish() {
+    thread_.join();
+    return body_;
+  }
+
+ private:
+  httplib::Client client_;
+  mutable std::mutex mu_;
+  std::string body_;
+  int chunks_ = 0;
+  std::thread thread_;
+};
 
 /// Polls `done` every 20 ms for up to `limit`; true when it held.
 template <class F>

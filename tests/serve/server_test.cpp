@@ -223,26 +223,13 @@ TEST(Server, AdaptersLoadReplaceAndGoWhileRequestsKeepTheirs) {
   json long_ask = ask;
   long_ask["max_tokens"] = 120;
   long_ask["stream"] = true;
-  std::string streamed;
-  std::atomic<int> chunks{0};
-  std::thread streamer([&] {
-    auto sc = s.client();
-    test::post_streaming(sc, "/v1/completions", long_ask.dump(), [&](const char* data, size_t n) {
-              streamed.append(data, n);
-              ++chunks;
-              return true;
-            });
-  });
-  ASSERT_TRUE(test::eventually([&] { return chunks.load() > 2; }));
+  test::BackgroundStream stream(s.client(), long_ask);
+  ASSERT_TRUE(test::eventually([&] { return stream.chunks() > 2; }));
   const test::Reply replaced = post(c, "/v1/adapters", json{{"name", "mine"}, {"path", other.string()}});
   ASSERT_EQ(replaced.status, 200) << replaced.text;
   EXPECT_EQ(replaced.body["replaced"], true);
   const test::Reply after = post(c, "/v1/completions", ask);
-  streamer.join();
-  std::string text;
-  for (const std::string& e : test::sse_events(streamed))
-    if (e != "[DONE]") text += json::parse(e)["choices"][0]["text"].get<std::string>();
-  long_ask.erase("stream");
+  const std::string text = test::streamed_text(stream.finish());
   const std::string old_version =
       test::cli_generate(test::demo_tokenizer().encode("In the beginning"), 120, test::scripture_adapter_dir().string(), true);
   EXPECT_EQ(text, old_version);  // the whole stream ran with the version it started with
@@ -449,28 +436,16 @@ TEST(Server, StopDrainsRequestsInFlightAndRefusesNewOnes) {
   ServerOptions o = TestServer::defaults();
   o.shutdown_grace = std::chrono::seconds(20);
   auto s = std::make_unique<TestServer>(o);
-  std::string streamed;
-  std::atomic<int> chunks{0};
-  std::thread streamer([&] {
-    auto c = s->client();
-    test::post_streaming(
-        c, "/v1/completions",
-        json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 150}, {"ignore_eos", true}, {"stream", true}}
-            .dump(),
-        [&](const char* d, size_t n) {
-             streamed.append(d, n);
-             ++chunks;
-             return true;
-           });
-  });
-  ASSERT_TRUE(test::eventually([&] { return chunks.load() > 0; }));
+  test::BackgroundStream stream(
+      s->client(),
+      json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 150}, {"ignore_eos", true}, {"stream", true}});
+  ASSERT_TRUE(test::eventually([&] { return stream.chunks() > 0; }));
   std::thread stopper([&] { s->server().stop(); });
   auto c = s->client();
   ASSERT_TRUE(test::eventually([&] { return get(c, "/health").status == 503; }));
   expect_error(post(c, "/v1/completions", json{{"model", "wick-demo"}, {"prompt", "Hi"}, {"max_tokens", 2}}), 503);
   stopper.join();
-  streamer.join();
-  const std::vector<std::string> events = test::sse_events(streamed);
+  const std::vector<std::string> events = test::sse_events(stream.finish());
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back(), "[DONE]");
   EXPECT_EQ(events.size(), 151u);  // finished within the grace: every token, then [DONE]
