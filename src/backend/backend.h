@@ -94,6 +94,7 @@ struct QkvProjections {
   Tensor weight[3]{};  // q [heads·d, k]; k and v [kv_heads·d, k]
   Tensor bias[3]{};    // [rows of weight[i]] or undefined
   Tensor positions{};  // i32 [1] on the device: the token's position, read when the op runs
+  Tensor slots{};      // i32 [1] on the device: the cache row k and v go to (a paged pool's row); undefined: positions
   double rope_theta = 0.0;
   int64_t head_dim = 0;
 };
@@ -120,7 +121,7 @@ class FusedDecode {
   /// other inputs), so choosing another adapter changes one input of the step and adds no work.
   virtual void begin_step(const Tensor& embed, const Tensor& ids, Tensor& x, const Tensor& source, Tensor& table) = 0;
   /// For i in {q, k, v}: y_i = linear(in, p.weight[i], p.bias[i]) (+ LoRA), then rope_kv at p.positions[0]: q into
-  /// `q` [1, heads·d], k and v into the caches [capacity, kv_heads, d] at that row.
+  /// `q` [1, heads·d], k and v into the caches [capacity, kv_heads, d] at row p.slots[0] (or that position).
   virtual void attention_inputs(const FusedInput& in, const QkvProjections& p, Tensor& q, Tensor& k_cache,
                                 Tensor& v_cache, const DecodeLora& lora) = 0;
   /// x += linear(in, w) (+ LoRA): an output projection and its residual add.  in [1, k]; w [rows of x, k].

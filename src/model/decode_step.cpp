@@ -1,9 +1,15 @@
 #include "model/decode_step.h"
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
+#include <map>
+#include <string>
 #include <utility>
 
+#include "model/paged_step.h"
 #include "model/plain_ops.h"
+#include "wick/error.h"
 
 namespace wick {
 
@@ -25,20 +31,30 @@ Tensor input_field(const Tensor& inputs, size_t offset, size_t bytes) {
 
 }  // namespace
 
-// One cache's recorded steps and the fixed buffers they bake in.
+// Where a step's token row has its inputs: StepInputs, then (paged steps) its block table's start in the table (0)
+// and a pad word, then the block table.
+constexpr int64_t kStepWords = int64_t(sizeof(StepInputs) / sizeof(int32_t));
+constexpr int64_t kTableAt = kStepWords + 2;
+
+// One cache's (or pool's) recorded steps and the fixed buffers they bake in.
 struct DecodeSteps::Recorded {
-  const void* cache_storage;
-  int64_t capacity;
-  Tensor inputs;  // StepInputs on the device (i32 [6])
+  const void* storage;  // the cache's or the pool's first key row
+  int64_t capacity;     // a cache's positions; a pool's entries of the longest block table
+  bool paged;
+  Tensor inputs;        // the step's inputs on the device (i32: kStepWords, then the paged words)
   Tensor lora_table_address = input_field(inputs, offsetof(StepInputs, lora_table), sizeof(void*));
   Tensor token = input_field(inputs, offsetof(StepInputs, token), sizeof(int32_t));
   Tensor position = input_field(inputs, offsetof(StepInputs, position), sizeof(int32_t));
   Tensor epoch = input_field(inputs, offsetof(StepInputs, epoch), sizeof(int32_t));
+  Tensor slot = input_field(inputs, offsetof(StepInputs, slot), sizeof(int32_t));
+  Tensor table_start = paged ? inputs.rows(kStepWords, kStepWords + 1) : Tensor();
+  Tensor table = paged ? inputs.rows(kTableAt, kTableAt + capacity) : Tensor();
   Activations acts;
   HeadBuffers head;
-  Tensor lora_scratch = {};          // FusedDecode::lora_scratch, a row per LoRA-carrying call of the step
-  std::unique_ptr<Graph> base = {};  // the step without an adapter
-  std::unique_ptr<Graph> lora = {};  // with any adapter (fused kernels): it reads the adapter table
+  Tensor lora_scratch = {};  // FusedDecode::lora_scratch, a row per LoRA-carrying call of the step
+  // The steps by (context bucket, with an adapter): a cache's have context 0; without an adapter, the builds that
+  // read no adapter table; with one, any adapter (fused kernels) through the table.
+  std::map<std::pair<int64_t, bool>, std::unique_ptr<Graph>> graphs = {};
 };
 
 namespace {
@@ -49,23 +65,26 @@ namespace {
 // step's epoch; without, they are the builds that read no table at all.
 class FusedOps final : public LayerOps {
  public:
-  FusedOps(Backend& b, FusedDecode& f, const ModelConfig& c, KVCache& cache, DecodeSteps::Recorded& r, Tensor& table,
-           bool lora)
-      : b_(b), f_(f), c_(c), cache_(cache), r_(r), table_(table), lora_(lora) {}
+  // Keys and values in `cache`, or (cache null) in `pool`'s rows that `paged` names.
+  FusedOps(Backend& b, FusedDecode& f, const ModelConfig& c, KVCache* cache, KVBlockPool* pool, const PagedKeys& paged,
+           DecodeSteps::Recorded& r, Tensor& table, bool lora)
+      : b_(b), f_(f), c_(c), cache_(cache), pool_(pool), paged_(paged), r_(r), table_(table), lora_(lora) {}
 
   void embed(const Tensor& table, Tensor& x) override {
     f_.begin_step(table, r_.token, x, r_.lora_table_address, table_);
   }
   void attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v, int64_t layer,
                         Tensor& q_out) override {
-    Tensor kc = cache_.keys(layer), vc = cache_.values(layer);
+    Tensor kc = keys(layer), vc = values(layer);
     f_.attention_inputs(input(h), {.weight = {q.weight, k.weight, v.weight}, .bias = {q.bias, k.bias, v.bias},
-                                   .positions = r_.position, .rope_theta = c_.rope_theta, .head_dim = c_.head_dim},
+                                   .positions = r_.position, .slots = r_.slot, .rope_theta = c_.rope_theta,
+                                   .head_dim = c_.head_dim},
                         q_out, kc, vc, lora_for(q));
   }
   void attention(const Tensor& q, int64_t layer, Tensor& out) override {
-    b_.attention(q.reshape({1, c_.num_heads, c_.head_dim}), cache_.keys(layer), cache_.values(layer), r_.position, out,
-                 attention_params(c_));
+    const Tensor qh = q.reshape({1, c_.num_heads, c_.head_dim});
+    if (cache_) b_.attention(qh, keys(layer), values(layer), r_.position, out, attention_params(c_));
+    else b_.paged_attention(qh, keys(layer), values(layer), paged_, out, attention_params(c_));
   }
   void add_projection(const Tensor& in, const Projection& w, Tensor& x) override {
     f_.residual_linear(in, w.weight, x, lora_for(w));
@@ -78,6 +97,8 @@ class FusedOps final : public LayerOps {
   }
 
  private:
+  Tensor keys(int64_t layer) const { return cache_ ? cache_->keys(layer) : pool_->keys(layer); }
+  Tensor values(int64_t layer) const { return cache_ ? cache_->values(layer) : pool_->values(layer); }
   FusedInput input(const Normed& n) const { return {.x = *n.x, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}; }
   // Where the call that starts with projection `p` finds its factors: consecutive entries from p's (gate/up's call
   // covers up, q/k/v's k and v: lora_slot order).
@@ -92,7 +113,9 @@ class FusedOps final : public LayerOps {
   Backend& b_;
   FusedDecode& f_;
   const ModelConfig& c_;
-  KVCache& cache_;
+  KVCache* cache_;
+  KVBlockPool* pool_;
+  PagedKeys paged_;
   DecodeSteps::Recorded& r_;
   Tensor& table_;
   bool lora_;
@@ -141,47 +164,103 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Ten
   const std::lock_guard lock(mutex_);
   const void* storage = cache.keys(0).raw();
   for (auto& r : graphs_)
-    if (r->cache_storage == storage && r->capacity == cache.capacity()) return *r;
+    if (!r->paged && r->storage == storage && r->capacity == cache.capacity()) return *r;
   if (graphs_.size() >= kMaxRecorded) graphs_.erase(graphs_.begin());
-  auto r = std::unique_ptr<Recorded>(new Recorded{
-      .cache_storage = storage,
-      .capacity = cache.capacity(),
-      .inputs = backend_.alloc({int64_t(sizeof(StepInputs) / sizeof(int32_t))}, DType::i32),
-      .acts = Activations(backend_, config_, 1),
-      .head = HeadBuffers(backend_, config_, head, 1, false)});
+  auto r = std::unique_ptr<Recorded>(new Recorded{.storage = storage,
+                                                  .capacity = cache.capacity(),
+                                                  .paged = false,
+                                                  .inputs = backend_.alloc({kStepWords}, DType::i32),
+                                                  .acts = Activations(backend_, config_, 1),
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false)});
   if (fused_) r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
   graphs_.push_back(std::move(r));
   return *graphs_.back();
 }
 
+DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVBlockPool& pool, const Tensor& head) {
+  const std::lock_guard lock(mutex_);
+  const void* storage = pool.keys(0).raw();
+  // A block table at its longest: the whole context, or the whole pool.
+  const int64_t bs = pool.block_size();
+  const int64_t capacity = std::min((config_.max_position_embeddings + bs - 1) / bs, pool.num_blocks());
+  for (auto& r : graphs_)
+    if (r->paged && r->storage == storage && r->capacity == capacity) return *r;
+  if (graphs_.size() >= kMaxRecorded) graphs_.erase(graphs_.begin());
+  auto r = std::unique_ptr<Recorded>(new Recorded{.storage = storage,
+                                                  .capacity = capacity,
+                                                  .paged = true,
+                                                  .inputs = backend_.alloc({kTableAt + capacity}, DType::i32),
+                                                  .acts = Activations(backend_, config_, 1),
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false)});
+  r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
+  graphs_.push_back(std::move(r));
+  return *graphs_.back();
+}
+
+void DecodeSteps::write_inputs(Recorded& r, StepInputs in, const LoraSource* lora, const std::vector<int32_t>& table) {
+  epoch_ = epoch_ == INT32_MAX ? 1 : epoch_ + 1;
+  in.lora_table = fused_ ? table_address(lora) : nullptr;
+  in.epoch = epoch_;
+  if (!r.paged) {
+    backend_.write(r.inputs, &in, sizeof in);
+    return;
+  }
+  if (int64_t(table.size()) > r.capacity)
+    fail(ErrorKind::internal, "decode step: a block table of " + std::to_string(table.size()) + " blocks, room for " +
+                                  std::to_string(r.capacity));
+  std::vector<int32_t> words(size_t(kTableAt) + table.size(), 0);  // the table starts at entry 0
+  std::memcpy(words.data(), &in, sizeof in);
+  std::copy(table.begin(), table.end(), words.begin() + kTableAt);
+  backend_.write(r.inputs, words.data(), words.size() * sizeof(int32_t));
+}
+
+Graph* DecodeSteps::graph_for(const ModelWeights& weights, Recorded& r, KVCache* cache, KVBlockPool* pool,
+                              int64_t context, bool lora) {
+  std::unique_ptr<Graph>& graph = r.graphs[{context, lora}];
+  if (graph) return graph.get();
+  if (fused_) table_address(nullptr);  // the adapter table the LoRA builds read exists before they are recorded
+  const Heads heads = pick_heads(weights, nullptr);  // steps with a replaced head or embedding are not recorded
+  const PagedKeys paged{.tables = r.table, .starts = r.table_start, .positions = r.position,
+                        .block_size = pool ? pool->block_size() : 1, .max_visible = context};
+  const auto body = [&] {
+    if (fused_) {
+      FusedOps ops(backend_, *fused_, config_, cache, pool, paged, r, lora_table_, lora);
+      forward_pass(ops, weights, heads, r.acts, r.head.logits);
+    } else {
+      const std::vector<Span> spans{{.begin = 0, .count = 1, .past = 0, .cache = cache}};
+      PlainOps ops(backend_, config_, {.spans = &spans, .ids = r.token, .positions = r.position}, nullptr, r.acts,
+                   r.head);
+      forward_pass(ops, weights, heads, r.acts, r.head.logits);
+    }
+  };
+  graph = backend_.capture(body);
+  if (graph) ++captures_;
+  else body();  // a backend without graphs: run now, nothing kept
+  return graph.get();
+}
+
 Tensor DecodeSteps::run(const ModelWeights& weights, const Span& span, int32_t token, const LoraSource* lora) {
   Recorded& r = recorded_for(*span.cache, weights.head);
-  epoch_ = epoch_ == INT32_MAX ? 1 : epoch_ + 1;
-  const StepInputs in{.lora_table = fused_ ? table_address(lora) : nullptr,
-                      .token = token,
-                      .position = int32_t(span.past),
-                      .epoch = epoch_};
-  backend_.write(r.inputs, &in, sizeof in);
-  std::unique_ptr<Graph>& graph = lora ? r.lora : r.base;
-  if (!graph) {
-    const Heads heads = pick_heads(weights, nullptr);  // steps with a replaced head or embedding are not recorded
-    const auto body = [&] {
-      if (fused_) {
-        FusedOps ops(backend_, *fused_, config_, *span.cache, r, lora_table_, lora != nullptr);
-        forward_pass(ops, weights, heads, r.acts, r.head.logits);
-      } else {
-        const std::vector<Span> spans{span};
-        PlainOps ops(backend_, config_, {.spans = &spans, .ids = r.token, .positions = r.position}, nullptr, r.acts,
-                     r.head);
-        forward_pass(ops, weights, heads, r.acts, r.head.logits);
-      }
-    };
-    graph = backend_.capture(body);
-    if (graph) ++captures_;
-    else body();  // a backend without graphs
-  }
+  write_inputs(r, {.token = token, .position = int32_t(span.past), .slot = int32_t(span.past)}, lora, {});
+  if (Graph* graph = graph_for(weights, r, span.cache, nullptr, 0, lora != nullptr)) graph->replay();
+  return r.head.logits;
+}
+
+Tensor DecodeSteps::run_paged(const ModelWeights& weights, const FlatBatch& flat, KVBlockPool& pool,
+                              const LoraSource* lora) {
+  if (!fused_ || flat.spans.size() != 1 || flat.ids.size() != 1)
+    fail(ErrorKind::internal, "decode step: a paged step is one token of one sequence through the fused kernels");
+  Recorded& r = recorded_for(pool, weights.head);
+  write_inputs(r, {.token = flat.ids[0], .position = flat.positions[0], .slot = flat.slots[0]}, lora, flat.tables);
+  Graph* graph = graph_for(weights, r, nullptr, &pool, paged_context_bucket(flat.max_visible), lora != nullptr);
   if (graph) graph->replay();
   return r.head.logits;
+}
+
+void DecodeSteps::record_paged(const ModelWeights& weights, KVBlockPool& pool, int64_t context) {
+  if (!fused_) return;
+  Recorded& r = recorded_for(pool, weights.head);
+  for (const bool lora : {false, true}) graph_for(weights, r, nullptr, &pool, paged_context_bucket(context), lora);
 }
 
 void DecodeSteps::forget_graphs() {

@@ -23,7 +23,7 @@ struct StepInputs {
   int32_t position = 0;  // the cache's length before the step
   int32_t epoch = 0;     // the step counter, never 0: LoRA values a step publishes carry it (their scratch starts
                          // zeroed), so a kernel never mistakes the last step's for this one's
-  int32_t reserved = 0;  // the size a multiple of 8 bytes
+  int32_t slot = 0;      // the cache row the token's key and value go to: the position, or a paged pool's row
 };
 static_assert(sizeof(StepInputs) == 24 && offsetof(StepInputs, token) == 8, "StepInputs layout");
 
@@ -41,6 +41,16 @@ class DecodeSteps {
   /// first use. Returns the logits on the device, [1, vocab] f32, valid until the next step on this cache.
   /// Callers hold the model's device lock and its weights lock (shared).
   Tensor run(const ModelWeights& weights, const Span& span, int32_t token, const LoraSource* lora);
+  /// The one-token step of the one sequence of `flat` over `pool` (its keys and values in the pool's rows, named by
+  /// its block table) with `lora`: the same fused kernels, the same recorded replay, attention over the block table.
+  /// Graphs are recorded per context bucket (powers of two from 64 up to flat.max_visible). Returns the logits on
+  /// the device, [1, vocab] f32, valid until the next step. Callers hold the model's device and weights locks.
+  Tensor run_paged(const ModelWeights& weights, const FlatBatch& flat, KVBlockPool& pool, const LoraSource* lora);
+  /// Records the paged steps (with and without an adapter) of contexts up to `context` over `pool` ahead of the
+  /// first request (warm-up); nothing where the fused kernels do not take the model.
+  void record_paged(const ModelWeights& weights, KVBlockPool& pool, int64_t context);
+  /// Whether paged steps run the fused kernels (run_paged is then the one-sequence step of choice).
+  bool fused() const { return fused_ != nullptr; }
   /// Forgets every recorded graph: call after replacing weight tensors (graphs bake in their addresses).
   void forget_graphs();
   /// Graphs recorded so far (adapter swaps must add none).
@@ -50,6 +60,13 @@ class DecodeSteps {
 
  private:
   Recorded& recorded_for(const KVCache& cache, const Tensor& head);
+  Recorded& recorded_for(const KVBlockPool& pool, const Tensor& head);
+  // Writes the step's inputs (and the block table after them, if any) for `lora`, bumping the epoch.
+  void write_inputs(Recorded& r, StepInputs in, const LoraSource* lora, const std::vector<int32_t>& table);
+  // The graph of r's step with or without an adapter, for contexts up to `context` (paged; 0 for a cache),
+  // recorded on first use.
+  Graph* graph_for(const ModelWeights& weights, Recorded& r, KVCache* cache, KVBlockPool* pool, int64_t context,
+                   bool lora);
   const void* table_address(const LoraSource* lora);
 
   Backend& backend_;

@@ -277,6 +277,10 @@ auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequen
   const std::shared_lock weights_lock(impl.weights_mutex);
   // On a device every row takes its adapter by the row gather, one adapter or many (the same kernels, the same cost).
   const bool by_rows = mixed || (b.device() != Device::cpu && first);
+  // One sequence decoding one token: the fused one-token kernels, as a contiguous cache's step runs.
+  if (impl.decode_steps && impl.decode_steps->fused() && logits == LogitsFor::last_token && flat.ids.size() == 1 &&
+      impl.decode_steps->takes(first))
+    return read(b, impl.decode_steps->run_paged(impl.weights, flat, pool, first));
   if (impl.paged_steps && logits == LogitsFor::last_token && impl.paged_steps->takes(flat))
     return read(b, impl.paged_steps->run(impl.weights, flat, pool));
   return read(b, plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
@@ -376,6 +380,7 @@ void Model::record_paged_steps(KVBlockPool& pool, int64_t rows) const {
   const std::lock_guard device_lock(impl_->device_mutex);
   const std::shared_lock weights_lock(impl_->weights_mutex);
   impl_->paged_steps->record(impl_->weights, pool, rows, 1);
+  impl_->decode_steps->record_paged(impl_->weights, pool, 1);  // a batch of one runs the one-token kernels
 }
 
 int64_t Model::paged_graphs_recorded() const { return impl_->paged_steps ? impl_->paged_steps->graphs_recorded() : 0; }

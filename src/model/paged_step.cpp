@@ -16,11 +16,9 @@ int64_t power_of_two_at_least(int64_t n) {
   return p;
 }
 
-// The context a graph is recorded for: the split-K attention spreads a query's keys over blocks by it (a graph
-// bakes in the grid), so contexts go by powers of two from 64.
-int64_t context_bucket(int64_t visible) { return std::max<int64_t>(64, power_of_two_at_least(visible)); }
-
 }  // namespace
+
+int64_t paged_context_bucket(int64_t visible) { return std::max<int64_t>(64, power_of_two_at_least(visible)); }
 
 // One batch size's fixed buffers (graphs bake in their addresses) and its graphs by (context, adapters or not).
 // inputs, i32: ids [R] | positions [R] | slots [R] | table starts [R] | adapter words [R, 2] | block tables.
@@ -130,7 +128,7 @@ Tensor PagedSteps::run(const ModelWeights& weights, const FlatBatch& flat, KVBlo
   }
   std::copy(flat.tables.begin(), flat.tables.end(), host.begin() + 6 * rows);
   backend_.write(b.inputs, host.data(), host.size() * sizeof(int32_t));
-  graph_for(weights, pool, b, context_bucket(flat.max_visible), adapters.has_value())->replay();
+  graph_for(weights, pool, b, paged_context_bucket(flat.max_visible), adapters.has_value())->replay();
   return b.head.logits.rows(0, n);
 }
 
@@ -140,7 +138,7 @@ void PagedSteps::record(const ModelWeights& weights, KVBlockPool& pool, int64_t 
   use_pool(pool);
   for (int64_t r = 1; r <= std::min(power_of_two_at_least(rows), kMaxRows); r <<= 1)
     for (const bool lora : {false, true})
-      graph_for(weights, pool, buffers_for(r, weights, pool), context_bucket(context), lora);
+      graph_for(weights, pool, buffers_for(r, weights, pool), paged_context_bucket(context), lora);
 }
 
 void PagedSteps::forget_graphs() {

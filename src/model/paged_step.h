@@ -16,6 +16,11 @@
 
 namespace wick {
 
+/// The context a recorded paged step is recorded for, for steps whose longest context is `visible`: the split-K
+/// attention spreads a query's keys over blocks by it (a graph bakes in the grid), so contexts go by powers of two
+/// from 64.
+int64_t paged_context_bucket(int64_t visible);
+
 class PagedSteps {
  public:
   /// The most sequences and the largest adapter rank a recorded step takes; larger batches and adapters run eagerly.

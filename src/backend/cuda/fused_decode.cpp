@@ -102,11 +102,13 @@ class CudaFusedDecode final : public FusedDecode {
     expect(d > 0 && d % 2 == 0 && q_dim % d == 0 && kv_dim % d == 0 && p.weight[2].dim(0) == kv_dim &&
                q.numel() == q_dim && q.dtype() == DType::bf16 && k_cache.dtype() == DType::bf16 &&
                k_cache.numel() % kv_dim == 0 && k_cache.shape() == v_cache.shape() &&
-               v_cache.dtype() == DType::bf16 && p.positions.dtype() == DType::i32 && p.positions.numel() == 1,
+               v_cache.dtype() == DType::bf16 && p.positions.dtype() == DType::i32 && p.positions.numel() == 1 &&
+               (!p.slots.defined() || (p.slots.dtype() == DType::i32 && p.slots.numel() == 1)),
            op, "q " + to_string(p.weight[0].shape()) + " k " + to_string(p.weight[1].shape()) + " cache " +
                    to_string(k_cache.shape()) + " head_dim " + std::to_string(d));
     cuda::QkvGemv g{.heads = q_dim / d, .kv_heads = kv_dim / d, .head_dim = d,
-                    .position = p.positions.data<int32_t>(), .theta = p.rope_theta, .q = q.raw(),
+                    .position = p.positions.data<int32_t>(),
+                    .slot = p.slots.defined() ? p.slots.data<int32_t>() : nullptr, .theta = p.rope_theta, .q = q.raw(),
                     .k_cache = k_cache.raw(), .v_cache = v_cache.raw()};
     for (int s = 0; s < 3; ++s) {
       g.w[s] = p.weight[s].raw();

@@ -210,6 +210,7 @@ void gemv_attention_inputs(const FusedGemvInput& in, const QkvGemv& p, cudaStrea
   a.rope.head_dim = int(p.head_dim);
   a.cover.pairs = int((p.heads + 2 * p.kv_heads) * (p.head_dim / 2));
   a.rope.position = p.position;
+  a.rope.slot = p.slot ? p.slot : p.position;
   a.rope.log_theta = std::log(p.theta);
   a.out.row = static_cast<bf16*>(p.q);
   a.out.k_cache = static_cast<bf16*>(p.k_cache);

@@ -42,11 +42,12 @@ struct QkvGemv {
   const void* w[3] = {};               // q [heads·d, k]; k and v [kv_heads·d, k]; bf16
   const void* bias[3] = {};            // [rows of w[i]] bf16, or null
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
-  const int32_t* position = nullptr;   // [1]: the rotation's position and the cache row written, read on the device
+  const int32_t* position = nullptr;   // [1]: the rotation's position, read on the device
+  const int32_t* slot = nullptr;       // [1]: the cache row written (null: *position), read on the device
   double theta = 0.0;                  // RoPE base
   void* q = nullptr;                   // [heads·d] bf16, rotated
-  void* k_cache = nullptr;             // [capacity, kv_heads, d] bf16: k, rotated, into row *position
-  void* v_cache = nullptr;             // [capacity, kv_heads, d] bf16: v into row *position
+  void* k_cache = nullptr;             // [capacity, kv_heads, d] bf16: k, rotated, into row *slot
+  void* v_cache = nullptr;             // [capacity, kv_heads, d] bf16: v into row *slot
 };
 
 /// For s in {q, k, v}: rows of p.w[s] times the (normed) input, plus p.bias[s]; q and k rotated (NeoX pairs

@@ -63,6 +63,7 @@ struct KernelParams {
   struct Rope {  // attention inputs only
     int heads = 0, kv_heads = 0, head_dim = 0;
     const int32_t* position = nullptr;  // [1]
+    const int32_t* slot = nullptr;      // [1]: the cache row k and v go to
     double log_theta = 0.0;
   } rope;
   struct Outputs {
@@ -411,7 +412,7 @@ __device__ inline float round_bf16(float v) { return __bfloat162float(__float2bf
 // Epilogue operands, loaded at the start so that their round trips overlap the weight loads.
 struct Operands {
   float b0 = 0.0f, b1 = 0.0f;  // bias (attention inputs) or the residual stream's values (residual)
-  int pos = 0;
+  int pos = 0, slot = 0;
 };
 
 template <Epilogue E>
@@ -419,6 +420,7 @@ __device__ Operands operands_of(const KernelParams& a, const Pair& pr) {
   Operands o;
   if constexpr (E == Epilogue::attention_inputs) {
     o.pos = *a.rope.position;
+    o.slot = *a.rope.slot;
     if (a.bias[pr.proj0]) {
       o.b0 = __bfloat162float(a.bias[pr.proj0][pr.row0]);
       o.b1 = __bfloat162float(a.bias[pr.proj0][pr.row1]);
@@ -436,7 +438,7 @@ __device__ void finish(const KernelParams& a, const Pair& pr, const Operands& o,
   if constexpr (E == Epilogue::attention_inputs) {
     const int proj = pr.proj0;
     const float v0 = round_bf16(s0 + o.b0), v1 = round_bf16(s1 + o.b1);  // the projection's output, as stored
-    const int64_t cache_row = int64_t(o.pos) * a.rope.kv_heads * a.rope.head_dim;
+    const int64_t cache_row = int64_t(o.slot) * a.rope.kv_heads * a.rope.head_dim;
     if (proj == 2) {
       a.out.v_cache[cache_row + pr.row0] = __float2bfloat16(v0);
       a.out.v_cache[cache_row + pr.row1] = __float2bfloat16(v1);
