@@ -14,7 +14,8 @@ runtime="$(clang++ -print-resource-dir)/lib/linux/libclang_rt.fuzzer-x86_64.a"
 [ -f "$runtime" ] || { echo "fuzz: no libFuzzer runtime at $runtime (Debian: libfuzzer-<clang version>-dev)" >&2; exit 1; }
 
 build=build-fuzz
-cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWICK_FUZZ=ON \
+cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -gline-tables-only -DNDEBUG" -DWICK_FUZZ=ON \
       -DWICK_CUDA=OFF -DWICK_BENCH=OFF -DWICK_TESTS=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target wick_fuzzers
 
