@@ -260,7 +260,8 @@ BENCHMARK_CAPTURE(BM_EngineDecode, cpu_tiny, std::string("tiny"), Device::cpu)
     ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({8, 8})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_EngineDecode, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
-    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({32, 0})->Args({64, 0})->Args({128, 0})
+    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({16, 0})->Args({32, 0})->Args({64, 0})
+    ->Args({128, 0})
     ->Args({32, 1})->Args({32, 8})->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
 }  // namespace

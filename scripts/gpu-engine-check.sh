@@ -36,7 +36,7 @@ run_tests() {  # NAME BINARY FILTER
   note "$1: exit $? ($(grep -E '^\[  (PASSED|FAILED)' "$out/$1.log" | tr '\n' ' '))"
   grep -E "^\[  FAILED|Failure|Expected|Which is|relative" "$out/$1.log" | head -20 | tee -a "$summary"
 }
-run_tests backend_paged $build/tests/wick_backend_tests '*Paged*:*Summary*:CudaModel*'
+run_tests backend_paged $build/tests/wick_backend_tests '*Paged*:*Summary*:CudaModel*:CudaFusedRows*'
 run_tests model_paged $build/tests/wick_model_tests 'PagedForward*'
 run_tests engine $build/tests/wick_engine_tests '*'
 fi
@@ -57,7 +57,7 @@ grep -E "^BM_|rror" "$out/bench.log" | tee -a "$summary"
 [ "$stage" = bench ] && exit 0
 if command -v compute-sanitizer >/dev/null; then
   timeout "$(left)" compute-sanitizer --tool memcheck --error-exitcode 9 $build/tests/wick_backend_tests \
-    --gtest_filter='*Paged*:*Summary*' >"$out/memcheck_ops.log" 2>&1
+    --gtest_filter='*Paged*:*Summary*:CudaFusedRows*' >"$out/memcheck_ops.log" 2>&1
   note "memcheck paged ops: exit $? ($(tail -1 "$out/memcheck_ops.log"))"
   timeout "$(left)" compute-sanitizer --tool memcheck --error-exitcode 9 $build/tests/wick_engine_tests \
     --gtest_filter='Engine.Cuda*' >"$out/memcheck_engine.log" 2>&1

@@ -94,7 +94,8 @@ struct QkvProjections {
   Tensor weight[3]{};  // q [heads·d, k]; k and v [kv_heads·d, k]
   Tensor bias[3]{};    // [rows of weight[i]] or undefined
   Tensor positions{};  // i32 [1] on the device: the token's position, read when the op runs
-  Tensor slots{};      // i32 [1] on the device: the cache row k and v go to (a paged pool's row); undefined: positions
+  Tensor slots{};      // i32 [1] (FusedRows: [rows]) on the device: the cache row k and v go to (a paged pool's
+                       // row); undefined: positions
   double rope_theta = 0.0;
   int64_t head_dim = 0;
 };
@@ -131,6 +132,33 @@ class FusedDecode {
                        const DecodeLora& lora) = 0;
   /// logits = linear(in, w), f32 [1, rows of w]: the final norm and the head.
   virtual void norm_linear(const FusedInput& in, const Tensor& w, Tensor& logits) = 0;
+};
+
+/// Fused ops over a few token rows of a paged batch (a decode step of up to max_rows() sequences): each makes one
+/// pass over its weights for all rows and computes what the plain Backend ops named in its comment compute (f32
+/// accumulation, compute-dtype storage); tests hold each against those ops on the CPU backend. A FusedInput's norm is
+/// rmsnorm over each row, computed inside the op. No LoRA: batches with adapters take the plain ops and their row
+/// gather.
+class FusedRows {
+ public:
+  virtual ~FusedRows() = default;
+  /// The most token rows an op takes.
+  virtual int64_t max_rows() const = 0;
+  /// The most token rows for which a model's pass should take these ops (at most max_rows(); beyond it, the plain
+  /// ops are faster on this device).
+  virtual int64_t step_rows() const = 0;
+  /// Whether the ops take a model of this shape (hidden, ffn and heads·head_dim multiples of 32; head_dim of 16).
+  virtual bool supports(const DecodeShape& shape) const = 0;
+  /// For i in {q, k, v}: y_i = linear(in, p.weight[i], p.bias[i]), then rope_kv at each row's p.positions[t]: q into
+  /// `q` [rows, heads·d], k and v into the pool's rows [pool rows, kv_heads, d] at p.slots[t].  in.x [rows, k].
+  virtual void attention_inputs(const FusedInput& in, const QkvProjections& p, Tensor& q, Tensor& k_pool,
+                                Tensor& v_pool) = 0;
+  /// x += linear(in, w): an output projection and its residual add.  in [rows, k]; w [width of x, k]; x [rows, ·].
+  virtual void residual_linear(const Tensor& in, const Tensor& w, Tensor& x) = 0;
+  /// h = swiglu(linear(in, w_gate), linear(in, w_up)).  h [rows, ffn].
+  virtual void gate_up(const FusedInput& in, const Tensor& w_gate, const Tensor& w_up, Tensor& h) = 0;
+  /// out = linear(in, w), f32 [rows, rows of w]: the final norm and the head.
+  virtual void linear_f32(const FusedInput& in, const Tensor& w, Tensor& out) = 0;
 };
 
 /// A recorded sequence of ops that can be replayed (a CUDA graph). Tensors it uses keep their addresses,
@@ -181,6 +209,8 @@ class Backend {
 
   /// The fused one-token decode ops, or nullptr where the plain ops serve (the CPU backend).
   virtual FusedDecode* fused_decode() { return nullptr; }
+  /// The fused few-row ops, or nullptr where the plain ops serve (the CPU backend).
+  virtual FusedRows* fused_rows() { return nullptr; }
 
   /// out[t, :] = table[ids[t], :].  table [vocab, hidden], ids i32 [tokens], out [tokens, hidden].
   virtual void embedding(const Tensor& table, const Tensor& ids, Tensor& out) = 0;

@@ -162,10 +162,12 @@ struct PlainPassOptions {
   bool mixed_lora = false;
 };
 
-// The i32 inputs of one pass, uploaded together: views of one device tensor.
+// The i32 inputs of one pass, uploaded together: views of one device tensor. Each starts on an 8-byte boundary:
+// the adapter addresses among them are read as 8-byte words (a misaligned one faults on a GPU).
 class PackedInts {
  public:
   int64_t add(std::span<const int32_t> values) {
+    if (host_.size() % 2) host_.push_back(0);
     const int64_t at = int64_t(host_.size());
     host_.insert(host_.end(), values.begin(), values.end());
     return at;

@@ -26,6 +26,11 @@ std::optional<AdapterWords> adapter_words(Backend& b, const ModelConfig& c, cons
 PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
                    HeadBuffers& hb)
     : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {
+  FusedRows* rows = b.fused_rows();
+  if (rows && batch_.paged && !batch_.mixed_lora && !lora && batch_.ids.numel() <= rows->step_rows() &&
+      rows->supports({.hidden = c.hidden_size, .ffn = c.intermediate_size, .heads = c.num_heads,
+                      .kv_heads = c.num_kv_heads, .head_dim = c.head_dim}))
+    rows_ = rows;
   if (!batch_.mixed_lora || batch_.row_adapters) return;
   for (const Span& s : *batch_.spans) {
     if (!segments_.empty() && segments_.back().lora == s.lora) segments_.back().count += s.count;
@@ -59,6 +64,11 @@ void PlainOps::normalize(const Normed& n, Tensor& out) {
   pending_ = Tensor();
 }
 
+FusedInput PlainOps::normed_input(const Normed& n) {
+  settle_residual();
+  return {.x = *n.x, .norm = *n.weight, .eps = float(c_.rms_norm_eps)};
+}
+
 void PlainOps::settle_residual() {
   if (!pending_.defined()) return;
   b_.add(pending_, a_.proj, pending_);
@@ -67,11 +77,20 @@ void PlainOps::settle_residual() {
 
 void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v,
                                 int64_t layer, Tensor& q_out) {
-  normalize(h, a_.normed);
   // The biases ride in rope_kv's launch (the projections' outputs get them there, as linear would add them).
   const QkvBias bias = q.bias.defined() && k.bias.defined() && v.bias.defined()
                            ? QkvBias{.q = q.bias, .k = k.bias, .v = v.bias}
                            : QkvBias{};
+  if (rows_ && (bias.defined() || !(q.bias.defined() || k.bias.defined() || v.bias.defined()))) {
+    Tensor kp = batch_.paged->pool->keys(layer), vp = batch_.paged->pool->values(layer);
+    rows_->attention_inputs(normed_input(h),
+                            {.weight = {q.weight, k.weight, v.weight}, .bias = {bias.q, bias.k, bias.v},
+                             .positions = batch_.positions, .slots = batch_.paged->slots,
+                             .rope_theta = c_.rope_theta, .head_dim = c_.head_dim},
+                            q_out, kp, vp);
+    return;
+  }
+  normalize(h, a_.normed);
   const auto unbiased = [&](const Projection& p) {
     Projection w = p;
     if (bias.defined()) w.bias = Tensor();
@@ -113,11 +132,19 @@ void PlainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
 
 void PlainOps::add_projection(const Tensor& in, const Projection& w, Tensor& x) {
   settle_residual();
+  if (rows_ && !w.bias.defined()) {  // the add rides in the projection's epilogue
+    rows_->residual_linear(in, w.weight, x);
+    return;
+  }
   project(in, w, a_.proj);
   pending_ = x;
 }
 
 void PlainOps::gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) {
+  if (rows_ && !gate.bias.defined() && !up.bias.defined()) {
+    rows_->gate_up(normed_input(m), gate.weight, up.weight, out);
+    return;
+  }
   normalize(m, a_.normed);
   project(a_.normed, gate, out);
   project(a_.normed, up, a_.up);
@@ -134,6 +161,10 @@ void PlainOps::logits(const Normed& n, const Tensor& head, Tensor& logits) {
       const int64_t last = spans[s].begin + spans[s].count - 1;
       b_.copy_rows(n.x->rows(last, last + 1), rows, int64_t(s));
     }
+  }
+  if (rows_ && rows.dim(0) <= rows_->step_rows()) {
+    rows_->linear_f32({.x = rows, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}, head, logits);
+    return;
   }
   b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), hb_.normed);
   b_.linear(hb_.normed, head, Tensor(), logits);

@@ -66,6 +66,8 @@ class PlainOps final : public LayerOps {
   void normalize(const Normed& n, Tensor& out);
   // Adds the pending residual (a_.proj) into its stream, if any.
   void settle_residual();
+  // n as the few-row kernels take it (the norm inside them), the pending residual added first.
+  FusedInput normed_input(const Normed& n);
   // The LoRA chokepoint with the adapter of each row.
   void project(const Tensor& in, const Projection& w, Tensor& out);
 
@@ -75,6 +77,9 @@ class PlainOps final : public LayerOps {
   const LoraSource* lora_;
   Activations& a_;
   HeadBuffers& hb_;
+  // The few-row kernels, for a paged batch of at most their rows without adapters (a decode step of that many
+  // sequences, a short prefill chunk); null: the plain ops.
+  FusedRows* rows_ = nullptr;
   std::vector<LoraSegment> segments_;  // runs of spans sharing an adapter (mixed_lora)
   // The stream add_projection left a_.proj to be added into: the add is folded into the next norm of that stream
   // (Backend::add_rmsnorm, one pass over x instead of two).

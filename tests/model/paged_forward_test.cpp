@@ -156,11 +156,10 @@ double relative_l2(const Tensor& a, const Tensor& b) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-// The same mixed batch on CUDA (bf16 weights, activations and pool) against the CPU's paged pass: within the bf16
-// bound of a whole forward pass (relative L2 3e-2, as CudaModel's tests; the largest single logit moves 1-2 %), for
-// every step of a prompt plus 20 tokens, fed the CPU's greedy tokens so that both see the same inputs. Skipped
-// without a GPU.
-TEST(PagedForward, CudaMatchesTheCpu) {
+// A batch on CUDA (bf16 weights, activations and pool) against the CPU's paged pass: within the bf16 bound of a
+// whole forward pass (relative L2 3e-2, as CudaModel's tests; the largest single logit moves 1-2 %), for every step
+// of the prompts plus 20 tokens, fed the CPU's greedy tokens so that both see the same inputs. Skipped without a GPU.
+void expect_cuda_matches_cpu(size_t sequences, bool adapters) {
   std::shared_ptr<Model> gpu;
   try {
     gpu = Model::load(fixture("models/tiny-untied"), {.device = Device::cuda});
@@ -169,24 +168,38 @@ TEST(PagedForward, CudaMatchesTheCpu) {
   }
   auto cpu = tiny();
   const auto a_cpu = adapter(*cpu, "a", 1), a_gpu = adapter(*gpu, "a", 1);
-  const std::vector<std::vector<int32_t>> prompts{{5, 17, 42, 99}, {301, 7, 7, 19, 250, 64, 12}, {2, 300}};
-  KVBlockPool cpu_pool = cpu->make_block_pool(24, 4), gpu_pool = gpu->make_block_pool(24, 4);
-  std::vector<std::vector<int32_t>> tables(3), tokens = prompts;
-  for (int32_t b = 0; b < 24; ++b) tables[size_t(b % 3)].push_back(23 - b);
-  std::vector<int64_t> past(3, 0);
+  std::vector<std::vector<int32_t>> tokens(sequences), tables(sequences);
+  for (size_t i = 0; i < sequences; ++i)  // prompts of 1 to 7 tokens
+    for (size_t t = 0; t <= i % 7; ++t) tokens[i].push_back(int32_t((i * 37 + t * 11 + 5) % 300));
+  const int32_t blocks = int32_t(8 * sequences);  // 28 positions at most per sequence: 7 blocks of 4
+  KVBlockPool cpu_pool = cpu->make_block_pool(blocks, 4), gpu_pool = gpu->make_block_pool(blocks, 4);
+  for (int32_t b = 0; b < blocks; ++b) tables[size_t(b) % sequences].push_back(blocks - 1 - b);
+  std::vector<int64_t> past(sequences, 0);
   for (int step = 0; step <= 20; ++step) {
     std::vector<PagedSequence> on_cpu, on_gpu;
-    for (size_t i = 0; i < 3; ++i) {
-      on_cpu.push_back({.tokens = tokens[i], .past = past[i], .blocks = tables[i], .lora = i == 1 ? nullptr : &a_cpu->source()});
-      on_gpu.push_back({.tokens = tokens[i], .past = past[i], .blocks = tables[i], .lora = i == 1 ? nullptr : &a_gpu->source()});
+    for (size_t i = 0; i < sequences; ++i) {
+      const bool with = adapters && i % 3 != 1;
+      on_cpu.push_back({.tokens = tokens[i], .past = past[i], .blocks = tables[i], .lora = with ? &a_cpu->source() : nullptr});
+      on_gpu.push_back({.tokens = tokens[i], .past = past[i], .blocks = tables[i], .lora = with ? &a_gpu->source() : nullptr});
     }
     const Tensor want = cpu->forward_paged(cpu_pool, on_cpu), got = gpu->forward_paged(gpu_pool, on_gpu);
-    EXPECT_LE(relative_l2(got, want), 3e-2) << "step " << step;
-    for (size_t i = 0; i < 3; ++i) {
+    EXPECT_LE(relative_l2(got, want), 3e-2) << "step " << step << ", " << sequences << " sequences";
+    for (size_t i = 0; i < sequences; ++i) {
       past[i] += int64_t(tokens[i].size());
       tokens[i] = {argmax(want, int64_t(i))};
     }
   }
+}
+
+// Three sequences, two with the adapter (the row gather of adapters, the plain ops).
+TEST(PagedForward, CudaMatchesTheCpu) { expect_cuda_matches_cpu(3, true); }
+
+// No adapters: the few-row kernels, over 5 sequences (their prompts a 15-token prefill, one launch of each kernel
+// too) and 13 (the prefill through the plain ops, every step in the few-row kernels at 13 rows, in the step recorded
+// for 16).
+TEST(PagedForward, CudaWithoutAdaptersMatchesTheCpu) {
+  expect_cuda_matches_cpu(5, false);
+  expect_cuda_matches_cpu(13, false);
 }
 
 // Whether row 0's best two logits are within 2 % of the best's magnitude (bf16 rounding may swap them).
@@ -199,7 +212,7 @@ bool near_tie(const Tensor& logits) {
 // One sequence decoding one token at a time over a pool (a batch of one in the engine) runs the fused one-token
 // kernels of a contiguous cache's step, reading its keys through the block table: on CUDA, its logits at every step
 // equal those of the same sequence decoded through a contiguous cache within bf16 rounding (the two passes differ in
-// their attention kernels, prefill included: 0.4-0.9 % relative L2 measured; a key read from a wrong row moves them
+// their attention kernels, prefill included: 0.4-2 % relative L2 measured; a key read from a wrong row moves them
 // by tens of percent), and so do the greedy ids wherever the reference's best two are not a bf16-level tie — with no
 // adapter, with one, and with the adapter changing mid-sequence (one recorded step serves every adapter). Skipped
 // without a GPU.
@@ -232,14 +245,14 @@ TEST(PagedForward, CudaOneSequenceRunsTheOneTokenStepOverItsBlockTable) {
     const int64_t recorded = gpu->decode_graphs_recorded(), paged_recorded = gpu->paged_graphs_recorded();
     Tensor got = gpu->forward_paged(pool, std::vector<PagedSequence>{{.tokens = prompt, .blocks = blocks,
                                                                       .lora = lora_at(0)}});
-    EXPECT_LE(relative_l2(got, want[0]), 2e-2) << "prompt, adapters " << adapters;
+    EXPECT_LE(relative_l2(got, want[0]), 3e-2) << "prompt, adapters " << adapters;
     for (int s = 1; s <= kSteps; ++s) {
       const std::vector<int32_t> one{ids[size_t(s - 1)]};
       got = gpu->forward_paged(pool, std::vector<PagedSequence>{{.tokens = one,
                                                                  .past = int64_t(prompt.size()) + s - 1,
                                                                  .blocks = blocks,
                                                                  .lora = lora_at(s)}});
-      EXPECT_LE(relative_l2(got, want[size_t(s)]), 2e-2) << "step " << s << ", adapters " << adapters;
+      EXPECT_LE(relative_l2(got, want[size_t(s)]), 3e-2) << "step " << s << ", adapters " << adapters;
       if (s < kSteps && !near_tie(want[size_t(s)])) {
         EXPECT_EQ(argmax(got, 0), ids[size_t(s)]) << "step " << s << ", adapters " << adapters;
       }

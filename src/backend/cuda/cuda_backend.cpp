@@ -23,6 +23,7 @@
 #include "backend/cuda/device_allocator.h"
 #include "backend/cuda/elementwise.h"
 #include "backend/cuda/fused_decode.h"
+#include "backend/cuda/fused_rows_ops.h"
 #include "backend/cuda/gemv_plain.h"
 #include "backend/cuda/norm.h"
 #include "backend/cuda/rope.h"
@@ -169,6 +170,7 @@ class CudaBackend final : public Backend {
     check(cudaMemsetAsync(attention_workspace_.raw(), 0, kAttentionWorkspaceBytes, stream_), "attention workspace");
     lora_low_ = alloc({kLoraLowFloats}, DType::f32);
     fused_ = make_cuda_fused_decode(stream_, allocator_);
+    fused_rows_ = make_cuda_fused_rows(stream_, allocator_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -180,6 +182,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   DType compute_dtype() const override { return DType::bf16; }
   FusedDecode* fused_decode() override { return fused_.get(); }
+  FusedRows* fused_rows() override { return fused_rows_.get(); }
 
   Tensor alloc(const Shape& shape, DType dtype) override { return allocator_->allocate(shape, dtype); }
   int64_t peak_memory_bytes() const override { return int64_t(allocator_->peak_in_use_bytes()); }
@@ -582,6 +585,7 @@ class CudaBackend final : public Backend {
   Tensor attention_workspace_;  // split-K attention partials (fixed: graphs bake in its address)
   Tensor lora_low_;             // lora_rows' scratch [kLoraLowFloats] f32 (fixed, as attention_workspace_)
   std::unique_ptr<FusedDecode> fused_;
+  std::unique_ptr<FusedRows> fused_rows_;
 };
 
 }  // namespace

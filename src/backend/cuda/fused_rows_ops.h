@@ -1,0 +1,16 @@
+// backend.h's FusedRows on CUDA (fused_rows_ops.cpp): validates shapes and dtypes and launches the few-row kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "backend/backend.h"
+#include "backend/cuda/device_allocator.h"
+
+namespace wick {
+
+/// The fused few-row ops on `stream`; their split-K scratch comes from `allocator`, zeroed once on the stream.
+std::unique_ptr<FusedRows> make_cuda_fused_rows(cudaStream_t stream, std::shared_ptr<cuda::DeviceAllocator> allocator);
+
+}  // namespace wick
