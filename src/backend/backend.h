@@ -147,6 +147,9 @@ class FusedRows {
   /// The most token rows for which a model's pass should take these ops (at most max_rows(); beyond it, the plain
   /// ops are faster on this device).
   virtual int64_t step_rows() const = 0;
+  /// The most token rows for which a model's pass should take linear_f32 for its head (at most step_rows(); beyond
+  /// it a GEMM is faster: the head is one long pass over a large weight, which latency does not dominate).
+  virtual int64_t head_rows() const = 0;
   /// Whether the ops take a model of this shape (hidden, ffn and heads·head_dim multiples of 32; head_dim of 16).
   virtual bool supports(const DecodeShape& shape) const = 0;
   /// For i in {q, k, v}: y_i = linear(in, p.weight[i], p.bias[i]), then rope_kv at each row's p.positions[t]: q into

@@ -1,9 +1,8 @@
 // The fused few-row ops (backend.h's FusedRows) against the plain ops on the CPU backend (rmsnorm, linear, rope_kv,
-// swiglu, add), with the norm inside the op and without: every row count a fragment
-// splits differently (1, 5, 8, 13, 16, 32), shapes whose launches split k over blocks, stage it through shared memory
-// more than once, or end in a partial tile; each op run twice, so that the second launch finds the split counters
-// the first left. Whole decode steps of many sequences: tests/model/paged_forward_test.cpp. Skipped (not failed) on
-// machines without a CUDA device.
+// swiglu, add), with the norm inside the op and without: every row count a fragment splits differently (1, 5, 8, 13,
+// 16, 32), shapes whose launches split k over a block's warps (a few k blocks each or many), or end in a partial
+// tile; each op run twice (a launch must leave nothing the next one trips on). Whole decode steps of many
+// sequences: tests/model/paged_forward_test.cpp. Skipped (not failed) on machines without a CUDA device.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -170,7 +170,7 @@ class CudaBackend final : public Backend {
     check(cudaMemsetAsync(attention_workspace_.raw(), 0, kAttentionWorkspaceBytes, stream_), "attention workspace");
     lora_low_ = alloc({kLoraLowFloats}, DType::f32);
     fused_ = make_cuda_fused_decode(stream_, allocator_);
-    fused_rows_ = make_cuda_fused_rows(stream_, allocator_);
+    fused_rows_ = make_cuda_fused_rows(stream_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);

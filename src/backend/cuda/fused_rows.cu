@@ -11,18 +11,24 @@
 // The RMSNorm before a projection rides along: the products are of x ⊙ g, and each token row's sum of squares is
 // gathered from the same loads of x, so the scale 1/√(mean(x²) + eps) is applied to the sums in the epilogue.
 //
-// Blocks are four warps (four tiles). Launches with few tiles split k over several blocks (a down_proj has 56 tiles
-// for 132 SMs): each warp parks its partial sums (and sums of squares), and the last of a tile's warps to arrive (an
-// atomic counter per tile, reset by that warp) adds them up and runs the epilogue.
+// A block owns one tile; its warps split the tile's k between them and add their sums up in shared memory, after
+// which the first warp runs the epilogue. The launch picks the most warps per block that still lets every tile's
+// block be resident at once (one wave: a second wave would double the latency, which is what a step of few rows
+// costs): on an H100 with the 0.5B shape, 16 for the 56 tiles of o_proj and down_proj and the 72 of q/k/v, 3 for
+// gate/up's 608, one for the head's 9,496. Nothing crosses blocks, so there are no partial sums parked in global
+// memory, no fences and no counters.
 //
-// Chaining (chain.cuh): the first weight loads are issued before chain_wait(); the input rows, the residual stream
-// and the scratch are touched only after it.
+// Chaining (chain.cuh): the first weight loads are issued before chain_wait(); the input rows and the epilogue's
+// operands (positions and pool rows, or the residual stream) are touched only after it — the operands at once, so
+// that their loads overlap the weights' instead of following the sums.
 #include "backend/cuda/fused_rows.h"
 
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <utility>
 
 #include "backend/cuda/chain.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -34,12 +40,12 @@ namespace fused_rows {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kHalf = 4;                        // k blocks of weight loads a lane issues at a time
-constexpr int kBlocksPerSm = 4;                 // what split launches aim for
-constexpr int kMaxSplits = 16;                  // blocks over one tile's k, at most
-constexpr int kPartFloats = kMaxRows / 2;       // a lane's partial sums: 4 per 8 token rows
+constexpr int kMaxWarps = 16;  // per block: the warps over one tile's k
+constexpr int kMaxThreads = kMaxWarps * 32;
+// k blocks of weight loads a lane issues at a time (two sets in flight): fewer with 32 token rows, whose sums take
+// the registers.
+template <int NT>
+constexpr int kHalf = NT == 4 ? 2 : 4;
 
 enum class Epilogue { attention_inputs, gate_up, residual, f32 };
 
@@ -51,8 +57,8 @@ struct Params {
   const bf16* w[3] = {};
   const bf16* bias[3] = {};
   int out_rows = 0;  // gate/up: ffn; residual and f32: rows of w[0]
-  int tiles = 0;     // of 16 weight rows
-  int splits = 1, split_kb = 0;  // blocks over one tile's k, k blocks each
+  int tiles = 0;     // of 16 weight rows: one block each
+  int warp_kb = 0;   // k blocks of each warp of a block
   int heads = 0, kv_heads = 0, head_dim = 0;
   const int32_t* positions = nullptr;
   const int32_t* slots = nullptr;
@@ -61,9 +67,6 @@ struct Params {
   float* out_f32 = nullptr;
   bf16* k_pool = nullptr;
   bf16* v_pool = nullptr;
-  float* parts = nullptr;
-  float* norms = nullptr;
-  int* counters = nullptr;
 };
 
 __device__ __forceinline__ void mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -159,8 +162,7 @@ __device__ Operands<E, NT> operands_of(const Params& a, int tile, int g, int t) 
 // The epilogue of the lane's sums: acc[nt][j] is row g of the tile (a pair's first member), acc[nt][2 + j] row
 // g + 8 (its second), both for token row nt·8 + 2t + j.
 template <Epilogue E, int NT>
-__device__ void finish(const Params& a, int tile, int g, int t, const float (&acc)[NT][4]) {
-  const Operands<E, NT> o = operands_of<E, NT>(a, tile, g, t);
+__device__ void finish(const Params& a, int tile, int g, int t, const float (&acc)[NT][4], const Operands<E, NT>& o) {
   float bias0 = 0.0f, bias1 = 0.0f;  // the pair's biases (attention inputs)
   if constexpr (E == Epilogue::attention_inputs) {
     const int half = a.head_dim / 2, p = tile * 8 + g, head = p / half, i = p % half;
@@ -218,25 +220,25 @@ __device__ void finish(const Params& a, int tile, int g, int t, const float (&ac
 }
 
 template <Epilogue E, int NT>
-__global__ void __launch_bounds__(kThreads) fused_rows_kernel(const Params a) {
+__global__ void __launch_bounds__(kMaxThreads) fused_rows_kernel(const Params a) {
   chain_release();
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane >> 2, t = lane & 3;
-  const int split = int(blockIdx.x) % a.splits, tile = int(blockIdx.x) / a.splits * kWarps + warp;
-  const bool has_tile = tile < a.tiles;
-  const int kb0 = split * a.split_kb, kb1 = min(kb0 + a.split_kb, a.k / kBlockK);
-  const TileRow row0 = tile_row<E>(a, has_tile ? tile : 0, g), row1 = tile_row<E>(a, has_tile ? tile : 0, g + 8);
+  constexpr int H = kHalf<NT>;
+  const int warps = int(blockDim.x) / 32, warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane >> 2, t = lane & 3, tile = int(blockIdx.x);
+  const int kb0 = warp * a.warp_kb, kb1 = min(kb0 + a.warp_kb, a.k / kBlockK);
+  const TileRow row0 = tile_row<E>(a, tile, g), row1 = tile_row<E>(a, tile, g + 8);
   const uint4* r0 = reinterpret_cast<const uint4*>(row0.w) + t;
   const uint4* r1 = reinterpret_cast<const uint4*>(row1.w) + t;
 
   float acc[NT][4] = {};
   float squares[NT] = {};  // with a norm: Σx² of token row nt·8 + g over the lane's inputs
-  // Two sets of kHalf k blocks of the lane's two rows, one loading while the other is multiplied.
-  uint4 w0[2][kHalf], w1[2][kHalf];
-  // Set `set`: k blocks [from, from + kHalf) below kb1, streamed.
+  // Two sets of H k blocks of the lane's two rows, one loading while the other is multiplied.
+  uint4 w0[2][H], w1[2][H];
+  // Set `set`: k blocks [from, from + H) below kb1, streamed.
   const auto load = [&](int set, int from) {
 #pragma unroll
-    for (int u = 0; u < kHalf; ++u) {
-      const bool in = has_tile && from + u < kb1;
+    for (int u = 0; u < H; ++u) {
+      const bool in = from + u < kb1;
       w0[set][u] = in ? __ldcs(r0 + (from + u) * 4) : make_uint4(0, 0, 0, 0);
       w1[set][u] = in ? __ldcs(r1 + (from + u) * 4) : make_uint4(0, 0, 0, 0);
     }
@@ -244,11 +246,11 @@ __global__ void __launch_bounds__(kThreads) fused_rows_kernel(const Params a) {
   const uint4* x = reinterpret_cast<const uint4*>(a.x) + t;
   const uint4* gw = reinterpret_cast<const uint4*>(a.norm) + t;
   const int row_chunks = a.k / 8;
-  // Set `set` (k blocks [from, from + kHalf) below kb1) times the input rows, read through L1 (every warp of the
-  // SM reads the same few rows).
+  // Set `set` (k blocks [from, from + H) below kb1) times the input rows, read through L1 (the block's other warps
+  // and the SM's other blocks read the same rows).
   const auto multiply = [&](int set, int from) {
 #pragma unroll
-    for (int u = 0; u < kHalf; ++u) {
+    for (int u = 0; u < H; ++u) {
       if (from + u >= kb1) break;
       const uint4 gv = a.norm ? __ldg(gw + (from + u) * 4) : make_uint4(0, 0, 0, 0);
       uint4 b[NT];
@@ -268,14 +270,16 @@ __global__ void __launch_bounds__(kThreads) fused_rows_kernel(const Params a) {
       }
     }
   };
-  if (!has_tile) return;
   load(0, kb0);
   chain_wait();
-  for (int base = kb0; base < kb1; base += 2 * kHalf) {
-    load(1, base + kHalf);
+  // The epilogue's operands now (warp 0 runs the epilogue), so that their loads overlap the weights'.
+  Operands<E, NT> o;
+  if (warp == 0) o = operands_of<E, NT>(a, tile, g, t);
+  for (int base = kb0; base < kb1; base += 2 * H) {
+    load(1, base + H);
     multiply(0, base);
-    load(0, base + 2 * kHalf);
-    multiply(1, base + kHalf);
+    load(0, base + 2 * H);
+    multiply(1, base + H);
   }
   // Σx² of token row `lane` over this warp's k: the four lanes of a group saw token row nt·8 + g's inputs.
   float sum = 0.0f;
@@ -289,49 +293,25 @@ __global__ void __launch_bounds__(kThreads) fused_rows_kernel(const Params a) {
       if (lane / 8 == nt) sum = v;
     }
 
-  if (a.splits > 1) {  // park the partial sums; the tile's last warp to arrive adds them up
-    float4* mine = reinterpret_cast<float4*>(a.parts + ((int64_t(tile) * a.splits + split) * 32 + lane) * kPartFloats);
+  if (warps > 1) {  // the other warps' sums (and sums of squares) through shared memory, added by warp 0
+    extern __shared__ float4 parts[];  // [warps - 1][NT][32], then [warps - 1][32] floats of Σx²
+    float* part_sums = reinterpret_cast<float*>(parts + (warps - 1) * NT * 32);
+    if (warp > 0) {
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) mine[nt] = make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]);
-    if (a.norm) a.norms[(int64_t(tile) * a.splits + split) * 32 + lane] = sum;
-    __threadfence();
-    __syncwarp();
-    int arrived = 0;
-    if (lane == 0) arrived = atomicAdd(a.counters + tile, 1);
-    arrived = __shfl_sync(0xffffffffu, arrived, 0);
-    if (arrived != a.splits - 1) return;
-    __threadfence();
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-    // The parts four at a time, the loads of each four in flight together.
-    for (int s0 = 0; s0 < a.splits; s0 += 4) {
-      float4 v[4][NT];
-#pragma unroll
-      for (int s = 0; s < 4; ++s)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          v[s][nt] = s0 + s < a.splits
-                         ? __ldcg(reinterpret_cast<const float4*>(
-                                      a.parts + ((int64_t(tile) * a.splits + s0 + s) * 32 + lane) * kPartFloats) +
-                                  nt)
-                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-      for (int s = 0; s < 4; ++s)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          acc[nt][0] += v[s][nt].x, acc[nt][1] += v[s][nt].y, acc[nt][2] += v[s][nt].z, acc[nt][3] += v[s][nt].w;
+      for (int nt = 0; nt < NT; ++nt)
+        parts[((warp - 1) * NT + nt) * 32 + lane] = make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]);
+      part_sums[(warp - 1) * 32 + lane] = sum;
     }
-    if (a.norm) {
-      sum = 0.0f;
-      for (int s0 = 0; s0 < a.splits; s0 += 4) {
-        float v[4];
+    __syncthreads();
+    if (warp > 0) return;
+    for (int w = 0; w < warps - 1; ++w) {
 #pragma unroll
-        for (int s = 0; s < 4; ++s)
-          v[s] = s0 + s < a.splits ? __ldcg(a.norms + (int64_t(tile) * a.splits + s0 + s) * 32 + lane) : 0.0f;
-        sum += v[0] + v[1] + v[2] + v[3];
+      for (int nt = 0; nt < NT; ++nt) {
+        const float4 v = parts[(w * NT + nt) * 32 + lane];
+        acc[nt][0] += v.x, acc[nt][1] += v.y, acc[nt][2] += v.z, acc[nt][3] += v.w;
       }
+      sum += part_sums[w * 32 + lane];
     }
-    if (lane == 0) a.counters[tile] = 0;  // for the next launch
   }
   if (a.norm) {  // the norm's scale of each token row, applied to the products
     const float inv = rsqrtf(sum / float(a.k) + a.eps);
@@ -344,34 +324,59 @@ __global__ void __launch_bounds__(kThreads) fused_rows_kernel(const Params a) {
         acc[nt][2 + j] *= row_inv;
       }
   }
-  finish<E, NT>(a, tile, g, t, acc);
+  finish<E, NT>(a, tile, g, t, acc, o);
+}
+
+// The shared memory of a block of `warps` warps: the other warps' partial sums and sums of squares.
+template <int NT>
+size_t shared_bytes(int warps) {
+  return size_t(warps - 1) * 32 * (NT * sizeof(float4) + sizeof(float));
+}
+
+// The kernel for NT·8 token rows, in blocks of as many warps as keep every tile's block resident at once.
+template <Epilogue E, int NT>
+void launch_rows(const Params& a, const FusedRowsInput& in, cudaStream_t stream) {
+  const auto kernel = fused_rows_kernel<E, NT>;
+  // Warps per block: the most (up to kMaxWarps, one k block each at least) with which every tile's block is
+  // resident at once, as the occupancy calculator counts blocks of that size; found once per kernel and shape.
+  static thread_local std::map<std::pair<int, int>, int> chosen;  // (tiles, k blocks) -> warps
+  const int kblocks = a.k / kBlockK;
+  int& warps = chosen[{a.tiles, kblocks}];
+  if (warps == 0) {
+    const int sms = sm_count();
+    warps = 1;
+    for (int w = std::min(kMaxWarps, kblocks); w > 1; --w) {
+      int per_sm = 0;
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes<NT>(w))),
+            "fused rows shared memory");
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * 32, shared_bytes<NT>(w)),
+            "fused rows occupancy");
+      if (int64_t(per_sm) * sms >= a.tiles) {
+        warps = w;
+        break;
+      }
+    }
+  }
+  Params p = a;
+  p.warp_kb = (kblocks + warps - 1) / warps;
+  const int used = (kblocks + p.warp_kb - 1) / p.warp_kb;  // none without k blocks
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes<NT>(used))),
+        "fused rows shared memory");
+  check(launch_kernel(kernel, dim3(unsigned(a.tiles)), dim3(unsigned(used * 32)), shared_bytes<NT>(used), stream,
+                      in.chained, p),
+        "fused rows launch");
 }
 
 template <Epilogue E>
-auto kernel_for(int rows) {
-  return rows <= 8 ? fused_rows_kernel<E, 1> : rows <= 16 ? fused_rows_kernel<E, 2> : fused_rows_kernel<E, 4>;
-}
-
-// Splits and the launch: splits where the tiles alone leave SMs idle (as many as the split parts' scratch holds).
-template <Epilogue E>
-void launch(Params& a, const FusedRowsInput& in, const FusedRowsScratch& scratch, cudaStream_t stream) {
+void launch(Params& a, const FusedRowsInput& in, cudaStream_t stream) {
   a.x = static_cast<const bf16*>(in.x);
   a.norm = static_cast<const bf16*>(in.norm);
   a.eps = in.eps;
   a.rows = int(in.rows);
   a.k = int(in.k);
-  a.parts = scratch.parts;
-  a.norms = scratch.norms;
-  a.counters = scratch.counters;
-  const int kblocks = a.k / kBlockK, groups = (a.tiles + kWarps - 1) / kWarps;
-  const int target = sm_count() * kBlocksPerSm;
-  int splits = groups >= target ? 1 : std::min({kblocks, kMaxSplits, (target + groups - 1) / groups});
-  splits = std::max(1, std::min(splits, kMaxParts / std::max(a.tiles, 1)));
-  a.split_kb = (kblocks + splits - 1) / splits;
-  a.splits = (kblocks + a.split_kb - 1) / a.split_kb;  // none empty
-  const auto kernel = kernel_for<E>(a.rows);
-  check(launch_kernel(kernel, dim3(unsigned(groups * a.splits)), dim3(kThreads), 0, stream, in.chained, a),
-        "fused rows launch");
+  if (a.rows <= 8) launch_rows<E, 1>(a, in, stream);
+  else if (a.rows <= 16) launch_rows<E, 2>(a, in, stream);
+  else launch_rows<E, 4>(a, in, stream);
 }
 
 }  // namespace
@@ -382,8 +387,7 @@ using fused_rows::Epilogue;
 using fused_rows::Params;
 using bf16 = __nv_bfloat16;
 
-void fused_rows_attention_inputs(const FusedRowsInput& in, const RowsQkv& p, const FusedRowsScratch& scratch,
-                                 cudaStream_t stream) {
+void fused_rows_attention_inputs(const FusedRowsInput& in, const RowsQkv& p, cudaStream_t stream) {
   Params a;
   for (int s = 0; s < 3; ++s) {
     a.w[s] = static_cast<const bf16*>(p.w[s]);
@@ -399,38 +403,38 @@ void fused_rows_attention_inputs(const FusedRowsInput& in, const RowsQkv& p, con
   a.out = static_cast<bf16*>(p.q);
   a.k_pool = static_cast<bf16*>(p.k_pool);
   a.v_pool = static_cast<bf16*>(p.v_pool);
-  fused_rows::launch<Epilogue::attention_inputs>(a, in, scratch, stream);
+  fused_rows::launch<Epilogue::attention_inputs>(a, in, stream);
 }
 
 void fused_rows_gate_up(const FusedRowsInput& in, const void* w_gate, const void* w_up, int64_t ffn, void* h,
-                        const FusedRowsScratch& scratch, cudaStream_t stream) {
+                        cudaStream_t stream) {
   Params a;
   a.w[0] = static_cast<const bf16*>(w_gate);
   a.w[1] = static_cast<const bf16*>(w_up);
   a.out_rows = int(ffn);
   a.tiles = int((ffn + 7) / 8);
   a.out = static_cast<bf16*>(h);
-  fused_rows::launch<Epilogue::gate_up>(a, in, scratch, stream);
+  fused_rows::launch<Epilogue::gate_up>(a, in, stream);
 }
 
 void fused_rows_residual(const FusedRowsInput& in, const void* w, int64_t out_rows, void* residual,
-                         const FusedRowsScratch& scratch, cudaStream_t stream) {
+                         cudaStream_t stream) {
   Params a;
   a.w[0] = static_cast<const bf16*>(w);
   a.out_rows = int(out_rows);
   a.tiles = int((out_rows + 15) / 16);
   a.out = static_cast<bf16*>(residual);
-  fused_rows::launch<Epilogue::residual>(a, in, scratch, stream);
+  fused_rows::launch<Epilogue::residual>(a, in, stream);
 }
 
 void fused_rows_f32(const FusedRowsInput& in, const void* w, int64_t out_rows, float* out,
-                    const FusedRowsScratch& scratch, cudaStream_t stream) {
+                    cudaStream_t stream) {
   Params a;
   a.w[0] = static_cast<const bf16*>(w);
   a.out_rows = int(out_rows);
   a.tiles = int((out_rows + 15) / 16);
   a.out_f32 = out;
-  fused_rows::launch<Epilogue::f32>(a, in, scratch, stream);
+  fused_rows::launch<Epilogue::f32>(a, in, stream);
 }
 
 }  // namespace wick::cuda

@@ -17,18 +17,8 @@ namespace fused_rows {
 constexpr int kMaxRows = 32;
 /// The input width the kernels step by: k must be a multiple of it.
 constexpr int kBlockK = 32;
-/// Split-K partial sums one launch may park: (row tiles × splits) of them, each 32 lanes × kMaxRows / 2 floats.
-constexpr int kMaxParts = 4096;
 
 }  // namespace fused_rows
-
-/// Scratch of the split launches: partial sums and one arrival counter per row tile (zeroed once; every launch leaves
-/// its counters at 0 again).
-struct FusedRowsScratch {
-  float* parts = nullptr;  // [kMaxParts][32][kMaxRows / 2]
-  float* norms = nullptr;  // [kMaxParts][32]: each part's Σx² of the token rows (launches with a norm)
-  int* counters = nullptr;  // [kMaxParts]
-};
 
 /// The input rows of a launch.
 struct FusedRowsInput {
@@ -56,16 +46,15 @@ struct RowsQkv {
 
 /// For s in {q, k, v} and every row: w[s]·x + bias[s]; q and k rotated (NeoX pairs (i, i + d/2)); q into p.q, k and v
 /// into the pool at the row's slot.
-void fused_rows_attention_inputs(const FusedRowsInput& in, const RowsQkv& p, const FusedRowsScratch& scratch,
-                                 cudaStream_t stream);
+void fused_rows_attention_inputs(const FusedRowsInput& in, const RowsQkv& p, cudaStream_t stream);
 /// h[t][r] = silu(w_gate[r]·x[t]) · (w_up[r]·x[t]) for r < ffn.
 void fused_rows_gate_up(const FusedRowsInput& in, const void* w_gate, const void* w_up, int64_t ffn, void* h,
-                        const FusedRowsScratch& scratch, cudaStream_t stream);
+                        cudaStream_t stream);
 /// x_out[t][r] += w[r]·x[t] for r < rows of w (bf16 residual stream [rows, out_rows]).
 void fused_rows_residual(const FusedRowsInput& in, const void* w, int64_t out_rows, void* residual,
-                         const FusedRowsScratch& scratch, cudaStream_t stream);
+                         cudaStream_t stream);
 /// out[t][r] = w[r]·x[t], f32 [rows, out_rows].
 void fused_rows_f32(const FusedRowsInput& in, const void* w, int64_t out_rows, float* out,
-                    const FusedRowsScratch& scratch, cudaStream_t stream);
+                    cudaStream_t stream);
 
 }  // namespace wick::cuda

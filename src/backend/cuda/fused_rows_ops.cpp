@@ -2,6 +2,7 @@
 // shapes) and launches them (fused_rows.h).
 #include "backend/cuda/fused_rows_ops.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -13,17 +14,19 @@ namespace wick {
 namespace {
 
 using cuda::fused_rows::kBlockK;
-using cuda::fused_rows::kMaxParts;
 using cuda::fused_rows::kMaxRows;
 
-// The most rows a model's steps take through these kernels (the ops themselves take kMaxRows): up to here they beat
-// the plain ops' cuBLAS GEMMs, measured side by side on an H100 with the 0.5B shape (engine decode steps of 8
-// sequences 1.30 ms against 1.47, of 16 1.57 against 1.61), past it not yet (32: 2.11 ms against 1.68).
-// WICK_FUSED_ROWS_MAX at build time moves it, to measure the crossover again (.ci and the docs build without it).
+// The most rows a model's steps take through these kernels: all the ops take (kMaxRows). On H100s with the 0.5B shape
+// (2026-12-06) an engine decode step of 32 sequences took 1.32 ms through them and 1.69 through the plain ops' cuBLAS
+// GEMMs, one of 8 sequences 0.93 ms and 1.47. WICK_FUSED_ROWS_MAX at build time lowers it, to measure the crossover
+// again (.ci and the docs build without it).
 #ifndef WICK_FUSED_ROWS_MAX
-#define WICK_FUSED_ROWS_MAX 16
+#define WICK_FUSED_ROWS_MAX 32
 #endif
 constexpr int64_t kStepRows = WICK_FUSED_ROWS_MAX;
+// The head (151,936 × 896 for the 0.5B shape) through linear_f32 up to this many rows; past them cuBLAS streams it
+// faster (32 rows on an H100, timed by ncu: 106 µs against 156; the step 1–2 % faster).
+constexpr int64_t kHeadRows = std::min<int64_t>(8, kStepRows);
 
 void expect(bool ok, const char* op, const std::string& what) {
   if (!ok) fail(ErrorKind::internal, std::string("cuda fused rows ") + op + ": " + what);
@@ -57,15 +60,11 @@ void expect_weight(const Tensor& w, int64_t k, const char* op, const char* name)
 
 class CudaFusedRows final : public FusedRows {
  public:
-  CudaFusedRows(cudaStream_t stream, const std::shared_ptr<cuda::DeviceAllocator>& allocator) : stream_(stream) {
-    parts_ = allocator->allocate({int64_t(kMaxParts) * 32 * (kMaxRows / 2)}, DType::f32);
-    norms_ = allocator->allocate({int64_t(kMaxParts) * 32}, DType::f32);
-    counters_ = allocator->allocate({kMaxParts}, DType::i32);
-    cuda::check(cudaMemsetAsync(counters_.raw(), 0, counters_.nbytes(), stream_), "fused rows counters");
-  }
+  explicit CudaFusedRows(cudaStream_t stream) : stream_(stream) {}
 
   int64_t max_rows() const override { return kMaxRows; }
   int64_t step_rows() const override { return kStepRows; }
+  int64_t head_rows() const override { return kHeadRows; }
 
   bool supports(const DecodeShape& s) const override {
     return s.hidden % kBlockK == 0 && s.ffn % kBlockK == 0 && (s.heads * s.head_dim) % kBlockK == 0 &&
@@ -98,7 +97,7 @@ class CudaFusedRows final : public FusedRows {
       g.w[s] = p.weight[s].raw();
       g.bias[s] = biased ? p.bias[s].raw() : nullptr;
     }
-    cuda::fused_rows_attention_inputs(input, g, scratch(), stream_);
+    cuda::fused_rows_attention_inputs(input, g, stream_);
     cuda::check_launch(op);
   }
 
@@ -109,7 +108,7 @@ class CudaFusedRows final : public FusedRows {
     expect(bf16_on_device(x) && x.numel() == input.rows * w.dim(0), op,
            "residual " + to_string(x.shape()) + " for " + std::to_string(input.rows) + " rows of " +
                std::to_string(w.dim(0)));
-    cuda::fused_rows_residual(input, w.raw(), w.dim(0), x.raw(), scratch(), stream_);
+    cuda::fused_rows_residual(input, w.raw(), w.dim(0), x.raw(), stream_);
     cuda::check_launch(op);
   }
 
@@ -120,7 +119,7 @@ class CudaFusedRows final : public FusedRows {
     expect_weight(w_up, input.k, op, "up weight");
     expect(w_up.dim(0) == w_gate.dim(0) && bf16_on_device(h) && h.numel() == input.rows * w_gate.dim(0), op,
            "h " + to_string(h.shape()));
-    cuda::fused_rows_gate_up(input, w_gate.raw(), w_up.raw(), w_gate.dim(0), h.raw(), scratch(), stream_);
+    cuda::fused_rows_gate_up(input, w_gate.raw(), w_up.raw(), w_gate.dim(0), h.raw(), stream_);
     cuda::check_launch(op);
   }
 
@@ -130,23 +129,18 @@ class CudaFusedRows final : public FusedRows {
     expect_weight(w, input.k, op, "weight");
     expect(out.device() == Device::cuda && out.dtype() == DType::f32 && out.numel() == input.rows * w.dim(0), op,
            "out " + to_string(out.shape()));
-    cuda::fused_rows_f32(input, w.raw(), w.dim(0), out.data<float>(), scratch(), stream_);
+    cuda::fused_rows_f32(input, w.raw(), w.dim(0), out.data<float>(), stream_);
     cuda::check_launch(op);
   }
 
  private:
-  cuda::FusedRowsScratch scratch() {
-    return {.parts = parts_.data<float>(), .norms = norms_.data<float>(), .counters = counters_.data<int32_t>()};
-  }
-
   cudaStream_t stream_;
-  Tensor parts_, norms_, counters_;  // the split launches' partial sums, Σx² and arrival counters (fixed: graphs bake them in)
 };
 
 }  // namespace
 
-std::unique_ptr<FusedRows> make_cuda_fused_rows(cudaStream_t stream, std::shared_ptr<cuda::DeviceAllocator> allocator) {
-  return std::make_unique<CudaFusedRows>(stream, allocator);
+std::unique_ptr<FusedRows> make_cuda_fused_rows(cudaStream_t stream) {
+  return std::make_unique<CudaFusedRows>(stream);
 }
 
 }  // namespace wick

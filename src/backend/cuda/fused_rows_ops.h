@@ -6,11 +6,10 @@
 #include <memory>
 
 #include "backend/backend.h"
-#include "backend/cuda/device_allocator.h"
 
 namespace wick {
 
-/// The fused few-row ops on `stream`; their split-K scratch comes from `allocator`, zeroed once on the stream.
-std::unique_ptr<FusedRows> make_cuda_fused_rows(cudaStream_t stream, std::shared_ptr<cuda::DeviceAllocator> allocator);
+/// The fused few-row ops on `stream`.
+std::unique_ptr<FusedRows> make_cuda_fused_rows(cudaStream_t stream);
 
 }  // namespace wick
