@@ -327,11 +327,14 @@ __global__ void __launch_bounds__(kMaxThreads) fused_rows_kernel(const Params a)
   finish<E, NT>(a, tile, g, t, acc, o);
 }
 
-// The shared memory of a block of `warps` warps: the other warps' partial sums and sums of squares.
+// The shared memory of a block of `warps` warps: the other warps' partial sums and sums of squares. At most 32 KB,
+// under the 48 KB any kernel may take without opting in, so the kernels' attributes are never changed (a graph
+// recorded with one block size replays whatever was launched since).
 template <int NT>
-size_t shared_bytes(int warps) {
+constexpr size_t shared_bytes(int warps) {
   return size_t(warps - 1) * 32 * (NT * sizeof(float4) + sizeof(float));
 }
+static_assert(shared_bytes<4>(kMaxWarps) <= 48 * 1024, "the partial sums fit the default shared memory");
 
 // The kernel for NT·8 token rows, in blocks of as many warps as keep every tile's block resident at once.
 template <Epilogue E, int NT>
@@ -347,8 +350,6 @@ void launch_rows(const Params& a, const FusedRowsInput& in, cudaStream_t stream)
     warps = 1;
     for (int w = std::min(kMaxWarps, kblocks); w > 1; --w) {
       int per_sm = 0;
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes<NT>(w))),
-            "fused rows shared memory");
       check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * 32, shared_bytes<NT>(w)),
             "fused rows occupancy");
       if (int64_t(per_sm) * sms >= a.tiles) {
@@ -360,8 +361,6 @@ void launch_rows(const Params& a, const FusedRowsInput& in, cudaStream_t stream)
   Params p = a;
   p.warp_kb = (kblocks + warps - 1) / warps;
   const int used = (kblocks + p.warp_kb - 1) / p.warp_kb;  // none without k blocks
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes<NT>(used))),
-        "fused rows shared memory");
   check(launch_kernel(kernel, dim3(unsigned(a.tiles)), dim3(unsigned(used * 32)), shared_bytes<NT>(used), stream,
                       in.chained, p),
         "fused rows launch");
