@@ -14,8 +14,8 @@
 // A block owns one tile; its warps split the tile's k between them and add their sums up in shared memory, after
 // which the first warp runs the epilogue. The launch picks the most warps per block that still lets every tile's
 // block be resident at once (one wave: a second wave would double the latency, which is what a step of few rows
-// costs): on an H100 with the 0.5B shape, 16 for the 56 tiles of o_proj and down_proj and the 72 of q/k/v, 3 for
-// gate/up's 608, one for the head's 9,496. Nothing crosses blocks, so there are no partial sums parked in global
+// costs): on an H100 with the 0.5B shape, 16 for the 56 tiles of down_proj, 14 (two k blocks each of 896 inputs) for
+// o_proj's 56 and the 72 of q/k/v, 3 for gate/up's 608, one for the head's 9,496 (block sizes seen by ncu). Nothing crosses blocks, so there are no partial sums parked in global
 // memory, no fences and no counters.
 //
 // Chaining (chain.cuh): the first weight loads are issued before chain_wait(); the input rows and the epilogue's
@@ -328,8 +328,8 @@ __global__ void __launch_bounds__(kMaxThreads) fused_rows_kernel(const Params a)
 }
 
 // The shared memory of a block of `warps` warps: the other warps' partial sums and sums of squares. At most 32 KB,
-// under the 48 KB any kernel may take without opting in, so the kernels' attributes are never changed (a graph
-// recorded with one block size replays whatever was launched since).
+// under the 48 KB any kernel may take without opting in: no kernel attribute is ever set, so none can be lowered
+// under what a graph recorded earlier launches.
 template <int NT>
 constexpr size_t shared_bytes(int warps) {
   return size_t(warps - 1) * 32 * (NT * sizeof(float4) + sizeof(float));
