@@ -15,8 +15,8 @@
 // which the first warp runs the epilogue. The launch picks the most warps per block that still lets every tile's
 // block be resident at once (one wave: a second wave would double the latency, which is what a step of few rows
 // costs): on an H100 with the 0.5B shape, 16 for the 56 tiles of down_proj, 14 (two k blocks each of 896 inputs) for
-// o_proj's 56 and the 72 of q/k/v, 3 for gate/up's 608, one for the head's 9,496 (block sizes seen by ncu). Nothing crosses blocks, so there are no partial sums parked in global
-// memory, no fences and no counters.
+// o_proj's 56 and the 72 of q/k/v, 3 for gate/up's 608, one for the head's 9,496 (block sizes seen by ncu). Nothing
+// crosses blocks, so there are no partial sums parked in global memory, no fences and no counters.
 //
 // Chaining (chain.cuh): the first weight loads are issued before chain_wait(); the input rows and the epilogue's
 // operands (positions and pool rows, or the residual stream) are touched only after it — the operands at once, so
