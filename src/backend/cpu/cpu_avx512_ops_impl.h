@@ -1,0 +1,54 @@
+// The AVX-512 vector operations of the tiled gemm (cpu_gemm_tile_impl.h describes the Ops interface), shared by the
+// files compiled with AVX-512 flags (cpu_kernels_avx512.cpp, cpu_kernels_avx512bf16.cpp) and only by them.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace wick::cpu {
+namespace {
+
+// Horizontal sums of four accumulators into out[0..3]: pairs interleaved within 128-bit lanes, then lanes folded.
+inline void sum4_512(__m512 a, __m512 b, __m512 c, __m512 d, float* out) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // a02 b02 a13 b13
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));  // a b c d per lane
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+// f32 x, f32 w.
+struct F32Ops {
+  using X = float;
+  using W = float;
+  using XV = __m512;
+  using WV = __m512;
+  using Acc = __m512;
+  static constexpr int kStep = 16;
+  static __m512 zero() { return _mm512_setzero_ps(); }
+  static __m512 load_x(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512 load_x_tail(const float* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p); }
+  static __m512 load_w(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512 load_w_tail(const float* p, int n) { return load_x_tail(p, n); }
+  static __m512 madd(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
+  static float sum(__m512 a) { return _mm512_reduce_add_ps(a); }
+  static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
+};
+
+// bf16 bits → f32: zero-extend to 32 bits and shift into the top half.
+inline __m512 widen_bf16(__m256i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)); }
+
+// f32 x, bf16 w widened to f32.
+struct Bf16WOps : F32Ops {
+  using W = uint16_t;
+  static __m512 load_w(const uint16_t* p) { return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static __m512 load_w_tail(const uint16_t* p, int n) {
+    return widen_bf16(_mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p));
+  }
+};
+
+}  // namespace
+}  // namespace wick::cpu

@@ -1,0 +1,114 @@
+// The register-tiled gemm every vector path shares, written once over an `Ops` type that each ISA file supplies:
+//   X, W              element types of x and w (float, or uint16_t bf16 bits)
+//   XV, WV, Acc       vector types; kStep: elements of k one madd consumes
+//   zero(), load_x(p), load_w(p), load_x_tail(p, n), load_w_tail(p, n) (n < kStep, zeros beyond), madd(acc, x, w)
+//   sum4(a, b, c, d, out): out[0..3] = horizontal sums of four accumulators
+// Both x and w are k-contiguous (w [outs, in] is used as stored), so a tile is MR × NR dot products, each
+// accumulated across vector lanes and reduced once at the end of a k block.
+// Included only by ISA files, and everything here has internal linkage (see cpu_kernels_impl.h).
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/cpu_kernels_impl.h"
+
+namespace wick::cpu {
+namespace {
+
+constexpr int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// k per block: x's MR rows and w's NR rows of one block stay in L1 (MR = NR = 4, 2 KB f32 rows: 32 KB), and a
+// block of NB w rows in L2. Blocks are balanced so the last one is not a sliver.
+constexpr int64_t kMaxKBlock = 2048;
+
+// out[r, j] (r < MR, j < NR) = alpha · Σ_{i<k} x[r, i] · w[j, i] + beta · out[r, j] (out not read when beta == 0).
+template <class Ops, int MR, int NR>
+void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w, int64_t ldw, int64_t k, float* out,
+                int64_t ldo, float alpha, float beta) {
+  typename Ops::Acc acc[MR][NR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < NR; ++c) acc[r][c] = Ops::zero();
+  int64_t i = 0;
+  for (; i + Ops::kStep <= k; i += Ops::kStep) {
+    typename Ops::XV xv[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) xv[r] = Ops::load_x(x + r * ldx + i);
+#pragma GCC unroll 8
+    for (int c = 0; c < NR; ++c) {
+      const typename Ops::WV wv = Ops::load_w(w + c * ldw + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) acc[r][c] = Ops::madd(acc[r][c], xv[r], wv);
+    }
+  }
+  if (i < k) {
+    const int n = int(k - i);
+    typename Ops::XV xv[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) xv[r] = Ops::load_x_tail(x + r * ldx + i, n);
+#pragma GCC unroll 8
+    for (int c = 0; c < NR; ++c) {
+      const typename Ops::WV wv = Ops::load_w_tail(w + c * ldw + i, n);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) acc[r][c] = Ops::madd(acc[r][c], xv[r], wv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float s[NR + 3];
+#pragma GCC unroll 8
+    for (int c = 0; c < NR; c += 4) {
+      if constexpr (NR % 4 == 0) {
+        Ops::sum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3], s + c);
+      } else {
+        s[c] = Ops::sum(acc[r][c]);
+        if (c + 1 < NR) s[c + 1] = Ops::sum(acc[r][c + 1]);
+        if (c + 2 < NR) s[c + 2] = Ops::sum(acc[r][c + 2]);
+        if (c + 3 < NR) s[c + 3] = Ops::sum(acc[r][c + 3]);
+      }
+    }
+    float* o = out + r * ldo;
+    if (beta == 0.0f) {
+#pragma GCC unroll 8
+      for (int c = 0; c < NR; ++c) o[c] = alpha * s[c];
+    } else {
+#pragma GCC unroll 8
+      for (int c = 0; c < NR; ++c) o[c] = alpha * s[c] + beta * o[c];
+    }
+  }
+}
+
+// Rows [r, r + MR) of the block against all its w rows, NR at a time, for k ∈ [k0, k0 + k).
+template <class Ops, int MR, int NR>
+void row_group(const GemmBlock& b, int64_t r, int64_t k0, int64_t k, float beta) {
+  const auto* x = static_cast<const typename Ops::X*>(b.x) + r * b.in + k0;
+  const auto* w = static_cast<const typename Ops::W*>(b.w) + k0;
+  float* out = b.out + r * b.outs;
+  int64_t j = b.j0;
+  for (; j + NR <= b.j1; j += NR) micro_tile<Ops, MR, NR>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
+  for (; j < b.j1; ++j) micro_tile<Ops, MR, 1>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
+}
+
+// Tiles of up to MR x rows × NR w rows over the block, k in blocks (the first applies beta, the rest accumulate).
+// The dispatcher handles in == 0.
+template <class Ops, int MR, int NR>
+  requires(MR >= 1 && MR <= 4)  // the row tails below are spelled out up to 3
+void gemm_block(const GemmBlock& b) {
+  const int64_t k_blocks = (b.in + kMaxKBlock - 1) / kMaxKBlock;
+  const int64_t step = Ops::kStep;
+  const int64_t kc = k_blocks <= 1 ? b.in : ((b.in + k_blocks - 1) / k_blocks + step - 1) / step * step;
+  for (int64_t k0 = 0; k0 < b.in; k0 += kc) {
+    const int64_t k = min_i64(kc, b.in - k0);
+    const float beta = k0 == 0 ? b.beta : 1.0f;
+    int64_t r = b.r0;
+    for (; r + MR <= b.r1; r += MR) row_group<Ops, MR, NR>(b, r, k0, k, beta);
+    const int64_t left = b.r1 - r;
+    if constexpr (MR > 1) if (left == 1) row_group<Ops, 1, NR>(b, r, k0, k, beta);
+    if constexpr (MR > 2) if (left == 2) row_group<Ops, 2, NR>(b, r, k0, k, beta);
+    if constexpr (MR > 3) if (left == 3) row_group<Ops, 3, NR>(b, r, k0, k, beta);
+  }
+}
+
+}  // namespace
+}  // namespace wick::cpu

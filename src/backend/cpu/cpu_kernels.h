@@ -1,0 +1,80 @@
+// wick's own CPU matrix kernels: out = alpha · x · wᵀ + beta · out with f32 activations and bf16 (or f32) weights,
+// one path per instruction set, picked at run time. The decode GEMV (one row) streams w once and is bound by
+// memory; the prefill GEMM (many rows) keeps tiles of x rows × w rows in registers and is bound by arithmetic.
+// Private to src/backend/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "backend/backend.h"
+
+namespace wick::cpu {
+
+/// The kernel paths, slowest first. Each needs what the one before it needs, and more:
+/// avx2 = AVX2 + FMA; avx512 = AVX-512 F/BW/VL/DQ; avx512bf16 = avx512 + AVX512_BF16 (vdpbf16ps).
+enum class Isa : uint8_t { scalar, avx2, avx512, avx512bf16 };
+
+/// "scalar", "avx2", "avx512", "avx512bf16".
+std::string_view to_string(Isa isa);
+
+/// Parses a name of to_string; throws Error(bad_input) listing the names otherwise. `what` names the source
+/// ("WICK_CPU_ISA").
+Isa parse_isa(std::string_view name, std::string_view what);
+
+/// What the CPU reports through cpuid, and which register state the OS saves (XCR0 through xgetbv): an
+/// instruction set is usable only when both hold.
+struct CpuFeatures {
+  bool fma = false, avx2 = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
+  bool os_saves_ymm = false;  // XCR0 bits 1–2 (SSE, AVX state)
+  bool os_saves_zmm = false;  // XCR0 bits 5–7 (opmask, upper zmm halves, zmm16–31)
+};
+
+/// This machine's features (cpuid, once per call; all false off x86-64).
+CpuFeatures detect_cpu_features();
+
+/// Whether a CPU with features `f` can run path `isa`.
+bool isa_supported(Isa isa, const CpuFeatures& f);
+
+/// The fastest path a CPU with features `f` can run.
+Isa best_isa(const CpuFeatures& f);
+
+/// The path for a request (WICK_CPU_ISA's value; null or empty: none) on a CPU with features `f`: the one asked for,
+/// else best_isa(f). Throws Error(bad_input) for an unknown name, Error(unsupported) naming the request, the missing
+/// features and the paths `f` runs when `f` cannot run it.
+Isa choose_isa(const char* requested, const CpuFeatures& f);
+
+/// The path the kernels take now: the one forced by force_isa, else choose_isa(WICK_CPU_ISA, this CPU), read
+/// once. Throws what choose_isa throws, on every call while WICK_CPU_ISA is bad.
+Isa active_isa();
+
+/// Forces every later kernel call onto `isa` (tests, benchmarks). Throws Error(unsupported) naming `isa` and what
+/// the CPU has when it cannot run it; the previous choice then stays.
+void force_isa(Isa isa);
+
+/// Drops a force_isa: back to WICK_CPU_ISA or the best path.
+void reset_isa();
+
+/// Matrix sizes of a gemm: x [rows, in], w [outs, in], out [rows, outs], all dense and row-major.
+struct GemmShape {
+  int64_t rows = 0;
+  int64_t in = 0;
+  int64_t outs = 0;
+};
+
+/// out[r, j] = alpha · Σ_i x[r, i] · w[j, i] + beta · out[r, j], on the active path, over wick's thread pool.
+/// w holds bf16 bit patterns. With beta == 0, out is written without being read.
+/// Numerics: products of f32 x and bf16 w are exact in f32 and summed in f32 in an order that depends on the
+/// path. On avx512bf16 a multi-row product (rows ≥ kBf16ActivationRows) rounds x to bf16 first (relative error
+/// ≤ 2⁻⁸ per element, denormals flushed) to use vdpbf16ps; the one-row GEMV keeps x in f32.
+void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, LinearParams p = {});
+
+/// The same with f32 weights (always f32 x; no bf16 rounding anywhere).
+void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearParams p = {});
+
+/// Rows from which the avx512bf16 path rounds x to bf16 (below it, the f32-x kernels of avx512 run).
+constexpr int64_t kBf16ActivationRows = 4;
+
+}  // namespace wick::cpu

@@ -1,0 +1,82 @@
+// The avx2 path (AVX2 + FMA; this file alone is compiled with those flags, see CMakeLists.txt): f32 x against f32 or
+// bf16 w, 8 lanes, bf16 w widened to f32 in registers as on avx512.
+#include "backend/cpu/cpu_kernels_impl.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "backend/cpu/cpu_gemm_tile_impl.h"
+
+namespace wick::cpu {
+namespace {
+
+// Lanes [0, n) all ones: maskload's element mask.
+inline __m256i first_lanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline float hsum128(__m128 v) {
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_movehdup_ps(v));
+  return _mm_cvtss_f32(v);
+}
+
+// f32 x, f32 w.
+struct F32Ops {
+  using X = float;
+  using W = float;
+  using XV = __m256;
+  using WV = __m256;
+  using Acc = __m256;
+  static constexpr int kStep = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 load_x(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 load_x_tail(const float* p, int n) { return _mm256_maskload_ps(p, first_lanes(n)); }
+  static __m256 load_w(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 load_w_tail(const float* p, int n) { return load_x_tail(p, n); }
+  static __m256 madd(__m256 acc, __m256 x, __m256 w) { return _mm256_fmadd_ps(x, w, acc); }
+  static float sum(__m256 a) { return hsum128(_mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1))); }
+  // Pairs interleaved within 128-bit lanes, then the two lanes folded.
+  static void sum4(__m256 a, __m256 b, __m256 c, __m256 d, float* out) {
+    const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    const __m256 abcd = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                      _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  }
+};
+
+inline __m256 widen_bf16(__m128i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)); }
+
+// f32 x, bf16 w widened to f32. AVX2 has no 16-bit masked load: the tail goes through a zeroed copy.
+struct Bf16WOps : F32Ops {
+  using W = uint16_t;
+  static __m256 load_w(const uint16_t* p) { return widen_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m256 load_w_tail(const uint16_t* p, int n) {
+    uint16_t tail[8] = {};
+    std::memcpy(tail, p, size_t(n) * sizeof(uint16_t));
+    return load_w(tail);
+  }
+};
+
+// 16 ymm registers: one x row × 8 w rows (8 accumulators), or 3 × 4 tiles (12 accumulators + 3 x + 1 w).
+void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8>(b); }
+void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8>(b); }
+void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 3, 4>(b); }
+void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
+
+}  // namespace
+
+const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr};
+
+}  // namespace wick::cpu
+
+#else
+
+namespace wick::cpu {
+const IsaKernels kAvx2Kernels = {};
+}  // namespace wick::cpu
+
+#endif

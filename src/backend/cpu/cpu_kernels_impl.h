@@ -1,0 +1,39 @@
+// What the dispatcher (cpu_kernels.cpp) and the per-instruction-set files (cpu_kernels_<isa>.cpp, each compiled with
+// its own -m flags) share: a block of gemm work and each path's table of block functions. Plain C types only: an
+// inline function or template instantiated in an ISA file could be linked into the portable code (one copy wins),
+// so those files keep theirs in anonymous namespaces and include nothing of wick's but this.
+#pragma once
+
+#include <cstdint>
+
+namespace wick::cpu {
+
+/// out[r, j] = alpha · Σ_i x[r, i] · w[j, i] + beta · out[r, j] for r ∈ [r0, r1), j ∈ [j0, j1).
+/// x [rows, in] (f32, or bf16 bits for the bf16-x kernel), w [outs, in] (f32 or bf16 bits), out [rows, outs].
+struct GemmBlock {
+  const void* x;
+  const void* w;
+  float* out;
+  int64_t in, outs;
+  int64_t r0, r1, j0, j1;
+  float alpha, beta;
+};
+
+using BlockFn = void (*)(const GemmBlock&);
+
+/// One path's kernels; a null entry means the path has none (the dispatcher then uses another).
+struct IsaKernels {
+  BlockFn gemv_f32w;   // one x row (r1 = r0 + 1), f32 x, f32 w
+  BlockFn gemv_bf16w;  // one x row, f32 x, bf16 w widened to f32
+  BlockFn gemm_f32w;   // any rows, f32 x, f32 w
+  BlockFn gemm_bf16w;  // any rows, f32 x, bf16 w widened to f32
+  BlockFn gemm_bf16;   // any rows, bf16 x, bf16 w (vdpbf16ps)
+  void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);  // round to nearest even, for gemm_bf16's x
+};
+
+// Defined by the ISA files; all entries null where the compiler or target cannot build them.
+extern const IsaKernels kAvx2Kernels;
+extern const IsaKernels kAvx512Kernels;
+extern const IsaKernels kAvx512Bf16Kernels;
+
+}  // namespace wick::cpu

@@ -1,0 +1,290 @@
+// The CPU kernels (src/backend/cpu/cpu_kernels.h): every path this CPU runs, forced in turn, against the scalar twin
+// and both against a double-precision reference, on shapes with odd sizes; and the dispatcher's choice of path.
+//
+// Tolerance: x and w hold bf16-representable values with magnitudes in [0.5, 1] and random signs. A product of two
+// such values is exact in f32 (8-bit mantissas), so the only error is the f32 summation (in some order) of `in`
+// products, then alpha · s + beta · out: at most γ_{in+3} · (|alpha| · Σ|x·w| + |beta · out|), γ_n = n·u/(1 − n·u),
+// u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1). Path and twin each meet it against the double reference, so they
+// differ by at most twice it. Every term |x·w| ≥ 0.25 while the bound stays below 0.1 for these sizes, so a dropped,
+// doubled or misplaced term (a wrong tail, a wrong row) always fails. f32 weights hold arbitrary f32 values: each
+// product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "wick/dtype.h"
+#include "wick/error.h"
+
+namespace wick::cpu {
+namespace {
+
+constexpr double kU = 1.0 / (1 << 24);
+
+// Drops any forced path when a test ends.
+struct ResetIsa {
+  ~ResetIsa() { reset_isa(); }
+};
+
+std::vector<Isa> runnable_paths() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512bf16})
+    if (isa_supported(isa, detect_cpu_features())) out.push_back(isa);
+  return out;
+}
+
+// Magnitudes in [0.5, 1], random signs, rounded to bf16.
+std::vector<float> random_values(int64_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> mag(0.5f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& e : v) e = bf16_to_f32(f32_to_bf16((rng() & 1 ? 1.0f : -1.0f) * mag(rng)));
+  return v;
+}
+
+struct Problem {
+  GemmShape s;
+  LinearParams p;
+  std::vector<float> x;      // [rows, in]
+  std::vector<uint16_t> wb;  // [outs, in] bf16 bits
+  std::vector<float> wf;     // the same values in f32 (or any f32 values: see make_problem)
+  std::vector<float> out0;   // out's contents before the call (NaN when beta == 0: they must not be read)
+};
+
+Problem make_problem(GemmShape s, LinearParams p, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Problem pr{s, p, random_values(s.rows * s.in, rng), {}, random_values(s.outs * s.in, rng), {}};
+  for (float v : pr.wf) pr.wb.push_back(f32_to_bf16(v));
+  pr.out0 = p.beta == 0.0f ? std::vector<float>(size_t(s.rows * s.outs), std::numeric_limits<float>::quiet_NaN())
+                           : random_values(s.rows * s.outs, rng);
+  return pr;
+}
+
+// The exact result (double) and the f32 error bound of each output.
+struct Reference {
+  std::vector<double> value, bound;
+};
+
+Reference reference(const Problem& pr, const std::vector<float>& x, const std::vector<float>& w) {
+  const GemmShape s = pr.s;
+  Reference ref;
+  const double gamma = double(s.in + 3) * kU / (1.0 - double(s.in + 3) * kU);
+  for (int64_t r = 0; r < s.rows; ++r)
+    for (int64_t j = 0; j < s.outs; ++j) {
+      double sum = 0, abs_sum = 0;
+      for (int64_t i = 0; i < s.in; ++i) {
+        const double t = double(x[size_t(r * s.in + i)]) * double(w[size_t(j * s.in + i)]);
+        sum += t;
+        abs_sum += std::fabs(t);
+      }
+      const double prior = pr.p.beta == 0.0f ? 0.0 : double(pr.p.beta) * pr.out0[size_t(r * s.outs + j)];
+      ref.value.push_back(double(pr.p.alpha) * sum + prior);
+      ref.bound.push_back(gamma * (std::fabs(pr.p.alpha) * abs_sum + std::fabs(prior)) + 1e-30);
+    }
+  return ref;
+}
+
+std::vector<float> run(const Problem& pr, bool bf16_weights, const std::vector<float>& x) {
+  std::vector<float> out = pr.out0;
+  if (bf16_weights) {
+    gemm_bf16(x.data(), pr.wb.data(), out.data(), pr.s, pr.p);
+  } else {
+    gemm_f32(x.data(), pr.wf.data(), out.data(), pr.s, pr.p);
+  }
+  return out;
+}
+
+// Every output within `scale` bounds of the reference; the first failure names its place.
+::testing::AssertionResult within(const std::vector<float>& got, const Reference& ref, double scale) {
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - ref.value[i]);
+    if (!(err <= scale * ref.bound[i]))
+      return ::testing::AssertionFailure() << "output " << i << ": got " << got[i] << ", exact " << ref.value[i]
+                                           << ", error " << err << " > " << scale * ref.bound[i];
+  }
+  return ::testing::AssertionSuccess();
+}
+
+struct Case {
+  GemmShape s;
+  LinearParams p;
+};
+
+std::vector<Case> cases() {
+  const LinearParams params[] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}};
+  std::vector<Case> out;
+  int n = 0;
+  for (int64_t rows : {1, 2, 5, 64, 200})
+    for (int64_t in : {1, 7, 31, 33, 896 + 5})
+      for (int64_t outs : {1, 3, 17, 129}) out.push_back({{rows, in, outs}, params[n++ % 3]});
+  return out;
+}
+
+void check_every_path(bool bf16_weights) {
+  ResetIsa reset;
+  uint32_t seed = 1;
+  for (const Case& c : cases()) {
+    Problem pr = make_problem(c.s, c.p, seed++);
+    if (!bf16_weights) {  // arbitrary f32 weights: their products round as well
+      std::mt19937 rng(seed * 7919u);
+      std::normal_distribution<float> dist(0.0f, 1.0f);
+      for (float& v : pr.wf) v = dist(rng);
+    }
+    const Reference ref = reference(pr, pr.x, pr.wf);
+    force_isa(Isa::scalar);
+    const std::vector<float> twin = run(pr, bf16_weights, pr.x);
+    const std::string shape = "rows " + std::to_string(c.s.rows) + " in " + std::to_string(c.s.in) + " outs " +
+                              std::to_string(c.s.outs) + " alpha " + std::to_string(c.p.alpha) + " beta " +
+                              std::to_string(c.p.beta);
+    ASSERT_TRUE(within(twin, ref, 1.0)) << "scalar twin, " << shape;
+    for (Isa isa : runnable_paths()) {
+      force_isa(isa);
+      const std::vector<float> got = run(pr, bf16_weights, pr.x);
+      ASSERT_TRUE(within(got, ref, 1.0)) << to_string(isa) << " against the exact result, " << shape;
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_LE(std::fabs(double(got[i]) - twin[i]), 2.0 * ref.bound[i])
+            << to_string(isa) << " against the scalar twin at output " << i << ", " << shape;
+    }
+  }
+}
+
+TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnBf16Weights) { check_every_path(/*bf16_weights=*/true); }
+
+TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnF32Weights) { check_every_path(/*bf16_weights=*/false); }
+
+// x not representable in bf16: the one-row GEMV keeps it in f32 on every path (the tight bound holds); a many-row
+// product on avx512bf16 rounds it to bf16 first, adding at most 2⁻⁸ · |alpha| · Σ|x·w| (bf16's unit roundoff: each x's
+// relative rounding error), and no more.
+TEST(CpuKernels, OnlyTheManyRowBf16PathRoundsActivations) {
+  ResetIsa reset;
+  std::mt19937 rng(99);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (int64_t rows : {int64_t(1), kBf16ActivationRows, int64_t(64)}) {
+    Problem pr = make_problem({rows, 901, 37}, {1.5f, 0.0f}, 7u + uint32_t(rows));
+    for (float& v : pr.x) v = dist(rng);
+    const Reference ref = reference(pr, pr.x, pr.wf);
+    Reference loose = ref;
+    for (size_t i = 0; i < ref.bound.size(); ++i) {
+      const double abs_sum = ref.bound[i] / (double(901 + 3) * kU / (1.0 - double(901 + 3) * kU));
+      loose.bound[i] = ref.bound[i] + abs_sum / 256.0;
+    }
+    for (Isa isa : runnable_paths()) {
+      force_isa(isa);
+      const std::vector<float> got = run(pr, /*bf16_weights=*/true, pr.x);
+      const bool rounds_x = isa == Isa::avx512bf16 && rows >= kBf16ActivationRows;
+      EXPECT_TRUE(within(got, rounds_x ? loose : ref, 1.0)) << to_string(isa) << " rows " << rows;
+    }
+  }
+}
+
+TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
+  ResetIsa reset;
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    std::vector<float> out = {1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+    gemm_bf16(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.5f});
+    EXPECT_EQ(out, (std::vector<float>{0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f})) << to_string(isa);
+    gemm_f32(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.0f});
+    EXPECT_EQ(out, std::vector<float>(6, 0.0f)) << to_string(isa);
+  }
+}
+
+// All 2⁹ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has.
+TEST(CpuKernelsDispatch, NeverPicksWhatTheCpuLacks) {
+  for (unsigned bits = 0; bits < 512; ++bits) {
+    CpuFeatures f;
+    bool* flags[] = {&f.fma, &f.avx2, &f.avx512f, &f.avx512bw, &f.avx512vl, &f.avx512dq, &f.avx512bf16,
+                     &f.os_saves_ymm, &f.os_saves_zmm};
+    for (unsigned b = 0; b < 9; ++b) *flags[b] = bits >> b & 1u;
+    const bool avx2 = f.avx2 && f.fma && f.os_saves_ymm;
+    const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.os_saves_zmm;
+    const bool bf16 = avx512 && f.avx512bf16;
+    const Isa want = bf16 ? Isa::avx512bf16 : avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar;
+    EXPECT_EQ(best_isa(f), want) << "feature bits " << bits;
+    EXPECT_EQ(isa_supported(Isa::avx2, f), avx2) << "feature bits " << bits;
+    EXPECT_EQ(isa_supported(Isa::avx512, f), avx512) << "feature bits " << bits;
+    EXPECT_EQ(isa_supported(Isa::avx512bf16, f), bf16) << "feature bits " << bits;
+    EXPECT_TRUE(isa_supported(Isa::scalar, f));
+  }
+}
+
+// cpuid as read here agrees with the compiler's own reading (which also checks the OS's XSAVE state).
+TEST(CpuKernelsDispatch, DetectionAgreesWithTheCompiler) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  const CpuFeatures f = detect_cpu_features();
+  EXPECT_EQ(f.avx2 && f.os_saves_ymm, bool(__builtin_cpu_supports("avx2")));
+  EXPECT_EQ(f.fma && f.os_saves_ymm, bool(__builtin_cpu_supports("fma")));
+  EXPECT_EQ(f.avx512f && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512f")));
+  EXPECT_EQ(f.avx512bw && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512bw")));
+  EXPECT_EQ(f.avx512vl && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512vl")));
+  EXPECT_EQ(f.avx512dq && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512dq")));
+  EXPECT_EQ(f.avx512bf16 && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512bf16")));
+  EXPECT_EQ(choose_isa(nullptr, f), best_isa(f));
+#else
+  GTEST_SKIP() << "x86-64 only";
+#endif
+}
+
+TEST(CpuKernelsDispatch, ARequestTheCpuCannotRunNamesWhatWasAskedAndWhatItHas) {
+  CpuFeatures zen3;  // AVX2 and FMA, no AVX-512
+  zen3.fma = zen3.avx2 = zen3.os_saves_ymm = true;
+  EXPECT_EQ(choose_isa("avx2", zen3), Isa::avx2);
+  EXPECT_EQ(choose_isa("", zen3), Isa::avx2);
+  try {
+    choose_isa("avx512bf16", zen3);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("WICK_CPU_ISA=avx512bf16"), std::string::npos) << m;
+    EXPECT_NE(m.find("AVX512F"), std::string::npos) << m;
+    EXPECT_NE(m.find("AVX512_BF16"), std::string::npos) << m;
+    EXPECT_NE(m.find("this CPU runs: scalar, avx2"), std::string::npos) << m;
+  }
+  CpuFeatures no_zmm_state = zen3;  // AVX-512 in cpuid, but the OS does not save zmm registers
+  no_zmm_state.avx512f = no_zmm_state.avx512bw = no_zmm_state.avx512vl = no_zmm_state.avx512dq = true;
+  EXPECT_EQ(best_isa(no_zmm_state), Isa::avx2);
+  try {
+    choose_isa("avx512", no_zmm_state);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported);
+    EXPECT_NE(std::string(e.what()).find("zmm"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CpuKernelsDispatch, AnUnknownPathIsBadInputListingTheNames) {
+  try {
+    choose_isa("sse9", detect_cpu_features());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'sse9'"), std::string::npos) << m;
+    EXPECT_NE(m.find("scalar, avx2, avx512 or avx512bf16"), std::string::npos) << m;
+  }
+}
+
+TEST(CpuKernelsDispatch, ForcingAPathTheCpuLacksFailsAndKeepsTheChoice) {
+  ResetIsa reset;
+  force_isa(Isa::scalar);
+  EXPECT_EQ(active_isa(), Isa::scalar);
+  for (Isa isa : {Isa::avx2, Isa::avx512, Isa::avx512bf16}) {
+    if (isa_supported(isa, detect_cpu_features())) {
+      force_isa(isa);
+      EXPECT_EQ(active_isa(), isa);
+      force_isa(Isa::scalar);
+    } else {
+      EXPECT_THROW(force_isa(isa), Error) << to_string(isa);
+      EXPECT_EQ(active_isa(), Isa::scalar);
+    }
+  }
+  reset_isa();
+  EXPECT_EQ(active_isa(), choose_isa(std::getenv("WICK_CPU_ISA"), detect_cpu_features()));
+}
+
+}  // namespace
+}  // namespace wick::cpu
