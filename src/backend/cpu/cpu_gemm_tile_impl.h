@@ -22,7 +22,10 @@ constexpr int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 constexpr int64_t kMaxKBlock = 2048;
 
 // out[r, j] (r < MR, j < NR) = alpha · Σ_{i<k} x[r, i] · w[j, i] + beta · out[r, j] (out not read when beta == 0).
-template <class Ops, int MR, int NR>
+// kStream (the one-row GEMV, reading w from memory once): each step also prefetches, into L2, the same columns of
+// the NR w rows after the tile's, i.e. the next tile, one tile ahead. The rows of a tile are separate streams of only
+// `in` elements (1.8 KB for a 896-wide bf16 row), too short for the hardware prefetcher to ramp up on.
+template <class Ops, int MR, int NR, bool kStream = false>
 void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w, int64_t ldw, int64_t k, float* out,
                 int64_t ldo, float alpha, float beta) {
   typename Ops::Acc acc[MR][NR];
@@ -35,6 +38,9 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
     typename Ops::XV xv[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) xv[r] = Ops::load_x(x + r * ldx + i);
+    if constexpr (kStream)
+#pragma GCC unroll 8
+      for (int c = 0; c < NR; ++c) __builtin_prefetch(w + (c + NR) * ldw + i, 0, 2);
 #pragma GCC unroll 8
     for (int c = 0; c < NR; ++c) {
       const typename Ops::WV wv = Ops::load_w(w + c * ldw + i);
@@ -80,19 +86,19 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
 }
 
 // Rows [r, r + MR) of the block against all its w rows, NR at a time, for k ∈ [k0, k0 + k).
-template <class Ops, int MR, int NR>
+template <class Ops, int MR, int NR, bool kStream>
 void row_group(const GemmBlock& b, int64_t r, int64_t k0, int64_t k, float beta) {
   const auto* x = static_cast<const typename Ops::X*>(b.x) + r * b.in + k0;
   const auto* w = static_cast<const typename Ops::W*>(b.w) + k0;
   float* out = b.out + r * b.outs;
   int64_t j = b.j0;
-  for (; j + NR <= b.j1; j += NR) micro_tile<Ops, MR, NR>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
+  for (; j + NR <= b.j1; j += NR) micro_tile<Ops, MR, NR, kStream>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
   for (; j < b.j1; ++j) micro_tile<Ops, MR, 1>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
 }
 
 // Tiles of up to MR x rows × NR w rows over the block, k in blocks (the first applies beta, the rest accumulate).
 // The dispatcher handles in == 0.
-template <class Ops, int MR, int NR>
+template <class Ops, int MR, int NR, bool kStream = false>
   requires(MR >= 1 && MR <= 4)  // the row tails below are spelled out up to 3
 void gemm_block(const GemmBlock& b) {
   const int64_t k_blocks = (b.in + kMaxKBlock - 1) / kMaxKBlock;
@@ -102,11 +108,11 @@ void gemm_block(const GemmBlock& b) {
     const int64_t k = min_i64(kc, b.in - k0);
     const float beta = k0 == 0 ? b.beta : 1.0f;
     int64_t r = b.r0;
-    for (; r + MR <= b.r1; r += MR) row_group<Ops, MR, NR>(b, r, k0, k, beta);
+    for (; r + MR <= b.r1; r += MR) row_group<Ops, MR, NR, kStream>(b, r, k0, k, beta);
     const int64_t left = b.r1 - r;
-    if constexpr (MR > 1) if (left == 1) row_group<Ops, 1, NR>(b, r, k0, k, beta);
-    if constexpr (MR > 2) if (left == 2) row_group<Ops, 2, NR>(b, r, k0, k, beta);
-    if constexpr (MR > 3) if (left == 3) row_group<Ops, 3, NR>(b, r, k0, k, beta);
+    if constexpr (MR > 1) if (left == 1) row_group<Ops, 1, NR, kStream>(b, r, k0, k, beta);
+    if constexpr (MR > 2) if (left == 2) row_group<Ops, 2, NR, kStream>(b, r, k0, k, beta);
+    if constexpr (MR > 3) if (left == 3) row_group<Ops, 3, NR, kStream>(b, r, k0, k, beta);
   }
 }
 

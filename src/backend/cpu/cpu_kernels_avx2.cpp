@@ -62,8 +62,8 @@ struct Bf16WOps : F32Ops {
 };
 
 // 16 ymm registers: one x row × 8 w rows (8 accumulators), or 3 × 4 tiles (12 accumulators + 3 x + 1 w).
-void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8>(b); }
-void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8>(b); }
+void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
+void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
 void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 3, 4>(b); }
 void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
 

@@ -14,8 +14,8 @@ namespace {
 
 // One x row: eight w rows per tile, so eight independent weight streams and accumulators cover FMA latency.
 // Several rows: 4 × 4 tiles (16 accumulators + 4 x vectors + 1 w vector of the 32 zmm registers).
-void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8>(b); }
-void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8>(b); }
+void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
+void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
 void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 4, 4>(b); }
 void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4>(b); }
 
