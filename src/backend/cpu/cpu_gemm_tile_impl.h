@@ -17,8 +17,9 @@ namespace {
 
 constexpr int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// k per block: x's MR rows and w's NR rows of one block stay in L1 (MR = NR = 4, 2 KB f32 rows: 32 KB), and a
-// block of NB w rows in L2. Blocks are balanced so the last one is not a sliver.
+// k per block: a 4 × 4 tile's x and w rows (8 rows of 2048 bf16: 32 KB) stay in the 48 KB L1 while the tile runs,
+// and a block's w rows in L2. Blocks are balanced so the last one is not a sliver. (Not tuned: the Qwen2.5 shapes
+// measured have in ≤ 4864, at most 3 blocks.)
 constexpr int64_t kMaxKBlock = 2048;
 
 // out[r, j] (r < MR, j < NR) = alpha · Σ_{i<k} x[r, i] · w[j, i] + beta · out[r, j] (out not read when beta == 0).
