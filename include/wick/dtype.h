@@ -11,6 +11,16 @@ namespace wick {
 /// Element type of a Tensor. bf16 and f16 are stored as uint16_t bit patterns.
 enum class DType : uint8_t { f32, bf16, f16, i32 };
 
+/// What the CPU backend multiplies by (the GPU holds every weight in bf16 whatever this says).
+enum class CpuWeights : uint8_t {
+  /// Weight matrices stay in the file's dtype where the CPU kernels take it — bf16, read in place from the file's
+  /// mapping, half the memory of f32 — with f32 activations and sums (every product is that of the f32 reference:
+  /// a bf16 value widens to f32 exactly; only the order of the sums differs). Other dtypes are widened to f32.
+  native,
+  /// Every weight widened to f32 at load (the reference: `--compute f32`).
+  f32,
+};
+
 /// Bytes per element.
 constexpr size_t dtype_size(DType t) { return t == DType::f32 || t == DType::i32 ? 4 : 2; }
 

@@ -22,6 +22,7 @@ class LoraAdapter;
 
 struct LoadOptions {
   Device device = Device::cpu;
+  CpuWeights cpu_weights = CpuWeights::native;
 };
 
 /// The new tokens of one sequence and the cache they extend (positions continue from cache->length()).
@@ -66,8 +67,11 @@ class Model {
   const ModelConfig& config() const;
   const GenerationDefaults& generation_defaults() const;
   Device device() const;
-  /// The dtype the model keeps its weights and activations in on its device (f32 on the CPU, bf16 on CUDA).
+  /// The dtype the model keeps its activations (and KV cache) in on its device (f32 on the CPU, bf16 on CUDA).
   DType compute_dtype() const;
+  /// The dtype of its weight matrices (projections, embedding, head): bf16 on CUDA; on the CPU bf16 where the files
+  /// hold bf16 and LoadOptions::cpu_weights is native (read in place from the files' mapping), else f32.
+  DType weight_dtype() const;
   /// A copy of a CPU tensor on the model's device in compute_dtype(): how an adapter's factors are made ready
   /// for this model.
   Tensor upload(const Tensor& host) const;

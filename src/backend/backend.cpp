@@ -74,8 +74,8 @@ void Backend::dropout(const Tensor&, float, uint64_t, Tensor&) { no_training_op(
 std::unique_ptr<Backend> make_cuda_backend();
 #endif
 
-std::unique_ptr<Backend> make_backend(Device device) {
-  if (device == Device::cpu) return make_cpu_backend();
+std::unique_ptr<Backend> make_backend(Device device, CpuWeights cpu_weights) {
+  if (device == Device::cpu) return make_cpu_backend(cpu_weights);
 #ifdef WICK_WITH_CUDA
   return make_cuda_backend();
 #else

@@ -20,14 +20,20 @@ Tensor transpose(const Tensor& t) {
   return out;
 }
 
-// W + scale·B·A on the backend, in a new tensor.
+// W + scale·B·A on the backend, in a new tensor of W's dtype. A weight the CPU keeps in bf16 is merged in f32 and
+// rounded once.
 Tensor merged_weight(Backend& b, const Tensor& w, const LoraFactors& f) {
   const DType dt = b.compute_dtype();
   const Tensor a_t = b.upload(transpose(b.download(f.a)), dt);  // [in, rank]; the factor's values exactly
-  Tensor merged = b.alloc(w.shape(), dt);
-  b.copy_rows(w, merged, 0);
+  Tensor merged;
+  if (w.dtype() == dt) {
+    merged = b.alloc(w.shape(), dt);
+    b.copy_rows(w, merged, 0);
+  } else {
+    merged = b.upload(b.download(w), dt);
+  }
   b.linear(f.b, a_t, Tensor(), merged, {.alpha = f.scale, .beta = 1.0f});
-  return merged;
+  return w.dtype() == dt ? merged : b.upload_weight(b.download(merged).to(w.dtype()));
 }
 
 }  // namespace

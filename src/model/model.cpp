@@ -19,7 +19,7 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
   impl->generation = GenerationDefaults::load(dir);
   if (impl->generation.eos_token_ids.empty()) impl->generation.eos_token_ids = impl->config.eos_token_ids;
   const TensorStore store = TensorStore::open_dir(dir);
-  impl->backend = make_backend(options.device);
+  impl->backend = make_backend(options.device, options.cpu_weights);
   impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
   if (impl->backend->device() != Device::cpu) {
     impl->decode_steps = std::make_unique<DecodeSteps>(*impl->backend, impl->config, impl->weights);
@@ -45,6 +45,7 @@ const GenerationDefaults& Model::generation_defaults() const { return impl_->gen
 Device Model::device() const { return impl_->backend->device(); }
 
 DType Model::compute_dtype() const { return impl_->backend->compute_dtype(); }
+DType Model::weight_dtype() const { return impl_->weights.layers.at(0).q.weight.dtype(); }
 
 Tensor Model::upload(const Tensor& host) const {
   Backend& b = *impl_->backend;

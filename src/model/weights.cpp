@@ -82,8 +82,9 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
 
   const DType dt = backend.compute_dtype();
   auto get = [&](const std::string& name) { return backend.upload(store.tensor(name), dt); };
+  auto matrix = [&](const std::string& name) { return backend.upload_weight(store.tensor(name)); };
   ModelWeights w;
-  w.embed = get("model.embed_tokens.weight");
+  w.embed = matrix("model.embed_tokens.weight");
   w.layers.resize(size_t(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights& l = w.layers[size_t(i)];
@@ -94,12 +95,12 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
       Projection& proj = l.projection(k);
       proj.layer = int(i);
       proj.kind = k;
-      proj.weight = get(p + proj_path(k) + ".weight");
+      proj.weight = matrix(p + proj_path(k) + ".weight");
       if (has_bias(k)) proj.bias = get(p + proj_path(k) + ".bias");
     }
   }
   w.final_norm = get("model.norm.weight");
-  w.head = c.head == ModelHead::causal_lm && c.tie_word_embeddings ? w.embed : get(head_name(c));
+  w.head = c.head == ModelHead::causal_lm && c.tie_word_embeddings ? w.embed : matrix(head_name(c));
   return w;
 }
 

@@ -10,6 +10,7 @@
 // product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3).
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -155,14 +156,14 @@ TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnBf16Weights) { check_every_path(
 
 TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnF32Weights) { check_every_path(/*bf16_weights=*/false); }
 
-// x not representable in bf16: the one-row GEMV keeps it in f32 on every path (the tight bound holds); a many-row
-// product on avx512bf16 rounds it to bf16 first, adding at most 2⁻⁸ · |alpha| · Σ|x·w| (bf16's unit roundoff: each x's
+// x not representable in bf16: every path but avx512bf16 keeps it in f32 (the tight bound holds); avx512bf16 rounds it
+// to bf16 first, for one row as for many, adding at most 2⁻⁸ · |alpha| · Σ|x·w| (bf16's unit roundoff: each x's
 // relative rounding error), and no more.
-TEST(CpuKernels, OnlyTheManyRowBf16PathRoundsActivations) {
+TEST(CpuKernels, OnlyTheBf16PathRoundsActivations) {
   ResetIsa reset;
   std::mt19937 rng(99);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (int64_t rows : {int64_t(1), kBf16ActivationRows, int64_t(64)}) {
+  for (int64_t rows : {1, 4, 64}) {
     Problem pr = make_problem({rows, 901, 37}, {1.5f, 0.0f}, 7u + uint32_t(rows));
     for (float& v : pr.x) v = dist(rng);
     const Reference ref = reference(pr, pr.x, pr.wf);
@@ -174,9 +175,39 @@ TEST(CpuKernels, OnlyTheManyRowBf16PathRoundsActivations) {
     for (Isa isa : runnable_paths()) {
       force_isa(isa);
       const std::vector<float> got = run(pr, /*bf16_weights=*/true, pr.x);
-      const bool rounds_x = isa == Isa::avx512bf16 && rows >= kBf16ActivationRows;
-      EXPECT_TRUE(within(got, rounds_x ? loose : ref, 1.0)) << to_string(isa) << " rows " << rows;
+      EXPECT_TRUE(within(got, isa == Isa::avx512bf16 ? loose : ref, 1.0)) << to_string(isa) << " rows " << rows;
     }
+  }
+}
+
+// A row's result does not depend on the rows beside it: each row of a many-row product equals, bit for bit, the
+// product of that row alone (the one-row GEMV), on every path, for both weight types — what lets a batch of
+// sequences decode exactly as each would alone.
+TEST(CpuKernels, EachRowEqualsItsProductAloneBitForBit) {
+  ResetIsa reset;
+  uint32_t seed = 500;
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    for (bool bf16_weights : {true, false})
+      for (const GemmShape s : {GemmShape{5, 901, 129}, GemmShape{70, 33, 17}, GemmShape{9, 4864 + 3, 21}}) {
+        Problem pr = make_problem(s, {0.75f, 0.5f}, seed++);
+        std::mt19937 rng(seed);
+        std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+        for (float& v : pr.x) v = dist(rng);  // not bf16 values: avx512bf16 rounds them the same way either way
+        const std::vector<float> all = run(pr, bf16_weights, pr.x);
+        for (int64_t r = 0; r < s.rows; ++r) {
+          Problem one = pr;
+          one.s.rows = 1;
+          one.x.assign(pr.x.begin() + r * s.in, pr.x.begin() + (r + 1) * s.in);
+          one.out0.assign(pr.out0.begin() + r * s.outs, pr.out0.begin() + (r + 1) * s.outs);
+          const std::vector<float> alone = run(one, bf16_weights, one.x);
+          for (int64_t j = 0; j < s.outs; ++j)
+            ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(r * s.outs + j)]), std::bit_cast<uint32_t>(alone[size_t(j)]))
+                << to_string(isa) << (bf16_weights ? " bf16" : " f32") << " weights, rows " << s.rows << " in "
+                << s.in << " outs " << s.outs << ": row " << r << " output " << j << " " << all[size_t(r * s.outs + j)]
+                << " in the batch, " << alone[size_t(j)] << " alone";
+        }
+      }
   }
 }
 
@@ -192,7 +223,8 @@ TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
   }
 }
 
-// All 2⁹ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has.
+// All 2⁹ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has
+// that keeps activations in f32.
 TEST(CpuKernelsDispatch, NeverPicksWhatTheCpuLacks) {
   for (unsigned bits = 0; bits < 512; ++bits) {
     CpuFeatures f;
@@ -202,7 +234,7 @@ TEST(CpuKernelsDispatch, NeverPicksWhatTheCpuLacks) {
     const bool avx2 = f.avx2 && f.fma && f.os_saves_ymm;
     const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.os_saves_zmm;
     const bool bf16 = avx512 && f.avx512bf16;
-    const Isa want = bf16 ? Isa::avx512bf16 : avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar;
+    const Isa want = avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar;  // avx512bf16 only when asked for
     EXPECT_EQ(best_isa(f), want) << "feature bits " << bits;
     EXPECT_EQ(isa_supported(Isa::avx2, f), avx2) << "feature bits " << bits;
     EXPECT_EQ(isa_supported(Isa::avx512, f), avx512) << "feature bits " << bits;

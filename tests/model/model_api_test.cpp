@@ -2,6 +2,7 @@
 // the fixture's own file and against W + scale·B·A computed here in double.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 
@@ -57,8 +58,14 @@ TEST(ModelApi, UploadGivesTheComputeDtypeOnTheModelsDevice) {
   EXPECT_EQ(t.data<float>()[1], -2.0f);
 }
 
-TEST(ModelApi, MergeLoraAddsScaledProductAndUnmergeRestoresBits) {
-  auto model = Model::load(fixture("models/tiny-untied"));
+// On weights the CPU keeps in bf16 (the fixture's files are bf16) the merged weight is W + scale·B·A computed in f32
+// and rounded to bf16 once; on f32 weights (--compute f32) it is that sum in f32.
+class MergeLora : public ::testing::TestWithParam<CpuWeights> {};
+
+TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
+  auto model = Model::load(fixture("models/tiny-untied"), {.cpu_weights = GetParam()});
+  const bool bf16 = GetParam() == CpuWeights::native;
+  EXPECT_EQ(model->weight_dtype(), bf16 ? DType::bf16 : DType::f32);
   const ModelConfig& c = model->config();
   auto lora = std::make_shared<TwoProjections>();
   const int64_t r = 3;
@@ -91,7 +98,10 @@ TEST(ModelApi, MergeLoraAddsScaledProductAndUnmergeRestoresBits) {
       for (int64_t i = 0; i < in; ++i) {
         double d = 0;
         for (int64_t k = 0; k < rank; ++k) d += double(f.b.data<float>()[o * rank + k]) * f.a.data<float>()[k * in + i];
-        EXPECT_NEAR(w1->data<float>()[o * in + i], w0->data<float>()[o * in + i] + f.scale * d, 1e-6) << name;
+        const double want = w0->data<float>()[o * in + i] + f.scale * d;
+        // bf16: within one rounding of the sum (2⁻⁹ relative, and an f32 sum's rounding at a bf16 tie)
+        EXPECT_NEAR(w1->data<float>()[o * in + i], want, bf16 ? std::ldexp(std::fabs(want), -8) + 1e-6 : 1e-6)
+            << name;
       }
   };
   check("model.layers.0.self_attn.q_proj.weight", lora->q);
@@ -106,6 +116,9 @@ TEST(ModelApi, MergeLoraAddsScaledProductAndUnmergeRestoresBits) {
   EXPECT_TRUE(same_bits(again, base_logits));
   EXPECT_EQ(model->unmerge_lora(), nullptr);  // nothing merged: a no-op
 }
+
+INSTANTIATE_TEST_SUITE_P(ModelApi, MergeLora, ::testing::Values(CpuWeights::native, CpuWeights::f32),
+                         [](const auto& info) { return info.param == CpuWeights::native ? "bf16" : "f32"; });
 
 TEST(ModelApi, SetActiveLoraReturnsThePreviousOne) {
   auto model = Model::load(fixture("models/tiny-tied"));

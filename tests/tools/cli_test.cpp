@@ -39,15 +39,20 @@ std::string join(const std::vector<int32_t>& ids) {
 
 std::string ids_arg(const Tensor& t, int64_t row) { return join(int_row(t, row)); }
 
+// The fixture's weights are bf16: the CPU multiplies by them as they are (the default) or widened to f32 (--compute
+// f32, the reference); both are transformers' logits to 1e-4 (the products are the same, only the sums' order
+// differs).
 TEST(Cli, LogitsMatchTransformers) {
   auto ref = SafetensorsFile::open(fixture("models/tiny-untied/reference.safetensors"));
   const Tensor ids = ref->tensor("input_ids");
-  const auto out = temp_dir("logits") / "l.safetensors";
-  const CliRun r = wick("logits --model " + model("tiny-untied") + " --tokens '" + ids_arg(ids, 0) + ";" + ids_arg(ids, 1) +
-                     "' --out " + out.string());
-  ASSERT_EQ(r.code, 0) << r.err;
-  auto got = SafetensorsFile::open(out);
-  EXPECT_LE(relative_max_error(got->tensor("logits"), ref->tensor("logits")), 1e-4);
+  for (const char* compute : {"", " --compute auto", " --compute f32"}) {
+    const auto out = temp_dir("logits") / "l.safetensors";
+    const CliRun r = wick("logits --model " + model("tiny-untied") + " --tokens '" + ids_arg(ids, 0) + ";" +
+                          ids_arg(ids, 1) + "' --out " + out.string() + compute);
+    ASSERT_EQ(r.code, 0) << compute << "\n" << r.err;
+    auto got = SafetensorsFile::open(out);
+    EXPECT_LE(relative_max_error(got->tensor("logits"), ref->tensor("logits")), 1e-4) << compute;
+  }
 }
 
 TEST(Cli, ClassifierLogitsPerRow) {
@@ -96,6 +101,7 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
       {"logits --model /nonexistent --tokens 1 --out /tmp/x.safetensors", "/nonexistent"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 0", "--max-tokens"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --compute f64", "--compute: expected auto or f32"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2 --top-p 1.5", "--top-p"},
       {"random-model --like gpt5 --out /tmp/x", "gpt5"},
       {"random-model --like tiny --dtype i32 --out /tmp/x", "--dtype"},

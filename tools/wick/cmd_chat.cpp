@@ -11,7 +11,7 @@ namespace wick::cli {
 
 Action add_chat(CLI::App& app) {
   struct Opts {
-    std::string model, system, device = "cpu";
+    std::string model, system, device = "cpu", compute = "auto";
     int32_t max_tokens = 512;
     int64_t context = 4096;
     SamplingFlags sampling;
@@ -24,13 +24,14 @@ Action add_chat(CLI::App& app) {
   cmd->add_option("--context", o->context, "KV cache positions for the whole conversation (default 4096)");
   o->sampling.add_to(cmd);
   cmd->add_option("--device", o->device, "cpu or cuda");
+  add_compute_flag(cmd, o->compute);
   return [o]() {
-    const Device device = parse_device(o->device);
+    const LoadOptions load = load_options(o->device, o->compute);
     const std::string model_dir = resolve_model_arg(o->model);
     std::optional<Tokenizer> tokenizer = tokenizer_if_present(model_dir);
     if (!tokenizer) fail(ErrorKind::bad_input, "chat: " + model_dir + " has no tokenizer.json");
     if (!tokenizer->has_chat_template()) fail(ErrorKind::bad_input, "chat: " + model_dir + " has no chat template");
-    auto model = Model::load(model_dir, {.device = device});
+    auto model = Model::load(model_dir, load);
     const Generator gen(model, tokenizer);
     Session session = gen.make_session(std::min<int64_t>(o->context, model->config().max_position_embeddings));
     // <|im_end|> closes a turn even where generation_config.json does not list it as EOS.

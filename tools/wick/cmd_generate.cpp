@@ -84,7 +84,7 @@ std::vector<std::shared_ptr<const LoraAdapter>> row_adapters(
 
 Action add_generate(CLI::App& app) {
   struct Opts {
-    std::string model, tokens, device = "cpu", row_adapters;
+    std::string model, tokens, device = "cpu", compute = "auto", row_adapters;
     std::vector<std::string> prompts, adapters;
     int32_t max_tokens = 16;
     bool ignore_eos = false, json = false, stream = false;
@@ -107,10 +107,11 @@ Action add_generate(CLI::App& app) {
   cmd->add_flag("--stream", o->stream, "print tokens as they are generated");
   cmd->add_flag("--json", o->json, "print one JSON object (with --stream: one per token, then the summary)");
   cmd->add_option("--device", o->device, "cpu or cuda");
+  add_compute_flag(cmd, o->compute);
   return [o]() {
     if (o->prompts.empty() == o->tokens.empty())
       fail(ErrorKind::bad_input, "generate: give the prompt as --prompt TEXT or --tokens 1,2,3");
-    const Device device = parse_device(o->device);
+    const LoadOptions load = load_options(o->device, o->compute);
     const std::string model_dir = resolve_model_arg(o->model);
     std::optional<Tokenizer> tokenizer = tokenizer_if_present(model_dir);
     std::vector<std::vector<int32_t>> prompt_ids;
@@ -124,7 +125,7 @@ Action add_generate(CLI::App& app) {
       fail(ErrorKind::bad_input, "--stream: streams one prompt; " + std::to_string(prompt_ids.size()) + " were given");
     if (!o->row_adapters.empty() && o->adapters.empty())
       fail(ErrorKind::bad_input, "--row-adapters: give the adapters it names as --adapter NAME=DIR");
-    auto model = Model::load(model_dir, {.device = device});
+    auto model = Model::load(model_dir, load);
     std::vector<std::pair<std::string, std::shared_ptr<const LoraAdapter>>> loaded;
     for (const std::string& a : o->adapters) {
       const auto [name, dir] = named_dir(a);

@@ -10,7 +10,7 @@ namespace wick::cli {
 
 Action add_logits(CLI::App& app) {
   struct Opts {
-    std::string model, adapter, tokens, out, device = "cpu";
+    std::string model, adapter, tokens, out, device = "cpu", compute = "auto";
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("logits", "One forward pass; writes f32 tensor `logits` to a safetensors file");
@@ -19,9 +19,10 @@ Action add_logits(CLI::App& app) {
   cmd->add_option("--tokens", o->tokens, "token ids: rows separated by ';', ids by ','")->required();
   cmd->add_option("--out", o->out, "output .safetensors file")->required();
   cmd->add_option("--device", o->device, "cpu or cuda");
+  add_compute_flag(cmd, o->compute);
   return [o]() {
     const auto rows = parse_token_rows(o->tokens, "--tokens");
-    auto model = Model::load(resolve_model_arg(o->model), {.device = parse_device(o->device)});
+    auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->compute));
     const auto adapter = o->adapter.empty() ? nullptr : LoraAdapter::load(resolve_model_arg(o->adapter), *model);
     Tensor logits = model->logits(rows, adapter ? &adapter->source() : nullptr);
     write_safetensors(o->out, {{"logits", logits}});

@@ -32,7 +32,7 @@ namespace fs = std::filesystem;
 // The flags that reach TrainOptions only after parsing (lists, two-form values), and the run's own.
 struct TrainFlags {
   TrainOptions o;
-  std::string model, device = "cpu", targets, layers, betas, warmup = "0", modules_to_save, dump_grads;
+  std::string model, device = "cpu", compute = "auto", targets, layers, betas, warmup = "0", modules_to_save, dump_grads;
   bool no_shuffle = false, json = false;
   CLI::Option* steps = nullptr;
   CLI::Option* epochs = nullptr;
@@ -219,14 +219,14 @@ nlohmann::json summary(const Trainer& t, const TrainFlags& f, double seconds, do
 
 void train(TrainFlags& f) {
   resolve(f);
-  const Device device = parse_device(f.device);
+  const LoadOptions load = load_options(f.device, f.compute);
   check_writable_folder(f.o.out, "--out");
   if (!f.dump_grads.empty()) check_writable_file(f.dump_grads, "--dump-grads");
   f.model = resolve_model_arg(f.model);
   if (!f.o.init_adapter.empty()) f.o.init_adapter = resolve_model_arg(f.o.init_adapter.string());
 
   std::optional<Tokenizer> tokenizer = tokenizer_if_present(f.model);
-  auto model = Model::load(f.model, {.device = device});
+  auto model = Model::load(f.model, load);
   Trainer trainer(model, tokenizer ? std::make_shared<const Tokenizer>(std::move(*tokenizer)) : nullptr, f.o);
   const int64_t first_step = trainer.steps_done();
   std::cerr << "training on " << trainer.examples() << " examples: steps " << first_step + 1 << " to "
@@ -309,6 +309,7 @@ Action add_train(CLI::App& app) {
   cmd->add_option("--dump-grads", f->dump_grads, "with --steps 1: write each trained tensor's gradient (safetensors)");
   cmd->add_flag("--json", f->json, "print one JSON summary on stdout at the end");
   cmd->add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  add_compute_flag(cmd, f->compute);
   return [f]() { train(*f); };
 }
 

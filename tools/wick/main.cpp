@@ -54,6 +54,18 @@ Device parse_device(const std::string& text) {
   fail(ErrorKind::bad_input, "--device: expected cpu or cuda, found '" + text + "'");
 }
 
+void add_compute_flag(CLI::App* cmd, std::string& compute) {
+  cmd->add_option("--compute", compute,
+                  "auto (CPU: the file's bf16 weights kept as they are) or f32 (every weight widened: the reference)")
+      ->capture_default_str();
+}
+
+LoadOptions load_options(const std::string& device, const std::string& compute) {
+  if (compute != "auto" && compute != "f32")
+    fail(ErrorKind::bad_input, "--compute: expected auto or f32, found '" + compute + "'");
+  return {.device = parse_device(device), .cpu_weights = compute == "f32" ? CpuWeights::f32 : CpuWeights::native};
+}
+
 }  // namespace wick::cli
 
 int main(int argc, char** argv) {

@@ -34,7 +34,6 @@ struct F32Ops {
   static __m512 load_w(const float* p) { return _mm512_loadu_ps(p); }
   static __m512 load_w_tail(const float* p, int n) { return load_x_tail(p, n); }
   static __m512 madd(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
-  static float sum(__m512 a) { return _mm512_reduce_add_ps(a); }
   static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 

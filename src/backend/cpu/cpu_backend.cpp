@@ -1,6 +1,6 @@
-// CPU reference backend: f32 compute, OpenBLAS for GEMM, wick's thread pool across rows and heads.
-#include <cblas.h>
-
+// CPU reference backend: f32 activations and sums, weight matrices in f32 or kept in the file's bf16; wick's kernels
+// for the products with weights (cpu_kernels.h), OpenBLAS for the training ops' other products (cpu_backward.cpp);
+// wick's thread pool across rows and heads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,6 +9,8 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backward.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_weights.h"
 #include "core/thread_pool.h"
 #include "wick/error.h"
 
@@ -22,9 +24,6 @@ using cpu::kElementGrain;
 using cpu::kRowGrain;
 using cpu::kTokenGrain;
 using cpu::row_size;
-
-// One-row products up to this many weight elements run as plain loops (see linear).
-constexpr int64_t kSmallGemv = int64_t(1) << 16;
 
 // rope (inverse false) and its transpose rope_backward (inverse true: each pair turned by −angle).
 void rotate_pairs(Tensor& x, const Tensor& positions, double theta, bool inverse, const char* op) {
@@ -94,12 +93,18 @@ void attend(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* po
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(CpuWeights weights) : weights_(weights) {}
   Device device() const override { return Device::cpu; }
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::f32; }
 
   Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
   Tensor upload(const Tensor& host, DType dtype) override { return host.to(dtype); }
+  // bf16 weights stay where they are (a view of the file's read-only mapping); the ops widen them as they go.
+  Tensor upload_weight(const Tensor& host) override {
+    if (weights_ == CpuWeights::native && host.dtype() == DType::bf16) return host;
+    return host.to(DType::f32);
+  }
   Tensor download(const Tensor& t) override { return t.to(DType::f32); }
   void write(Tensor& dst, const void* host, size_t bytes) override {
     expect(bytes <= dst.nbytes(), "write", std::to_string(bytes) + " bytes into " + to_string(dst.shape()));
@@ -114,10 +119,11 @@ class CpuBackend final : public Backend {
       if (id[t] < 0 || id[t] >= vocab)
         fail(ErrorKind::bad_input, "token id " + std::to_string(id[t]) + " is outside the vocabulary [0, " +
                                        std::to_string(vocab) + ")");
-    const float* src = table.data<float>();
+    const auto* src = static_cast<const std::byte*>(table.raw());
+    const size_t row_bytes = size_t(hidden) * dtype_size(table.dtype());
     float* dst = out.data<float>();
     for (int64_t t = 0; t < n; ++t)
-      std::memcpy(dst + t * hidden, src + int64_t(id[t]) * hidden, size_t(hidden) * sizeof(float));
+      convert_to_f32(src + size_t(id[t]) * row_bytes, table.dtype(), dst + t * hidden, size_t(hidden));
   }
 
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
@@ -179,22 +185,11 @@ class CpuBackend final : public Backend {
     expect(out.dim(0) == rows && row_size(out) == outs, "linear", "output shape " + to_string(out.shape()));
     if (rows == 0) return;
     float* o = out.data<float>();
-    if (rows == 1 && outs * in <= kSmallGemv) {
-      // Tiny products (LoRA's rank-r factors when decoding): plain loops beat OpenBLAS waking its threads.
-      const float* xp = x.data<float>();
-      const float* wp = w.data<float>();
-      for (int64_t j = 0; j < outs; ++j) {
-        float acc = 0.0f;
-        for (int64_t i = 0; i < in; ++i) acc += wp[j * in + i] * xp[i];
-        o[j] = p.alpha * acc + (p.beta != 0.0f ? p.beta * o[j] : 0.0f);
-      }
-    } else if (rows == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(outs), int(in), p.alpha, w.data<float>(), int(in), x.data<float>(),
-                  1, p.beta, o, 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(outs), int(in), p.alpha, x.data<float>(),
-                  int(in), w.data<float>(), int(in), p.beta, o, int(outs));
-    }
+    // wick's kernels (cpu_kernels.h): a row's result never depends on the rows beside it, so a batch decodes each
+    // sequence exactly as it would decode alone.
+    const cpu::GemmShape shape{.rows = rows, .in = in, .outs = outs};
+    if (w.dtype() == DType::bf16) cpu::gemm_bf16(x.data<float>(), w.data<uint16_t>(), o, shape, p);
+    else cpu::gemm_f32(x.data<float>(), w.data<float>(), o, shape, p);
     if (bias.defined()) {
       expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
       const float* b = bias.data<float>();
@@ -317,7 +312,8 @@ class CpuBackend final : public Backend {
 
   // Backward twins (training): cpu_backward.cpp.
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulParams& p) override {
-    cpu::matmul(a, b, out, p);
+    if (cpu::is_half(b)) cpu::matmul_half_b(a, b, out, p);
+    else cpu::matmul(a, b, out, p);
   }
   void rmsnorm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& d_out, Tensor& dx) override {
     cpu::rmsnorm_backward(x, weight, eps, d_out, dx);
@@ -340,10 +336,13 @@ class CpuBackend final : public Backend {
     cpu::embedding_backward(ids, d_out, d_table);
   }
   void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out) override { cpu::dropout(x, p, seed, out); }
+
+ private:
+  CpuWeights weights_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend(CpuWeights weights) { return std::make_unique<CpuBackend>(weights); }
 
 }  // namespace wick

@@ -2,7 +2,7 @@
 //   X, W              element types of x and w (float, or uint16_t bf16 bits)
 //   XV, WV, Acc       vector types; kStep: elements of k one madd consumes
 //   zero(), load_x(p), load_w(p), load_x_tail(p, n), load_w_tail(p, n) (n < kStep, zeros beyond), madd(acc, x, w)
-//   sum4(a, b, c, d, out): out[0..3] = horizontal sums of four accumulators
+//   sum4(a, b, c, d, out): out[0..3] = horizontal sums of four accumulators, each by the same tree of adds
 // Both x and w are k-contiguous (w [outs, in] is used as stored), so a tile is MR × NR dot products, each
 // accumulated across vector lanes and reduced once at the end of a k block.
 // Included only by ISA files, and everything here has internal linkage (see cpu_kernels_impl.h).
@@ -16,6 +16,15 @@ namespace wick::cpu {
 namespace {
 
 constexpr int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// One accumulator's horizontal sum by sum4's tree: an output's value must not depend on whether it fell in a tile of
+// four or in a tail (a GEMV's tiles are not a GEMM's), so that a row's result never depends on the rows beside it.
+template <class Ops>
+float sum1(typename Ops::Acc a) {
+  float t[4];
+  Ops::sum4(a, a, a, a, t);
+  return t[0];
+}
 
 // k per block: a 4 × 4 tile's x and w rows (8 rows of 2048 bf16: 32 KB) stay in the 48 KB L1 while the tile runs,
 // and a block's w rows in L2. Blocks are balanced so the last one is not a sliver. (Not tuned: the Qwen2.5 shapes
@@ -69,10 +78,10 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
       if constexpr (NR % 4 == 0) {
         Ops::sum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3], s + c);
       } else {
-        s[c] = Ops::sum(acc[r][c]);
-        if (c + 1 < NR) s[c + 1] = Ops::sum(acc[r][c + 1]);
-        if (c + 2 < NR) s[c + 2] = Ops::sum(acc[r][c + 2]);
-        if (c + 3 < NR) s[c + 3] = Ops::sum(acc[r][c + 3]);
+        s[c] = sum1<Ops>(acc[r][c]);
+        if (c + 1 < NR) s[c + 1] = sum1<Ops>(acc[r][c + 1]);
+        if (c + 2 < NR) s[c + 2] = sum1<Ops>(acc[r][c + 2]);
+        if (c + 3 < NR) s[c + 3] = sum1<Ops>(acc[r][c + 3]);
       }
     }
     float* o = out + r * ldo;

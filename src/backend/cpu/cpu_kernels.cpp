@@ -42,6 +42,7 @@ IsaKernels kernels_for(Isa isa) {
     case Isa::avx512bf16: {
       if (!kAvx512Bf16Kernels.gemm_bf16 || !kAvx512Kernels.gemv_bf16w) return {};
       IsaKernels k = kAvx512Kernels;
+      k.gemv_bf16 = kAvx512Bf16Kernels.gemv_bf16;
       k.gemm_bf16 = kAvx512Bf16Kernels.gemm_bf16;
       k.to_bf16 = kAvx512Bf16Kernels.to_bf16;
       return k;
@@ -214,7 +215,7 @@ bool isa_supported(Isa isa, const CpuFeatures& f) { return missing_features(isa,
 Isa best_isa(const CpuFeatures& f) {
   Isa best = Isa::scalar;
   for (Isa isa : kIsas)
-    if (isa_supported(isa, f)) best = isa;
+    if (isa != Isa::avx512bf16 && isa_supported(isa, f)) best = isa;
   return best;
 }
 
@@ -245,16 +246,15 @@ void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, Linea
   const Isa isa = active_isa();
   if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
   const IsaKernels k = kernels_for(isa);
-  if (s.rows == 1) return run_blocks(k.gemv_bf16w, x, w, out, s, p);
-  if (!k.gemm_bf16 || s.rows < kBf16ActivationRows) return run_blocks(k.gemm_bf16w, x, w, out, s, p);
-  // x [rows, in] rounded to bf16 once. The buffer stays with the calling thread for its next call; workers get its
+  if (!k.gemm_bf16) return run_blocks(s.rows == 1 ? k.gemv_bf16w : k.gemm_bf16w, x, w, out, s, p);
+  // x [rows, in] rounded to bf16 once, whatever the number of rows (a row's result must not depend on the others). The buffer stays with the calling thread for its next call; workers get its
   // address (a thread_local named inside the loop would be each worker's own).
   thread_local std::vector<uint16_t> x_bf16;
   x_bf16.resize(size_t(s.rows * s.in));
   uint16_t* xb = x_bf16.data();
   const int64_t grain = std::max<int64_t>(1, kMinTaskWork / s.in);
   parallel_for(s.rows, grain, [&](int64_t r0, int64_t r1) { k.to_bf16(x + r0 * s.in, xb + r0 * s.in, (r1 - r0) * s.in); });
-  run_blocks(k.gemm_bf16, xb, w, out, s, p);
+  run_blocks(s.rows == 1 ? k.gemv_bf16 : k.gemm_bf16, xb, w, out, s, p);
 }
 
 void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearParams p) {

@@ -17,12 +17,6 @@ inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-inline float hsum128(__m128 v) {
-  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-  v = _mm_add_ss(v, _mm_movehdup_ps(v));
-  return _mm_cvtss_f32(v);
-}
-
 // f32 x, f32 w.
 struct F32Ops {
   using X = float;
@@ -37,7 +31,6 @@ struct F32Ops {
   static __m256 load_w(const float* p) { return _mm256_loadu_ps(p); }
   static __m256 load_w_tail(const float* p, int n) { return load_x_tail(p, n); }
   static __m256 madd(__m256 acc, __m256 x, __m256 w) { return _mm256_fmadd_ps(x, w, acc); }
-  static float sum(__m256 a) { return hsum128(_mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1))); }
   // Pairs interleaved within 128-bit lanes, then the two lanes folded.
   static void sum4(__m256 a, __m256 b, __m256 c, __m256 d, float* out) {
     const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
@@ -69,7 +62,7 @@ void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
 
 }  // namespace
 
-const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr};
+const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr};
 
 }  // namespace wick::cpu
 

@@ -21,7 +21,7 @@ void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4>(b); }
 
 }  // namespace
 
-const IsaKernels kAvx512Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr};
+const IsaKernels kAvx512Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr};
 
 }  // namespace wick::cpu
 

@@ -1,7 +1,8 @@
-// The avx512bf16 path's own kernel (AVX-512 + AVX512_BF16; this file alone is compiled with those flags): x rounded
+// The avx512bf16 path's own kernels (AVX-512 + AVX512_BF16; this file alone is compiled with those flags): x rounded
 // to bf16 once, then vdpbf16ps, which multiplies 32 bf16 pairs exactly and adds each neighbouring pair of products
-// into one of 16 f32 lanes — twice the multiply-adds of an f32 FMA per instruction, from half the bytes. The path's
-// other kernels (the one-row GEMV, f32 weights) are avx512's (cpu_kernels.cpp assembles the table).
+// into one of 16 f32 lanes — twice the multiply-adds of an f32 FMA per instruction, from half the bytes. Every
+// product with bf16 weights takes them, one row or many (a row's result must not depend on the rows beside it); the
+// path's f32-weight kernels are avx512's (cpu_kernels.cpp assembles the table).
 #include "backend/cpu/cpu_kernels_impl.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
@@ -30,10 +31,11 @@ struct DotOps {
   static __m512bh load_x_tail(const uint16_t* p, int n) { return load_tail(p, n); }
   static __m512bh load_w_tail(const uint16_t* p, int n) { return load_tail(p, n); }
   static __m512 madd(__m512 acc, __m512bh x, __m512bh w) { return _mm512_dpbf16_ps(acc, x, w); }
-  static float sum(__m512 a) { return _mm512_reduce_add_ps(a); }
   static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 
+// The same tiles as avx512's (cpu_kernels_avx512.cpp): eight w rows streamed for one x row, 4 × 4 for several.
+void gemv_bf16(const GemmBlock& b) { gemm_block<DotOps, 1, 8, true>(b); }
 void gemm_bf16(const GemmBlock& b) { gemm_block<DotOps, 4, 4>(b); }
 
 // Round to nearest even (vcvtneps2bf16; denormals flush to zero).
@@ -49,7 +51,7 @@ void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 
 }  // namespace
 
-const IsaKernels kAvx512Bf16Kernels = {nullptr, nullptr, nullptr, nullptr, gemm_bf16, to_bf16};
+const IsaKernels kAvx512Bf16Kernels = {nullptr, nullptr, nullptr, nullptr, gemv_bf16, gemm_bf16, to_bf16};
 
 }  // namespace wick::cpu
 

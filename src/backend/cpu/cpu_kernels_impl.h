@@ -27,6 +27,7 @@ struct IsaKernels {
   BlockFn gemv_bf16w;  // one x row, f32 x, bf16 w widened to f32
   BlockFn gemm_f32w;   // any rows, f32 x, f32 w
   BlockFn gemm_bf16w;  // any rows, f32 x, bf16 w widened to f32
+  BlockFn gemv_bf16;   // one x row, bf16 x, bf16 w (vdpbf16ps)
   BlockFn gemm_bf16;   // any rows, bf16 x, bf16 w (vdpbf16ps)
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);  // round to nearest even, for gemm_bf16's x
 };
