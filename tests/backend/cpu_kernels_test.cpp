@@ -10,6 +10,7 @@
 // product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -208,6 +209,76 @@ TEST(CpuKernels, EachRowEqualsItsProductAloneBitForBit) {
                 << " in the batch, " << alone[size_t(j)] << " alone";
         }
       }
+  }
+}
+
+// Attention's inner loops (scores, the softmax's exponentials, the weighted sum of values) on every path against
+// double-precision sums, over runs of rows with a stride (one head of a cache row), odd head sizes and run lengths
+// included: the sums within f32's summation bound (as above), the exponentials within 4e-7 relative (the vector paths'
+// polynomial; the scalar path's std::exp).
+TEST(CpuKernels, AttentionLoopsOnEveryPathMatchDoubleSums) {
+  ResetIsa reset;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    for (const int64_t d : {1, 7, 16, 33, 64, 128})
+      for (const int64_t n : {1, 3, 4, 17, 100}) {
+        const int64_t stride = 3 * d + 5;  // rows of a cache with other heads between them
+        std::vector<float> q(static_cast<size_t>(d)), kv(static_cast<size_t>(n * stride));
+        std::vector<float> scores(static_cast<size_t>(n)), out(static_cast<size_t>(d));
+        for (float& x : q) x = dist(rng);
+        for (float& x : kv) x = dist(rng);
+        for (float& x : out) x = dist(rng);
+        const std::string where = std::string(to_string(isa)) + " d " + std::to_string(d) + " n " + std::to_string(n);
+        const double gamma = double(d + 2) * kU / (1.0 - double(d + 2) * kU);
+        attention_scores(q.data(), kv.data(), stride, n, d, 0.125f, scores.data());
+        for (int64_t j = 0; j < n; ++j) {
+          double sum = 0, abs_sum = 0;
+          for (int64_t i = 0; i < d; ++i) {
+            sum += double(q[size_t(i)]) * kv[size_t(j * stride + i)];
+            abs_sum += std::fabs(double(q[size_t(i)]) * kv[size_t(j * stride + i)]);
+          }
+          ASSERT_LE(std::fabs(scores[size_t(j)] - 0.125 * sum), 0.125 * gamma * abs_sum + 1e-30) << where << " key " << j;
+        }
+        std::vector<float> e = scores;
+        const float total = softmax_exp(e.data(), n);
+        const double top = *std::max_element(scores.begin(), scores.end());
+        double want_total = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const double want = std::exp(double(scores[size_t(j)]) - top);
+          want_total += want;
+          ASSERT_LE(std::fabs(e[size_t(j)] - want), 4e-7 * want) << where << " exp " << j;
+        }
+        ASSERT_LE(std::fabs(total - want_total), 1e-6 * want_total) << where;
+        const std::vector<float> before = out;
+        attention_values(e.data(), kv.data(), stride, n, d, out.data());
+        for (int64_t i = 0; i < d; ++i) {
+          double sum = before[size_t(i)], abs_sum = std::fabs(before[size_t(i)]);
+          for (int64_t j = 0; j < n; ++j) {
+            sum += double(e[size_t(j)]) * kv[size_t(j * stride + i)];
+            abs_sum += std::fabs(double(e[size_t(j)]) * kv[size_t(j * stride + i)]);
+          }
+          const double bound = double(n + 2) * kU / (1.0 - double(n + 2) * kU) * abs_sum + 1e-30;
+          ASSERT_LE(std::fabs(out[size_t(i)] - sum), bound) << where << " column " << i;
+        }
+      }
+  }
+}
+
+// The exponentials at the ends of the range: exp(0) = 1 exactly where the maximum is, a score far below the maximum
+// gives (about) 0 and −∞ (a masked key) exactly 0, never NaN.
+TEST(CpuKernels, SoftmaxExpAtTheEndsOfItsRange) {
+  ResetIsa reset;
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    std::vector<float> s = {0.0f, -100.0f, -std::numeric_limits<float>::infinity(), 3.0f, -87.0f};
+    const float total = softmax_exp(s.data(), int64_t(s.size()));
+    EXPECT_EQ(s[3], 1.0f) << to_string(isa);
+    EXPECT_TRUE(s[1] >= 0.0f && s[1] < 1e-40f) << to_string(isa) << " " << s[1];  // exp(−103): 0 or a denormal
+    EXPECT_EQ(s[2], 0.0f) << to_string(isa);
+    EXPECT_NEAR(s[0], std::exp(-3.0), 4e-7 * std::exp(-3.0)) << to_string(isa);
+    EXPECT_TRUE(std::isfinite(total)) << to_string(isa);
   }
 }
 

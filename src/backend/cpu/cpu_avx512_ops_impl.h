@@ -34,6 +34,25 @@ struct F32Ops {
   static __m512 load_w(const float* p) { return _mm512_loadu_ps(p); }
   static __m512 load_w_tail(const float* p, int n) { return load_x_tail(p, n); }
   static __m512 madd(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
+  static __m512 set1(float v) { return _mm512_set1_ps(v); }
+  static void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+  static void store_tail(float* p, __m512 v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v); }
+  // lanes [0, n) from p, the rest v
+  static __m512 load_tail_fill(const float* p, int n, float v) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(v), __mmask16((1u << n) - 1), p);
+  }
+  static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+  static __m512 sub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
+  static __m512 mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+  static __m512 fmadd(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }  // a·b + c
+  static __m512 max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+  static float hmax(__m512 a) { return _mm512_reduce_max_ps(a); }
+  static __m512 round(__m512 x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static __m512 scale2(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }  // p · 2ⁿ
+  // v where x ≥ lo, else 0
+  static __m512 zero_below(__m512 v, __m512 x, __m512 lo) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), v);
+  }
   static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 

@@ -50,11 +50,12 @@ void rotate_pairs(Tensor& x, const Tensor& positions, double theta, bool inverse
   });
 }
 
-// Causal GQA attention: query i sees keys j ∈ [0, pos[i]], found at row key_row(i, j) of k and v (f32).
+// Causal GQA attention: query i sees keys j ∈ [0, pos[i]], found in runs of consecutive rows of k and v (f32):
+// key_run(i, j, visible) = {the row of key j, how many keys from j on are in the rows after it (≥ 1)}.
 // q [n, heads, d]; k, v [rows, kv_heads, d]; out [n, heads · d]; ctx = max pos + 1.
-template <class KeyRow>
+template <class KeyRun>
 void attend(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* pos, int64_t ctx, Tensor& out,
-            const AttentionParams& p, const KeyRow& key_row) {
+            const AttentionParams& p, const KeyRun& key_run) {
   const int64_t n = q.dim(0), heads = p.num_heads, d = p.head_dim, kvh = p.num_kv_heads, group = heads / kvh;
   const float* qp = q.data<float>();
   const float* kp = k.data<float>();
@@ -63,29 +64,24 @@ void attend(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* po
   // One work item per (query, head); small contexts are batched into larger chunks.
   const int64_t grain = std::max<int64_t>(1, kAttentionGrainWork / std::max<int64_t>(1, ctx * d));
   parallel_for(n * heads, grain, [&](int64_t w0, int64_t w1) {
-    std::vector<float> scores(static_cast<size_t>(ctx));
+    std::vector<float> probs(static_cast<size_t>(ctx));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t i = w / heads, h = w % heads;
       const float* qi = qp + (i * heads + h) * d;
       const int64_t kv = h / group, visible = int64_t(pos[i]) + 1;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < visible; ++j) {
-        const float* kj = kp + (key_row(i, j) * kvh + kv) * d;
-        float s = 0.0f;
-        for (int64_t e = 0; e < d; ++e) s += qi[e] * kj[e];
-        s *= p.scale;
-        scores[size_t(j)] = s;
-        mx = std::max(mx, s);
+      for (int64_t j = 0; j < visible;) {
+        const auto [row, count] = key_run(i, j, visible);
+        cpu::attention_scores(qi, kp + (row * kvh + kv) * d, kvh * d, count, d, p.scale, probs.data() + j);
+        j += count;
       }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) sum += scores[size_t(j)] = std::exp(scores[size_t(j)] - mx);
-      const float inv = 1.0f / sum;
+      const float inv = 1.0f / cpu::softmax_exp(probs.data(), visible);
+      for (int64_t j = 0; j < visible; ++j) probs[size_t(j)] *= inv;
       float* oi = op + (i * heads + h) * d;
       std::fill(oi, oi + d, 0.0f);
-      for (int64_t j = 0; j < visible; ++j) {
-        const float p_j = scores[size_t(j)] * inv;
-        const float* vj = vp + (key_row(i, j) * kvh + kv) * d;
-        for (int64_t e = 0; e < d; ++e) oi[e] += p_j * vj[e];
+      for (int64_t j = 0; j < visible;) {
+        const auto [row, count] = key_run(i, j, visible);
+        cpu::attention_values(probs.data() + j, vp + (row * kvh + kv) * d, kvh * d, count, d, oi);
+        j += count;
       }
     }
   });
@@ -229,7 +225,8 @@ class CpuBackend final : public Backend {
     expect(q.numel() == n * p.num_heads * p.head_dim && positions.numel() == n && k.dim(0) >= ctx &&
                row_size(k) == p.num_kv_heads * p.head_dim && out.numel() == n * p.num_heads * p.head_dim,
            "attention", "shapes q " + to_string(q.shape()) + " k " + to_string(k.shape()));
-    attend(q, k, v, pos, ctx, out, p, [](int64_t, int64_t j) { return j; });
+    attend(q, k, v, pos, ctx, out, p,
+           [](int64_t, int64_t j, int64_t visible) { return std::pair<int64_t, int64_t>(j, visible - j); });
   }
 
   void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const PagedKeys& keys, Tensor& out,
@@ -253,8 +250,10 @@ class CpuBackend final : public Backend {
                "block " + std::to_string(tables[e]) + " outside the pool of " + std::to_string(k.dim(0) / bs));
       ctx = std::max<int64_t>(ctx, pos[i] + 1);
     }
-    attend(q, k, v, pos, ctx, out, p,
-           [&](int64_t i, int64_t j) { return int64_t(tables[start[i] + j / bs]) * bs + j % bs; });
+    attend(q, k, v, pos, ctx, out, p, [&](int64_t i, int64_t j, int64_t visible) {
+      return std::pair<int64_t, int64_t>(int64_t(tables[start[i] + j / bs]) * bs + j % bs,
+                                         std::min(bs - j % bs, visible - j));
+    });
   }
 
   void lora_rows(const Tensor& x, const Tensor& row_tables, int64_t slot, int32_t max_rank, Tensor& out) override {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ IsaKernels kernels_for(Isa isa) {
       k.gemv_bf16 = kAvx512Bf16Kernels.gemv_bf16;
       k.gemm_bf16 = kAvx512Bf16Kernels.gemm_bf16;
       k.to_bf16 = kAvx512Bf16Kernels.to_bf16;
+      k.attention_scores = kAvx512Kernels.attention_scores;
+      k.attention_values = kAvx512Kernels.attention_values;
+      k.softmax_exp = kAvx512Kernels.softmax_exp;
       return k;
     }
   }
@@ -263,6 +267,42 @@ void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearPar
   if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
   const IsaKernels k = kernels_for(isa);
   run_blocks(s.rows == 1 ? k.gemv_f32w : k.gemm_f32w, x, w, out, s, p);
+}
+
+void attention_scores(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,
+                      float* scores) {
+  const IsaKernels kernels = kernels_for(active_isa());
+  if (kernels.attention_scores) {
+    return kernels.attention_scores(
+        {.q = q, .k = k, .v = nullptr, .p = nullptr, .scores = scores, .out = nullptr, .stride = stride, .n = n, .d = d,
+         .scale = scale});
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < d; ++i) s += q[i] * k[j * stride + i];
+    scores[j] = scale * s;
+  }
+}
+
+void attention_values(const float* p, const float* v, int64_t stride, int64_t n, int64_t d, float* out) {
+  const IsaKernels kernels = kernels_for(active_isa());
+  if (kernels.attention_values) {
+    return kernels.attention_values({.q = nullptr, .k = nullptr, .v = v, .p = p, .scores = nullptr, .out = out,
+                                     .stride = stride, .n = n, .d = d, .scale = 1.0f});
+  }
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < d; ++i) out[i] += p[j] * v[j * stride + i];
+}
+
+float softmax_exp(float* s, int64_t n) {
+  if (n <= 0) return 0.0f;
+  const IsaKernels kernels = kernels_for(active_isa());
+  if (kernels.softmax_exp) return kernels.softmax_exp(s, n);
+  float top = s[0];
+  for (int64_t j = 1; j < n; ++j) top = std::max(top, s[j]);
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) sum += s[j] = std::exp(s[j] - top);
+  return sum;
 }
 
 }  // namespace wick::cpu

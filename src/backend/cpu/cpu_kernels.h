@@ -78,4 +78,14 @@ void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, Linea
 /// The same with f32 weights (always f32 x; no bf16 rounding anywhere; rows independent as above).
 void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearParams p = {});
 
+/// Attention's inner loops for one query and one head over a run of n cache rows `stride` floats apart (one head's
+/// keys or values, d floats each), on the active path (f32 on every path; the calling thread only):
+/// scores[j] = scale · q·k_j, with k_j = k + j · stride.
+void attention_scores(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale, float* scores);
+/// out[0, d) += Σ_j p[j] · v_j, with v_j = v + j · stride.
+void attention_values(const float* p, const float* v, int64_t stride, int64_t n, int64_t d, float* out);
+/// The softmax's exponentials in place: s[j] = exp(s[j] − max_j s) for j < n; returns their sum. The vector paths
+/// compute exp by a polynomial (relative error ≈ 1e-7; exp(x) = 0 below −87.3), the scalar path by std::exp.
+float softmax_exp(float* s, int64_t n);
+
 }  // namespace wick::cpu

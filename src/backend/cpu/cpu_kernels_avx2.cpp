@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "backend/cpu/cpu_attention_impl.h"
 #include "backend/cpu/cpu_gemm_tile_impl.h"
 
 namespace wick::cpu {
@@ -31,6 +32,32 @@ struct F32Ops {
   static __m256 load_w(const float* p) { return _mm256_loadu_ps(p); }
   static __m256 load_w_tail(const float* p, int n) { return load_x_tail(p, n); }
   static __m256 madd(__m256 acc, __m256 x, __m256 w) { return _mm256_fmadd_ps(x, w, acc); }
+  static __m256 set1(float v) { return _mm256_set1_ps(v); }
+  static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+  static void store_tail(float* p, __m256 v, int n) { _mm256_maskstore_ps(p, first_lanes(n), v); }
+  // lanes [0, n) from p, the rest v
+  static __m256 load_tail_fill(const float* p, int n, float v) {
+    const __m256i m = first_lanes(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(v), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+  }
+  static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
+  static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+  static __m256 fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }  // a·b + c
+  static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+  static float hmax(__m256 a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+  }
+  static __m256 round(__m256 x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // p · 2ⁿ for integral n in [−126, 127]: n added to p's exponent
+  static __m256 scale2(__m256 p, __m256 n) {
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  }
+  // v where x ≥ lo, else 0
+  static __m256 zero_below(__m256 v, __m256 x, __m256 lo) { return _mm256_and_ps(v, _mm256_cmp_ps(x, lo, _CMP_GE_OQ)); }
   // Pairs interleaved within 128-bit lanes, then the two lanes folded.
   static void sum4(__m256 a, __m256 b, __m256 c, __m256 d, float* out) {
     const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
@@ -62,7 +89,8 @@ void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
 
 }  // namespace
 
-const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr};
+const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr,
+                                 attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>};
 
 }  // namespace wick::cpu
 

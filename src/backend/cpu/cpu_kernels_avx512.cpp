@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "backend/cpu/cpu_avx512_ops_impl.h"
+#include "backend/cpu/cpu_attention_impl.h"
 #include "backend/cpu/cpu_gemm_tile_impl.h"
 
 namespace wick::cpu {
@@ -21,7 +22,8 @@ void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4>(b); }
 
 }  // namespace
 
-const IsaKernels kAvx512Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr};
+const IsaKernels kAvx512Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr,
+                                   attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>};
 
 }  // namespace wick::cpu
 

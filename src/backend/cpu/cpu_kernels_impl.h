@@ -21,6 +21,21 @@ struct GemmBlock {
 
 using BlockFn = void (*)(const GemmBlock&);
 
+/// One query against a run of n keys or values, rows `stride` floats apart (a KV cache's rows of one head):
+/// attention_scores writes scores[j] = scale · q·k_j; attention_values adds Σ_j p[j] · v_j into out[0, d).
+struct AttentionRun {
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* p;
+  float* scores;
+  float* out;
+  int64_t stride, n, d;
+  float scale;
+};
+
+using RunFn = void (*)(const AttentionRun&);
+
 /// One path's kernels; a null entry means the path has none (the dispatcher then uses another).
 struct IsaKernels {
   BlockFn gemv_f32w;   // one x row (r1 = r0 + 1), f32 x, f32 w
@@ -30,6 +45,9 @@ struct IsaKernels {
   BlockFn gemv_bf16;   // one x row, bf16 x, bf16 w (vdpbf16ps)
   BlockFn gemm_bf16;   // any rows, bf16 x, bf16 w (vdpbf16ps)
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);  // round to nearest even, for gemm_bf16's x
+  RunFn attention_scores;
+  RunFn attention_values;
+  float (*softmax_exp)(float* s, int64_t n);  // s[j] = exp(s[j] − max s); returns Σ s[j]
 };
 
 // Defined by the ISA files; all entries null where the compiler or target cannot build them.
