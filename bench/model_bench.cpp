@@ -109,7 +109,7 @@ void BM_Decode(benchmark::State& state, const std::string& like, Device device) 
   state.counters["tok_per_s"] = benchmark::Counter(double(steps) * double(state.iterations()), benchmark::Counter::kIsRate);
   // Every weight is read once per token, except the embedding table (one row) when the head is untied.
   const double params = double(c.parameter_count()) - (c.tie_word_embeddings ? 0.0 : double(c.vocab_size * c.hidden_size));
-  const double bytes_per_token = params * (device == Device::cpu ? 4.0 : 2.0);  // f32 on the CPU, bf16 on CUDA
+  const double bytes_per_token = params * double(dtype_size(model->weight_dtype()));  // as held: bf16, or f32
   const double gbps = device == Device::cpu ? memory_bandwidth().read_gbps : device_copy_bandwidth_gbps();
   state.counters["roofline_tok_per_s"] = gbps * 1e9 / bytes_per_token;
   state.counters["GB_per_token"] = bytes_per_token / 1e9;

@@ -282,6 +282,31 @@ TEST(CpuKernels, SoftmaxExpAtTheEndsOfItsRange) {
   }
 }
 
+// silu(gate) · up on every path against double, odd lengths, and gates far out on both sides (no inf or NaN:
+// silu(−100) · up is −0 or a tiny number, silu(100) · up is 100 · up).
+TEST(CpuKernels, SiluMulOnEveryPathMatchesDouble) {
+  ResetIsa reset;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-8.0f, 8.0f);
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    for (const int64_t n : {1, 7, 16, 33, 100}) {
+      std::vector<float> gate(static_cast<size_t>(n)), up(static_cast<size_t>(n)), out(static_cast<size_t>(n));
+      for (float& x : gate) x = dist(rng);
+      for (float& x : up) x = dist(rng);
+      gate[0] = -100.0f;
+      if (n > 1) gate[1] = 100.0f;
+      silu_mul(gate.data(), up.data(), out.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = gate[size_t(i)], want = g / (1.0 + std::exp(-g)) * up[size_t(i)];
+        ASSERT_TRUE(std::isfinite(out[size_t(i)])) << to_string(isa) << " n " << n << " at " << i;
+        ASSERT_LE(std::fabs(out[size_t(i)] - want), 1e-6 * std::fabs(want) + 1e-30)
+            << to_string(isa) << " n " << n << " at " << i << ": gate " << g;
+      }
+    }
+  }
+}
+
 TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
   ResetIsa reset;
   for (Isa isa : runnable_paths()) {

@@ -1,5 +1,6 @@
-// Attention's inner loops, written once over an ISA file's F32Ops (cpu_gemm_tile_impl.h lists the interface; these
-// also use set1, store, store_tail, add, sub, mul, fmadd, max, hmax, round, scale2, zero_below and load_tail_fill): one query's scores against a run of keys, the softmax's exponentials, and the
+// Attention's inner loops and the gated MLP's activation, written once over an ISA file's F32Ops (cpu_gemm_tile_impl.h lists the interface; these
+// also use set1, store, store_tail, add, sub, mul, div, fmadd, min, max, hmax, round, scale2, zero_below and
+// load_tail_fill): one query's scores against a run of keys, the softmax's exponentials, and the
 // probability-weighted sum of a run of values. Included only by ISA files; internal linkage (cpu_kernels_impl.h).
 #pragma once
 
@@ -54,13 +55,14 @@ void attention_values(const AttentionRun& r) {
 }
 
 // exp(x) for f32 lanes, from the ISA's arithmetic (Cephes' expf: x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial of
-// r, then · 2ⁿ): relative error ≈ 1e-7, exp(x) = 0 for x below −87.3 (−∞ included), no NaN for finite x ≤ 0.
+// r, then · 2ⁿ): relative error ≈ 1e-7, exp(x) = 0 for x below −87.3 (−∞ included), +∞ far above 88.7; no NaN
+// for a number x.
 // Ops supplies the pieces that differ by ISA: fmadd, round to nearest, and scaling by 2ⁿ.
 template <class Ops>
 typename Ops::Acc exp_lanes(typename Ops::Acc x) {
   using A = typename Ops::Acc;
   const A lo = Ops::set1(-87.33654f);
-  const A clamped = Ops::max(x, lo);
+  const A clamped = Ops::min(Ops::max(x, lo), Ops::set1(88.7f));  // above: 2¹²⁸ at most (inf, not garbage)
   const A n = Ops::round(Ops::mul(clamped, Ops::set1(1.44269504088896341f)));
   A r = Ops::fmadd(n, Ops::set1(-0.693359375f), clamped);
   r = Ops::fmadd(n, Ops::set1(2.12194440e-4f), r);
@@ -95,6 +97,20 @@ float softmax_exp(float* s, int64_t n) {
     sum = Ops::add(sum, e);  // exp(−∞) = 0 in the lanes past n
   }
   return sum1<Ops>(sum);
+}
+
+// out[i] = silu(gate[i]) · up[i] = gate[i] · up[i] / (1 + exp(−gate[i])).
+template <class Ops>
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  using A = typename Ops::Acc;
+  const A one = Ops::set1(1.0f), zero = Ops::zero();
+  const auto lanes = [&](A g, A u) { return Ops::div(Ops::mul(g, u), Ops::add(one, exp_lanes<Ops>(Ops::sub(zero, g)))); };
+  int64_t i = 0;
+  for (; i + Ops::kStep <= n; i += Ops::kStep) Ops::store(out + i, lanes(Ops::load_x(gate + i), Ops::load_x(up + i)));
+  if (i < n) {
+    const int left = int(n - i);
+    Ops::store_tail(out + i, lanes(Ops::load_x_tail(gate + i, left), Ops::load_x_tail(up + i, left)), left);
+  }
 }
 
 }  // namespace

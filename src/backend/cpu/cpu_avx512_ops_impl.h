@@ -46,6 +46,8 @@ struct F32Ops {
   static __m512 mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
   static __m512 fmadd(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }  // a·b + c
   static __m512 max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+  static __m512 min(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+  static __m512 div(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
   static float hmax(__m512 a) { return _mm512_reduce_max_ps(a); }
   static __m512 round(__m512 x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static __m512 scale2(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }  // p · 2ⁿ

@@ -293,9 +293,7 @@ class CpuBackend final : public Backend {
     const float* g = gate.data<float>();
     const float* u = up.data<float>();
     float* o = out.data<float>();
-    parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    });
+    parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) { cpu::silu_mul(g + i0, u + i0, o + i0, i1 - i0); });
   }
 
   void add(const Tensor& a, const Tensor& b, Tensor& out) override {

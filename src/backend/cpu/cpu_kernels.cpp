@@ -49,6 +49,7 @@ IsaKernels kernels_for(Isa isa) {
       k.attention_scores = kAvx512Kernels.attention_scores;
       k.attention_values = kAvx512Kernels.attention_values;
       k.softmax_exp = kAvx512Kernels.softmax_exp;
+      k.silu_mul = kAvx512Kernels.silu_mul;
       return k;
     }
   }
@@ -303,6 +304,12 @@ float softmax_exp(float* s, int64_t n) {
   float sum = 0.0f;
   for (int64_t j = 0; j < n; ++j) sum += s[j] = std::exp(s[j] - top);
   return sum;
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  const IsaKernels kernels = kernels_for(active_isa());
+  if (kernels.silu_mul) return kernels.silu_mul(gate, up, out, n);
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
 }  // namespace wick::cpu

@@ -87,5 +87,8 @@ void attention_values(const float* p, const float* v, int64_t stride, int64_t n,
 /// The softmax's exponentials in place: s[j] = exp(s[j] − max_j s) for j < n; returns their sum. The vector paths
 /// compute exp by a polynomial (relative error ≈ 1e-7; exp(x) = 0 below −87.3), the scalar path by std::exp.
 float softmax_exp(float* s, int64_t n);
+/// out[i] = silu(gate[i]) · up[i] = gate[i] · up[i] / (1 + exp(−gate[i])) for i < n (out may alias either input; the
+/// vector paths' exp as softmax_exp's).
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 
 }  // namespace wick::cpu

@@ -45,6 +45,8 @@ struct F32Ops {
   static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
   static __m256 fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }  // a·b + c
   static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+  static __m256 min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+  static __m256 div(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
   static float hmax(__m256 a) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -90,7 +92,8 @@ void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
 }  // namespace
 
 const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr,
-                                 attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>};
+                                 attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>,
+                                 silu_mul<F32Ops>};
 
 }  // namespace wick::cpu
 

@@ -23,7 +23,8 @@ void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4>(b); }
 }  // namespace
 
 const IsaKernels kAvx512Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr,
-                                   attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>};
+                                   attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>,
+                                   silu_mul<F32Ops>};
 
 }  // namespace wick::cpu
 

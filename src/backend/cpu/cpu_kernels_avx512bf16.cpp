@@ -52,7 +52,7 @@ void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 }  // namespace
 
 const IsaKernels kAvx512Bf16Kernels = {nullptr, nullptr, nullptr, nullptr, gemv_bf16, gemm_bf16, to_bf16, nullptr,
-                                       nullptr, nullptr};
+                                       nullptr, nullptr, nullptr};
 
 }  // namespace wick::cpu
 

@@ -48,6 +48,7 @@ struct IsaKernels {
   RunFn attention_scores;
   RunFn attention_values;
   float (*softmax_exp)(float* s, int64_t n);  // s[j] = exp(s[j] − max s); returns Σ s[j]
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
 };
 
 // Defined by the ISA files; all entries null where the compiler or target cannot build them.
