@@ -110,7 +110,7 @@ const bool registered = [] {
           if (rows > 1 && isa == Isa::scalar) continue;
           if (weight_bytes == 4 && isa == Isa::avx512bf16) continue;  // avx512's kernels: f32 weights use no bf16
           const std::string name = "BM_CpuKernel/" + shape + "/" + (weight_bytes == 2 ? "bf16/" : "f32/") +
-                                   std::string(cpu::to_string(isa));
+                                   std::string(cpu::isa_name(isa));
           benchmark::RegisterBenchmark(name.c_str(), BM_CpuKernel, isa, weight_bytes, rows, in, outs)
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime();

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/text.h"
 #include "wick/error.h"
 
 namespace wick::hub {
@@ -24,11 +25,6 @@ constexpr const char* kDefaultEndpoint = "https://huggingface.co";
 std::string getenv_str(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
-}
-
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
 }
 
 fs::path home() {
@@ -54,7 +50,7 @@ std::string read_trimmed(const fs::path& p) {
   if (!f) return "";
   std::ostringstream ss;
   ss << f.rdbuf();
-  return trim(ss.str());
+  return trim_space(ss.str());
 }
 
 bool word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
@@ -104,7 +100,7 @@ std::string revision_problem(std::string_view rev) {
 }  // namespace
 
 bool env_flag(const char* name) {
-  std::string v = trim(getenv_str(name));
+  std::string v = trim_space(getenv_str(name));
   for (char& c : v) c = char(std::toupper(static_cast<unsigned char>(c)));
   return v == "1" || v == "TRUE" || v == "YES" || v == "ON";
 }
@@ -123,7 +119,7 @@ HubEnv hub_env(const PullOptions& o) {
   while (e.endpoint.size() > 1 && e.endpoint.back() == '/') e.endpoint.pop_back();
   e.cache = cache_dir(o);
   e.token = o.token;
-  if (e.token.empty()) e.token = trim(getenv_str("HF_TOKEN"));
+  if (e.token.empty()) e.token = trim_space(getenv_str("HF_TOKEN"));
   if (e.token.empty()) {
     const std::string path = getenv_str("HF_TOKEN_PATH");
     e.token = read_trimmed(path.empty() ? hf_home() / "token" : expand_user(path));

@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 
+#include "core/text.h"
 #include "wick/error.h"
 
 namespace wick::hub {
@@ -28,11 +29,6 @@ struct Transfer {
   std::exception_ptr thrown{};  // from on_bytes: rethrown once curl has returned
 };
 
-std::string trim(std::string s) {
-  const size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
-}
-
 // One header line. A status line starts a new response (a redirect's or a 100's headers are forgotten); the blank
 // line that ends a 2xx's headers decides where its body goes.
 size_t on_header(char* data, size_t size, size_t n, void* user) {
@@ -44,7 +40,7 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
     const size_t sp = line.find(' ');
     r.status = sp == std::string::npos ? 0 : std::strtol(line.c_str() + sp + 1, nullptr, 10);
     t.to_sink = false;
-  } else if (trim(line).empty()) {
+  } else if (trim_space(line).empty()) {
     const HttpRequest& q = *t.request;
     if (q.sink && r.status >= 200 && r.status < 300) {
       t.to_sink = true;
@@ -61,7 +57,7 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   } else if (const size_t colon = line.find(':'); colon != std::string::npos) {
     std::string name = line.substr(0, colon);
     for (char& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
-    r.headers[name] = trim(line.substr(colon + 1));
+    r.headers[name] = trim_space(line.substr(colon + 1));
   }
   return size * n;
 }

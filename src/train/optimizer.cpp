@@ -7,17 +7,12 @@
 #include <string_view>
 #include <vector>
 
+#include "core/text.h"
 #include "wick/error.h"
 
 namespace wick {
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 bool is_cpu_f32(const Tensor& t) { return t.defined() && t.device() == Device::cpu && t.dtype() == DType::f32; }
 
@@ -76,7 +71,7 @@ std::string moment_owner(const std::string& key) {
 
 void check_lr(double lr) {
   if (!(lr >= 0) || !std::isfinite(lr))
-    fail(ErrorKind::bad_input, "--lr: expected a finite learning rate ≥ 0 for this step, got " + number(lr));
+    fail(ErrorKind::bad_input, "--lr: expected a finite learning rate ≥ 0 for this step, got " + number_text(lr));
 }
 
 }  // namespace
@@ -84,12 +79,13 @@ void check_lr(double lr) {
 void validate(const AdamWConfig& c) {
   for (double b : c.betas)
     if (!(b >= 0 && b < 1))
-      fail(ErrorKind::bad_input, "--betas: expected each beta in [0, 1), got " + number(c.betas[0]) + "," +
-                                     number(c.betas[1]));
+      fail(ErrorKind::bad_input, "--betas: expected each beta in [0, 1), got " + number_text(c.betas[0]) + "," +
+                                     number_text(c.betas[1]));
   if (!(c.eps > 0) || !std::isfinite(c.eps))
-    fail(ErrorKind::bad_input, "--eps: expected a finite epsilon > 0, got " + number(c.eps));
+    fail(ErrorKind::bad_input, "--eps: expected a finite epsilon > 0, got " + number_text(c.eps));
   if (!(c.weight_decay >= 0) || !std::isfinite(c.weight_decay))
-    fail(ErrorKind::bad_input, "--weight-decay: expected a finite weight decay ≥ 0, got " + number(c.weight_decay));
+    fail(ErrorKind::bad_input,
+         "--weight-decay: expected a finite weight decay ≥ 0, got " + number_text(c.weight_decay));
 }
 
 AdamW::AdamW(AdamWConfig config) : config_(config) { validate(config_); }
@@ -172,7 +168,8 @@ void AdamW::load_state(const AdamWState& state) {
 
 float clip_grad_norm(std::span<Param> params, double max_norm) {
   if (!(max_norm >= 0))
-    fail(ErrorKind::bad_input, "--max-grad-norm: expected a norm ≥ 0 (0: no clipping), got " + number(max_norm));
+    fail(ErrorKind::bad_input,
+         "--max-grad-norm: expected a norm ≥ 0 (0: no clipping), got " + number_text(max_norm));
   double total_sq = 0;
   for (const Param& p : params) {
     if (!is_cpu_f32(p.grad)) fail(ErrorKind::bad_input, "clip_grad_norm: grad of '" + p.name + "' is not CPU f32");

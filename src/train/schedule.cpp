@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "core/text.h"
 #include "wick/error.h"
 
 namespace wick {
@@ -20,12 +21,6 @@ constexpr std::array<std::pair<std::string_view, ScheduleKind>, 4> kKinds{{
     {"linear", ScheduleKind::linear},
     {"cosine", ScheduleKind::cosine},
 }};
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 // transformers' warmup ramp: current_step / max(1, num_warmup_steps).
 double warmup_factor(int64_t step, int64_t warmup) { return double(step) / double(std::max<int64_t>(1, warmup)); }
@@ -47,12 +42,12 @@ std::string_view to_string(ScheduleKind kind) {
 
 void validate(const ScheduleConfig& c) {
   if (!(c.base_lr > 0) || !std::isfinite(c.base_lr))
-    fail(ErrorKind::bad_input, "--lr: expected a finite learning rate > 0, got " + number(c.base_lr));
+    fail(ErrorKind::bad_input, "--lr: expected a finite learning rate > 0, got " + number_text(c.base_lr));
   if (c.warmup_steps < 0)
     fail(ErrorKind::bad_input, "--warmup: expected a step count ≥ 0, got " + std::to_string(c.warmup_steps));
   if (c.warmup_ratio) {
     if (!(*c.warmup_ratio >= 0 && *c.warmup_ratio <= 1))
-      fail(ErrorKind::bad_input, "--warmup: expected a ratio in [0, 1], got " + number(*c.warmup_ratio));
+      fail(ErrorKind::bad_input, "--warmup: expected a ratio in [0, 1], got " + number_text(*c.warmup_ratio));
     if (c.warmup_steps != 0)
       fail(ErrorKind::bad_input, "--warmup: give warmup as steps or as a ratio of the total steps, not both");
   }

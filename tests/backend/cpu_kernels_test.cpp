@@ -145,10 +145,10 @@ void check_every_path(bool bf16_weights) {
     for (Isa isa : runnable_paths()) {
       force_isa(isa);
       const std::vector<float> got = run(pr, bf16_weights, pr.x);
-      ASSERT_TRUE(within(got, ref, 1.0)) << to_string(isa) << " against the exact result, " << shape;
+      ASSERT_TRUE(within(got, ref, 1.0)) << isa_name(isa) << " against the exact result, " << shape;
       for (size_t i = 0; i < got.size(); ++i)
         ASSERT_LE(std::fabs(double(got[i]) - twin[i]), 2.0 * ref.bound[i])
-            << to_string(isa) << " against the scalar twin at output " << i << ", " << shape;
+            << isa_name(isa) << " against the scalar twin at output " << i << ", " << shape;
     }
   }
 }
@@ -176,7 +176,7 @@ TEST(CpuKernels, OnlyTheBf16PathRoundsActivations) {
     for (Isa isa : runnable_paths()) {
       force_isa(isa);
       const std::vector<float> got = run(pr, /*bf16_weights=*/true, pr.x);
-      EXPECT_TRUE(within(got, isa == Isa::avx512bf16 ? loose : ref, 1.0)) << to_string(isa) << " rows " << rows;
+      EXPECT_TRUE(within(got, isa == Isa::avx512bf16 ? loose : ref, 1.0)) << isa_name(isa) << " rows " << rows;
     }
   }
 }
@@ -204,7 +204,7 @@ TEST(CpuKernels, EachRowEqualsItsProductAloneBitForBit) {
           const std::vector<float> alone = run(one, bf16_weights, one.x);
           for (int64_t j = 0; j < s.outs; ++j)
             ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(r * s.outs + j)]), std::bit_cast<uint32_t>(alone[size_t(j)]))
-                << to_string(isa) << (bf16_weights ? " bf16" : " f32") << " weights, rows " << s.rows << " in "
+                << isa_name(isa) << (bf16_weights ? " bf16" : " f32") << " weights, rows " << s.rows << " in "
                 << s.in << " outs " << s.outs << ": row " << r << " output " << j << " " << all[size_t(r * s.outs + j)]
                 << " in the batch, " << alone[size_t(j)] << " alone";
         }
@@ -230,7 +230,7 @@ TEST(CpuKernels, AttentionLoopsOnEveryPathMatchDoubleSums) {
         for (float& x : q) x = dist(rng);
         for (float& x : kv) x = dist(rng);
         for (float& x : out) x = dist(rng);
-        const std::string where = std::string(to_string(isa)) + " d " + std::to_string(d) + " n " + std::to_string(n);
+        const std::string where = std::string(isa_name(isa)) + " d " + std::to_string(d) + " n " + std::to_string(n);
         const double gamma = double(d + 2) * kU / (1.0 - double(d + 2) * kU);
         attention_scores(q.data(), kv.data(), stride, n, d, 0.125f, scores.data());
         for (int64_t j = 0; j < n; ++j) {
@@ -274,11 +274,11 @@ TEST(CpuKernels, SoftmaxExpAtTheEndsOfItsRange) {
     force_isa(isa);
     std::vector<float> s = {0.0f, -100.0f, -std::numeric_limits<float>::infinity(), 3.0f, -87.0f};
     const float total = softmax_exp(s.data(), int64_t(s.size()));
-    EXPECT_EQ(s[3], 1.0f) << to_string(isa);
-    EXPECT_TRUE(s[1] >= 0.0f && s[1] < 1e-40f) << to_string(isa) << " " << s[1];  // exp(−103): 0 or a denormal
-    EXPECT_EQ(s[2], 0.0f) << to_string(isa);
-    EXPECT_NEAR(s[0], std::exp(-3.0), 4e-7 * std::exp(-3.0)) << to_string(isa);
-    EXPECT_TRUE(std::isfinite(total)) << to_string(isa);
+    EXPECT_EQ(s[3], 1.0f) << isa_name(isa);
+    EXPECT_TRUE(s[1] >= 0.0f && s[1] < 1e-40f) << isa_name(isa) << " " << s[1];  // exp(−103): 0 or a denormal
+    EXPECT_EQ(s[2], 0.0f) << isa_name(isa);
+    EXPECT_NEAR(s[0], std::exp(-3.0), 4e-7 * std::exp(-3.0)) << isa_name(isa);
+    EXPECT_TRUE(std::isfinite(total)) << isa_name(isa);
   }
 }
 
@@ -299,9 +299,9 @@ TEST(CpuKernels, SiluMulOnEveryPathMatchesDouble) {
       silu_mul(gate.data(), up.data(), out.data(), n);
       for (int64_t i = 0; i < n; ++i) {
         const double g = gate[size_t(i)], want = g / (1.0 + std::exp(-g)) * up[size_t(i)];
-        ASSERT_TRUE(std::isfinite(out[size_t(i)])) << to_string(isa) << " n " << n << " at " << i;
+        ASSERT_TRUE(std::isfinite(out[size_t(i)])) << isa_name(isa) << " n " << n << " at " << i;
         ASSERT_LE(std::fabs(out[size_t(i)] - want), 1e-6 * std::fabs(want) + 1e-30)
-            << to_string(isa) << " n " << n << " at " << i << ": gate " << g;
+            << isa_name(isa) << " n " << n << " at " << i << ": gate " << g;
       }
     }
   }
@@ -313,9 +313,9 @@ TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
     force_isa(isa);
     std::vector<float> out = {1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
     gemm_bf16(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.5f});
-    EXPECT_EQ(out, (std::vector<float>{0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f})) << to_string(isa);
+    EXPECT_EQ(out, (std::vector<float>{0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f})) << isa_name(isa);
     gemm_f32(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.0f});
-    EXPECT_EQ(out, std::vector<float>(6, 0.0f)) << to_string(isa);
+    EXPECT_EQ(out, std::vector<float>(6, 0.0f)) << isa_name(isa);
   }
 }
 
@@ -406,7 +406,7 @@ TEST(CpuKernelsDispatch, ForcingAPathTheCpuLacksFailsAndKeepsTheChoice) {
       EXPECT_EQ(active_isa(), isa);
       force_isa(Isa::scalar);
     } else {
-      EXPECT_THROW(force_isa(isa), Error) << to_string(isa);
+      EXPECT_THROW(force_isa(isa), Error) << isa_name(isa);
       EXPECT_EQ(active_isa(), Isa::scalar);
     }
   }

@@ -91,9 +91,9 @@ void require(Isa isa, const CpuFeatures& f, const std::string& asked) {
   if (missing.empty() && compiled(isa)) return;
   std::string runs;
   for (Isa i : kIsas)
-    if (isa_supported(i, f)) runs += (runs.empty() ? "" : ", ") + std::string(to_string(i));
+    if (isa_supported(i, f)) runs += (runs.empty() ? "" : ", ") + std::string(isa_name(i));
   fail(ErrorKind::unsupported,
-       "cpu kernels: " + asked + " asks for the " + std::string(to_string(isa)) + " path, but " +
+       "cpu kernels: " + asked + " asks for the " + std::string(isa_name(isa)) + " path, but " +
            (missing.empty() ? std::string("this build has no code for it (compiler or target)")
                             : "this CPU lacks " + missing) +
            "; this CPU runs: " + runs);
@@ -170,7 +170,7 @@ bool prepare(float* out, GemmShape s, LinearParams p, const char* op) {
 
 }  // namespace
 
-std::string_view to_string(Isa isa) {
+std::string_view isa_name(Isa isa) {
   switch (isa) {
     case Isa::scalar:
       return "scalar";
@@ -186,7 +186,7 @@ std::string_view to_string(Isa isa) {
 
 Isa parse_isa(std::string_view name, std::string_view what) {
   for (Isa isa : kIsas)
-    if (name == to_string(isa)) return isa;
+    if (name == isa_name(isa)) return isa;
   fail(ErrorKind::bad_input, std::string(what) + ": unknown CPU kernel path '" + std::string(name) +
                                  "' (expected scalar, avx2, avx512 or avx512bf16)");
 }
@@ -240,7 +240,7 @@ Isa active_isa() {
 }
 
 void force_isa(Isa isa) {
-  require(isa, this_cpu(), "force_isa(" + std::string(to_string(isa)) + ")");
+  require(isa, this_cpu(), "force_isa(" + std::string(isa_name(isa)) + ")");
   forced_isa.store(int(isa), std::memory_order_relaxed);
 }
 

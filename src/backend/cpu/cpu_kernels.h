@@ -17,9 +17,9 @@ namespace wick::cpu {
 enum class Isa : uint8_t { scalar, avx2, avx512, avx512bf16 };
 
 /// "scalar", "avx2", "avx512", "avx512bf16".
-std::string_view to_string(Isa isa);
+std::string_view isa_name(Isa isa);
 
-/// Parses a name of to_string; throws Error(bad_input) listing the names otherwise. `what` names the source
+/// Parses a name of isa_name; throws Error(bad_input) listing the names otherwise. `what` names the source
 /// ("WICK_CPU_ISA").
 Isa parse_isa(std::string_view name, std::string_view what);
 
