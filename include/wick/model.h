@@ -23,6 +23,10 @@ class LoraAdapter;
 struct LoadOptions {
   Device device = Device::cpu;
   CpuWeights cpu_weights = CpuWeights::native;
+  /// Threads of the CPU backend's loops, for the whole process (0: WICK_NUM_THREADS, else the CPUs in the process's
+  /// affinity mask). Takes effect only before the process's first CPU work; a different count afterwards is
+  /// bad_input.
+  int cpu_threads = 0;
 };
 
 /// The new tokens of one sequence and the cache they extend (positions continue from cache->length()).

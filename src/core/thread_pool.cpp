@@ -9,7 +9,10 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <string>
 #include <vector>
+
+#include "wick/error.h"
 
 #if defined(__linux__)
 #include <sched.h>
@@ -146,8 +149,15 @@ int configured_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+std::atomic<int> requested_threads{0};  // set_thread_count's, before the pool starts
+std::atomic<bool> pool_started{false};
+
 ThreadPool& pool() {
-  static ThreadPool p(configured_threads());
+  static ThreadPool p([] {
+    pool_started = true;
+    const int n = requested_threads.load();
+    return n > 0 ? n : configured_threads();
+  }());
   return p;
 }
 
@@ -156,6 +166,17 @@ thread_local bool inside_loop = false;
 }  // namespace
 
 int thread_count() { return pool().size(); }
+
+void set_thread_count(int n) {
+  if (n < 1) fail(ErrorKind::bad_input, "--threads: expected a thread count ≥ 1, got " + std::to_string(n));
+  if (!pool_started.load()) {
+    requested_threads = n;
+    return;
+  }
+  if (pool().size() != n)
+    fail(ErrorKind::bad_input, "--threads: the CPU thread pool already runs " + std::to_string(pool().size()) +
+                                   " threads (the count is set before the first CPU work of the process)");
+}
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;

@@ -13,8 +13,12 @@ namespace wick {
 /// Exceptions thrown by fn are rethrown here (the first one).
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end)>& fn);
 
-/// Threads parallel_for uses (workers + the caller): the CPUs this process may run on (its affinity mask), or
-/// WICK_NUM_THREADS when set.
+/// Threads parallel_for uses (workers + the caller): set_thread_count's, else WICK_NUM_THREADS when set, else the
+/// CPUs this process may run on (its affinity mask).
 int thread_count();
+
+/// Sets the thread count before the pool starts (its first loop, or thread_count()); afterwards only the count it
+/// runs is accepted. Throws bad_input naming --threads for n < 1 or a different count once started.
+void set_thread_count(int n);
 
 }  // namespace wick

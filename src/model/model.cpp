@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <exception>
 
+#include "core/thread_pool.h"
 #include "model/forward.h"
 #include "model/model_impl.h"
 #include "model/plain_ops.h"
@@ -14,6 +15,7 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
+  if (options.cpu_threads != 0) set_thread_count(options.cpu_threads);
   auto impl = std::make_unique<Impl>();
   impl->config = ModelConfig::load(dir);
   impl->generation = GenerationDefaults::load(dir);

@@ -82,6 +82,17 @@ TEST(Cli, GenerateJsonMatchesTransformersGreedy) {
   EXPECT_TRUE(j["timings"].contains("prefill_ms"));
 }
 
+// The CPU's results do not depend on its thread count (threads split a product's outputs, never a sum): one thread
+// gives the default's ids and logits bit for bit.
+TEST(Cli, OneThreadGivesTheDefaultsTokens) {
+  const std::string args = "generate --model " + model("tiny-untied") + " --tokens 1,2,3 --greedy --ignore-eos " +
+                           "--max-tokens 16 --json";
+  const CliRun many = wick(args), one = wick(args + " --threads 1");
+  ASSERT_EQ(many.code, 0) << many.err;
+  ASSERT_EQ(one.code, 0) << one.err;
+  EXPECT_EQ(nlohmann::json::parse(one.out)["output_ids"], nlohmann::json::parse(many.out)["output_ids"]);
+}
+
 TEST(Cli, RandomModelRoundTrip) {
   const auto dir = temp_dir("rm") / "tiny";
   CliRun r = wick("random-model --like tiny --dtype f32 --out " + dir.string());
@@ -102,6 +113,7 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --max-tokens 0", "--max-tokens"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --compute f64", "--compute: expected auto or f32"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --threads -2", "--threads"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2 --top-p 1.5", "--top-p"},
       {"random-model --like gpt5 --out /tmp/x", "gpt5"},
       {"random-model --like tiny --dtype i32 --out /tmp/x", "--dtype"},

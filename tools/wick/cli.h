@@ -41,10 +41,14 @@ std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, cons
 std::pair<std::string, std::string> named_dir(const std::string& value);
 /// "cpu" / "cuda".
 Device parse_device(const std::string& text);
-/// Adds --compute (auto or f32) to a command that loads a model: what the CPU multiplies by (wick/dtype.h's
-/// CpuWeights: auto keeps the file's bf16 weights as they are, f32 widens every weight: the reference).
-void add_compute_flag(CLI::App* cmd, std::string& compute);
-/// The load options of --device and --compute; bad_input naming the flag on anything else.
-LoadOptions load_options(const std::string& device, const std::string& compute);
+/// The CPU flags of a command that loads a model: --compute (auto or f32: what the CPU multiplies by, wick/dtype.h's
+/// CpuWeights) and --threads (the CPU backend's threads; 0, the default: WICK_NUM_THREADS or the affinity mask).
+struct CpuFlags {
+  std::string compute = "auto";
+  int threads = 0;
+};
+void add_cpu_flags(CLI::App* cmd, CpuFlags& flags);
+/// The load options of --device and the CPU flags; bad_input naming the flag on anything else.
+LoadOptions load_options(const std::string& device, const CpuFlags& cpu);
 
 }  // namespace wick::cli

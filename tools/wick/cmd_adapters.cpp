@@ -76,7 +76,8 @@ nlohmann::json inspect(const std::string& dir, const std::string& model_dir) {
 
 Action add_adapters(CLI::App& app) {
   struct Opts {
-    std::string inspect_dir, inspect_model, model, adapter, out, device = "cpu", compute = "auto";
+    std::string inspect_dir, inspect_model, model, adapter, out, device = "cpu";
+    CpuFlags cpu;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("adapters", "Inspect PEFT LoRA adapters, or merge one into a model");
@@ -89,12 +90,12 @@ Action add_adapters(CLI::App& app) {
   merge->add_option("--adapter", o->adapter, "PEFT adapter directory")->required();
   merge->add_option("--out", o->out, "output model directory (f32 weights)")->required();
   merge->add_option("--device", o->device, "cpu or cuda");
-  add_compute_flag(merge, o->compute);
+  add_cpu_flags(merge, o->cpu);
   return [o, ins, merge]() {
     if (ins->parsed()) {
       std::cout << inspect(resolve_model_arg(o->inspect_dir), resolve_model_arg(o->inspect_model)).dump(2) << "\n";
     } else if (merge->parsed()) {
-      auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->compute));
+      auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->cpu));
       model->merge_adapter(LoraAdapter::load(resolve_model_arg(o->adapter), *model));
       model->save_pretrained(o->out);
       std::cerr << "merged " << o->adapter << " into " << o->model << " -> " << o->out << "\n";

@@ -11,7 +11,8 @@ namespace wick::cli {
 
 Action add_chat(CLI::App& app) {
   struct Opts {
-    std::string model, system, device = "cpu", compute = "auto";
+    std::string model, system, device = "cpu";
+    CpuFlags cpu;
     int32_t max_tokens = 512;
     int64_t context = 4096;
     SamplingFlags sampling;
@@ -24,9 +25,9 @@ Action add_chat(CLI::App& app) {
   cmd->add_option("--context", o->context, "KV cache positions for the whole conversation (default 4096)");
   o->sampling.add_to(cmd);
   cmd->add_option("--device", o->device, "cpu or cuda");
-  add_compute_flag(cmd, o->compute);
+  add_cpu_flags(cmd, o->cpu);
   return [o]() {
-    const LoadOptions load = load_options(o->device, o->compute);
+    const LoadOptions load = load_options(o->device, o->cpu);
     const std::string model_dir = resolve_model_arg(o->model);
     std::optional<Tokenizer> tokenizer = tokenizer_if_present(model_dir);
     if (!tokenizer) fail(ErrorKind::bad_input, "chat: " + model_dir + " has no tokenizer.json");

@@ -84,7 +84,8 @@ std::vector<std::shared_ptr<const LoraAdapter>> row_adapters(
 
 Action add_generate(CLI::App& app) {
   struct Opts {
-    std::string model, tokens, device = "cpu", compute = "auto", row_adapters;
+    std::string model, tokens, device = "cpu", row_adapters;
+    CpuFlags cpu;
     std::vector<std::string> prompts, adapters;
     int32_t max_tokens = 16;
     bool ignore_eos = false, json = false, stream = false;
@@ -107,11 +108,11 @@ Action add_generate(CLI::App& app) {
   cmd->add_flag("--stream", o->stream, "print tokens as they are generated");
   cmd->add_flag("--json", o->json, "print one JSON object (with --stream: one per token, then the summary)");
   cmd->add_option("--device", o->device, "cpu or cuda");
-  add_compute_flag(cmd, o->compute);
+  add_cpu_flags(cmd, o->cpu);
   return [o]() {
     if (o->prompts.empty() == o->tokens.empty())
       fail(ErrorKind::bad_input, "generate: give the prompt as --prompt TEXT or --tokens 1,2,3");
-    const LoadOptions load = load_options(o->device, o->compute);
+    const LoadOptions load = load_options(o->device, o->cpu);
     const std::string model_dir = resolve_model_arg(o->model);
     std::optional<Tokenizer> tokenizer = tokenizer_if_present(model_dir);
     std::vector<std::vector<int32_t>> prompt_ids;

@@ -10,7 +10,8 @@ namespace wick::cli {
 
 Action add_logits(CLI::App& app) {
   struct Opts {
-    std::string model, adapter, tokens, out, device = "cpu", compute = "auto";
+    std::string model, adapter, tokens, out, device = "cpu";
+    CpuFlags cpu;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("logits", "One forward pass; writes f32 tensor `logits` to a safetensors file");
@@ -19,10 +20,10 @@ Action add_logits(CLI::App& app) {
   cmd->add_option("--tokens", o->tokens, "token ids: rows separated by ';', ids by ','")->required();
   cmd->add_option("--out", o->out, "output .safetensors file")->required();
   cmd->add_option("--device", o->device, "cpu or cuda");
-  add_compute_flag(cmd, o->compute);
+  add_cpu_flags(cmd, o->cpu);
   return [o]() {
     const auto rows = parse_token_rows(o->tokens, "--tokens");
-    auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->compute));
+    auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->cpu));
     const auto adapter = o->adapter.empty() ? nullptr : LoraAdapter::load(resolve_model_arg(o->adapter), *model);
     Tensor logits = model->logits(rows, adapter ? &adapter->source() : nullptr);
     write_safetensors(o->out, {{"logits", logits}});

@@ -1,6 +1,6 @@
 // wick serve --model DIR|ORG/NAME [--adapter NAME=DIR]... [--host H] [--port P] [--api-key KEY] [--device cpu|cuda]
-//            [--compute auto|f32] [--max-batch N] [--kv-blocks N] [--max-queue N] [--max-tokens N] [--max-body BYTES]
-//            [--timeout S] [--data-dir DIR] [--served-model-name NAME]
+//            [--compute auto|f32] [--threads N] [--max-batch N] [--kv-blocks N] [--max-queue N] [--max-tokens N]
+//            [--max-body BYTES] [--timeout S] [--data-dir DIR] [--served-model-name NAME]
 // An OpenAI-compatible server (wick/server.h). Prints "wick serve: listening on http://HOST:PORT" on stdout once the
 // socket is bound; SIGTERM or SIGINT stops accepting, lets in-flight requests finish within --shutdown-grace and
 // exits 0. A wick configured without cpp-httplib (WICK_SERVE=OFF, or AUTO without it) says so.
@@ -79,7 +79,8 @@ class SignalWatch {
 
 Action add_serve(CLI::App& app) {
   struct Opts {
-    std::string model, device = "cpu", compute = "auto", host = "127.0.0.1", api_key, data_dir, served_name;
+    std::string model, device = "cpu", host = "127.0.0.1", api_key, data_dir, served_name;
+    CpuFlags cpu;
     std::vector<std::string> adapters;
     int port = 8080, http_threads = 256;
     int64_t max_batch = 64, kv_blocks = 0, max_queue = 256, max_tokens = 0, max_step_tokens = 2048;
@@ -96,7 +97,7 @@ Action add_serve(CLI::App& app) {
   cmd->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /v1 requests "
                                            "(default: $WICK_API_KEY, else none)");
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  add_compute_flag(cmd, o->compute);
+  add_cpu_flags(cmd, o->cpu);
   cmd->add_option("--served-model-name", o->served_name, "the base model's id (default: the model folder's name)");
   cmd->add_option("--max-batch", o->max_batch, "sequences decoded together at most")->capture_default_str();
   cmd->add_option("--kv-blocks", o->kv_blocks, "KV pool size in blocks of 16 positions (0: room for --max-batch "
@@ -119,7 +120,7 @@ Action add_serve(CLI::App& app) {
   return [o] {
 #if WICK_WITH_SERVE
     catch_stop_signals();
-    const LoadOptions load = load_options(o->device, o->compute);
+    const LoadOptions load = load_options(o->device, o->cpu);
     const auto positive = [](int64_t v, const char* flag) {
       if (v < 1) fail(ErrorKind::bad_input, std::string(flag) + " must be at least 1, found " + std::to_string(v));
     };

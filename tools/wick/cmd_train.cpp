@@ -32,7 +32,8 @@ namespace fs = std::filesystem;
 // The flags that reach TrainOptions only after parsing (lists, two-form values), and the run's own.
 struct TrainFlags {
   TrainOptions o;
-  std::string model, device = "cpu", compute = "auto", targets, layers, betas, warmup = "0", modules_to_save, dump_grads;
+  std::string model, device = "cpu", targets, layers, betas, warmup = "0", modules_to_save, dump_grads;
+  CpuFlags cpu;
   bool no_shuffle = false, json = false;
   CLI::Option* steps = nullptr;
   CLI::Option* epochs = nullptr;
@@ -219,7 +220,7 @@ nlohmann::json summary(const Trainer& t, const TrainFlags& f, double seconds, do
 
 void train(TrainFlags& f) {
   resolve(f);
-  const LoadOptions load = load_options(f.device, f.compute);
+  const LoadOptions load = load_options(f.device, f.cpu);
   check_writable_folder(f.o.out, "--out");
   if (!f.dump_grads.empty()) check_writable_file(f.dump_grads, "--dump-grads");
   f.model = resolve_model_arg(f.model);
@@ -309,7 +310,7 @@ Action add_train(CLI::App& app) {
   cmd->add_option("--dump-grads", f->dump_grads, "with --steps 1: write each trained tensor's gradient (safetensors)");
   cmd->add_flag("--json", f->json, "print one JSON summary on stdout at the end");
   cmd->add_option("--device", f->device, "cpu or cuda")->capture_default_str();
-  add_compute_flag(cmd, f->compute);
+  add_cpu_flags(cmd, f->cpu);
   return [f]() { train(*f); };
 }
 

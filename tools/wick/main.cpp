@@ -54,16 +54,21 @@ Device parse_device(const std::string& text) {
   fail(ErrorKind::bad_input, "--device: expected cpu or cuda, found '" + text + "'");
 }
 
-void add_compute_flag(CLI::App* cmd, std::string& compute) {
-  cmd->add_option("--compute", compute,
+void add_cpu_flags(CLI::App* cmd, CpuFlags& flags) {
+  cmd->add_option("--compute", flags.compute,
                   "auto (CPU: the file's bf16 weights kept as they are) or f32 (every weight widened: the reference)")
+      ->capture_default_str();
+  cmd->add_option("--threads", flags.threads, "CPU threads (0: $WICK_NUM_THREADS, else the CPUs this process may use)")
       ->capture_default_str();
 }
 
-LoadOptions load_options(const std::string& device, const std::string& compute) {
-  if (compute != "auto" && compute != "f32")
-    fail(ErrorKind::bad_input, "--compute: expected auto or f32, found '" + compute + "'");
-  return {.device = parse_device(device), .cpu_weights = compute == "f32" ? CpuWeights::f32 : CpuWeights::native};
+LoadOptions load_options(const std::string& device, const CpuFlags& cpu) {
+  if (cpu.compute != "auto" && cpu.compute != "f32")
+    fail(ErrorKind::bad_input, "--compute: expected auto or f32, found '" + cpu.compute + "'");
+  if (cpu.threads < 0) fail(ErrorKind::bad_input, "--threads: expected a count ≥ 0, found " + std::to_string(cpu.threads));
+  return {.device = parse_device(device),
+          .cpu_weights = cpu.compute == "f32" ? CpuWeights::f32 : CpuWeights::native,
+          .cpu_threads = cpu.threads};
 }
 
 }  // namespace wick::cli
