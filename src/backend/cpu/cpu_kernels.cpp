@@ -31,29 +31,28 @@ constexpr int64_t kGemmBlockRows = 64;  // x rows × w rows of one GEMM work ite
 constexpr int64_t kGemmBlockOuts = 64;  //   while the x rows stream past them
 constexpr int64_t kMinTaskWork = int64_t(1) << 16;  // multiply-adds below which another thread costs more than it saves
 
-// The path's kernels, or all null for scalar (and for a path this build could not compile).
-IsaKernels kernels_for(Isa isa) {
+// The path's kernels, or all null for scalar (and for a path this build could not compile): assembled once, since
+// attention calls this per query and head.
+const IsaKernels& kernels_for(Isa isa) {
+  static const IsaKernels none{}, avx512bf16 = [] {
+    if (!kAvx512Bf16Kernels.gemm_bf16 || !kAvx512Kernels.gemv_bf16w) return IsaKernels{};
+    IsaKernels k = kAvx512Kernels;  // avx512's kernels, with the bf16-activation products in place of its own
+    k.gemv_bf16 = kAvx512Bf16Kernels.gemv_bf16;
+    k.gemm_bf16 = kAvx512Bf16Kernels.gemm_bf16;
+    k.to_bf16 = kAvx512Bf16Kernels.to_bf16;
+    return k;
+  }();
   switch (isa) {
     case Isa::scalar:
-      return {};
+      return none;
     case Isa::avx2:
       return kAvx2Kernels;
     case Isa::avx512:
       return kAvx512Kernels;
-    case Isa::avx512bf16: {
-      if (!kAvx512Bf16Kernels.gemm_bf16 || !kAvx512Kernels.gemv_bf16w) return {};
-      IsaKernels k = kAvx512Kernels;
-      k.gemv_bf16 = kAvx512Bf16Kernels.gemv_bf16;
-      k.gemm_bf16 = kAvx512Bf16Kernels.gemm_bf16;
-      k.to_bf16 = kAvx512Bf16Kernels.to_bf16;
-      k.attention_scores = kAvx512Kernels.attention_scores;
-      k.attention_values = kAvx512Kernels.attention_values;
-      k.softmax_exp = kAvx512Kernels.softmax_exp;
-      k.silu_mul = kAvx512Kernels.silu_mul;
-      return k;
-    }
+    case Isa::avx512bf16:
+      return avx512bf16;
   }
-  return {};
+  return none;
 }
 
 bool compiled(Isa isa) { return isa == Isa::scalar || kernels_for(isa).gemv_bf16w != nullptr; }
@@ -250,7 +249,7 @@ void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, Linea
   if (!prepare(out, s, p, "gemm_bf16")) return;
   const Isa isa = active_isa();
   if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
-  const IsaKernels k = kernels_for(isa);
+  const IsaKernels& k = kernels_for(isa);
   if (!k.gemm_bf16) return run_blocks(s.rows == 1 ? k.gemv_bf16w : k.gemm_bf16w, x, w, out, s, p);
   // x [rows, in] rounded to bf16 once, whatever the number of rows (a row's result must not depend on the others). The buffer stays with the calling thread for its next call; workers get its
   // address (a thread_local named inside the loop would be each worker's own).
@@ -266,13 +265,13 @@ void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearPar
   if (!prepare(out, s, p, "gemm_f32")) return;
   const Isa isa = active_isa();
   if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
-  const IsaKernels k = kernels_for(isa);
+  const IsaKernels& k = kernels_for(isa);
   run_blocks(s.rows == 1 ? k.gemv_f32w : k.gemm_f32w, x, w, out, s, p);
 }
 
 void attention_scores(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,
                       float* scores) {
-  const IsaKernels kernels = kernels_for(active_isa());
+  const IsaKernels& kernels = kernels_for(active_isa());
   if (kernels.attention_scores) {
     return kernels.attention_scores(
         {.q = q, .k = k, .v = nullptr, .p = nullptr, .scores = scores, .out = nullptr, .stride = stride, .n = n, .d = d,
@@ -286,7 +285,7 @@ void attention_scores(const float* q, const float* k, int64_t stride, int64_t n,
 }
 
 void attention_values(const float* p, const float* v, int64_t stride, int64_t n, int64_t d, float* out) {
-  const IsaKernels kernels = kernels_for(active_isa());
+  const IsaKernels& kernels = kernels_for(active_isa());
   if (kernels.attention_values) {
     return kernels.attention_values({.q = nullptr, .k = nullptr, .v = v, .p = p, .scores = nullptr, .out = out,
                                      .stride = stride, .n = n, .d = d, .scale = 1.0f});
@@ -297,7 +296,7 @@ void attention_values(const float* p, const float* v, int64_t stride, int64_t n,
 
 float softmax_exp(float* s, int64_t n) {
   if (n <= 0) return 0.0f;
-  const IsaKernels kernels = kernels_for(active_isa());
+  const IsaKernels& kernels = kernels_for(active_isa());
   if (kernels.softmax_exp) return kernels.softmax_exp(s, n);
   float top = s[0];
   for (int64_t j = 1; j < n; ++j) top = std::max(top, s[j]);
@@ -307,7 +306,7 @@ float softmax_exp(float* s, int64_t n) {
 }
 
 void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
-  const IsaKernels kernels = kernels_for(active_isa());
+  const IsaKernels& kernels = kernels_for(active_isa());
   if (kernels.silu_mul) return kernels.silu_mul(gate, up, out, n);
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
