@@ -8,8 +8,9 @@
 
 namespace wick {
 
-/// Element type of a Tensor. bf16 and f16 are stored as uint16_t bit patterns.
-enum class DType : uint8_t { f32, bf16, f16, i32 };
+/// Element type of a Tensor. bf16 and f16 are stored as uint16_t bit patterns. q8_0 (8-bit weights) is stored in
+/// blocks of 32 values along each row of the last dimension (wick/quant.h); a tensor's bytes: storage_bytes().
+enum class DType : uint8_t { f32, bf16, f16, i32, q8_0 };
 
 /// What the CPU backend multiplies by (the GPU holds every weight in bf16 whatever this says).
 enum class CpuWeights : uint8_t {
@@ -21,13 +22,16 @@ enum class CpuWeights : uint8_t {
   f32,
 };
 
-/// Bytes per element.
-constexpr size_t dtype_size(DType t) { return t == DType::f32 || t == DType::i32 ? 4 : 2; }
+/// Bytes per element of an element type; 0 for q8_0, which has no whole bytes per element (see storage_bytes).
+constexpr size_t dtype_size(DType t) {
+  return t == DType::f32 || t == DType::i32 ? 4 : t == DType::q8_0 ? 0 : 2;
+}
 
-/// "f32", "bf16", "f16", "i32".
+/// "f32", "bf16", "f16", "i32", "q8_0".
 std::string_view to_string(DType t);
 
-/// Parses "f32" / "bf16" / "f16" / "i32"; throws Error(bad_input) naming `what` otherwise.
+/// Parses "f32" / "bf16" / "f16" / "i32" (the element types a file holds; not q8_0); throws Error(bad_input) naming
+/// `what` otherwise.
 DType parse_dtype(std::string_view name, std::string_view what);
 
 inline float bf16_to_f32(uint16_t bits) {
@@ -49,9 +53,11 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t bits);
 uint16_t f32_to_f16(float f);
 
-/// Converts n elements of type `from` at src into f32 at dst (i32 converts by value).
+/// Converts n elements of type `from` at src into f32 at dst (i32 converts by value; q8_0: src is one row of n values,
+/// dequantize_q8_0).
 void convert_to_f32(const void* src, DType from, float* dst, size_t n);
-/// Converts n f32 values into type `to` at dst (rounding to nearest even).
+/// Converts n f32 values into type `to` at dst (rounding to nearest even; q8_0: dst is one row of n values,
+/// quantize_q8_0).
 void convert_from_f32(const float* src, DType to, void* dst, size_t n);
 
 }  // namespace wick

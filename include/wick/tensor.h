@@ -20,6 +20,9 @@ using Shape = std::vector<int64_t>;
 std::string to_string(const Shape& shape);
 /// Product of the dimensions; throws Error(bad_input) on a negative dimension or overflow.
 int64_t shape_numel(const Shape& shape);
+/// Bytes a dense tensor of this shape and dtype occupies: numel · dtype_size, or for q8_0 ⌈last dimension / 32⌉
+/// blocks of 34 bytes per row (wick/quant.h; a rank-0 q8_0 tensor is one row of one value).
+size_t storage_bytes(DType dtype, const Shape& shape);
 
 /// A dense, row-major tensor. Copying a Tensor shares its storage (cheap); clone() copies data.
 /// Views (reshape, rows) share storage with their source and keep it alive.
@@ -44,13 +47,13 @@ class Tensor {
   /// Size of dimension i; negative i counts from the end.
   int64_t dim(int i) const;
   int64_t numel() const { return numel_; }
-  size_t nbytes() const { return size_t(numel_) * dtype_size(dtype_); }
+  size_t nbytes() const { return storage_bytes(dtype_, shape_); }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
 
   void* raw() { return data_; }
   const void* raw() const { return data_; }
-  /// Typed access; T must match the dtype (float: f32, int32_t: i32, uint16_t: bf16 or f16).
+  /// Typed access; T must match the dtype (float: f32, int32_t: i32, uint16_t: bf16 or f16, Q8Block: q8_0).
   template <class T> T* data() {
     check_type(sizeof(T), std::is_floating_point_v<T>, std::is_signed_v<T>);
     return static_cast<T*>(data_);
@@ -60,11 +63,12 @@ class Tensor {
     return static_cast<const T*>(data_);
   }
 
-  /// Same storage, new shape with the same element count.
+  /// Same storage, new shape with the same element count (q8_0: and the same last dimension, its rows' length).
   Tensor reshape(const Shape& shape) const;
-  /// Rows [begin, end) along dimension 0, sharing storage.
+  /// Rows [begin, end) along dimension 0, sharing storage (q8_0: of a tensor of rank ≥ 2).
   Tensor rows(int64_t begin, int64_t end) const;
-  /// A CPU copy converted to `dtype` (a plain copy when the dtype is unchanged).
+  /// A CPU copy converted to `dtype` (a plain copy when the dtype is unchanged; to or from q8_0 row by row, without a
+  /// whole f32 copy).
   Tensor to(DType dtype) const;
   /// A CPU copy with its own storage.
   Tensor clone() const;

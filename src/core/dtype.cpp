@@ -4,6 +4,7 @@
 #include <string>
 
 #include "wick/error.h"
+#include "wick/quant.h"
 
 namespace wick {
 
@@ -13,6 +14,7 @@ std::string_view to_string(DType t) {
     case DType::bf16: return "bf16";
     case DType::f16: return "f16";
     case DType::i32: return "i32";
+    case DType::q8_0: return "q8_0";
   }
   return "?";
 }
@@ -85,6 +87,7 @@ void convert_to_f32(const void* src, DType from, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
       return;
     }
+    case DType::q8_0: dequantize_q8_0(static_cast<const Q8Block*>(src), dst, int64_t(n)); return;
   }
 }
 
@@ -106,6 +109,7 @@ void convert_from_f32(const float* src, DType to, void* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) d[i] = int32_t(std::lrint(src[i]));
       return;
     }
+    case DType::q8_0: quantize_q8_0(src, static_cast<Q8Block*>(dst), int64_t(n)); return;
   }
 }
 

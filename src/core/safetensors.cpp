@@ -344,6 +344,9 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<std:
     if (!seen.insert(name).second) fail(ErrorKind::bad_input, where + ": given twice");
     if (!t.defined()) fail(ErrorKind::bad_input, where + ": tensor is undefined");
     if (t.device() != Device::cpu) fail(ErrorKind::bad_input, where + ": not on the CPU; copy it there before writing");
+    if (file_dtype_name(t.dtype()) == "?")
+      fail(ErrorKind::bad_input, where + ": dtype " + std::string(to_string(t.dtype())) +
+                                     " has no safetensors dtype; convert it (Tensor::to) before writing");
     header[name] = {{"dtype", file_dtype_name(t.dtype())},
                     {"shape", t.shape()},
                     {"data_offsets", {offset, offset + t.nbytes()}}};

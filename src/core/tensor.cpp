@@ -5,6 +5,7 @@
 #include <new>
 
 #include "wick/error.h"
+#include "wick/quant.h"
 
 namespace wick {
 
@@ -25,6 +26,13 @@ int64_t shape_numel(const Shape& shape) {
     n *= d;
   }
   return n;
+}
+
+size_t storage_bytes(DType dtype, const Shape& shape) {
+  const int64_t n = shape_numel(shape);
+  if (dtype != DType::q8_0) return size_t(n) * dtype_size(dtype);
+  const int64_t row = shape.empty() ? 1 : shape.back();
+  return row == 0 ? 0 : size_t(n / row) * size_t(q8_blocks(row)) * sizeof(Q8Block);
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
@@ -90,27 +98,31 @@ void Tensor::check_type(size_t size, bool is_float, bool is_signed) const {
     case DType::i32: ok = !is_float && is_signed && size == 4; break;
     case DType::bf16:
     case DType::f16: ok = !is_float && !is_signed && size == 2; break;
+    case DType::q8_0: ok = !is_float && !is_signed && size == sizeof(Q8Block); break;
   }
   if (!ok) fail(ErrorKind::internal, "typed access does not match tensor dtype " + std::string(to_string(dtype_)));
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {
-  if (shape_numel(shape) != numel_)
-    fail(ErrorKind::internal, "cannot reshape " + to_string(shape_) + " to " + to_string(shape));
+  const auto last = [](const Shape& s) { return s.empty() ? int64_t(1) : s.back(); };
+  if (shape_numel(shape) != numel_ || (dtype_ == DType::q8_0 && last(shape) != last(shape_)))
+    fail(ErrorKind::internal, "cannot reshape " + to_string(shape_) + " to " + to_string(shape) +
+                                  (dtype_ == DType::q8_0 ? " (q8_0 keeps its rows' length)" : ""));
   Tensor t = *this;
   t.shape_ = shape;
   return t;
 }
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
-  if (rank() == 0 || begin < 0 || end < begin || end > shape_[0])
+  if (rank() < (dtype_ == DType::q8_0 ? 2 : 1) || begin < 0 || end < begin || end > shape_[0])
     fail(ErrorKind::internal, "rows [" + std::to_string(begin) + ", " + std::to_string(end) + ") out of range for " +
-                                  to_string(shape_));
+                                  to_string(shape_) + " " + std::string(wick::to_string(dtype_)));
   Tensor t = *this;
   const int64_t row = shape_[0] ? numel_ / shape_[0] : 0;
+  const size_t row_bytes = shape_[0] ? nbytes() / size_t(shape_[0]) : 0;
   t.shape_[0] = end - begin;
   t.numel_ = row * (end - begin);
-  t.data_ = static_cast<std::byte*>(data_) + size_t(begin * row) * dtype_size(dtype_);
+  t.data_ = static_cast<std::byte*>(data_) + size_t(begin) * row_bytes;
   return t;
 }
 
@@ -119,6 +131,16 @@ Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return clone();
   Tensor out = empty(shape_, dtype);
   const size_t n = size_t(numel_);
+  if (dtype == DType::q8_0 || dtype_ == DType::q8_0) {  // row by row through one f32 row
+    const int64_t row = shape_.empty() ? 1 : shape_.back(), rows = row ? numel_ / row : 0;
+    const size_t in_bytes = rows ? nbytes() / size_t(rows) : 0, out_bytes = rows ? out.nbytes() / size_t(rows) : 0;
+    std::vector<float> buf(static_cast<size_t>(row));
+    for (int64_t r = 0; r < rows; ++r) {
+      convert_to_f32(static_cast<const std::byte*>(data_) + size_t(r) * in_bytes, dtype_, buf.data(), size_t(row));
+      convert_from_f32(buf.data(), dtype, static_cast<std::byte*>(out.data_) + size_t(r) * out_bytes, size_t(row));
+    }
+    return out;
+  }
   if (dtype == DType::f32) {
     convert_to_f32(data_, dtype_, out.data<float>(), n);
   } else if (dtype_ == DType::f32) {

@@ -90,8 +90,9 @@ cudaDataType_t cuda_type(DType t) {
     case DType::bf16: return CUDA_R_16BF;
     case DType::f16: return CUDA_R_16F;
     case DType::i32: return CUDA_R_32I;
+    case DType::q8_0: break;  // the GPU keeps weights in bf16 (LoadOptions::cpu_weights is the CPU's)
   }
-  return CUDA_R_32F;
+  fail(ErrorKind::internal, "cuda: no CUDA data type for " + std::string(to_string(t)));
 }
 
 class CudaGraph final : public Graph {
