@@ -7,7 +7,8 @@
 // u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1). Path and twin each meet it against the double reference, so they
 // differ by at most twice it. Every term |x·w| ≥ 0.25 while the bound stays below 0.1 for these sizes, so a dropped,
 // doubled or misplaced term (a wrong tail, a wrong row) always fails. f32 weights hold arbitrary f32 values: each
-// product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3).
+// product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3). q8_0 weights are
+// such f32 values too: each dequantised weight q · scale is exact in f32, and the reference takes those values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "wick/dtype.h"
 #include "wick/error.h"
+#include "wick/quant.h"
 
 namespace wick::cpu {
 namespace {
@@ -47,6 +49,10 @@ std::vector<float> random_values(int64_t n, std::mt19937& rng) {
   return v;
 }
 
+enum class Weights { bf16, f32, q8 };
+
+const char* weights_name(Weights w) { return w == Weights::bf16 ? "bf16" : w == Weights::f32 ? "f32" : "q8_0"; }
+
 struct Problem {
   GemmShape s;
   LinearParams p;
@@ -54,11 +60,29 @@ struct Problem {
   std::vector<uint16_t> wb;  // [outs, in] bf16 bits
   std::vector<float> wf;     // the same values in f32 (or any f32 values: see make_problem)
   std::vector<float> out0;   // out's contents before the call (NaN when beta == 0: they must not be read)
+  std::vector<Q8Block> wq;   // [outs, in] as q8_0 (⌈in / 32⌉ blocks a row) once quantize_weights ran
 };
+
+// Normal f32 weights in place of the bf16 ones (their products round as well).
+void use_f32_weights(Problem& pr, uint32_t seed) {
+  std::mt19937 rng(seed * 7919u);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& v : pr.wf) v = dist(rng);
+}
+
+// wf quantised to q8_0 row by row into wq; wf then holds the dequantised values, what the q8_0 kernels multiply by.
+void quantize_weights(Problem& pr) {
+  const int64_t blocks = q8_blocks(pr.s.in);
+  pr.wq.assign(size_t(pr.s.outs * blocks), Q8Block{});
+  for (int64_t j = 0; j < pr.s.outs; ++j) {
+    quantize_q8_0(pr.wf.data() + j * pr.s.in, pr.wq.data() + j * blocks, pr.s.in);
+    dequantize_q8_0(pr.wq.data() + j * blocks, pr.wf.data() + j * pr.s.in, pr.s.in);
+  }
+}
 
 Problem make_problem(GemmShape s, LinearParams p, uint32_t seed) {
   std::mt19937 rng(seed);
-  Problem pr{s, p, random_values(s.rows * s.in, rng), {}, random_values(s.outs * s.in, rng), {}};
+  Problem pr{s, p, random_values(s.rows * s.in, rng), {}, random_values(s.outs * s.in, rng), {}, {}};
   for (float v : pr.wf) pr.wb.push_back(f32_to_bf16(v));
   pr.out0 = p.beta == 0.0f ? std::vector<float>(size_t(s.rows * s.outs), std::numeric_limits<float>::quiet_NaN())
                            : random_values(s.rows * s.outs, rng);
@@ -89,12 +113,12 @@ Reference reference(const Problem& pr, const std::vector<float>& x, const std::v
   return ref;
 }
 
-std::vector<float> run(const Problem& pr, bool bf16_weights, const std::vector<float>& x) {
+std::vector<float> run(const Problem& pr, Weights weights, const std::vector<float>& x) {
   std::vector<float> out = pr.out0;
-  if (bf16_weights) {
-    gemm_bf16(x.data(), pr.wb.data(), out.data(), pr.s, pr.p);
-  } else {
-    gemm_f32(x.data(), pr.wf.data(), out.data(), pr.s, pr.p);
+  switch (weights) {
+    case Weights::bf16: gemm_bf16(x.data(), pr.wb.data(), out.data(), pr.s, pr.p); break;
+    case Weights::f32: gemm_f32(x.data(), pr.wf.data(), out.data(), pr.s, pr.p); break;
+    case Weights::q8: gemm_q8(x.data(), pr.wq.data(), out.data(), pr.s, pr.p); break;
   }
   return out;
 }
@@ -125,26 +149,23 @@ std::vector<Case> cases() {
   return out;
 }
 
-void check_every_path(bool bf16_weights) {
+void check_every_path(Weights weights) {
   ResetIsa reset;
   uint32_t seed = 1;
   for (const Case& c : cases()) {
     Problem pr = make_problem(c.s, c.p, seed++);
-    if (!bf16_weights) {  // arbitrary f32 weights: their products round as well
-      std::mt19937 rng(seed * 7919u);
-      std::normal_distribution<float> dist(0.0f, 1.0f);
-      for (float& v : pr.wf) v = dist(rng);
-    }
+    if (weights != Weights::bf16) use_f32_weights(pr, seed);
+    if (weights == Weights::q8) quantize_weights(pr);
     const Reference ref = reference(pr, pr.x, pr.wf);
     force_isa(Isa::scalar);
-    const std::vector<float> twin = run(pr, bf16_weights, pr.x);
+    const std::vector<float> twin = run(pr, weights, pr.x);
     const std::string shape = "rows " + std::to_string(c.s.rows) + " in " + std::to_string(c.s.in) + " outs " +
                               std::to_string(c.s.outs) + " alpha " + std::to_string(c.p.alpha) + " beta " +
                               std::to_string(c.p.beta);
     ASSERT_TRUE(within(twin, ref, 1.0)) << "scalar twin, " << shape;
     for (Isa isa : runnable_paths()) {
       force_isa(isa);
-      const std::vector<float> got = run(pr, bf16_weights, pr.x);
+      const std::vector<float> got = run(pr, weights, pr.x);
       ASSERT_TRUE(within(got, ref, 1.0)) << isa_name(isa) << " against the exact result, " << shape;
       for (size_t i = 0; i < got.size(); ++i)
         ASSERT_LE(std::fabs(double(got[i]) - twin[i]), 2.0 * ref.bound[i])
@@ -153,9 +174,32 @@ void check_every_path(bool bf16_weights) {
   }
 }
 
-TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnBf16Weights) { check_every_path(/*bf16_weights=*/true); }
+TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnBf16Weights) { check_every_path(Weights::bf16); }
 
-TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnF32Weights) { check_every_path(/*bf16_weights=*/false); }
+TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnF32Weights) { check_every_path(Weights::f32); }
+
+TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnQ8Weights) { check_every_path(Weights::q8); }
+
+// q8_0 weights are dequantised exactly and then summed as f32 weights are: on every path, gemm_q8 gives gemm_f32's
+// bits on the dequantised matrix while in ≤ 2048 (one k block; beyond it the k blocks split on multiples of 32 rather
+// than of the f32 kernels' 16 or 8), odd sizes and partial last blocks included.
+TEST(CpuKernels, Q8EqualsF32OnTheDequantisedWeightsBitForBit) {
+  ResetIsa reset;
+  uint32_t seed = 300;
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    for (const Case& c : cases()) {
+      Problem pr = make_problem(c.s, c.p, seed++);
+      use_f32_weights(pr, seed);
+      quantize_weights(pr);
+      const std::vector<float> q8 = run(pr, Weights::q8, pr.x), f32 = run(pr, Weights::f32, pr.x);
+      for (size_t i = 0; i < q8.size(); ++i)
+        ASSERT_EQ(std::bit_cast<uint32_t>(q8[i]), std::bit_cast<uint32_t>(f32[i]))
+            << isa_name(isa) << " rows " << c.s.rows << " in " << c.s.in << " outs " << c.s.outs << " output " << i
+            << ": q8_0 " << q8[i] << ", f32 " << f32[i];
+    }
+  }
+}
 
 // x not representable in bf16: every path but avx512bf16 keeps it in f32 (the tight bound holds); avx512bf16 rounds it
 // to bf16 first, for one row as for many, adding at most 2⁻⁸ · |alpha| · Σ|x·w| (bf16's unit roundoff: each x's
@@ -175,36 +219,37 @@ TEST(CpuKernels, OnlyTheBf16PathRoundsActivations) {
     }
     for (Isa isa : runnable_paths()) {
       force_isa(isa);
-      const std::vector<float> got = run(pr, /*bf16_weights=*/true, pr.x);
+      const std::vector<float> got = run(pr, Weights::bf16, pr.x);
       EXPECT_TRUE(within(got, isa == Isa::avx512bf16 ? loose : ref, 1.0)) << isa_name(isa) << " rows " << rows;
     }
   }
 }
 
 // A row's result does not depend on the rows beside it: each row of a many-row product equals, bit for bit, the
-// product of that row alone (the one-row GEMV), on every path, for both weight types — what lets a batch of
+// product of that row alone (the one-row GEMV), on every path, for every weight type — what lets a batch of
 // sequences decode exactly as each would alone.
 TEST(CpuKernels, EachRowEqualsItsProductAloneBitForBit) {
   ResetIsa reset;
   uint32_t seed = 500;
   for (Isa isa : runnable_paths()) {
     force_isa(isa);
-    for (bool bf16_weights : {true, false})
+    for (Weights weights : {Weights::bf16, Weights::f32, Weights::q8})
       for (const GemmShape s : {GemmShape{5, 901, 129}, GemmShape{70, 33, 17}, GemmShape{9, 4864 + 3, 21}}) {
         Problem pr = make_problem(s, {0.75f, 0.5f}, seed++);
+        if (weights == Weights::q8) quantize_weights(pr);
         std::mt19937 rng(seed);
         std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
         for (float& v : pr.x) v = dist(rng);  // not bf16 values: avx512bf16 rounds them the same way either way
-        const std::vector<float> all = run(pr, bf16_weights, pr.x);
+        const std::vector<float> all = run(pr, weights, pr.x);
         for (int64_t r = 0; r < s.rows; ++r) {
           Problem one = pr;
           one.s.rows = 1;
           one.x.assign(pr.x.begin() + r * s.in, pr.x.begin() + (r + 1) * s.in);
           one.out0.assign(pr.out0.begin() + r * s.outs, pr.out0.begin() + (r + 1) * s.outs);
-          const std::vector<float> alone = run(one, bf16_weights, one.x);
+          const std::vector<float> alone = run(one, weights, one.x);
           for (int64_t j = 0; j < s.outs; ++j)
             ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(r * s.outs + j)]), std::bit_cast<uint32_t>(alone[size_t(j)]))
-                << isa_name(isa) << (bf16_weights ? " bf16" : " f32") << " weights, rows " << s.rows << " in "
+                << isa_name(isa) << " " << weights_name(weights) << " weights, rows " << s.rows << " in "
                 << s.in << " outs " << s.outs << ": row " << r << " output " << j << " " << all[size_t(r * s.outs + j)]
                 << " in the batch, " << alone[size_t(j)] << " alone";
         }
@@ -314,20 +359,22 @@ TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
     std::vector<float> out = {1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
     gemm_bf16(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.5f});
     EXPECT_EQ(out, (std::vector<float>{0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f})) << isa_name(isa);
+    gemm_q8(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 2.0f});
+    EXPECT_EQ(out, (std::vector<float>{1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f})) << isa_name(isa);
     gemm_f32(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.0f});
     EXPECT_EQ(out, std::vector<float>(6, 0.0f)) << isa_name(isa);
   }
 }
 
-// All 2⁹ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has
+// All 2¹⁰ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has
 // that keeps activations in f32.
 TEST(CpuKernelsDispatch, NeverPicksWhatTheCpuLacks) {
-  for (unsigned bits = 0; bits < 512; ++bits) {
+  for (unsigned bits = 0; bits < 1024; ++bits) {
     CpuFeatures f;
-    bool* flags[] = {&f.fma, &f.avx2, &f.avx512f, &f.avx512bw, &f.avx512vl, &f.avx512dq, &f.avx512bf16,
+    bool* flags[] = {&f.fma, &f.avx2, &f.f16c, &f.avx512f, &f.avx512bw, &f.avx512vl, &f.avx512dq, &f.avx512bf16,
                      &f.os_saves_ymm, &f.os_saves_zmm};
-    for (unsigned b = 0; b < 9; ++b) *flags[b] = bits >> b & 1u;
-    const bool avx2 = f.avx2 && f.fma && f.os_saves_ymm;
+    for (unsigned b = 0; b < 10; ++b) *flags[b] = bits >> b & 1u;
+    const bool avx2 = f.avx2 && f.fma && f.f16c && f.os_saves_ymm;
     const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.os_saves_zmm;
     const bool bf16 = avx512 && f.avx512bf16;
     const Isa want = avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar;  // avx512bf16 only when asked for
@@ -345,6 +392,7 @@ TEST(CpuKernelsDispatch, DetectionAgreesWithTheCompiler) {
   const CpuFeatures f = detect_cpu_features();
   EXPECT_EQ(f.avx2 && f.os_saves_ymm, bool(__builtin_cpu_supports("avx2")));
   EXPECT_EQ(f.fma && f.os_saves_ymm, bool(__builtin_cpu_supports("fma")));
+  EXPECT_EQ(f.f16c && f.os_saves_ymm, bool(__builtin_cpu_supports("f16c")));
   EXPECT_EQ(f.avx512f && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512f")));
   EXPECT_EQ(f.avx512bw && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512bw")));
   EXPECT_EQ(f.avx512vl && f.os_saves_zmm, bool(__builtin_cpu_supports("avx512vl")));
@@ -357,8 +405,8 @@ TEST(CpuKernelsDispatch, DetectionAgreesWithTheCompiler) {
 }
 
 TEST(CpuKernelsDispatch, ARequestTheCpuCannotRunNamesWhatWasAskedAndWhatItHas) {
-  CpuFeatures zen3;  // AVX2 and FMA, no AVX-512
-  zen3.fma = zen3.avx2 = zen3.os_saves_ymm = true;
+  CpuFeatures zen3;  // AVX2, FMA and F16C, no AVX-512
+  zen3.fma = zen3.avx2 = zen3.f16c = zen3.os_saves_ymm = true;
   EXPECT_EQ(choose_isa("avx2", zen3), Isa::avx2);
   EXPECT_EQ(choose_isa("", zen3), Isa::avx2);
   try {
@@ -371,6 +419,16 @@ TEST(CpuKernelsDispatch, ARequestTheCpuCannotRunNamesWhatWasAskedAndWhatItHas) {
     EXPECT_NE(m.find("AVX512F"), std::string::npos) << m;
     EXPECT_NE(m.find("AVX512_BF16"), std::string::npos) << m;
     EXPECT_NE(m.find("this CPU runs: scalar, avx2"), std::string::npos) << m;
+  }
+  CpuFeatures no_f16c = zen3;  // the avx2 path's q8_0 kernels convert their f16 scales with F16C
+  no_f16c.f16c = false;
+  EXPECT_EQ(best_isa(no_f16c), Isa::scalar);
+  try {
+    choose_isa("avx2", no_f16c);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported);
+    EXPECT_NE(std::string(e.what()).find("lacks F16C"), std::string::npos) << e.what();
   }
   CpuFeatures no_zmm_state = zen3;  // AVX-512 in cpuid, but the OS does not save zmm registers
   no_zmm_state.avx512f = no_zmm_state.avx512bw = no_zmm_state.avx512vl = no_zmm_state.avx512dq = true;

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "backend/cpu/cpu_kernels_impl.h"
+
 namespace wick::cpu {
 namespace {
 
@@ -68,6 +70,39 @@ struct Bf16WOps : F32Ops {
   static __m512 load_w_tail(const uint16_t* p, int n) {
     return widen_bf16(_mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p));
   }
+};
+
+// f32 x, q8_0 w: a block of 32 dequantised in registers (int8 → f32, times the block's f16 scale: exact in f32), then
+// two FMAs — the same sums, in the same order, as F32Ops on the dequantised weights.
+struct Q8WOps {
+  struct Pair {
+    __m512 lo, hi;  // elements [0, 16) and [16, 32) of a block
+  };
+  using X = float;
+  using W = Q8Block;
+  using XV = Pair;
+  using WV = Pair;
+  using Acc = __m512;
+  static constexpr int kStep = 32;
+  static constexpr int kGroup = 32;
+  static __m512 zero() { return _mm512_setzero_ps(); }
+  static Pair load_x(const float* p) { return {_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16)}; }
+  static Pair load_x_tail(const float* p, int n) {
+    const __mmask16 lo = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+    const __mmask16 hi = n > 16 ? __mmask16((1u << (n - 16)) - 1) : __mmask16(0);
+    return {_mm512_maskz_loadu_ps(lo, p), _mm512_maskz_loadu_ps(hi, p + 16)};
+  }
+  static __m512 widen(const int8_t* q, __m512 scale) {
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)))),
+                         scale);
+  }
+  static Pair load_w(const Q8Block* b) {
+    const __m512 s = _mm512_cvtph_ps(_mm256_set1_epi16(short(b->scale)));
+    return {widen(b->q, s), widen(b->q + 16, s)};
+  }
+  static Pair load_w_tail(const Q8Block* b, int) { return load_w(b); }  // a row's last block is whole, zeros after its values
+  static __m512 madd(__m512 acc, Pair x, Pair w) { return _mm512_fmadd_ps(x.hi, w.hi, _mm512_fmadd_ps(x.lo, w.lo, acc)); }
+  static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 
 }  // namespace

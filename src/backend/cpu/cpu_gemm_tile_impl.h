@@ -1,5 +1,6 @@
 // The register-tiled gemm every vector path shares, written once over an `Ops` type that each ISA file supplies:
-//   X, W              element types of x and w (float, or uint16_t bf16 bits)
+//   X, W              element types of x and w (float, or uint16_t bf16 bits), or for a blocked w (q8_0) W is the
+//                     block and kGroup the elements of k it holds (kGroup == kStep: one block a step)
 //   XV, WV, Acc       vector types; kStep: elements of k one madd consumes
 //   zero(), load_x(p), load_w(p), load_x_tail(p, n), load_w_tail(p, n) (n < kStep, zeros beyond), madd(acc, x, w)
 //   sum4(a, b, c, d, out): out[0..3] = horizontal sums of four accumulators, each by the same tree of adds
@@ -17,6 +18,18 @@ namespace {
 
 constexpr int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// The Ops::W units that hold k elements of a w row: k, or ⌈k / kGroup⌉ blocks. Offsets passed here are multiples of
+// kStep, so they land on a block's start.
+template <class Ops>
+constexpr int64_t w_units(int64_t k) {
+  if constexpr (requires { Ops::kGroup; }) {
+    static_assert(Ops::kGroup == Ops::kStep, "a blocked w is read one block a step");
+    return (k + Ops::kGroup - 1) / Ops::kGroup;
+  } else {
+    return k;
+  }
+}
+
 // One accumulator's horizontal sum by sum4's tree: an output's value must not depend on whether it fell in a tile of
 // four or in a tail (a GEMV's tiles are not a GEMM's), so that a row's result never depends on the rows beside it.
 template <class Ops>
@@ -31,7 +44,8 @@ float sum1(typename Ops::Acc a) {
 // measured have in ≤ 4864, at most 3 blocks.)
 constexpr int64_t kMaxKBlock = 2048;
 
-// out[r, j] (r < MR, j < NR) = alpha · Σ_{i<k} x[r, i] · w[j, i] + beta · out[r, j] (out not read when beta == 0).
+// out[r, j] (r < MR, j < NR) = alpha · Σ_{i<k} x[r, i] · w[j, i] + beta · out[r, j] (out not read when beta == 0);
+// x rows ldx elements apart, w rows ldw W units apart.
 // kStream (the one-row GEMV, reading w from memory once): each step also prefetches, into L2, the same columns of
 // the NR w rows after the tile's, i.e. the next tile, one tile ahead. The rows of a tile are separate streams of only
 // `in` elements (1.8 KB for a 896-wide bf16 row), too short for the hardware prefetcher to ramp up on.
@@ -50,10 +64,10 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
     for (int r = 0; r < MR; ++r) xv[r] = Ops::load_x(x + r * ldx + i);
     if constexpr (kStream)
 #pragma GCC unroll 8
-      for (int c = 0; c < NR; ++c) __builtin_prefetch(w + (c + NR) * ldw + i, 0, 2);
+      for (int c = 0; c < NR; ++c) __builtin_prefetch(w + (c + NR) * ldw + w_units<Ops>(i), 0, 2);
 #pragma GCC unroll 8
     for (int c = 0; c < NR; ++c) {
-      const typename Ops::WV wv = Ops::load_w(w + c * ldw + i);
+      const typename Ops::WV wv = Ops::load_w(w + c * ldw + w_units<Ops>(i));
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) acc[r][c] = Ops::madd(acc[r][c], xv[r], wv);
     }
@@ -65,7 +79,7 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
     for (int r = 0; r < MR; ++r) xv[r] = Ops::load_x_tail(x + r * ldx + i, n);
 #pragma GCC unroll 8
     for (int c = 0; c < NR; ++c) {
-      const typename Ops::WV wv = Ops::load_w_tail(w + c * ldw + i, n);
+      const typename Ops::WV wv = Ops::load_w_tail(w + c * ldw + w_units<Ops>(i), n);
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) acc[r][c] = Ops::madd(acc[r][c], xv[r], wv);
     }
@@ -99,11 +113,12 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
 template <class Ops, int MR, int NR, bool kStream>
 void row_group(const GemmBlock& b, int64_t r, int64_t k0, int64_t k, float beta) {
   const auto* x = static_cast<const typename Ops::X*>(b.x) + r * b.in + k0;
-  const auto* w = static_cast<const typename Ops::W*>(b.w) + k0;
+  const auto* w = static_cast<const typename Ops::W*>(b.w) + w_units<Ops>(k0);
+  const int64_t ldw = w_units<Ops>(b.in);
   float* out = b.out + r * b.outs;
   int64_t j = b.j0;
-  for (; j + NR <= b.j1; j += NR) micro_tile<Ops, MR, NR, kStream>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
-  for (; j < b.j1; ++j) micro_tile<Ops, MR, 1>(x, b.in, w + j * b.in, b.in, k, out + j, b.outs, b.alpha, beta);
+  for (; j + NR <= b.j1; j += NR) micro_tile<Ops, MR, NR, kStream>(x, b.in, w + j * ldw, ldw, k, out + j, b.outs, b.alpha, beta);
+  for (; j < b.j1; ++j) micro_tile<Ops, MR, 1>(x, b.in, w + j * ldw, ldw, k, out + j, b.outs, b.alpha, beta);
 }
 
 // Tiles of up to MR x rows × NR w rows over the block, k in blocks (the first applies beta, the rest accumulate).

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -66,6 +67,7 @@ std::string missing_features(Isa isa, const CpuFeatures& f) {
   if (isa >= Isa::avx2) {
     need(f.avx2, "AVX2");
     need(f.fma, "FMA");
+    need(f.f16c, "F16C");
     need(f.os_saves_ymm, "OS-saved ymm state (XCR0)");
   }
   if (isa >= Isa::avx512) {
@@ -100,23 +102,38 @@ void require(Isa isa, const CpuFeatures& f, const std::string& asked) {
 
 std::atomic<int> forced_isa{-1};  // an Isa, or -1: none forced
 
+// Σ_i x[i] · w[i] over one row of n, summed in order in f32: w in f32, bf16 bits or q8_0 blocks (each weight q ·
+// scale, exact in f32).
+float dot_row(const float* x, const float* w, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += x[i] * w[i];
+  return acc;
+}
+float dot_row(const float* x, const uint16_t* w, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += x[i] * bf16_to_f32(w[i]);
+  return acc;
+}
+float dot_row(const float* x, const Q8Block* w, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i0 = 0; i0 < n; i0 += kQ8Group) {
+    const Q8Block& b = w[i0 / kQ8Group];
+    const float scale = f16_to_f32(b.scale);
+    for (int64_t i = i0; i < std::min(n, i0 + kQ8Group); ++i) acc += x[i] * (float(b.q[i - i0]) * scale);
+  }
+  return acc;
+}
+
 // The scalar path and twin: one dot product per output, summed in order in f32.
 template <class W>
 void scalar_gemm(const float* x, const W* w, float* out, GemmShape s, LinearParams p) {
   const int64_t grain = std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, s.rows * s.in));
+  const int64_t row = std::is_same_v<W, Q8Block> ? q8_blocks(s.in) : s.in;  // W units a w row
   parallel_for(s.outs, grain, [&](int64_t j0, int64_t j1) {
     for (int64_t r = 0; r < s.rows; ++r) {
       const float* xr = x + r * s.in;
       for (int64_t j = j0; j < j1; ++j) {
-        const W* wj = w + j * s.in;
-        float acc = 0.0f;
-        for (int64_t i = 0; i < s.in; ++i) {
-          if constexpr (sizeof(W) == 2) {
-            acc += xr[i] * bf16_to_f32(wj[i]);
-          } else {
-            acc += xr[i] * wj[i];
-          }
-        }
+        const float acc = dot_row(xr, w + j * row, s.in);
         float& o = out[r * s.outs + j];
         o = p.beta == 0.0f ? p.alpha * acc : p.alpha * acc + p.beta * o;
       }
@@ -196,6 +213,7 @@ CpuFeatures detect_cpu_features() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   f.fma = c & (1u << 12);
+  f.f16c = c & (1u << 29);
   if (c & (1u << 27)) {  // OSXSAVE: xgetbv may be executed
     uint32_t lo = 0, hi = 0;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
@@ -267,6 +285,14 @@ void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearPar
   if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
   const IsaKernels& k = kernels_for(isa);
   run_blocks(s.rows == 1 ? k.gemv_f32w : k.gemm_f32w, x, w, out, s, p);
+}
+
+void gemm_q8(const float* x, const Q8Block* w, float* out, GemmShape s, LinearParams p) {
+  if (!prepare(out, s, p, "gemm_q8")) return;
+  const Isa isa = active_isa();
+  if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
+  const IsaKernels& k = kernels_for(isa);
+  run_blocks(s.rows == 1 ? k.gemv_q8w : k.gemm_q8w, x, w, out, s, p);
 }
 
 void attention_scores(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,

@@ -1,4 +1,4 @@
-// wick's own CPU matrix kernels: out = alpha · x · wᵀ + beta · out with f32 activations and bf16 (or f32) weights,
+// wick's own CPU matrix kernels: out = alpha · x · wᵀ + beta · out with f32 activations and bf16, q8_0 or f32 weights,
 // one path per instruction set, picked at run time. The decode GEMV (one row) streams w once and is bound by
 // memory; the prefill GEMM (many rows) keeps tiles of x rows × w rows in registers and is bound by arithmetic.
 // Private to src/backend/.
@@ -9,11 +9,12 @@
 #include <string_view>
 
 #include "backend/backend.h"
+#include "wick/quant.h"
 
 namespace wick::cpu {
 
 /// The kernel paths, slowest first. Each needs what the one before it needs, and more:
-/// avx2 = AVX2 + FMA; avx512 = AVX-512 F/BW/VL/DQ; avx512bf16 = avx512 + AVX512_BF16 (vdpbf16ps).
+/// avx2 = AVX2 + FMA + F16C; avx512 = AVX-512 F/BW/VL/DQ; avx512bf16 = avx512 + AVX512_BF16 (vdpbf16ps).
 enum class Isa : uint8_t { scalar, avx2, avx512, avx512bf16 };
 
 /// "scalar", "avx2", "avx512", "avx512bf16".
@@ -26,7 +27,7 @@ Isa parse_isa(std::string_view name, std::string_view what);
 /// What the CPU reports through cpuid, and which register state the OS saves (XCR0 through xgetbv): an
 /// instruction set is usable only when both hold.
 struct CpuFeatures {
-  bool fma = false, avx2 = false;
+  bool fma = false, avx2 = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
   bool os_saves_ymm = false;  // XCR0 bits 1–2 (SSE, AVX state)
   bool os_saves_zmm = false;  // XCR0 bits 5–7 (opmask, upper zmm halves, zmm16–31)
@@ -77,6 +78,12 @@ void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, Linea
 
 /// The same with f32 weights (always f32 x; no bf16 rounding anywhere; rows independent as above).
 void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearParams p = {});
+
+/// The same with q8_0 weights: w is [outs, in] as ⌈in / 32⌉ Q8Blocks a row (wick/quant.h). Each weight is dequantised
+/// in registers — q · scale, exact in f32 — so the result is gemm_f32's on the dequantised matrix, on every path (the
+/// same sums in the same order where in ≤ 2048, a single k block; beyond, the k blocks split on multiples of 32
+/// instead of 16 or 8). Always f32 x (avx512bf16 runs avx512's kernels); rows independent bit for bit as above.
+void gemm_q8(const float* x, const Q8Block* w, float* out, GemmShape s, LinearParams p = {});
 
 /// Attention's inner loops for one query and one head over a run of n cache rows `stride` floats apart (one head's
 /// keys or values, d floats each), on the active path (f32 on every path; the calling thread only):

@@ -1,8 +1,8 @@
-// The avx2 path (AVX2 + FMA; this file alone is compiled with those flags, see CMakeLists.txt): f32 x against f32 or
-// bf16 w, 8 lanes, bf16 w widened to f32 in registers as on avx512.
+// The avx2 path (AVX2 + FMA + F16C; this file alone is compiled with those flags, see CMakeLists.txt): f32 x against
+// f32, bf16 or q8_0 w, 8 lanes, bf16 w widened and q8_0 w dequantised to f32 in registers as on avx512.
 #include "backend/cpu/cpu_kernels_impl.h"
 
-#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
 #include <cstring>
@@ -83,17 +83,67 @@ struct Bf16WOps : F32Ops {
   }
 };
 
-// 16 ymm registers: one x row × 8 w rows (8 accumulators), or 3 × 4 tiles (12 accumulators + 3 x + 1 w).
+// f32 x, q8_0 w: a block of 32 dequantised in registers (int8 → f32, times the block's f16 scale: exact in f32), then
+// four FMAs — the same sums, in the same order, as F32Ops on the dequantised weights.
+struct Q8WOps {
+  struct Quad {
+    __m256 v[4];  // elements [0, 8), [8, 16), [16, 24), [24, 32) of a block
+  };
+  using X = float;
+  using W = Q8Block;
+  using XV = Quad;
+  using WV = Quad;
+  using Acc = __m256;
+  static constexpr int kStep = 32;
+  static constexpr int kGroup = 32;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static Quad load_x(const float* p) {
+    return {{_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), _mm256_loadu_ps(p + 16), _mm256_loadu_ps(p + 24)}};
+  }
+  static Quad load_x_tail(const float* p, int n) {  // first_lanes(m ≤ 0) is empty, first_lanes(m ≥ 8) full
+    return {{_mm256_maskload_ps(p, first_lanes(n)), _mm256_maskload_ps(p + 8, first_lanes(n - 8)),
+             _mm256_maskload_ps(p + 16, first_lanes(n - 16)), _mm256_maskload_ps(p + 24, first_lanes(n - 24))}};
+  }
+  static __m256 widen(const int8_t* q, __m256 scale) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)))),
+                         scale);
+  }
+  static Quad load_w(const Q8Block* b) {
+    const __m256 s = _mm256_cvtph_ps(_mm_set1_epi16(short(b->scale)));
+    return {{widen(b->q, s), widen(b->q + 8, s), widen(b->q + 16, s), widen(b->q + 24, s)}};
+  }
+  static Quad load_w_tail(const Q8Block* b, int) { return load_w(b); }  // a row's last block is whole, zeros after its values
+  static __m256 madd(__m256 acc, const Quad& x, const Quad& w) {
+    for (int i = 0; i < 4; ++i) acc = _mm256_fmadd_ps(x.v[i], w.v[i], acc);
+    return acc;
+  }
+  static void sum4(__m256 a, __m256 b, __m256 c, __m256 d, float* out) { F32Ops::sum4(a, b, c, d, out); }
+};
+
+// 16 ymm registers: one x row × 8 w rows (8 accumulators), or 3 × 4 tiles (12 accumulators + 3 x + 1 w). A q8_0 step
+// spans 4 registers of x and of w: 2 × 4 tiles (8 accumulators), the compiler keeping part of x in memory.
 void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
 void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
 void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 3, 4>(b); }
 void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
+void gemv_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 1, 8, true>(b); }
+void gemm_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 2, 4>(b); }
 
 }  // namespace
 
-const IsaKernels kAvx2Kernels = {gemv_f32w, gemv_bf16w, gemm_f32w, gemm_bf16w, nullptr, nullptr, nullptr,
-                                 attention_scores<F32Ops>, attention_values<F32Ops>, softmax_exp<F32Ops>,
-                                 silu_mul<F32Ops>};
+const IsaKernels kAvx2Kernels = {.gemv_f32w = gemv_f32w,
+                                 .gemv_bf16w = gemv_bf16w,
+                                 .gemm_f32w = gemm_f32w,
+                                 .gemm_bf16w = gemm_bf16w,
+                                 .gemv_q8w = gemv_q8w,
+                                 .gemm_q8w = gemm_q8w,
+                                 .gemv_bf16 = nullptr,
+                                 .gemm_bf16 = nullptr,
+                                 .to_bf16 = nullptr,
+                                 .attention_scores = attention_scores<F32Ops>,
+                                 .attention_values = attention_values<F32Ops>,
+                                 .softmax_exp = softmax_exp<F32Ops>,
+                                 .silu_mul = silu_mul<F32Ops>};
 
 }  // namespace wick::cpu
 

@@ -2,7 +2,7 @@
 // to bf16 once, then vdpbf16ps, which multiplies 32 bf16 pairs exactly and adds each neighbouring pair of products
 // into one of 16 f32 lanes — twice the multiply-adds of an f32 FMA per instruction, from half the bytes. Every
 // product with bf16 weights takes them, one row or many (a row's result must not depend on the rows beside it); the
-// path's f32-weight kernels are avx512's (cpu_kernels.cpp assembles the table).
+// path's f32- and q8_0-weight kernels are avx512's (cpu_kernels.cpp assembles the table).
 #include "backend/cpu/cpu_kernels_impl.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
@@ -51,8 +51,19 @@ void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 
 }  // namespace
 
-const IsaKernels kAvx512Bf16Kernels = {nullptr, nullptr, nullptr, nullptr, gemv_bf16, gemm_bf16, to_bf16, nullptr,
-                                       nullptr, nullptr, nullptr};
+const IsaKernels kAvx512Bf16Kernels = {.gemv_f32w = nullptr,
+                                       .gemv_bf16w = nullptr,
+                                       .gemm_f32w = nullptr,
+                                       .gemm_bf16w = nullptr,
+                                       .gemv_q8w = nullptr,
+                                       .gemm_q8w = nullptr,
+                                       .gemv_bf16 = gemv_bf16,
+                                       .gemm_bf16 = gemm_bf16,
+                                       .to_bf16 = to_bf16,
+                                       .attention_scores = nullptr,
+                                       .attention_values = nullptr,
+                                       .softmax_exp = nullptr,
+                                       .silu_mul = nullptr};
 
 }  // namespace wick::cpu
 

@@ -1,15 +1,19 @@
 // What the dispatcher (cpu_kernels.cpp) and the per-instruction-set files (cpu_kernels_<isa>.cpp, each compiled with
 // its own -m flags) share: a block of gemm work and each path's table of block functions. Plain C types only: an
 // inline function or template instantiated in an ISA file could be linked into the portable code (one copy wins),
-// so those files keep theirs in anonymous namespaces and include nothing of wick's but this.
+// so those files keep theirs in anonymous namespaces and include nothing of wick's but this (and wick/quant.h, for
+// the Q8Block type alone).
 #pragma once
 
 #include <cstdint>
 
+#include "wick/quant.h"
+
 namespace wick::cpu {
 
 /// out[r, j] = alpha · Σ_i x[r, i] · w[j, i] + beta · out[r, j] for r ∈ [r0, r1), j ∈ [j0, j1).
-/// x [rows, in] (f32, or bf16 bits for the bf16-x kernel), w [outs, in] (f32 or bf16 bits), out [rows, outs].
+/// x [rows, in] (f32, or bf16 bits for the bf16-x kernel), w [outs, in] (f32, bf16 bits, or q8_0: ⌈in / 32⌉ Q8Blocks
+/// a row), out [rows, outs].
 struct GemmBlock {
   const void* x;
   const void* w;
@@ -42,6 +46,8 @@ struct IsaKernels {
   BlockFn gemv_bf16w;  // one x row, f32 x, bf16 w widened to f32
   BlockFn gemm_f32w;   // any rows, f32 x, f32 w
   BlockFn gemm_bf16w;  // any rows, f32 x, bf16 w widened to f32
+  BlockFn gemv_q8w;    // one x row, f32 x, q8_0 w dequantised to f32
+  BlockFn gemm_q8w;    // any rows, f32 x, q8_0 w dequantised to f32
   BlockFn gemv_bf16;   // one x row, bf16 x, bf16 w (vdpbf16ps)
   BlockFn gemm_bf16;   // any rows, bf16 x, bf16 w (vdpbf16ps)
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);  // round to nearest even, for gemm_bf16's x
