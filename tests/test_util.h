@@ -19,6 +19,11 @@ std::filesystem::path temp_dir(std::string_view tag = "t");
 std::filesystem::path fixture(std::string_view rel);
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, std::string_view bytes);
+/// A memory figure of this process from /proc/self/status, in KB ("VmRSS", "VmHWM": its peak, "RssFile": pages of
+/// mapped files); −1 where it cannot be read.
+int64_t proc_status_kb(std::string_view field);
+/// Resets VmHWM to the current resident size (/proc/self/clear_refs); false where that cannot be done.
+bool reset_peak_resident();
 /// A CPU f32 tensor of normal(0, scale) values drawn from `rng` in element order.
 Tensor random_normal(const Shape& shape, std::mt19937& rng, float scale = 1.0f);
 

@@ -48,6 +48,11 @@ class SafetensorsFile {
   /// (A tensor stored unaligned for its type comes back as an aligned copy instead.)
   /// Throws not_found for an absent name, unsupported for a dtype wick cannot hold.
   Tensor tensor(const std::string& name) const;
+  /// Drops the pages that lie wholly inside tensor `name`'s bytes from this process's memory (madvise
+  /// MADV_DONTNEED on the private read-only mapping: nothing is lost, a later read maps them from the file again).
+  /// For a loader that has made its own copy of the tensor: its file pages then stop counting in the process's
+  /// resident memory. Throws not_found for an absent name.
+  void release(const std::string& name) const;
 
  private:
   SafetensorsFile() = default;
@@ -76,6 +81,8 @@ class TensorStore {
   /// nullptr when absent.
   const SafetensorsEntry* find(const std::string& name) const;
   Tensor tensor(const std::string& name) const;
+  /// SafetensorsFile::release on the file that holds `name`.
+  void release(const std::string& name) const;
   /// Every tensor name, sorted.
   std::vector<std::string> names() const;
   /// "model.safetensors" or the shard that holds `name` (for error messages); empty when absent.

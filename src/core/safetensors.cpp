@@ -330,6 +330,16 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
   return Tensor::borrow(const_cast<std::byte*>(p), e->shape, e->dtype, self_.lock());
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const SafetensorsEntry* e = find(name);
+  if (!e) fail(ErrorKind::not_found, path_.string() + ": no tensor " + in_quotes(name));
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data_ + e->begin) + page - 1) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data_ + e->end) / page * page;
+  // Only advice: a failure leaves the pages resident, which costs memory and nothing else.
+  if (begin < end) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void write_safetensors(const std::filesystem::path& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   const std::string file = path.string();

@@ -106,6 +106,12 @@ Tensor TensorStore::tensor(const std::string& name) const {
   return files_[it->second]->tensor(name);
 }
 
+void TensorStore::release(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail(ErrorKind::not_found, dir_.string() + ": no tensor " + in_quotes(name));
+  files_[it->second]->release(name);
+}
+
 std::vector<std::string> TensorStore::names() const {
   std::vector<std::string> out;
   out.reserve(where_.size());

@@ -82,7 +82,19 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
 
   const DType dt = backend.compute_dtype();
   auto get = [&](const std::string& name) { return backend.upload(store.tensor(name), dt); };
-  auto matrix = [&](const std::string& name) { return backend.upload_weight(store.tensor(name)); };
+  auto matrix = [&](const std::string& name) {
+    const Tensor file = store.tensor(name);
+    Tensor w;
+    try {
+      w = backend.upload_weight(file);
+    } catch (const Error& e) {
+      fail(e.kind(), source + ": tensor '" + name + "': " + e.what());
+    }
+    // A copy of its own (f32, q8_0, device memory): the file's pages need not stay in this process's memory; a view
+    // (the CPU's bf16) keeps them.
+    if (w.raw() != file.raw()) store.release(name);
+    return w;
+  };
   ModelWeights w;
   w.embed = matrix("model.embed_tokens.weight");
   w.layers.resize(size_t(c.num_layers));

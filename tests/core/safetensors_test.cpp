@@ -5,6 +5,8 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "test_util.h"
 
@@ -160,6 +162,34 @@ TEST(Safetensors, TensorIsAViewThatKeepsTheFileAlive) {
   EXPECT_EQ(a.raw(), file->tensor("a").raw()) << "zero-copy: both views point into the mapping";
   file.reset();
   EXPECT_EQ(a.data<float>()[3], 4.0f);  // the mapping is still there
+}
+
+// release() drops a tensor's pages from the process's memory (a loader that copied it), keeps its neighbours', and
+// reading the tensor afterwards maps the same values back from the file.
+TEST(Safetensors, ReleaseDropsATensorsPagesAndReadsThemBackAfterwards) {
+  const fs::path p = temp_dir("st") / "release.safetensors";
+  const int64_t n = int64_t(4) << 20;  // 16 MB of f32
+  std::vector<float> values(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) values[size_t(i)] = float(i % 1000);
+  write_safetensors(p, {{"a", Tensor::from_floats({7, 8}, {2})}, {"big", Tensor::from_floats(values, {n})},
+                        {"z", Tensor::from_floats({9}, {1})}});
+  auto file = SafetensorsFile::open(p);
+  const auto sum = [&] {
+    double s = 0;
+    const Tensor big = file->tensor("big");
+    for (int64_t i = 0; i < n; i += 1024) s += big.data<float>()[i];  // a value in every page
+    return s;
+  };
+  const double want = sum();
+  const int64_t touched = test::proc_status_kb("RssFile");
+  file->release("big");
+  const int64_t released = test::proc_status_kb("RssFile");
+  ASSERT_GE(touched, 0) << "no RssFile in /proc/self/status";
+  EXPECT_GE(touched - released, 15 * 1024) << "KB resident before " << touched << ", after " << released;
+  EXPECT_EQ(file->tensor("a").data<float>()[1], 8.0f);
+  EXPECT_EQ(file->tensor("z").data<float>()[0], 9.0f);
+  EXPECT_EQ(sum(), want);
+  EXPECT_WICK_ERROR(file->release("nope"), ErrorKind::not_found, "'nope'");
 }
 
 // Writing goes through "<path>.tmp" and a rename, so a mapping of the old file stays intact.
