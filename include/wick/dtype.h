@@ -20,6 +20,10 @@ enum class CpuWeights : uint8_t {
   native,
   /// Every weight widened to f32 at load (the reference: `--compute f32`).
   f32,
+  /// Weight matrices (the projections, the embedding and the head) quantised to q8_0 at load (`--weights int8`):
+  /// 8.5 bits a weight, each block of 32 along a row with its own f16 scale (wick/quant.h); the products take the
+  /// dequantised weight, exact in f32, times f32 activations. Norms and biases stay f32.
+  int8,
 };
 
 /// Bytes per element of an element type; 0 for q8_0, which has no whole bytes per element (see storage_bytes).

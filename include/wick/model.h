@@ -22,6 +22,8 @@ class LoraAdapter;
 
 struct LoadOptions {
   Device device = Device::cpu;
+  /// How the CPU backend holds the weight matrices (wick/dtype.h): as the file has them (bf16), f32, or quantised to
+  /// 8 bits at load. The GPU ignores it (bf16).
   CpuWeights cpu_weights = CpuWeights::native;
   /// Threads of the CPU backend's loops, for the whole process (0: WICK_NUM_THREADS, else the CPUs in the process's
   /// affinity mask). Takes effect only before the process's first CPU work; a different count afterwards is
@@ -73,8 +75,9 @@ class Model {
   Device device() const;
   /// The dtype the model keeps its activations (and KV cache) in on its device (f32 on the CPU, bf16 on CUDA).
   DType compute_dtype() const;
-  /// The dtype of its weight matrices (projections, embedding, head): bf16 on CUDA; on the CPU bf16 where the files
-  /// hold bf16 and LoadOptions::cpu_weights is native (read in place from the files' mapping), else f32.
+  /// The dtype of its weight matrices (projections, embedding, head): bf16 on CUDA; on the CPU q8_0 where
+  /// LoadOptions::cpu_weights is int8, bf16 where the files hold bf16 and it is native (read in place from the files'
+  /// mapping), else f32.
   DType weight_dtype() const;
   /// A copy of a CPU tensor on the model's device in compute_dtype(): how an adapter's factors are made ready
   /// for this model.
@@ -157,9 +160,12 @@ class Model {
 
   /// Folds `lora` into the weights: W + scale·B·A in new tensors for every projection it has factors for, its
   /// replaced head or embedding swapped in; the base tensors are kept, so unmerge_lora() restores them
-  /// bit-exactly. Waits for forward passes in flight and forgets recorded decode steps (they read the old
-  /// tensors). bad_input, changing nothing, when an adapter is already merged. (merge_adapter() is the checked
-  /// form for a LoraAdapter.)
+  /// bit-exactly. The sum is taken in f32 and stored in the weights' dtype: rounded once to bf16, or on 8-bit weights
+  /// (CpuWeights::int8) quantised again — q8_0 of (the dequantised W + scale·B·A), each value within half its
+  /// block's new step of that sum, so the merged model is near the unmerged one (the adapter exact on top of the
+  /// 8-bit weights), not equal to it. Waits for forward passes in flight and forgets recorded decode steps (they
+  /// read the old tensors). bad_input, changing nothing, when an adapter is already merged. (merge_adapter() is the
+  /// checked form for a LoraAdapter.)
   void merge_lora(std::shared_ptr<const LoraSource> lora);
   /// Puts the base tensors back; returns what was merged (or nullptr).
   std::shared_ptr<const LoraSource> unmerge_lora();
@@ -177,8 +183,8 @@ class Model {
   /// The adapter in effect unmerged, or nullptr; info() gives its name, rank, alpha, targets and size.
   std::shared_ptr<const LoraAdapter> current_adapter() const;
 
-  /// Folds `adapter` into the base weights (W + scale·B·A in new tensors; saved modules replace theirs)
-  /// for adapter-free speed. The base tensors are kept, so unmerge_adapter() restores them bit-exactly.
+  /// Folds `adapter` into the base weights (W + scale·B·A in new tensors, stored as merge_lora() says; saved modules
+  /// replace theirs) for adapter-free speed. The base tensors are kept, so unmerge_adapter() restores them bit-exactly.
   /// Waits for forward passes in flight; requests still running see the merged weights from their next
   /// step. bad_input, changing nothing, when an adapter is already merged or the shapes differ.
   void merge_adapter(std::shared_ptr<const LoraAdapter> adapter);

@@ -186,7 +186,8 @@ class Backend {
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;
   /// A weight matrix (projection, embedding, head) as this backend multiplies by it, never written afterwards: by
   /// default a copy in compute_dtype(); the CPU backend keeps bf16 as it is (CpuWeights::native), sharing host's
-  /// storage — a view of the file's read-only mapping — and its ops take such weights where backend.h says so.
+  /// storage — a view of the file's read-only mapping — or quantises it to q8_0 (CpuWeights::int8), and its ops take
+  /// such weights where backend.h says so.
   virtual Tensor upload_weight(const Tensor& host) { return upload(host, compute_dtype()); }
   /// A CPU f32 copy of a device tensor.
   virtual Tensor download(const Tensor& device_tensor) = 0;
@@ -219,15 +220,15 @@ class Backend {
   /// The fused few-row ops, or nullptr where the plain ops serve (the CPU backend).
   virtual FusedRows* fused_rows() { return nullptr; }
 
-  /// out[t, :] = table[ids[t], :].  table [vocab, hidden] (an upload_weight: bf16 on the CPU too), ids i32
+  /// out[t, :] = table[ids[t], :].  table [vocab, hidden] (an upload_weight: bf16 or q8_0 on the CPU too), ids i32
   /// [tokens], out [tokens, hidden].
   virtual void embedding(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
   /// out = x / sqrt(mean(x²) + eps) * weight, per row.  x, out [rows, n]; weight [n].
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   /// The residual add folded into the next norm: x += delta, then normed = rmsnorm(x).  x, delta, normed [rows, n].
   virtual void add_rmsnorm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& normed) = 0;
-  /// out = alpha · x·Wᵀ + beta · out + bias.  x [rows, in]; w [out, in] (an upload_weight: bf16 on the CPU too);
-  /// bias [out] or undefined; out [rows, out].
+  /// out = alpha · x·Wᵀ + beta · out + bias.  x [rows, in]; w [out, in] (an upload_weight: bf16 or q8_0 on the CPU
+  /// too); bias [out] or undefined; out [rows, out].
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, LinearParams p = {}) = 0;
   /// Rotates pairs (i, i + d/2) of each head by position·θ^(-2i/d) in place (NeoX layout).
   /// x [tokens, heads, head_dim]; positions i32 [tokens].
@@ -271,8 +272,8 @@ class Backend {
   // with ErrorKind::unsupported naming the backend and the op.
 
   /// out = alpha · op(a)·op(b) + beta · out, op(t) = tᵀ when the flag says so, accumulated in f32.  a and b 2-D of
-  /// one dtype (on the CPU, b not transposed may also be a bf16 upload_weight); out f32 or that dtype; op(a) [m, k],
-  /// op(b) [k, n], out [m, n]. Gives linear's backward
+  /// one dtype (on the CPU, b not transposed may also be a bf16 or q8_0 upload_weight); out f32 or that dtype;
+  /// op(a) [m, k], op(b) [k, n], out [m, n]. Gives linear's backward
   /// (W [out, in]): dX = dY·W, dW += dYᵀ·X (beta 1).
   virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulParams& p = {});
   /// dx = ∂/∂x of Σ d_out ⊙ rmsnorm(x, weight, eps) (weight frozen).  x, d_out, dx [rows, n]; weight [n].

@@ -21,7 +21,7 @@ Tensor transpose(const Tensor& t) {
 }
 
 // W + scale·B·A on the backend, in a new tensor of W's dtype. A weight the CPU keeps in bf16 is merged in f32 and
-// rounded once.
+// rounded once; one it keeps in q8_0 is merged in f32 on its dequantised values (exact) and quantised again.
 Tensor merged_weight(Backend& b, const Tensor& w, const LoraFactors& f) {
   const DType dt = b.compute_dtype();
   const Tensor a_t = b.upload(transpose(b.download(f.a)), dt);  // [in, rank]; the factor's values exactly

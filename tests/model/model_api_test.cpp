@@ -2,14 +2,17 @@
 // the fixture's own file and against W + scale·B·A computed here in double.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "model/decode_step.h"
 #include "model/linear.h"
 #include "test_util.h"
 #include "wick/model.h"
+#include "wick/quant.h"
 #include "wick/safetensors.h"
 
 namespace wick::test {
@@ -59,13 +62,14 @@ TEST(ModelApi, UploadGivesTheComputeDtypeOnTheModelsDevice) {
 }
 
 // On weights the CPU keeps in bf16 (the fixture's files are bf16) the merged weight is W + scale·B·A computed in f32
-// and rounded to bf16 once; on f32 weights (--compute f32) it is that sum in f32.
+// and rounded to bf16 once; on f32 weights (--compute f32) it is that sum in f32; on 8-bit weights (--weights int8)
+// that sum (W dequantised) quantised again, each value within half its block's new step.
 class MergeLora : public ::testing::TestWithParam<CpuWeights> {};
 
 TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
   auto model = Model::load(fixture("models/tiny-untied"), {.cpu_weights = GetParam()});
-  const bool bf16 = GetParam() == CpuWeights::native;
-  EXPECT_EQ(model->weight_dtype(), bf16 ? DType::bf16 : DType::f32);
+  const bool bf16 = GetParam() == CpuWeights::native, int8 = GetParam() == CpuWeights::int8;
+  EXPECT_EQ(model->weight_dtype(), bf16 ? DType::bf16 : int8 ? DType::q8_0 : DType::f32);
   const ModelConfig& c = model->config();
   auto lora = std::make_shared<TwoProjections>();
   const int64_t r = 3;
@@ -94,15 +98,28 @@ TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
       if (merged[i].first == name) w0 = &before[i].second, w1 = &merged[i].second;
     ASSERT_NE(w1, nullptr) << name;
     const int64_t out = w1->dim(0), in = w1->dim(1), rank = f.a.dim(0);
-    for (int64_t o = 0; o < out; ++o)
+    for (int64_t o = 0; o < out; ++o) {
+      std::vector<double> want(static_cast<size_t>(in));
       for (int64_t i = 0; i < in; ++i) {
         double d = 0;
         for (int64_t k = 0; k < rank; ++k) d += double(f.b.data<float>()[o * rank + k]) * f.a.data<float>()[k * in + i];
-        const double want = w0->data<float>()[o * in + i] + f.scale * d;
-        // bf16: within one rounding of the sum (2⁻⁹ relative, and an f32 sum's rounding at a bf16 tie)
-        EXPECT_NEAR(w1->data<float>()[o * in + i], want, bf16 ? std::ldexp(std::fabs(want), -8) + 1e-6 : 1e-6)
-            << name;
+        want[size_t(i)] = w0->data<float>()[o * in + i] + f.scale * d;
       }
+      for (int64_t i = 0; i < in; ++i) {
+        // bf16: within one rounding of the sum (2⁻⁹ relative, and an f32 sum's rounding at a bf16 tie); q8_0: within
+        // half a step of the block's new scale, at most max |sum| / 127 · (1 + 2⁻¹⁰) (wick/quant.h)
+        double tolerance = 1e-6;
+        if (bf16) tolerance += std::ldexp(std::fabs(want[size_t(i)]), -8);
+        if (int8) {
+          const int64_t first = i / kQ8Group * kQ8Group;
+          double amax = 0;
+          for (int64_t e = first; e < std::min(in, first + kQ8Group); ++e)
+            amax = std::max(amax, std::fabs(want[size_t(e)]));
+          tolerance += amax / 127 * (1 + std::ldexp(1.0, -10)) / 2;
+        }
+        EXPECT_NEAR(w1->data<float>()[o * in + i], want[size_t(i)], tolerance) << name << " [" << o << ", " << i << "]";
+      }
+    }
   };
   check("model.layers.0.self_attn.q_proj.weight", lora->q);
   check("model.layers.1.mlp.down_proj.weight", lora->down);
@@ -117,8 +134,10 @@ TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
   EXPECT_EQ(model->unmerge_lora(), nullptr);  // nothing merged: a no-op
 }
 
-INSTANTIATE_TEST_SUITE_P(ModelApi, MergeLora, ::testing::Values(CpuWeights::native, CpuWeights::f32),
-                         [](const auto& info) { return info.param == CpuWeights::native ? "bf16" : "f32"; });
+INSTANTIATE_TEST_SUITE_P(ModelApi, MergeLora, ::testing::Values(CpuWeights::native, CpuWeights::f32, CpuWeights::int8),
+                         [](const auto& info) {
+                           return info.param == CpuWeights::native ? "bf16" : info.param == CpuWeights::f32 ? "f32" : "int8";
+                         });
 
 TEST(ModelApi, SetActiveLoraReturnsThePreviousOne) {
   auto model = Model::load(fixture("models/tiny-tied"));

@@ -2,9 +2,13 @@
 #pragma once
 
 #include <cmath>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "test_util.h"
+#include "wick/model.h"
 #include "wick/tensor.h"
 
 namespace wick::test {
@@ -18,6 +22,26 @@ inline double relative_max_error(const Tensor& a, const Tensor& b) {
     den = std::max(den, double(std::fabs(fb.data<float>()[i])));
   }
   return den > 0 ? num / den : num;
+}
+
+/// ‖a − b‖ / ‖b‖ over all elements (b is the reference).
+inline double relative_l2_error(const Tensor& a, const Tensor& b) {
+  const Tensor fa = a.to(DType::f32), fb = b.to(DType::f32);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < fb.numel(); ++i) {
+    const double d = double(fa.data<float>()[i]) - fb.data<float>()[i];
+    num += d * d;
+    den += double(fb.data<float>()[i]) * fb.data<float>()[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+/// The model's weights as they are now, written out in f32 (save_pretrained) and loaded again with f32 weights: for
+/// an 8-bit model, the f32 model of its dequantised values.
+inline std::shared_ptr<Model> f32_copy(const Model& model) {
+  const std::filesystem::path dir = temp_dir("f32-copy");
+  model.save_pretrained(dir);
+  return Model::load(dir, {.cpu_weights = CpuWeights::f32});
 }
 
 /// Row r of an i32 [rows, n] tensor, optionally only its first n values.

@@ -12,6 +12,7 @@
 
 #include "model/training.h"
 #include "model/weights.h"
+#include "model_test_util.h"
 #include "test_util.h"
 #include "wick/model.h"
 
@@ -208,6 +209,22 @@ TEST_P(TrainPass, BadBatchesAreRejectedBeforeAnyWork) {
   EXPECT_WICK_ERROR(ModelTraining::train_pass(*model, {}, *lora, g, {}), ErrorKind::bad_input, "empty batch");
   for (const LoraGrads& s : g.slots)
     for (int64_t i = 0; i < s.a.numel(); ++i) ASSERT_EQ(s.a.data<float>()[i], 0.0f) << "nothing was accumulated";
+}
+
+// LoRA training on an 8-bit base (QLoRA-like): the loss and every gradient are those of the f32 model of the base's
+// dequantised weights — the same loss bit for bit (the forward sums as f32 does), gradients within f32 summation
+// order (d_out·W widens the 8-bit W a panel of rows at a time) — and finite differences hold as on any base.
+TEST_P(TrainPass, AnInt8BaseGivesItsDequantisedModelsLossAndGradients) {
+  model = Model::load(fixture(std::string("models/") + GetParam()), {.cpu_weights = CpuWeights::int8});
+  ASSERT_EQ(model->weight_dtype(), DType::q8_0);
+  const auto f32 = f32_copy(*model);
+  const std::vector<TrainSequence> v = batch.view();
+  LoraGradients g8 = zero_grads(model->config(), *lora), g32 = zero_grads(model->config(), *lora);
+  EXPECT_EQ(ModelTraining::train_pass(*model, v, *lora, g8, {}), ModelTraining::train_pass(*f32, v, *lora, g32, {}));
+  for (size_t s = 0; s < g8.slots.size(); ++s)
+    for (auto [x, y] : {std::pair{&g8.slots[s].a, &g32.slots[s].a}, {&g8.slots[s].b, &g32.slots[s].b}})
+      EXPECT_LE(relative_l2_error(*x, *y), 1e-5) << "slot " << s;
+  check_gradients({});
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, TrainPass, ::testing::Values("tiny-untied", "tiny-tied", "tiny-seqcls"),

@@ -1,4 +1,5 @@
-// CPU reference backend: f32 activations and sums, weight matrices in f32 or kept in the file's bf16; wick's kernels
+// CPU reference backend: f32 activations and sums, weight matrices in f32, kept in the file's bf16 or quantised to q8_0;
+// wick's kernels
 // for the products with weights (cpu_kernels.h), OpenBLAS for the training ops' other products (cpu_backward.cpp);
 // wick's thread pool across rows and heads.
 #include <algorithm>
@@ -96,8 +97,10 @@ class CpuBackend final : public Backend {
 
   Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
   Tensor upload(const Tensor& host, DType dtype) override { return host.to(dtype); }
-  // bf16 weights stay where they are (a view of the file's read-only mapping); the ops widen them as they go.
+  // bf16 weights stay where they are (a view of the file's read-only mapping); the ops widen them as they go. int8:
+  // quantised here, once (a q8_0 weight, e.g. a merged one, is kept as it is).
   Tensor upload_weight(const Tensor& host) override {
+    if (weights_ == CpuWeights::int8) return host.dtype() == DType::q8_0 ? host : cpu::quantize_weight(host);
     if (weights_ == CpuWeights::native && host.dtype() == DType::bf16) return host;
     return host.to(DType::f32);
   }
@@ -116,7 +119,7 @@ class CpuBackend final : public Backend {
         fail(ErrorKind::bad_input, "token id " + std::to_string(id[t]) + " is outside the vocabulary [0, " +
                                        std::to_string(vocab) + ")");
     const auto* src = static_cast<const std::byte*>(table.raw());
-    const size_t row_bytes = size_t(hidden) * dtype_size(table.dtype());
+    const size_t row_bytes = vocab ? table.nbytes() / size_t(vocab) : 0;  // a row in f32, bf16 or q8_0 blocks
     float* dst = out.data<float>();
     for (int64_t t = 0; t < n; ++t)
       convert_to_f32(src + size_t(id[t]) * row_bytes, table.dtype(), dst + t * hidden, size_t(hidden));
@@ -185,6 +188,7 @@ class CpuBackend final : public Backend {
     // sequence exactly as it would decode alone.
     const cpu::GemmShape shape{.rows = rows, .in = in, .outs = outs};
     if (w.dtype() == DType::bf16) cpu::gemm_bf16(x.data<float>(), w.data<uint16_t>(), o, shape, p);
+    else if (w.dtype() == DType::q8_0) cpu::gemm_q8(x.data<float>(), w.data<Q8Block>(), o, shape, p);
     else cpu::gemm_f32(x.data<float>(), w.data<float>(), o, shape, p);
     if (bias.defined()) {
       expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
@@ -309,7 +313,7 @@ class CpuBackend final : public Backend {
 
   // Backward twins (training): cpu_backward.cpp.
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulParams& p) override {
-    if (cpu::is_half(b)) cpu::matmul_half_b(a, b, out, p);
+    if (cpu::is_narrow(b)) cpu::matmul_narrow_b(a, b, out, p);
     else cpu::matmul(a, b, out, p);
   }
   void rmsnorm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& d_out, Tensor& dx) override {
