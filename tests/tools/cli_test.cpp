@@ -55,6 +55,20 @@ TEST(Cli, LogitsMatchTransformers) {
   }
 }
 
+// --weights int8 quantises the weight matrices at load: the logits move from transformers' by the quantisation error
+// (tests/model/int8_weights_test.cpp measures it; 1.5e-2 here), and are not bf16's.
+TEST(Cli, Int8WeightsLogitsWithinTheirErrorOfTransformers) {
+  auto ref = SafetensorsFile::open(fixture("models/tiny-untied/reference.safetensors"));
+  const Tensor ids = ref->tensor("input_ids");
+  const auto out = temp_dir("logits") / "l.safetensors";
+  const CliRun r = wick("logits --model " + model("tiny-untied") + " --tokens '" + ids_arg(ids, 0) + ";" +
+                        ids_arg(ids, 1) + "' --out " + out.string() + " --weights int8");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double err = relative_max_error(SafetensorsFile::open(out)->tensor("logits"), ref->tensor("logits"));
+  EXPECT_LE(err, 3e-2);
+  EXPECT_GT(err, 1e-4);
+}
+
 TEST(Cli, ClassifierLogitsPerRow) {
   auto ref = SafetensorsFile::open(fixture("models/tiny-seqcls/reference.safetensors"));
   const Tensor ids = ref->tensor("input_ids"), lengths = ref->tensor("lengths");
@@ -114,6 +128,13 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --compute f64", "--compute: expected auto or f32"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --threads -2", "--threads"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --weights foo",
+       "--weights: expected auto or int8, found 'foo'"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --weights int8 --compute f32",
+       "--compute f32 and --weights int8 exclude each other"},
+      {"adapters merge --model " + model("tiny-tied") + " --adapter " + fixture("adapters/tied-all7").string() +
+           " --out /tmp/x --weights int8",
+       "--weights int8"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --max-tokens 2 --top-p 1.5", "--top-p"},
       {"random-model --like gpt5 --out /tmp/x", "gpt5"},
       {"random-model --like tiny --dtype i32 --out /tmp/x", "--dtype"},

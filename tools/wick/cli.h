@@ -41,10 +41,13 @@ std::vector<std::vector<int32_t>> parse_token_rows(const std::string& text, cons
 std::pair<std::string, std::string> named_dir(const std::string& value);
 /// "cpu" / "cuda".
 Device parse_device(const std::string& text);
-/// The CPU flags of a command that loads a model: --compute (auto or f32: what the CPU multiplies by, wick/dtype.h's
-/// CpuWeights) and --threads (the CPU backend's threads; 0, the default: WICK_NUM_THREADS or the affinity mask).
+/// The CPU flags of a command that loads a model, which together choose wick/dtype.h's CpuWeights: --compute (auto or
+/// f32: every weight widened, the reference) and --weights (auto: as the file holds them; int8: weight matrices
+/// quantised to 8 bits at load; not with --compute f32); and --threads (the CPU backend's threads; 0, the default:
+/// WICK_NUM_THREADS or the affinity mask). The GPU ignores --compute and --weights (it keeps bf16).
 struct CpuFlags {
   std::string compute = "auto";
+  std::string weights = "auto";
   int threads = 0;
 };
 void add_cpu_flags(CLI::App* cmd, CpuFlags& flags);

@@ -95,6 +95,10 @@ Action add_adapters(CLI::App& app) {
     if (ins->parsed()) {
       std::cout << inspect(resolve_model_arg(o->inspect_dir), resolve_model_arg(o->inspect_model)).dump(2) << "\n";
     } else if (merge->parsed()) {
+      if (o->cpu.weights == "int8")  // the merged sums would be written quantised, in f32 files that claim otherwise
+        fail(ErrorKind::bad_input, "adapters merge: --weights int8 would write the merged model's 8-bit rounding into "
+                                   "its f32 files; merge with --weights auto and load the merged model with --weights "
+                                   "int8 instead");
       auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->cpu));
       model->merge_adapter(LoraAdapter::load(resolve_model_arg(o->adapter), *model));
       model->save_pretrained(o->out);

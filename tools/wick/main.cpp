@@ -58,6 +58,10 @@ void add_cpu_flags(CLI::App* cmd, CpuFlags& flags) {
   cmd->add_option("--compute", flags.compute,
                   "auto (CPU: the file's bf16 weights kept as they are) or f32 (every weight widened: the reference)")
       ->capture_default_str();
+  cmd->add_option("--weights", flags.weights,
+                  "auto (as the file holds them) or int8 (CPU: weight matrices quantised at load to 8 bits, blocks of "
+                  "32 sharing an f16 scale: about half of bf16's memory; not with --compute f32)")
+      ->capture_default_str();
   cmd->add_option("--threads", flags.threads, "CPU threads (0: $WICK_NUM_THREADS, else the CPUs this process may use)")
       ->capture_default_str();
 }
@@ -65,9 +69,16 @@ void add_cpu_flags(CLI::App* cmd, CpuFlags& flags) {
 LoadOptions load_options(const std::string& device, const CpuFlags& cpu) {
   if (cpu.compute != "auto" && cpu.compute != "f32")
     fail(ErrorKind::bad_input, "--compute: expected auto or f32, found '" + cpu.compute + "'");
+  if (cpu.weights != "auto" && cpu.weights != "int8")
+    fail(ErrorKind::bad_input, "--weights: expected auto or int8, found '" + cpu.weights + "'");
+  if (cpu.compute == "f32" && cpu.weights == "int8")
+    fail(ErrorKind::bad_input, "--compute f32 and --weights int8 exclude each other (f32 widens every weight to f32, "
+                               "int8 quantises them to 8 bits): give one");
   if (cpu.threads < 0) fail(ErrorKind::bad_input, "--threads: expected a count ≥ 0, found " + std::to_string(cpu.threads));
   return {.device = parse_device(device),
-          .cpu_weights = cpu.compute == "f32" ? CpuWeights::f32 : CpuWeights::native,
+          .cpu_weights = cpu.compute == "f32"    ? CpuWeights::f32
+                         : cpu.weights == "int8" ? CpuWeights::int8
+                                                 : CpuWeights::native,
           .cpu_threads = cpu.threads};
 }
 
