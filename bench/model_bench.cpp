@@ -1,11 +1,13 @@
-// Prefill and decode on Qwen2.5-shaped random models (bf16 files) on each backend, beside the memory
-// bandwidth measured in the same run: decode is reported as a fraction of the bandwidth roofline.
+// Prefill and decode on Qwen2.5-shaped random models (bf16 files) on each backend — on the CPU also with 8-bit weights
+// (--weights int8) — beside the memory bandwidth measured in the same run: decode is reported as a fraction of the
+// bandwidth roofline.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "bench_util.h"
@@ -15,18 +17,19 @@
 namespace wick::bench {
 namespace {
 
-// One loaded model per (shape, device), kept for the whole run.
-std::shared_ptr<Model> load_model(const std::string& like, Device device) {
-  static std::map<std::pair<std::string, Device>, std::shared_ptr<Model>> cache;
-  auto& m = cache[{like, device}];
-  if (!m) m = Model::load(bench_model(like), {.device = device});
+// One loaded model per (shape, device, CPU weights), kept for the whole run.
+std::shared_ptr<Model> load_model(const std::string& like, Device device, CpuWeights weights) {
+  static std::map<std::tuple<std::string, Device, CpuWeights>, std::shared_ptr<Model>> cache;
+  auto& m = cache[{like, device, weights}];
+  if (!m) m = Model::load(bench_model(like), {.device = device, .cpu_weights = weights});
   return m;
 }
 
 // The model, or nullptr after marking the benchmark skipped (no GPU here).
-std::shared_ptr<Model> model_or_skip(benchmark::State& state, const std::string& like, Device device) {
+std::shared_ptr<Model> model_or_skip(benchmark::State& state, const std::string& like, Device device,
+                                     CpuWeights weights = CpuWeights::native) {
   try {
-    return load_model(like, device);
+    return load_model(like, device, weights);
   } catch (const Error& e) {
     state.SkipWithError(e.what());
     return nullptr;
@@ -49,8 +52,9 @@ void BM_MemoryBandwidth(benchmark::State& state) {
 }
 BENCHMARK(BM_MemoryBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_Prefill(benchmark::State& state, const std::string& like, Device device) {
-  auto model = model_or_skip(state, like, device);
+void BM_Prefill(benchmark::State& state, const std::string& like, Device device,
+                CpuWeights weights = CpuWeights::native) {
+  auto model = model_or_skip(state, like, device, weights);
   if (!model) return;
   const int64_t n = state.range(0);
   const auto tokens = prompt_tokens(n, model->config().vocab_size);
@@ -89,8 +93,9 @@ void BM_FirstPrefill(benchmark::State& state, const std::string& like, Device de
 
 // Decode of `steps` tokens after a 16-token prompt (prefill excluded): tok/s, and the roofline given by
 // the weight bytes read per token at the measured bandwidth (streaming reads on the CPU, copy on the GPU).
-void BM_Decode(benchmark::State& state, const std::string& like, Device device) {
-  auto model = model_or_skip(state, like, device);
+void BM_Decode(benchmark::State& state, const std::string& like, Device device,
+               CpuWeights weights = CpuWeights::native) {
+  auto model = model_or_skip(state, like, device, weights);
   if (!model) return;
   const ModelConfig& c = model->config();
   const int64_t steps = state.range(0);
@@ -109,7 +114,8 @@ void BM_Decode(benchmark::State& state, const std::string& like, Device device) 
   state.counters["tok_per_s"] = benchmark::Counter(double(steps) * double(state.iterations()), benchmark::Counter::kIsRate);
   // Every weight is read once per token, except the embedding table (one row) when the head is untied.
   const double params = double(c.parameter_count()) - (c.tie_word_embeddings ? 0.0 : double(c.vocab_size * c.hidden_size));
-  const double bytes_per_token = params * double(dtype_size(model->weight_dtype()));  // as held: bf16, or f32
+  const double bytes_per_weight = double(storage_bytes(model->weight_dtype(), {1024})) / 1024;  // bf16, q8_0 or f32
+  const double bytes_per_token = params * bytes_per_weight;
   const double gbps = device == Device::cpu ? memory_bandwidth().read_gbps : device_copy_bandwidth_gbps();
   state.counters["roofline_tok_per_s"] = gbps * 1e9 / bytes_per_token;
   state.counters["GB_per_token"] = bytes_per_token / 1e9;
@@ -119,6 +125,10 @@ void BM_Decode(benchmark::State& state, const std::string& like, Device device) 
 BENCHMARK_CAPTURE(BM_Prefill, cpu_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)
     ->Arg(512)->Iterations(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Decode, cpu_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)
+    ->Arg(32)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, cpu_qwen2_5_0_5b_int8, std::string("qwen2.5-0.5b"), Device::cpu, CpuWeights::int8)
+    ->Arg(512)->Iterations(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, cpu_qwen2_5_0_5b_int8, std::string("qwen2.5-0.5b"), Device::cpu, CpuWeights::int8)
     ->Arg(32)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FirstPrefill, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
     ->Arg(128)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();

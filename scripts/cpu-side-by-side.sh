@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# CPU side by side: wick's CPU backend against llama.cpp on the same weights (the Qwen2.5-0.5B-shaped random
-# bench model), in alternating rounds so that both see the same machine and load. Per round and engine: 512-token
+# CPU side by side: wick's CPU backend (bf16 weights, and 8-bit with --weights int8) against llama.cpp (bf16 and Q8_0)
+# on the same weights (the Qwen2.5-0.5B-shaped random bench model), in alternating rounds so that both see the same
+# machine and load. Per round and engine: 512-token
 # prefill tok/s, 32-token decode tok/s and the peak RSS of a 32-token generation; then the median of the rounds,
 # the CPU model, nproc and the load average before and after (issue 23).
 # usage: scripts/cpu-side-by-side.sh [OUT_DIR]        (logs and raw JSON; default: a new folder under /tmp)
@@ -64,26 +65,29 @@ open(sys.argv[1], "w").write("%d\n" % resource.getrusage(resource.RUSAGE_CHILDRE
 }
 
 # wick: wick-bench's CPU prefill (512 tokens) and decode (32 tokens after a 16-token prompt), then `wick generate`,
-# on the kernels' default path (activations in f32) or with WICK_CPU_ISA=avx512bf16 (activations rounded to bf16
-# for vdpbf16ps, as llama.cpp's bf16 path does; only where the CPU has AVX512_BF16).
-run_wick() {  # ROUND ISA (default or a WICK_CPU_ISA value)
-  local r=$1 isa=$2 json=$out/r$1_wick_$2_bench.json
-  local -a env=()
+# with the file's bf16 weights or 8-bit ones (--weights int8, quantised at load), on the kernels' default path
+# (activations in f32) or with WICK_CPU_ISA=avx512bf16 (bf16 weights only: activations rounded to bf16 for vdpbf16ps,
+# as llama.cpp's bf16 path does; only where the CPU has AVX512_BF16).
+run_wick() {  # ROUND WEIGHTS (bf16 or int8) ISA (default or a WICK_CPU_ISA value)
+  local r=$1 w=$2 isa=$3 tag=$2_$3
+  local json=$out/r${r}_wick_${tag}_bench.json bench=cpu_qwen2_5_0_5b
+  local -a env=() flags=()
   [ "$isa" = default ] || env=(WICK_CPU_ISA="$isa")
-  env "${env[@]}" "$wick_build/bench/wick-bench" --benchmark_filter='BM_(Prefill|Decode)/cpu_qwen2_5_0_5b' \
-    --benchmark_out="$json" --benchmark_out_format=json >"$out/r${r}_wick_${isa}_bench.log" 2>&1
+  [ "$w" = bf16 ] || { bench+=_$w; flags=(--weights "$w"); }
+  env "${env[@]}" "$wick_build/bench/wick-bench" --benchmark_filter="BM_(Prefill|Decode)/$bench/" \
+    --benchmark_out="$json" --benchmark_out_format=json >"$out/r${r}_wick_${tag}_bench.log" 2>&1
   local rates rss
-  rates=$(python3 - "$json" <<'EOF'
+  rates=$(python3 - "$json" "$bench" <<'EOF'
 import json, sys
-bms = json.load(open(sys.argv[1]))["benchmarks"]
+bms, bench = json.load(open(sys.argv[1]))["benchmarks"], sys.argv[2]
 rate = lambda prefix: next((b["tok_per_s"] for b in bms if b["name"].startswith(prefix) and "tok_per_s" in b), float("nan"))
-print(f'{rate("BM_Prefill/cpu_qwen2_5_0_5b/512"):.2f}\t{rate("BM_Decode/cpu_qwen2_5_0_5b/32"):.2f}')
+print(f'{rate(f"BM_Prefill/{bench}/512"):.2f}\t{rate(f"BM_Decode/{bench}/32"):.2f}')
 EOF
 )
-  rss=$(peak_rss_mb "$out/r${r}_wick_${isa}_generate.log" env "${env[@]}" "$wick_build/wick" generate \
-        --model "$wick_model" --tokens "$prompt_ids" --greedy --ignore-eos --max-tokens 32)
-  local label=bf16
-  [ "$isa" = default ] || label="bf16 ($isa)"
+  rss=$(peak_rss_mb "$out/r${r}_wick_${tag}_generate.log" env "${env[@]}" "$wick_build/wick" generate \
+        --model "$wick_model" --tokens "$prompt_ids" --greedy --ignore-eos --max-tokens 32 "${flags[@]}")
+  local label=$w
+  [ "$isa" = default ] || label="$w ($isa)"
   printf '%s\twick\t%s\t%s\t%s\n' "$r" "$label" "$rates" "$rss" >>"$results"
 }
 
@@ -108,12 +112,12 @@ EOF
 # In a VM lscpu's model name can be generic ("AMD EPYC"); family/model/stepping say which core (26/2: Zen 5).
 cpu="$(lscpu | sed -n 's/^Model name: *//p') (family $(lscpu | sed -n 's/^CPU family: *//p'), model \
 $(lscpu | sed -n 's/^Model: *//p'), stepping $(lscpu | sed -n 's/^Stepping: *//p'))"
-wick_isas=(default)
-if grep -qw avx512_bf16 /proc/cpuinfo; then cpu+=", AVX512_BF16"; wick_isas+=(avx512bf16); fi
+wick_runs=(bf16 default int8 default)  # WEIGHTS ISA pairs
+if grep -qw avx512_bf16 /proc/cpuinfo; then cpu+=", AVX512_BF16"; wick_runs+=(bf16 avx512bf16); fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= rounds; ++r)); do
   echo "round $r/$rounds" >&2
-  for isa in "${wick_isas[@]}"; do run_wick "$r" "$isa"; done
+  for ((i = 0; i < ${#wick_runs[@]}; i += 2)); do run_wick "$r" "${wick_runs[i]}" "${wick_runs[i + 1]}"; done
   for ((i = 0; i < ${#ggufs[@]}; i += 2)); do run_llama "$r" "${ggufs[i]}" "${ggufs[i + 1]}"; done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
