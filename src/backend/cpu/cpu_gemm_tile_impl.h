@@ -39,10 +39,6 @@ float sum1(typename Ops::Acc a) {
   return t[0];
 }
 
-// k per block: a 4 × 4 tile's x and w rows (8 rows of 2048 bf16: 32 KB) stay in the 48 KB L1 while the tile runs,
-// and a block's w rows in L2. Blocks are balanced so the last one is not a sliver. (Not tuned: the Qwen2.5 shapes
-// measured have in ≤ 4864, at most 3 blocks.)
-constexpr int64_t kMaxKBlock = 2048;
 
 // out[r, j] (r < MR, j < NR) = alpha · Σ_{i<k} x[r, i] · w[j, i] + beta · out[r, j] (out not read when beta == 0);
 // x rows ldx elements apart, w rows ldw W units apart.
@@ -109,35 +105,61 @@ void micro_tile(const typename Ops::X* x, int64_t ldx, const typename Ops::W* w,
   }
 }
 
-// Rows [r, r + MR) of the block against all its w rows, NR at a time, for k ∈ [k0, k0 + k).
+// Rows [r0, r1) of x against w rows [0, cols), MR × NR tiles (then the row and column tails), for k elements: x at
+// the rows' k block, w at the first row's (rows ldw W units apart), out at element (r0, first w row).
 template <class Ops, int MR, int NR, bool kStream>
-void row_group(const GemmBlock& b, int64_t r, int64_t k0, int64_t k, float beta) {
-  const auto* x = static_cast<const typename Ops::X*>(b.x) + r * b.in + k0;
-  const auto* w = static_cast<const typename Ops::W*>(b.w) + w_units<Ops>(k0);
-  const int64_t ldw = w_units<Ops>(b.in);
-  float* out = b.out + r * b.outs;
-  int64_t j = b.j0;
-  for (; j + NR <= b.j1; j += NR) micro_tile<Ops, MR, NR, kStream>(x, b.in, w + j * ldw, ldw, k, out + j, b.outs, b.alpha, beta);
-  for (; j < b.j1; ++j) micro_tile<Ops, MR, 1>(x, b.in, w + j * ldw, ldw, k, out + j, b.outs, b.alpha, beta);
+  requires(MR >= 1 && MR <= 4)  // the row tails below are spelled out up to 3
+void row_groups(const typename Ops::X* x, int64_t ldx, int64_t rows, const typename Ops::W* w, int64_t ldw,
+                int64_t cols, int64_t k, float* out, int64_t ldo, float alpha, float beta) {
+  const auto group = [&]<int R>(int64_t r) {
+    int64_t j = 0;
+    for (; j + NR <= cols; j += NR)
+      micro_tile<Ops, R, NR, kStream>(x + r * ldx, ldx, w + j * ldw, ldw, k, out + r * ldo + j, ldo, alpha, beta);
+    for (; j < cols; ++j) micro_tile<Ops, R, 1>(x + r * ldx, ldx, w + j * ldw, ldw, k, out + r * ldo + j, ldo, alpha, beta);
+  };
+  int64_t r = 0;
+  for (; r + MR <= rows; r += MR) group.template operator()<MR>(r);
+  const int64_t left = rows - r;
+  if constexpr (MR > 1) if (left == 1) group.template operator()<1>(r);
+  if constexpr (MR > 2) if (left == 2) group.template operator()<2>(r);
+  if constexpr (MR > 3) if (left == 3) group.template operator()<3>(r);
+}
+
+// The k blocks of a row of `in` (the same for every tile shape of one Ops: a row's sums must not depend on the tile).
+template <class Ops>
+int64_t k_block(int64_t in) {
+  const int64_t k_blocks = (in + kMaxKBlock - 1) / kMaxKBlock, step = Ops::kStep;
+  return k_blocks <= 1 ? in : ((in + k_blocks - 1) / k_blocks + step - 1) / step * step;
 }
 
 // Tiles of up to MR x rows × NR w rows over the block, k in blocks (the first applies beta, the rest accumulate).
 // The dispatcher handles in == 0.
 template <class Ops, int MR, int NR, bool kStream = false>
-  requires(MR >= 1 && MR <= 4)  // the row tails below are spelled out up to 3
 void gemm_block(const GemmBlock& b) {
-  const int64_t k_blocks = (b.in + kMaxKBlock - 1) / kMaxKBlock;
-  const int64_t step = Ops::kStep;
-  const int64_t kc = k_blocks <= 1 ? b.in : ((b.in + k_blocks - 1) / k_blocks + step - 1) / step * step;
+  const int64_t kc = k_block<Ops>(b.in), ldw = w_units<Ops>(b.in);
   for (int64_t k0 = 0; k0 < b.in; k0 += kc) {
-    const int64_t k = min_i64(kc, b.in - k0);
-    const float beta = k0 == 0 ? b.beta : 1.0f;
-    int64_t r = b.r0;
-    for (; r + MR <= b.r1; r += MR) row_group<Ops, MR, NR, kStream>(b, r, k0, k, beta);
-    const int64_t left = b.r1 - r;
-    if constexpr (MR > 1) if (left == 1) row_group<Ops, 1, NR, kStream>(b, r, k0, k, beta);
-    if constexpr (MR > 2) if (left == 2) row_group<Ops, 2, NR, kStream>(b, r, k0, k, beta);
-    if constexpr (MR > 3) if (left == 3) row_group<Ops, 3, NR, kStream>(b, r, k0, k, beta);
+    const auto* x = static_cast<const typename Ops::X*>(b.x) + b.r0 * b.in + k0;
+    const auto* w = static_cast<const typename Ops::W*>(b.w) + b.j0 * ldw + w_units<Ops>(k0);
+    row_groups<Ops, MR, NR, kStream>(x, b.in, b.r1 - b.r0, w, ldw, b.j1 - b.j0, min_i64(kc, b.in - k0),
+                                     b.out + b.r0 * b.outs + b.j0, b.outs, b.alpha, k0 == 0 ? b.beta : 1.0f);
+  }
+}
+
+// gemm_block for a blocked w (Ops, whose one-row product streams it) on a path whose registers cannot hold a tile of
+// blocked steps: per k block, the block's w rows dequantised once into b.panel (f32), then Wide's tiles over the
+// panel — each weight converted once per block, not once per row group. Wide sums in the lanes Ops does, and the k
+// blocks are Ops', so every output is summed as the one-row product sums it.
+template <class Ops, class Wide, int MR, int NR>
+void gemm_block_widened(const GemmBlock& b) {
+  const int64_t kc = k_block<Ops>(b.in), ldw = w_units<Ops>(b.in);
+  for (int64_t k0 = 0; k0 < b.in; k0 += kc) {
+    const int64_t k = min_i64(kc, b.in - k0), blocks = w_units<Ops>(k), ldp = blocks * Ops::kGroup;
+    const auto* w = static_cast<const typename Ops::W*>(b.w) + w_units<Ops>(k0);
+    for (int64_t j = b.j0; j < b.j1; ++j)
+      for (int64_t u = 0; u < blocks; ++u) Ops::widen_block(w + j * ldw + u, b.panel + (j - b.j0) * ldp + u * Ops::kGroup);
+    const auto* x = static_cast<const float*>(b.x) + b.r0 * b.in + k0;
+    row_groups<Wide, MR, NR, false>(x, b.in, b.r1 - b.r0, b.panel, ldp, b.j1 - b.j0, k, b.out + b.r0 * b.outs + b.j0,
+                                    b.outs, b.alpha, k0 == 0 ? b.beta : 1.0f);
   }
 }
 

@@ -28,8 +28,8 @@ constexpr Isa kIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512bf16};
 
 // Work split (see gemm_block in cpu_gemm_tile_impl.h for the tiles inside a block):
 constexpr int64_t kGemvBlockOuts = 8;   // w rows of one GEMV work item: one register tile
-constexpr int64_t kGemmBlockRows = 64;  // x rows × w rows of one GEMM work item; the w rows' k block stays in L2
-constexpr int64_t kGemmBlockOuts = 64;  //   while the x rows stream past them
+constexpr int64_t kGemmBlockRows = 64;  // x rows × w rows (kGemmBlockOuts) of one GEMM work item; the w rows' k block
+                                        // stays in L2 while the x rows stream past them
 constexpr int64_t kMinTaskWork = int64_t(1) << 16;  // multiply-adds below which another thread costs more than it saves
 
 // The path's kernels, or all null for scalar (and for a path this build could not compile): assembled once, since
@@ -144,8 +144,9 @@ void scalar_gemm(const float* x, const W* w, float* out, GemmShape s, LinearPara
 // Runs `fn` over the whole product in work items on the thread pool: one-row products as contiguous ranges of w
 // rows (split evenly: the GEMV is bound by memory, so every thread streams an equal share), many-row products as
 // kGemmBlockRows × kGemmBlockOuts blocks, x rows varying fastest so a thread's consecutive blocks share w rows.
-void run_blocks(BlockFn fn, const void* x, const void* w, float* out, GemmShape s, LinearParams p) {
-  const GemmBlock whole{x, w, out, s.in, s.outs, 0, s.rows, 0, s.outs, p.alpha, p.beta};
+// `panel`: each thread's blocks get GemmBlock::panel (kPanelFloats, the thread's own, kept for its next call).
+void run_blocks(BlockFn fn, const void* x, const void* w, float* out, GemmShape s, LinearParams p, bool panel = false) {
+  const GemmBlock whole{x, w, out, s.in, s.outs, 0, s.rows, 0, s.outs, p.alpha, p.beta, nullptr};
   if (s.rows == 1) {
     const int64_t items = (s.outs + kGemvBlockOuts - 1) / kGemvBlockOuts;
     const int64_t grain = std::max<int64_t>(1, kMinTaskWork / (kGemvBlockOuts * s.in));
@@ -162,8 +163,11 @@ void run_blocks(BlockFn fn, const void* x, const void* w, float* out, GemmShape 
   const int64_t block_work = std::min(s.rows, kGemmBlockRows) * std::min(s.outs, kGemmBlockOuts) * s.in;
   const int64_t grain = std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, block_work));
   parallel_for(row_blocks * out_blocks, grain, [&](int64_t b0, int64_t b1) {
+    thread_local std::vector<float> scratch;
+    if (panel) scratch.resize(size_t(kPanelFloats));
     for (int64_t i = b0; i < b1; ++i) {
       GemmBlock b = whole;
+      b.panel = panel ? scratch.data() : nullptr;
       b.r0 = (i % row_blocks) * kGemmBlockRows;
       b.r1 = std::min(s.rows, b.r0 + kGemmBlockRows);
       b.j0 = (i / row_blocks) * kGemmBlockOuts;
@@ -292,7 +296,8 @@ void gemm_q8(const float* x, const Q8Block* w, float* out, GemmShape s, LinearPa
   const Isa isa = active_isa();
   if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
   const IsaKernels& k = kernels_for(isa);
-  run_blocks(s.rows == 1 ? k.gemv_q8w : k.gemm_q8w, x, w, out, s, p);
+  if (s.rows == 1) return run_blocks(k.gemv_q8w, x, w, out, s, p);
+  run_blocks(k.gemm_q8w, x, w, out, s, p, k.gemm_q8w_widens);
 }
 
 void attention_scores(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,

@@ -113,6 +113,10 @@ struct Q8WOps {
     return {{widen(b->q, s), widen(b->q + 8, s), widen(b->q + 16, s), widen(b->q + 24, s)}};
   }
   static Quad load_w_tail(const Q8Block* b, int) { return load_w(b); }  // a row's last block is whole, zeros after its values
+  static void widen_block(const Q8Block* b, float* dst) {  // the block's 32 values, for gemm_block_widened
+    const Quad w = load_w(b);
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(dst + 8 * i, w.v[i]);
+  }
   static __m256 madd(__m256 acc, const Quad& x, const Quad& w) {
     for (int i = 0; i < 4; ++i) acc = _mm256_fmadd_ps(x.v[i], w.v[i], acc);
     return acc;
@@ -121,13 +125,14 @@ struct Q8WOps {
 };
 
 // 16 ymm registers: one x row × 8 w rows (8 accumulators), or 3 × 4 tiles (12 accumulators + 3 x + 1 w). A q8_0 step
-// spans 4 registers of x and of w: 2 × 4 tiles (8 accumulators), the compiler keeping part of x in memory.
+// spans 4 registers of x and of w, too many for a tile of several rows: the many-row product dequantises a block's
+// w rows once into an f32 panel and runs F32Ops' 3 × 4 tiles over it (F32Ops sums in Q8WOps' lanes).
 void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
 void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
 void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 3, 4>(b); }
 void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
 void gemv_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 1, 8, true>(b); }
-void gemm_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 2, 4>(b); }
+void gemm_q8w(const GemmBlock& b) { gemm_block_widened<Q8WOps, F32Ops, 3, 4>(b); }
 
 }  // namespace
 
@@ -137,6 +142,7 @@ const IsaKernels kAvx2Kernels = {.gemv_f32w = gemv_f32w,
                                  .gemm_bf16w = gemm_bf16w,
                                  .gemv_q8w = gemv_q8w,
                                  .gemm_q8w = gemm_q8w,
+                                 .gemm_q8w_widens = true,
                                  .gemv_bf16 = nullptr,
                                  .gemm_bf16 = nullptr,
                                  .to_bf16 = nullptr,
