@@ -1,7 +1,8 @@
 // The CPU kernels (src/backend/cpu/cpu_kernels.h) at Qwen2.5-0.5B's projection shapes — 896→4864 (gate/up),
-// 4864→896 (down), 896→151936 (lm_head) — as the decode GEMV (1 row) and the prefill GEMM (512 rows), each path
-// beside OpenBLAS's sgemv/sgemm on the same weights in f32, in the same run, with bf16, q8_0 and f32 weights. Counters: weight bytes streamed per
-// second (what bounds the GEMV) and FLOP per second (2 · rows · in · outs; what bounds the GEMM).
+// 4864→896 (down), 896→151936 (lm_head) — as the decode GEMV (1 row) and the prefill GEMM (512 rows), each path on
+// bf16, q8_0 and f32 weights beside OpenBLAS's sgemv/sgemm on the same weights in f32, in the same run. Counters:
+// weight bytes streamed per second (what bounds the GEMV) and FLOP per second (2 · rows · in · outs; what bounds the
+// GEMM).
 //   wick-bench --benchmark_filter='CpuKernel|MemoryBandwidth'
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -53,8 +54,9 @@ const Operands& operands(int64_t rows, int64_t in, int64_t outs) {
     o.wf.resize(size_t(o.copies * outs * in));
     o.wb.resize(o.wf.size());
     for (size_t i = 0; i < o.wf.size(); ++i) o.wf[i] = 0.05f * next(), o.wb[i] = f32_to_bf16(o.wf[i]);
-    o.wq.resize(size_t(o.copies * outs * q8_blocks(in)));
-    for (int64_t r = 0; r < o.copies * outs; ++r) quantize_q8_0(o.wf.data() + r * in, o.wq.data() + r * q8_blocks(in), in);
+    const int64_t blocks = q8_blocks(in);
+    o.wq.resize(size_t(o.copies * outs * blocks));
+    for (int64_t r = 0; r < o.copies * outs; ++r) quantize_q8_0(o.wf.data() + r * in, o.wq.data() + r * blocks, in);
     o.out.assign(size_t(rows * outs), 0.0f);
   }
   return o;
@@ -80,7 +82,9 @@ void BM_CpuKernel(benchmark::State& state, Isa isa, Weights weights, int64_t row
     const int64_t c = copy++ % o.copies, at = c * outs * in;
     switch (weights) {
       case Weights::bf16: cpu::gemm_bf16(o.x.data(), o.wb.data() + at, out.data(), {rows, in, outs}); break;
-      case Weights::q8: cpu::gemm_q8(o.x.data(), o.wq.data() + c * outs * q8_blocks(in), out.data(), {rows, in, outs}); break;
+      case Weights::q8:
+        cpu::gemm_q8(o.x.data(), o.wq.data() + c * outs * q8_blocks(in), out.data(), {rows, in, outs});
+        break;
       case Weights::f32: cpu::gemm_f32(o.x.data(), o.wf.data() + at, out.data(), {rows, in, outs}); break;
     }
     benchmark::ClobberMemory();

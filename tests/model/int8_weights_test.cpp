@@ -188,7 +188,7 @@ TEST(Int8Weights, LoadingPeaksAtTheQuantisedCopiesNotTheFileBesides) {
   const int64_t before = proc_status_kb("VmRSS");
   auto model = Model::load(dir, {.cpu_weights = CpuWeights::int8});
   const int64_t peak = proc_status_kb("VmHWM") - before, q8_kb = file_kb * 17 / 32;  // 8.5 of 16 bits
-  EXPECT_LT(peak, q8_kb + file_kb / 4) << "KB: file " << file_kb << ", q8_0 " << q8_kb << ", peak over the load " << peak;
+  EXPECT_LT(peak, q8_kb + file_kb / 4) << "KB: file " << file_kb << ", q8_0 " << q8_kb << ", the load's peak " << peak;
   EXPECT_EQ(model->weight_dtype(), DType::q8_0);
 }
 

@@ -136,7 +136,8 @@ TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
 
 INSTANTIATE_TEST_SUITE_P(ModelApi, MergeLora, ::testing::Values(CpuWeights::native, CpuWeights::f32, CpuWeights::int8),
                          [](const auto& info) {
-                           return info.param == CpuWeights::native ? "bf16" : info.param == CpuWeights::f32 ? "f32" : "int8";
+                           const CpuWeights w = info.param;
+                           return w == CpuWeights::native ? "bf16" : w == CpuWeights::f32 ? "f32" : "int8";
                          });
 
 TEST(ModelApi, SetActiveLoraReturnsThePreviousOne) {

@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../model/model_test_util.h"
 #include "test_util.h"
 #include "wick/error.h"
 #include "wick/safetensors.h"
@@ -128,17 +129,6 @@ TEST_P(PeftTraining, LossGradientsAndWeightsMatchPeft) {
   }
 }
 
-// L2 of got − want over L2 of want.
-double rel_l2(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = double(got.data<float>()[i]) - want.data<float>()[i];
-    num += d * d;
-    den += double(want.data<float>()[i]) * want.data<float>()[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 TEST_P(PeftTraining, OnCudaWithinBf16) {
   Case c;
   try {
@@ -159,7 +149,8 @@ TEST_P(PeftTraining, OnCudaWithinBf16) {
     const std::map<std::string, Tensor> now = trainer.tensors();
     if (s == 0) {
       for (const auto& [key, g] : trainer.gradients())
-        EXPECT_LT(rel_l2(g, c.expected->tensor("grad." + key).to(DType::f32)), 5e-2) << "gradient of " << key;
+        EXPECT_LT(relative_l2_error(g, c.expected->tensor("grad." + key).to(DType::f32)), 5e-2)
+            << "gradient of " << key;
     }
     for (const auto& [key, t] : now) {
       const Tensor want_t = c.expected->tensor("step" + std::to_string(s) + "." + key).to(DType::f32);

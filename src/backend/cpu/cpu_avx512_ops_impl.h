@@ -100,8 +100,11 @@ struct Q8WOps {
     const __m512 s = _mm512_cvtph_ps(_mm256_set1_epi16(short(b->scale)));
     return {widen(b->q, s), widen(b->q + 16, s)};
   }
-  static Pair load_w_tail(const Q8Block* b, int) { return load_w(b); }  // a row's last block is whole, zeros after its values
-  static __m512 madd(__m512 acc, Pair x, Pair w) { return _mm512_fmadd_ps(x.hi, w.hi, _mm512_fmadd_ps(x.lo, w.lo, acc)); }
+  // A row's last block is whole, with zeros after its values.
+  static Pair load_w_tail(const Q8Block* b, int) { return load_w(b); }
+  static __m512 madd(__m512 acc, Pair x, Pair w) {
+    return _mm512_fmadd_ps(x.hi, w.hi, _mm512_fmadd_ps(x.lo, w.lo, acc));
+  }
   static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 

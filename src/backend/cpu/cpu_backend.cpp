@@ -1,7 +1,6 @@
-// CPU reference backend: f32 activations and sums, weight matrices in f32, kept in the file's bf16 or quantised to q8_0;
-// wick's kernels
-// for the products with weights (cpu_kernels.h), OpenBLAS for the training ops' other products (cpu_backward.cpp);
-// wick's thread pool across rows and heads.
+// CPU reference backend: f32 activations and sums, weight matrices in f32, kept in the file's bf16 or quantised to
+// q8_0; wick's kernels for the products with weights (cpu_kernels.h), OpenBLAS for the training ops' other products
+// (cpu_backward.cpp); wick's thread pool across rows and heads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

@@ -115,7 +115,8 @@ void row_groups(const typename Ops::X* x, int64_t ldx, int64_t rows, const typen
     int64_t j = 0;
     for (; j + NR <= cols; j += NR)
       micro_tile<Ops, R, NR, kStream>(x + r * ldx, ldx, w + j * ldw, ldw, k, out + r * ldo + j, ldo, alpha, beta);
-    for (; j < cols; ++j) micro_tile<Ops, R, 1>(x + r * ldx, ldx, w + j * ldw, ldw, k, out + r * ldo + j, ldo, alpha, beta);
+    for (; j < cols; ++j)
+      micro_tile<Ops, R, 1>(x + r * ldx, ldx, w + j * ldw, ldw, k, out + r * ldo + j, ldo, alpha, beta);
   };
   int64_t r = 0;
   for (; r + MR <= rows; r += MR) group.template operator()<MR>(r);
@@ -156,7 +157,8 @@ void gemm_block_widened(const GemmBlock& b) {
     const int64_t k = min_i64(kc, b.in - k0), blocks = w_units<Ops>(k), ldp = blocks * Ops::kGroup;
     const auto* w = static_cast<const typename Ops::W*>(b.w) + w_units<Ops>(k0);
     for (int64_t j = b.j0; j < b.j1; ++j)
-      for (int64_t u = 0; u < blocks; ++u) Ops::widen_block(w + j * ldw + u, b.panel + (j - b.j0) * ldp + u * Ops::kGroup);
+      for (int64_t u = 0; u < blocks; ++u)
+        Ops::widen_block(w + j * ldw + u, b.panel + (j - b.j0) * ldp + u * Ops::kGroup);
     const auto* x = static_cast<const float*>(b.x) + b.r0 * b.in + k0;
     row_groups<Wide, MR, NR, false>(x, b.in, b.r1 - b.r0, b.panel, ldp, b.j1 - b.j0, k, b.out + b.r0 * b.outs + b.j0,
                                     b.outs, b.alpha, k0 == 0 ? b.beta : 1.0f);

@@ -112,7 +112,8 @@ struct Q8WOps {
     const __m256 s = _mm256_cvtph_ps(_mm_set1_epi16(short(b->scale)));
     return {{widen(b->q, s), widen(b->q + 8, s), widen(b->q + 16, s), widen(b->q + 24, s)}};
   }
-  static Quad load_w_tail(const Q8Block* b, int) { return load_w(b); }  // a row's last block is whole, zeros after its values
+  // A row's last block is whole, with zeros after its values.
+  static Quad load_w_tail(const Q8Block* b, int) { return load_w(b); }
   static void widen_block(const Q8Block* b, float* dst) {  // the block's 32 values, for gemm_block_widened
     const Quad w = load_w(b);
     for (int i = 0; i < 4; ++i) _mm256_storeu_ps(dst + 8 * i, w.v[i]);
