@@ -177,7 +177,8 @@ TEST(Int8Weights, GreedyIdsMatchTransformersWhereTheirMarginExceedsTheError) {
 
 // Each matrix's file pages are released once it is quantised (TensorStore::release): the peak resident memory of a load
 // is the q8_0 copies and about one matrix of the file, not the whole file besides. 8 layers of 512 → 2048: 61 MB of
-// bf16 in the file, 32 MB as q8_0; without the release the load peaks above 90 MB.
+// bf16 in the file, 32 MB as q8_0; the load peaked at 32 MB over its start (50 MB under ASan), and at 91 MB with the
+// release disabled, so the bound sits between: the q8_0 copies and half the file.
 TEST(Int8Weights, LoadingPeaksAtTheQuantisedCopiesNotTheFileBesides) {
   ModelConfig c = ModelConfig::preset("tiny");
   c.hidden_size = 512, c.intermediate_size = 2048, c.num_layers = 8, c.head_dim = c.hidden_size / c.num_heads;
@@ -188,7 +189,7 @@ TEST(Int8Weights, LoadingPeaksAtTheQuantisedCopiesNotTheFileBesides) {
   const int64_t before = proc_status_kb("VmRSS");
   auto model = Model::load(dir, {.cpu_weights = CpuWeights::int8});
   const int64_t peak = proc_status_kb("VmHWM") - before, q8_kb = file_kb * 17 / 32;  // 8.5 of 16 bits
-  EXPECT_LT(peak, q8_kb + file_kb / 4) << "KB: file " << file_kb << ", q8_0 " << q8_kb << ", the load's peak " << peak;
+  EXPECT_LT(peak, q8_kb + file_kb / 2) << "KB: file " << file_kb << ", q8_0 " << q8_kb << ", the load's peak " << peak;
   EXPECT_EQ(model->weight_dtype(), DType::q8_0);
 }
 
