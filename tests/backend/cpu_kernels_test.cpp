@@ -7,8 +7,9 @@
 // u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1). Path and twin each meet it against the double reference, so they
 // differ by at most twice it. Every term |x·w| ≥ 0.25 while the bound stays below 0.1 for these sizes, so a dropped,
 // doubled or misplaced term (a wrong tail, a wrong row) always fails. f32 weights hold arbitrary f32 values: each
-// product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3). q8_0 weights are
-// such f32 values too: each dequantised weight q · scale is exact in f32, and the reference takes those values.
+// product then rounds too, which γ_{in+3} covers as well (one more rounding per term, within the +3). f16 and q8_0
+// weights are such f32 values too: each f16 value and each dequantised weight q · scale is exact in f32, and the
+// reference takes those values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -50,9 +51,11 @@ std::vector<float> random_values(int64_t n, std::mt19937& rng) {
   return v;
 }
 
-enum class Weights { bf16, f32, q8 };
+enum class Weights { bf16, f16, f32, q8 };
 
-const char* weights_name(Weights w) { return w == Weights::bf16 ? "bf16" : w == Weights::f32 ? "f32" : "q8_0"; }
+const char* weights_name(Weights w) {
+  return w == Weights::bf16 ? "bf16" : w == Weights::f16 ? "f16" : w == Weights::f32 ? "f32" : "q8_0";
+}
 
 struct Problem {
   GemmShape s;
@@ -62,6 +65,7 @@ struct Problem {
   std::vector<float> wf;     // the same values in f32 (or any f32 values: see make_problem)
   std::vector<float> out0;   // out's contents before the call (NaN when beta == 0: they must not be read)
   std::vector<Q8Block> wq;   // [outs, in] as q8_0 (⌈in / 32⌉ blocks a row) once quantize_weights ran
+  std::vector<uint16_t> wh;  // [outs, in] f16 bits once round_to_f16 ran
 };
 
 // Normal f32 weights in place of the bf16 ones (their products round as well).
@@ -81,9 +85,20 @@ void quantize_weights(Problem& pr) {
   }
 }
 
+// wf rounded to f16 into wh (subnormals among them: the normal values scaled by 2⁻¹⁶ in every 16th row); wf then
+// holds the f16 values, what the f16 kernels multiply by.
+void round_to_f16(Problem& pr) {
+  pr.wh.clear();
+  for (size_t i = 0; i < pr.wf.size(); ++i) {
+    const bool tiny = (int64_t(i) / pr.s.in) % 16 == 15;
+    pr.wh.push_back(f32_to_f16(tiny ? std::ldexp(pr.wf[i], -16) : pr.wf[i]));
+    pr.wf[i] = f16_to_f32(pr.wh.back());
+  }
+}
+
 Problem make_problem(GemmShape s, LinearParams p, uint32_t seed) {
   std::mt19937 rng(seed);
-  Problem pr{s, p, random_values(s.rows * s.in, rng), {}, random_values(s.outs * s.in, rng), {}, {}};
+  Problem pr{s, p, random_values(s.rows * s.in, rng), {}, random_values(s.outs * s.in, rng), {}, {}, {}};
   for (float v : pr.wf) pr.wb.push_back(f32_to_bf16(v));
   pr.out0 = p.beta == 0.0f ? std::vector<float>(size_t(s.rows * s.outs), std::numeric_limits<float>::quiet_NaN())
                            : random_values(s.rows * s.outs, rng);
@@ -118,6 +133,7 @@ std::vector<float> run(const Problem& pr, Weights weights, const std::vector<flo
   std::vector<float> out = pr.out0;
   switch (weights) {
     case Weights::bf16: gemm_bf16(x.data(), pr.wb.data(), out.data(), pr.s, pr.p); break;
+    case Weights::f16: gemm_f16(x.data(), pr.wh.data(), out.data(), pr.s, pr.p); break;
     case Weights::f32: gemm_f32(x.data(), pr.wf.data(), out.data(), pr.s, pr.p); break;
     case Weights::q8: gemm_q8(x.data(), pr.wq.data(), out.data(), pr.s, pr.p); break;
   }
@@ -157,6 +173,7 @@ void check_every_path(Weights weights) {
     Problem pr = make_problem(c.s, c.p, seed++);
     if (weights != Weights::bf16) use_f32_weights(pr, seed);
     if (weights == Weights::q8) quantize_weights(pr);
+    if (weights == Weights::f16) round_to_f16(pr);
     const Reference ref = reference(pr, pr.x, pr.wf);
     force_isa(Isa::scalar);
     const std::vector<float> twin = run(pr, weights, pr.x);
@@ -176,6 +193,8 @@ void check_every_path(Weights weights) {
 }
 
 TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnBf16Weights) { check_every_path(Weights::bf16); }
+
+TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnF16Weights) { check_every_path(Weights::f16); }
 
 TEST(CpuKernels, EveryPathMatchesTheScalarTwinOnF32Weights) { check_every_path(Weights::f32); }
 
@@ -198,6 +217,27 @@ TEST(CpuKernels, Q8EqualsF32OnTheDequantisedWeightsBitForBit) {
         ASSERT_EQ(std::bit_cast<uint32_t>(q8[i]), std::bit_cast<uint32_t>(f32[i]))
             << isa_name(isa) << " rows " << c.s.rows << " in " << c.s.in << " outs " << c.s.outs << " output " << i
             << ": q8_0 " << q8[i] << ", f32 " << f32[i];
+    }
+  }
+}
+
+// f16 weights are widened exactly and then summed as f32 weights are (the same tiles, steps and k blocks): on every
+// path, gemm_f16 gives gemm_f32's bits on the widened matrix, subnormal f16 values and odd sizes included.
+TEST(CpuKernels, F16EqualsF32OnTheWidenedWeightsBitForBit) {
+  ResetIsa reset;
+  uint32_t seed = 400;
+  for (Isa isa : runnable_paths()) {
+    force_isa(isa);
+    for (Case c : cases()) {
+      if (c.s.rows == 5) c.s.in = 4864 + 3;  // three k blocks
+      Problem pr = make_problem(c.s, c.p, seed++);
+      use_f32_weights(pr, seed);
+      round_to_f16(pr);
+      const std::vector<float> f16 = run(pr, Weights::f16, pr.x), f32 = run(pr, Weights::f32, pr.x);
+      for (size_t i = 0; i < f16.size(); ++i)
+        ASSERT_EQ(std::bit_cast<uint32_t>(f16[i]), std::bit_cast<uint32_t>(f32[i]))
+            << isa_name(isa) << " rows " << c.s.rows << " in " << c.s.in << " outs " << c.s.outs << " output " << i
+            << ": f16 " << f16[i] << ", f32 " << f32[i];
     }
   }
 }
@@ -234,10 +274,11 @@ TEST(CpuKernels, EachRowEqualsItsProductAloneBitForBit) {
   uint32_t seed = 500;
   for (Isa isa : runnable_paths()) {
     force_isa(isa);
-    for (Weights weights : {Weights::bf16, Weights::f32, Weights::q8})
+    for (Weights weights : {Weights::bf16, Weights::f16, Weights::f32, Weights::q8})
       for (const GemmShape s : {GemmShape{5, 901, 129}, GemmShape{70, 33, 17}, GemmShape{9, 4864 + 3, 21}}) {
         Problem pr = make_problem(s, {0.75f, 0.5f}, seed++);
         if (weights == Weights::q8) quantize_weights(pr);
+        if (weights == Weights::f16) round_to_f16(pr);
         std::mt19937 rng(seed);
         std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
         for (float& v : pr.x) v = dist(rng);  // not bf16 values: avx512bf16 rounds them the same way either way
@@ -362,6 +403,8 @@ TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
     EXPECT_EQ(out, (std::vector<float>{0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f})) << isa_name(isa);
     gemm_q8(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 2.0f});
     EXPECT_EQ(out, (std::vector<float>{1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f})) << isa_name(isa);
+    gemm_f16(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, -1.0f});
+    EXPECT_EQ(out, (std::vector<float>{-1.0f, 2.0f, -3.0f, -4.0f, -5.0f, -6.0f})) << isa_name(isa);
     gemm_f32(nullptr, nullptr, out.data(), {2, 0, 3}, {1.0f, 0.0f});
     EXPECT_EQ(out, std::vector<float>(6, 0.0f)) << isa_name(isa);
   }

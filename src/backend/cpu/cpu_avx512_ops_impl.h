@@ -60,17 +60,22 @@ struct F32Ops {
   static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 
-// bf16 bits → f32: zero-extend to 32 bits and shift into the top half.
+// 16 bf16 or f16 bit patterns → f32, exactly: bf16 zero-extended and shifted into the top half, f16 by vcvtph2ps
+// (every f16 value, subnormals included, is an f32).
 inline __m512 widen_bf16(__m256i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)); }
+inline __m512 widen_f16(__m256i v) { return _mm512_cvtph_ps(v); }
 
-// f32 x, bf16 w widened to f32.
-struct Bf16WOps : F32Ops {
+// f32 x, 16-bit w (bf16 or f16) widened to f32 by `widen`.
+template <__m512 (*widen)(__m256i)>
+struct HalfWOps : F32Ops {
   using W = uint16_t;
-  static __m512 load_w(const uint16_t* p) { return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static __m512 load_w(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static __m512 load_w_tail(const uint16_t* p, int n) {
-    return widen_bf16(_mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p));
+    return widen(_mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p));
   }
 };
+using Bf16WOps = HalfWOps<widen_bf16>;
+using F16WOps = HalfWOps<widen_f16>;
 
 // f32 x, q8_0 w: a block of 32 dequantised in registers (int8 → f32, times the block's f16 scale: exact in f32), then
 // two FMAs — the same sums, in the same order, as F32Ops on the dequantised weights.

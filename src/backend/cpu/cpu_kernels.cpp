@@ -102,19 +102,20 @@ void require(Isa isa, const CpuFeatures& f, const std::string& asked) {
 
 std::atomic<int> forced_isa{-1};  // an Isa, or -1: none forced
 
-// Σ_i x[i] · w[i] over one row of n, summed in order in f32: w in f32, bf16 bits or q8_0 blocks (each weight q ·
-// scale, exact in f32).
-float dot_row(const float* x, const float* w, int64_t n) {
+// Σ_i x[i] · w[i] over one row of n, summed in order in f32: w in f32, bf16 or f16 bits (widened exactly) or q8_0
+// blocks (each weight q · scale, exact in f32).
+float dot_f32(const float* x, const float* w, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n; ++i) acc += x[i] * w[i];
   return acc;
 }
-float dot_row(const float* x, const uint16_t* w, int64_t n) {
+template <float (*widen)(uint16_t)>
+float dot_half(const float* x, const uint16_t* w, int64_t n) {
   float acc = 0.0f;
-  for (int64_t i = 0; i < n; ++i) acc += x[i] * bf16_to_f32(w[i]);
+  for (int64_t i = 0; i < n; ++i) acc += x[i] * widen(w[i]);
   return acc;
 }
-float dot_row(const float* x, const Q8Block* w, int64_t n) {
+float dot_q8(const float* x, const Q8Block* w, int64_t n) {
   float acc = 0.0f;
   for (int64_t i0 = 0; i0 < n; i0 += kQ8Group) {
     const Q8Block& b = w[i0 / kQ8Group];
@@ -124,8 +125,8 @@ float dot_row(const float* x, const Q8Block* w, int64_t n) {
   return acc;
 }
 
-// The scalar path and twin: one dot product per output, summed in order in f32.
-template <class W>
+// The scalar path and twin: one dot product per output (`dot`, one of the above), summed in order in f32.
+template <auto dot, class W>
 void scalar_gemm(const float* x, const W* w, float* out, GemmShape s, LinearParams p) {
   const int64_t grain = std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, s.rows * s.in));
   const int64_t row = std::is_same_v<W, Q8Block> ? q8_blocks(s.in) : s.in;  // W units a w row
@@ -133,7 +134,7 @@ void scalar_gemm(const float* x, const W* w, float* out, GemmShape s, LinearPara
     for (int64_t r = 0; r < s.rows; ++r) {
       const float* xr = x + r * s.in;
       for (int64_t j = j0; j < j1; ++j) {
-        const float acc = dot_row(xr, w + j * row, s.in);
+        const float acc = dot(xr, w + j * row, s.in);
         float& o = out[r * s.outs + j];
         o = p.beta == 0.0f ? p.alpha * acc : p.alpha * acc + p.beta * o;
       }
@@ -270,7 +271,7 @@ void reset_isa() { forced_isa.store(-1, std::memory_order_relaxed); }
 void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, LinearParams p) {
   if (!prepare(out, s, p, "gemm_bf16")) return;
   const Isa isa = active_isa();
-  if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
+  if (isa == Isa::scalar) return scalar_gemm<dot_half<bf16_to_f32>>(x, w, out, s, p);
   const IsaKernels& k = kernels_for(isa);
   if (!k.gemm_bf16) return run_blocks(s.rows == 1 ? k.gemv_bf16w : k.gemm_bf16w, x, w, out, s, p);
   // x [rows, in] rounded to bf16 once, whatever the number of rows (a row's result must not depend on the others). The buffer stays with the calling thread for its next call; workers get its
@@ -286,15 +287,23 @@ void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, Linea
 void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearParams p) {
   if (!prepare(out, s, p, "gemm_f32")) return;
   const Isa isa = active_isa();
-  if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
+  if (isa == Isa::scalar) return scalar_gemm<dot_f32>(x, w, out, s, p);
   const IsaKernels& k = kernels_for(isa);
   run_blocks(s.rows == 1 ? k.gemv_f32w : k.gemm_f32w, x, w, out, s, p);
+}
+
+void gemm_f16(const float* x, const uint16_t* w, float* out, GemmShape s, LinearParams p) {
+  if (!prepare(out, s, p, "gemm_f16")) return;
+  const Isa isa = active_isa();
+  if (isa == Isa::scalar) return scalar_gemm<dot_half<f16_to_f32>>(x, w, out, s, p);
+  const IsaKernels& k = kernels_for(isa);
+  run_blocks(s.rows == 1 ? k.gemv_f16w : k.gemm_f16w, x, w, out, s, p);
 }
 
 void gemm_q8(const float* x, const Q8Block* w, float* out, GemmShape s, LinearParams p) {
   if (!prepare(out, s, p, "gemm_q8")) return;
   const Isa isa = active_isa();
-  if (isa == Isa::scalar) return scalar_gemm(x, w, out, s, p);
+  if (isa == Isa::scalar) return scalar_gemm<dot_q8>(x, w, out, s, p);
   const IsaKernels& k = kernels_for(isa);
   if (s.rows == 1) return run_blocks(k.gemv_q8w, x, w, out, s, p);
   run_blocks(k.gemm_q8w, x, w, out, s, p, k.gemm_q8w_widens);

@@ -1,5 +1,5 @@
-// wick's own CPU matrix kernels: out = alpha · x · wᵀ + beta · out with f32 activations and bf16, q8_0 or f32 weights,
-// one path per instruction set, picked at run time. The decode GEMV (one row) streams w once and is bound by
+// wick's own CPU matrix kernels: out = alpha · x · wᵀ + beta · out with f32 activations and bf16, f16, q8_0 or f32
+// weights, one path per instruction set, picked at run time. The decode GEMV (one row) streams w once and is bound by
 // memory; the prefill GEMM (many rows) keeps tiles of x rows × w rows in registers and is bound by arithmetic.
 // Private to src/backend/.
 #pragma once
@@ -78,6 +78,11 @@ void gemm_bf16(const float* x, const uint16_t* w, float* out, GemmShape s, Linea
 
 /// The same with f32 weights (always f32 x; no bf16 rounding anywhere; rows independent as above).
 void gemm_f32(const float* x, const float* w, float* out, GemmShape s, LinearParams p = {});
+
+/// The same with f16 weights (w holds f16 bit patterns): each widened to f32 in registers, exactly, and summed as
+/// gemm_f32 sums, so the result is gemm_f32's on the widened matrix, bit for bit, on every path (always f32 x;
+/// avx512bf16 runs avx512's kernels); rows independent bit for bit as above.
+void gemm_f16(const float* x, const uint16_t* w, float* out, GemmShape s, LinearParams p = {});
 
 /// The same with q8_0 weights: w is [outs, in] as ⌈in / 32⌉ Q8Blocks a row (wick/quant.h). Each weight is dequantised
 /// in registers — q · scale, exact in f32 — so the result is gemm_f32's on the dequantised matrix, on every path (the

@@ -1,5 +1,5 @@
 // The avx2 path (AVX2 + FMA + F16C; this file alone is compiled with those flags, see CMakeLists.txt): f32 x against
-// f32, bf16 or q8_0 w, 8 lanes, bf16 w widened and q8_0 w dequantised to f32 in registers as on avx512.
+// f32, bf16, f16 or q8_0 w, 8 lanes, bf16 and f16 w widened and q8_0 w dequantised to f32 in registers as on avx512.
 #include "backend/cpu/cpu_kernels_impl.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -70,18 +70,24 @@ struct F32Ops {
   }
 };
 
+// 8 bf16 or f16 bit patterns → f32, exactly: bf16 zero-extended and shifted into the top half, f16 by F16C.
 inline __m256 widen_bf16(__m128i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)); }
+inline __m256 widen_f16(__m128i v) { return _mm256_cvtph_ps(v); }
 
-// f32 x, bf16 w widened to f32. AVX2 has no 16-bit masked load: the tail goes through a zeroed copy.
-struct Bf16WOps : F32Ops {
+// f32 x, 16-bit w (bf16 or f16) widened to f32 by `widen`. AVX2 has no 16-bit masked load: the tail goes through a
+// zeroed copy.
+template <__m256 (*widen)(__m128i)>
+struct HalfWOps : F32Ops {
   using W = uint16_t;
-  static __m256 load_w(const uint16_t* p) { return widen_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m256 load_w(const uint16_t* p) { return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static __m256 load_w_tail(const uint16_t* p, int n) {
     uint16_t tail[8] = {};
     std::memcpy(tail, p, size_t(n) * sizeof(uint16_t));
     return load_w(tail);
   }
 };
+using Bf16WOps = HalfWOps<widen_bf16>;
+using F16WOps = HalfWOps<widen_f16>;
 
 // f32 x, q8_0 w: a block of 32 dequantised in registers (int8 → f32, times the block's f16 scale: exact in f32), then
 // four FMAs — the same sums, in the same order, as F32Ops on the dequantised weights.
@@ -132,6 +138,8 @@ void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
 void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
 void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 3, 4>(b); }
 void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 3, 4>(b); }
+void gemv_f16w(const GemmBlock& b) { gemm_block<F16WOps, 1, 8, true>(b); }
+void gemm_f16w(const GemmBlock& b) { gemm_block<F16WOps, 3, 4>(b); }
 void gemv_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 1, 8, true>(b); }
 void gemm_q8w(const GemmBlock& b) { gemm_block_widened<Q8WOps, F32Ops, 3, 4>(b); }
 
@@ -141,6 +149,8 @@ const IsaKernels kAvx2Kernels = {.gemv_f32w = gemv_f32w,
                                  .gemv_bf16w = gemv_bf16w,
                                  .gemm_f32w = gemm_f32w,
                                  .gemm_bf16w = gemm_bf16w,
+                                 .gemv_f16w = gemv_f16w,
+                                 .gemm_f16w = gemm_f16w,
                                  .gemv_q8w = gemv_q8w,
                                  .gemm_q8w = gemm_q8w,
                                  .gemm_q8w_widens = true,

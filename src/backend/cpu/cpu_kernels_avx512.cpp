@@ -1,6 +1,7 @@
 // The avx512 path (AVX-512 F/BW/VL/DQ + FMA; this file alone is compiled with those flags, see CMakeLists.txt):
-// f32 x against f32, bf16 or q8_0 w, 16 lanes. bf16 w is widened to f32 in registers (a bf16 is the top half of an
-// f32), q8_0 w dequantised there (exactly), so products are those of f32 weights and only the f32 sums round.
+// f32 x against f32, bf16, f16 or q8_0 w, 16 lanes. bf16 w is widened to f32 in registers (a bf16 is the top half of
+// an f32), f16 w too (vcvtph2ps), q8_0 w dequantised there (exactly), so products are those of f32 weights and only
+// the f32 sums round.
 #include "backend/cpu/cpu_kernels_impl.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -19,6 +20,8 @@ void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
 void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
 void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 4, 4>(b); }
 void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4>(b); }
+void gemv_f16w(const GemmBlock& b) { gemm_block<F16WOps, 1, 8, true>(b); }
+void gemm_f16w(const GemmBlock& b) { gemm_block<F16WOps, 4, 4>(b); }
 void gemv_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 1, 8, true>(b); }
 void gemm_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 4, 4>(b); }  // 16 accumulators + 8 x + 2 w + the scale
 
@@ -28,6 +31,8 @@ const IsaKernels kAvx512Kernels = {.gemv_f32w = gemv_f32w,
                                    .gemv_bf16w = gemv_bf16w,
                                    .gemm_f32w = gemm_f32w,
                                    .gemm_bf16w = gemm_bf16w,
+                                   .gemv_f16w = gemv_f16w,
+                                   .gemm_f16w = gemm_f16w,
                                    .gemv_q8w = gemv_q8w,
                                    .gemm_q8w = gemm_q8w,
                                    .gemm_q8w_widens = false,

@@ -2,7 +2,7 @@
 // to bf16 once, then vdpbf16ps, which multiplies 32 bf16 pairs exactly and adds each neighbouring pair of products
 // into one of 16 f32 lanes — twice the multiply-adds of an f32 FMA per instruction, from half the bytes. Every
 // product with bf16 weights takes them, one row or many (a row's result must not depend on the rows beside it); the
-// path's f32- and q8_0-weight kernels are avx512's (cpu_kernels.cpp assembles the table).
+// path's f32-, f16- and q8_0-weight kernels are avx512's (cpu_kernels.cpp assembles the table).
 #include "backend/cpu/cpu_kernels_impl.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
@@ -55,6 +55,8 @@ const IsaKernels kAvx512Bf16Kernels = {.gemv_f32w = nullptr,
                                        .gemv_bf16w = nullptr,
                                        .gemm_f32w = nullptr,
                                        .gemm_bf16w = nullptr,
+                                       .gemv_f16w = nullptr,
+                                       .gemm_f16w = nullptr,
                                        .gemv_q8w = nullptr,
                                        .gemm_q8w = nullptr,
                                        .gemm_q8w_widens = false,

@@ -21,8 +21,8 @@ inline constexpr int64_t kGemmBlockOuts = 64;
 inline constexpr int64_t kPanelFloats = kGemmBlockOuts * kMaxKBlock;
 
 /// out[r, j] = alpha · Σ_i x[r, i] · w[j, i] + beta · out[r, j] for r ∈ [r0, r1), j ∈ [j0, j1).
-/// x [rows, in] (f32, or bf16 bits for the bf16-x kernel), w [outs, in] (f32, bf16 bits, or q8_0: ⌈in / 32⌉ Q8Blocks
-/// a row), out [rows, outs].
+/// x [rows, in] (f32, or bf16 bits for the bf16-x kernel), w [outs, in] (f32, bf16 or f16 bits, or q8_0: ⌈in / 32⌉
+/// Q8Blocks a row), out [rows, outs].
 struct GemmBlock {
   const void* x;
   const void* w;
@@ -56,6 +56,8 @@ struct IsaKernels {
   BlockFn gemv_bf16w;  // one x row, f32 x, bf16 w widened to f32
   BlockFn gemm_f32w;   // any rows, f32 x, f32 w
   BlockFn gemm_bf16w;  // any rows, f32 x, bf16 w widened to f32
+  BlockFn gemv_f16w;   // one x row, f32 x, f16 w widened to f32
+  BlockFn gemm_f16w;   // any rows, f32 x, f16 w widened to f32
   BlockFn gemv_q8w;    // one x row, f32 x, q8_0 w dequantised to f32
   BlockFn gemm_q8w;    // any rows, f32 x, q8_0 w dequantised to f32
   bool gemm_q8w_widens;  // gemm_q8w dequantises a block's w rows into GemmBlock::panel first
