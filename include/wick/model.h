@@ -76,8 +76,8 @@ class Model {
   /// The dtype the model keeps its activations (and KV cache) in on its device (f32 on the CPU, bf16 on CUDA).
   DType compute_dtype() const;
   /// The dtype of its weight matrices (projections, embedding, head): bf16 on CUDA; on the CPU q8_0 where
-  /// LoadOptions::cpu_weights is int8, bf16 where the files hold bf16 and it is native (read in place from the files'
-  /// mapping), else f32.
+  /// LoadOptions::cpu_weights is int8, bf16 or f16 where the files hold that and it is native (read in place from the
+  /// files' mapping), else f32.
   DType weight_dtype() const;
   /// A copy of a CPU tensor on the model's device in compute_dtype(): how an adapter's factors are made ready
   /// for this model.

@@ -185,7 +185,7 @@ class Backend {
   /// A device copy of a CPU tensor, converted to `dtype`.
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;
   /// A weight matrix (projection, embedding, head) as this backend multiplies by it, never written afterwards: by
-  /// default a copy in compute_dtype(); the CPU backend keeps bf16 as it is (CpuWeights::native), sharing host's
+  /// default a copy in compute_dtype(); the CPU backend keeps bf16 or f16 as it is (CpuWeights::native), sharing host's
   /// storage — a view of the file's read-only mapping — or quantises it to q8_0 (CpuWeights::int8), and its ops take
   /// such weights where backend.h says so.
   virtual Tensor upload_weight(const Tensor& host) { return upload(host, compute_dtype()); }

@@ -1,5 +1,5 @@
-// CPU reference backend: f32 activations and sums, weight matrices in f32, kept in the file's bf16 or quantised to
-// q8_0; wick's kernels for the products with weights (cpu_kernels.h), OpenBLAS for the training ops' other products
+// CPU reference backend: f32 activations and sums, weight matrices in f32, kept in the file's bf16 or f16 or quantised
+// to q8_0; wick's kernels for the products with weights (cpu_kernels.h), OpenBLAS for the training ops' other products
 // (cpu_backward.cpp); wick's thread pool across rows and heads.
 #include <algorithm>
 #include <cmath>
@@ -96,11 +96,12 @@ class CpuBackend final : public Backend {
 
   Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
   Tensor upload(const Tensor& host, DType dtype) override { return host.to(dtype); }
-  // bf16 weights stay where they are (a view of the file's read-only mapping); the ops widen them as they go. int8:
-  // quantised here, once (a q8_0 weight, e.g. a merged one, is kept as it is).
+  // bf16 and f16 weights stay where they are (a view of the file's read-only mapping, or the loader's copy of a tensor
+  // the file leaves unaligned); the ops widen them as they go. int8: quantised here, once (a q8_0 weight, e.g. a
+  // merged one, is kept as it is).
   Tensor upload_weight(const Tensor& host) override {
     if (weights_ == CpuWeights::int8) return host.dtype() == DType::q8_0 ? host : cpu::quantize_weight(host);
-    if (weights_ == CpuWeights::native && host.dtype() == DType::bf16) return host;
+    if (weights_ == CpuWeights::native && (host.dtype() == DType::bf16 || host.dtype() == DType::f16)) return host;
     return host.to(DType::f32);
   }
   Tensor download(const Tensor& t) override { return t.to(DType::f32); }
@@ -118,7 +119,7 @@ class CpuBackend final : public Backend {
         fail(ErrorKind::bad_input, "token id " + std::to_string(id[t]) + " is outside the vocabulary [0, " +
                                        std::to_string(vocab) + ")");
     const auto* src = static_cast<const std::byte*>(table.raw());
-    const size_t row_bytes = vocab ? table.nbytes() / size_t(vocab) : 0;  // a row in f32, bf16 or q8_0 blocks
+    const size_t row_bytes = vocab ? table.nbytes() / size_t(vocab) : 0;  // a row in f32, bf16, f16 or q8_0 blocks
     float* dst = out.data<float>();
     for (int64_t t = 0; t < n; ++t)
       convert_to_f32(src + size_t(id[t]) * row_bytes, table.dtype(), dst + t * hidden, size_t(hidden));
@@ -187,6 +188,7 @@ class CpuBackend final : public Backend {
     // sequence exactly as it would decode alone.
     const cpu::GemmShape shape{.rows = rows, .in = in, .outs = outs};
     if (w.dtype() == DType::bf16) cpu::gemm_bf16(x.data<float>(), w.data<uint16_t>(), o, shape, p);
+    else if (w.dtype() == DType::f16) cpu::gemm_f16(x.data<float>(), w.data<uint16_t>(), o, shape, p);
     else if (w.dtype() == DType::q8_0) cpu::gemm_q8(x.data<float>(), w.data<Q8Block>(), o, shape, p);
     else cpu::gemm_f32(x.data<float>(), w.data<float>(), o, shape, p);
     if (bias.defined()) {

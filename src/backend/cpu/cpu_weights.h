@@ -1,6 +1,6 @@
-// The CPU's weight matrices in the forms it keeps them besides f32 — bf16 read in place (CpuWeights::native), q8_0
-// quantised at load (CpuWeights::int8) — for what its kernels (cpu_kernels.h, which take x·Wᵀ) do not do: quantising
-// a matrix, and d_out·W of a backward pass, each weight widened to f32 exactly where it is used. Private to
+// The CPU's weight matrices in the forms it keeps them besides f32 — bf16 or f16 read in place (CpuWeights::native),
+// q8_0 quantised at load (CpuWeights::int8) — for what its kernels (cpu_kernels.h, which take x·Wᵀ) do not do:
+// quantising a matrix, and d_out·W of a backward pass, each weight widened to f32 exactly where it is used. Private to
 // src/backend/cpu/.
 #pragma once
 
