@@ -10,6 +10,7 @@
 
 #include "model/decode_step.h"
 #include "model/linear.h"
+#include "model_test_util.h"
 #include "test_util.h"
 #include "wick/model.h"
 #include "wick/quant.h"
@@ -61,15 +62,23 @@ TEST(ModelApi, UploadGivesTheComputeDtypeOnTheModelsDevice) {
   EXPECT_EQ(t.data<float>()[1], -2.0f);
 }
 
-// On weights the CPU keeps in bf16 (the fixture's files are bf16) the merged weight is W + scale·B·A computed in f32
-// and rounded to bf16 once; on f32 weights (--compute f32) it is that sum in f32; on 8-bit weights (--weights int8)
-// that sum (W dequantised) quantised again, each value within half its block's new step.
-class MergeLora : public ::testing::TestWithParam<CpuWeights> {};
+// On weights the CPU keeps in bf16 (the fixture's files are bf16) or f16 (the same files converted) the merged weight
+// is W + scale·B·A computed in f32 and rounded to bf16 or f16 once; on f32 weights (--compute f32) it is that sum in
+// f32; on 8-bit weights (--weights int8) that sum (W dequantised) quantised again, each value within half its block's
+// new step.
+struct MergeCase {
+  CpuWeights weights;
+  bool f16_files = false;
+};
+
+class MergeLora : public ::testing::TestWithParam<MergeCase> {};
 
 TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
-  auto model = Model::load(fixture("models/tiny-untied"), {.cpu_weights = GetParam()});
-  const bool bf16 = GetParam() == CpuWeights::native, int8 = GetParam() == CpuWeights::int8;
-  EXPECT_EQ(model->weight_dtype(), bf16 ? DType::bf16 : int8 ? DType::q8_0 : DType::f32);
+  const auto dir = fixture("models/tiny-untied");
+  auto model = Model::load(GetParam().f16_files ? f16_copy(dir) : dir, {.cpu_weights = GetParam().weights});
+  const bool native = GetParam().weights == CpuWeights::native, int8 = GetParam().weights == CpuWeights::int8;
+  const bool bf16 = native && !GetParam().f16_files, f16 = native && GetParam().f16_files;
+  EXPECT_EQ(model->weight_dtype(), bf16 ? DType::bf16 : f16 ? DType::f16 : int8 ? DType::q8_0 : DType::f32);
   const ModelConfig& c = model->config();
   auto lora = std::make_shared<TwoProjections>();
   const int64_t r = 3;
@@ -106,10 +115,12 @@ TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
         want[size_t(i)] = w0->data<float>()[o * in + i] + f.scale * d;
       }
       for (int64_t i = 0; i < in; ++i) {
-        // bf16: within one rounding of the sum (2⁻⁹ relative, and an f32 sum's rounding at a bf16 tie); q8_0: within
-        // half a step of the block's new scale, at most max |sum| / 127 · (1 + 2⁻¹⁰) (wick/quant.h)
+        // bf16: within one rounding of the sum (2⁻⁹ relative, and an f32 sum's rounding at a bf16 tie); f16 the same
+        // at 2⁻¹¹ relative, or half its subnormal step 2⁻²⁴ below its normal range; q8_0: within half a step of the
+        // block's new scale, at most max |sum| / 127 · (1 + 2⁻¹⁰) (wick/quant.h)
         double tolerance = 1e-6;
         if (bf16) tolerance += std::ldexp(std::fabs(want[size_t(i)]), -8);
+        if (f16) tolerance += std::ldexp(std::fabs(want[size_t(i)]), -10) + std::ldexp(1.0, -25);
         if (int8) {
           const int64_t first = i / kQ8Group * kQ8Group;
           double amax = 0;
@@ -134,10 +145,14 @@ TEST_P(MergeLora, AddsScaledProductAndUnmergeRestoresBits) {
   EXPECT_EQ(model->unmerge_lora(), nullptr);  // nothing merged: a no-op
 }
 
-INSTANTIATE_TEST_SUITE_P(ModelApi, MergeLora, ::testing::Values(CpuWeights::native, CpuWeights::f32, CpuWeights::int8),
+INSTANTIATE_TEST_SUITE_P(ModelApi, MergeLora,
+                         ::testing::Values(MergeCase{CpuWeights::native}, MergeCase{CpuWeights::native, true},
+                                           MergeCase{CpuWeights::f32}, MergeCase{CpuWeights::int8}),
                          [](const auto& info) {
-                           const CpuWeights w = info.param;
-                           return w == CpuWeights::native ? "bf16" : w == CpuWeights::f32 ? "f32" : "int8";
+                           const CpuWeights w = info.param.weights;
+                           return w == CpuWeights::native ? (info.param.f16_files ? "f16" : "bf16")
+                                  : w == CpuWeights::f32  ? "f32"
+                                                          : "int8";
                          });
 
 TEST(ModelApi, SetActiveLoraReturnsThePreviousOne) {

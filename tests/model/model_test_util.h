@@ -9,6 +9,7 @@
 
 #include "test_util.h"
 #include "wick/model.h"
+#include "wick/safetensors.h"
 #include "wick/tensor.h"
 
 namespace wick::test {
@@ -42,6 +43,19 @@ inline std::shared_ptr<Model> f32_copy(const Model& model) {
   const std::filesystem::path dir = temp_dir("f32-copy");
   model.save_pretrained(dir);
   return Model::load(dir, {.cpu_weights = CpuWeights::f32});
+}
+
+/// A model directory (config.json, generation_config.json where it has one, the weights) with every weight converted
+/// to f16 — rounded where the files hold values f16 cannot (beyond 11 significant bits or its range) — in a temp folder.
+inline std::filesystem::path f16_copy(const std::filesystem::path& dir) {
+  const std::filesystem::path out = temp_dir("f16-copy");
+  for (const char* name : {"config.json", "generation_config.json"})
+    if (std::filesystem::exists(dir / name)) std::filesystem::copy_file(dir / name, out / name);
+  const TensorStore store = TensorStore::open_dir(dir);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const std::string& name : store.names()) tensors.emplace_back(name, store.tensor(name).to(DType::f16));
+  write_safetensors(out / "model.safetensors", tensors);
+  return out;
 }
 
 /// Row r of an i32 [rows, n] tensor, optionally only its first n values.
