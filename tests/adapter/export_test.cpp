@@ -53,7 +53,9 @@ TEST(Export, SavedAdapterLoadsBack) {
   EXPECT_TRUE(bit_equal(model->logits(rows, &a->source()), model->logits(rows, &b->source())));
 }
 
-// A merged model written as a Hugging Face directory computes what the model with the adapter does.
+// A merged model written as a Hugging Face directory computes what the merged model does, and that is what the model
+// with the adapter does up to the merge's rounding: none into tiny-tied's f32 weights; tiny-seqcls's f16 weights round
+// each merged value to f16 once (measured 1.5e-4 of the logits, bounded at 1e-3).
 TEST(Export, MergedModelDirectoryReloads) {
   for (const char* name : {"tiny-tied", "tiny-seqcls"}) {
     auto model = Model::load(fixture(std::string("models/") + name));
@@ -66,7 +68,9 @@ TEST(Export, MergedModelDirectoryReloads) {
     const auto dir = temp_dir("merged");
     model->save_pretrained(dir);
     auto reloaded = Model::load(dir);
-    EXPECT_LE(relative_max_error(reloaded->logits(rows), unmerged), 1e-5) << name;
+    EXPECT_LE(relative_max_error(reloaded->logits(rows), model->logits(rows)), 1e-5) << name;
+    EXPECT_LE(relative_max_error(reloaded->logits(rows), unmerged), model->weight_dtype() == DType::f16 ? 1e-3 : 1e-5)
+        << name;
     EXPECT_EQ(reloaded->config().dtype, DType::f32);
   }
 }
