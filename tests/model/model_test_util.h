@@ -46,7 +46,8 @@ inline std::shared_ptr<Model> f32_copy(const Model& model) {
 }
 
 /// A model directory (config.json, generation_config.json where it has one, the weights) with every weight converted
-/// to f16 — rounded where the files hold values f16 cannot (beyond 11 significant bits or its range) — in a temp folder.
+/// to f16 — rounded where the files hold values f16 cannot (beyond 11 significant bits or its range) — in a temp
+/// folder.
 inline std::filesystem::path f16_copy(const std::filesystem::path& dir) {
   const std::filesystem::path out = temp_dir("f16-copy");
   for (const char* name : {"config.json", "generation_config.json"})
