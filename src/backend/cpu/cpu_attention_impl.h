@@ -35,11 +35,27 @@ void attention_scores(const AttentionRun& r) {
   for (; j < r.n; ++j) r.scores[j] = r.scale * sum1<Ops>(dot_lanes<Ops>(r.q, r.k + j * r.stride, r.d));
 }
 
-// out[0, d) += Σ_j p[j] · v_j for the n values v_j = v + j · stride: Ops::kStep columns at a time, kept in a register
-// across the run.
+// out[0, d) += Σ_j p[j] · v_j for the n values v_j = v + j · stride: columns kept in registers across the run, four
+// vectors of them at a time (four independent chains of multiply-adds for the FMA pipes, where one chain waited out
+// each multiply-add's latency), then one vector at a time. Each column sums its values in the order of j whatever
+// the grouping, so the results are the same bits.
 template <class Ops>
 void attention_values(const AttentionRun& r) {
+  constexpr int kChains = 4;
   int64_t i = 0;
+  for (; i + kChains * Ops::kStep <= r.d; i += kChains * Ops::kStep) {
+    typename Ops::Acc acc[kChains];
+#pragma GCC unroll 4
+    for (int c = 0; c < kChains; ++c) acc[c] = Ops::load_x(r.out + i + c * Ops::kStep);
+    for (int64_t j = 0; j < r.n; ++j) {
+      const typename Ops::Acc p = Ops::set1(r.p[j]);
+      const float* v = r.v + j * r.stride + i;
+#pragma GCC unroll 4
+      for (int c = 0; c < kChains; ++c) acc[c] = Ops::madd(acc[c], p, Ops::load_x(v + c * Ops::kStep));
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < kChains; ++c) Ops::store(r.out + i + c * Ops::kStep, acc[c]);
+  }
   for (; i + Ops::kStep <= r.d; i += Ops::kStep) {
     typename Ops::Acc acc = Ops::load_x(r.out + i);
     for (int64_t j = 0; j < r.n; ++j) acc = Ops::madd(acc, Ops::set1(r.p[j]), Ops::load_x(r.v + j * r.stride + i));
