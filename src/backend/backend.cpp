@@ -53,7 +53,21 @@ namespace {
   fail(ErrorKind::unsupported, backend.name() + ": " + op + " (training) is not available on this backend yet");
 }
 
+[[noreturn]] void no_encoder_op(const Backend& backend, const char* op) {
+  fail(ErrorKind::unsupported, backend.name() + ": " + op + " (encoders) is not available on this backend yet");
+}
+
 }  // namespace
+
+void Backend::layer_norm(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, Tensor&) {
+  no_encoder_op(*this, "layer_norm");
+}
+void Backend::gelu(const Tensor&, bool, Tensor&) { no_encoder_op(*this, "gelu"); }
+void Backend::encoder_attention(const Tensor&, const Tensor&, const Tensor&, const EncoderSpans&, const RelativeBias&,
+                                Tensor&, const AttentionParams&) {
+  no_encoder_op(*this, "encoder_attention");
+}
+void Backend::encoder_pool(const Tensor&, const Tensor&, PoolMode, bool, Tensor&) { no_encoder_op(*this, "encoder_pool"); }
 
 void Backend::matmul(const Tensor&, const Tensor&, Tensor&, const MatmulParams&) { no_training_op(*this, "matmul"); }
 void Backend::rmsnorm_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&) {

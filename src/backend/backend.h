@@ -71,6 +71,26 @@ struct DecodeLora {
   const int32_t* epoch = nullptr;      // device: a step counter, never 0, changed by the caller before every run
 };
 
+/// Where the sequences of a packed encoder batch are: sequence s holds token rows [starts[s], starts[s + 1]) of the
+/// batch (no padding between sequences: a batch of lengths 3, 5 is 8 rows).
+struct EncoderSpans {
+  Tensor starts{};      // i32 [sequences + 1], on the device; starts[0] = 0, nondecreasing, last = rows
+  int64_t max_len = 0;  // the longest sequence (max starts[s + 1] − starts[s]): how a device spreads the work
+};
+
+/// A learned relative-position bias added to every attention score (MPNet, as T5's bidirectional buckets): the
+/// score of query i and key j gains table[bucket(j − i), head], where bucket() is transformers' MPNet
+/// relative_position_bucket(j − i, num_buckets, max_distance).
+struct RelativeBias {
+  Tensor table{};  // [num_buckets, heads]; undefined: no bias
+  int64_t num_buckets = 32;
+  int64_t max_distance = 128;
+  bool defined() const { return table.defined(); }
+};
+
+/// How encoder_pool reduces a sequence's rows to one vector (sentence-transformers' Pooling modes).
+enum class PoolMode { mean, max, cls, last };
+
 /// The shapes of a model's one-token step, for FusedDecode::supports.
 struct DecodeShape {
   int64_t hidden = 0, ffn = 0, heads = 0, kv_heads = 0, head_dim = 0;
@@ -261,6 +281,28 @@ class Backend {
   /// device addresses of such tables (8 bytes each, stored as i32 [n, 2]; 0: the row has no adapter); every rank
   /// is at most max_rank.  x [n, in]; out [n, out]; factors in the compute dtype.
   virtual void lora_rows(const Tensor& x, const Tensor& row_tables, int64_t slot, int32_t max_rank, Tensor& out) = 0;
+  // --- Encoder ops (BERT-family embedders). By default each fails with ErrorKind::unsupported naming the backend
+  // and the op; the CPU backend is the reference. ---
+
+  /// out = layernorm(x + residual) per row: (y − mean(y)) / sqrt(var(y) + eps) · weight + bias, var the biased
+  /// variance (torch.nn.LayerNorm). residual undefined: layernorm(x). out may alias x or residual (the post-norm
+  /// residual add of BERT).  x, residual, out [rows, n]; weight, bias [n].
+  virtual void layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias, float eps,
+                          Tensor& out);
+  /// out = gelu(x): x·Φ(x) with the exact erf (transformers' "gelu"), or its tanh approximation when `tanh` is set
+  /// ("gelu_new", "gelu_pytorch_tanh"). out may alias x.  x, out of one shape.
+  virtual void gelu(const Tensor& x, bool tanh, Tensor& out);
+  /// Bidirectional softmax(q·kᵀ·scale + bias)·v within each sequence of a packed batch: query t of sequence s sees
+  /// every key of s and no other (the padding mask of a padded batch, without the padding). Grouped-query as
+  /// attention().  q [rows, heads, d]; k, v [rows, kv_heads, d]; out [rows, heads · d].
+  virtual void encoder_attention(const Tensor& q, const Tensor& k, const Tensor& v, const EncoderSpans& spans,
+                                 const RelativeBias& bias, Tensor& out, const AttentionParams& p);
+  /// One vector per sequence: out[s] = the mean, the elementwise max, the first row or the last row of x's rows
+  /// [spans[s, 0], spans[s, 1]) (an empty span gives zeros); with `normalize`, out[s] is then divided by
+  /// max(‖out[s]‖₂, 1e-12) (torch.nn.functional.normalize).  x [rows, n]; spans i32 [sequences, 2] on the device;
+  /// out f32 [sequences, n].
+  virtual void encoder_pool(const Tensor& x, const Tensor& spans, PoolMode mode, bool normalize, Tensor& out);
+
   /// out = silu(gate) ⊙ up.  All [rows, n].
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   /// out = a + b (elementwise; out may alias a or b).
