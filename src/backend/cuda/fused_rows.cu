@@ -5,31 +5,38 @@
 // (i, i + d/2) of a rotated head, the same row of gate and up, or (residual, f32) 16 neighbouring rows — so that
 // each lane ends up holding both members of a pair for the same token rows, and the epilogue needs no exchange.
 // Each lane streams 16 bytes of two weight rows per 32 inputs (the k order inside an mma is free, as long as the
-// input rows use the same one: a lane's 8 consecutive weights feed both k16 steps), two sets of loads in flight
-// while the other set is multiplied. The input rows (a few KB, read by every warp) come through L1.
+// input rows use the same one: a lane's 8 consecutive weights feed both k16 steps) with cp.async into a ring of
+// shared memory of its own (kStages k blocks: three in flight while one is multiplied, 3 KB a warp, without holding
+// a register), so that an SM keeps enough bytes in flight to stream at the memory's rate. The input rows (a few KB,
+// read by every warp) come through L1.
 //
 // The RMSNorm before a projection rides along: the products are of x ⊙ g, and each token row's sum of squares is
 // gathered from the same loads of x, so the scale 1/√(mean(x²) + eps) is applied to the sums in the epilogue.
 //
-// A block owns one tile; its warps split the tile's k between them and add their sums up in shared memory, after
-// which the first warp runs the epilogue. The launch picks the most warps per block that still lets every tile's
-// block be resident at once (one wave: a second wave would double the latency, which is what a step of few rows
-// costs): on an H100 with the 0.5B shape, 16 for the 56 tiles of down_proj, 14 (two k blocks each of 896 inputs) for
-// o_proj's 56 and the 72 of q/k/v, 3 for gate/up's 608, one for the head's 9,496 (block sizes seen by ncu). Nothing
-// crosses blocks, so there are no partial sums parked in global memory, no fences and no counters.
+// The warps of a block split a tile's k between them and add their sums up in shared memory (each in its own ring,
+// done with by then), after which the first warp runs the epilogue. A launch of fewer tiles than SMs spreads each
+// tile's k over a thread block cluster of blocks, enough to bring the blocks to the SM count, whose sums go into the
+// first block's shared memory (distributed shared memory, behind a cluster barrier): on an H100/H200 with the 0.5B
+// shape, clusters of 3 for the 56 tiles of o_proj and down_proj, of 2 for the 72 of q/k/v. The launch picks the
+// most warps per block that still lets every block be resident at once (one wave: a second wave would double the
+// latency, which is what a step of few rows costs). Nothing crosses clusters, so there are no partial sums parked
+// in global memory, no fences and no counters.
 //
 // Chaining (chain.cuh): the first weight loads are issued before chain_wait(); the input rows and the epilogue's
 // operands (positions and pool rows, or the residual stream) are touched only after it — the operands at once, so
 // that their loads overlap the weights' instead of following the sums.
 #include "backend/cuda/fused_rows.h"
 
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <utility>
 
+#include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/chain.cuh"
 #include "backend/cuda/cuda_check.h"
 
@@ -39,13 +46,10 @@ namespace fused_rows {
 
 namespace {
 
+namespace cg = cooperative_groups;
 using bf16 = __nv_bfloat16;
 constexpr int kMaxWarps = 16;  // per block: the warps over one tile's k
 constexpr int kMaxThreads = kMaxWarps * 32;
-// k blocks of weight loads a lane issues at a time (two sets in flight): fewer with 32 token rows, whose sums take
-// the registers.
-template <int NT>
-constexpr int kHalf = NT == 4 ? 2 : 4;
 
 enum class Epilogue { attention_inputs, gate_up, residual, f32 };
 
@@ -58,7 +62,8 @@ struct Params {
   const bf16* bias[3] = {};
   int out_rows = 0;  // gate/up: ffn; residual and f32: rows of w[0]
   int tiles = 0;     // of 16 weight rows: one block each
-  int warp_kb = 0;   // k blocks of each warp of a block
+  int cluster = 1;   // blocks over one tile (a thread block cluster)
+  int part_kb = 0;   // k blocks of each warp of a cluster
   int heads = 0, kv_heads = 0, head_dim = 0;
   const int32_t* positions = nullptr;
   const int32_t* slots = nullptr;
@@ -127,18 +132,30 @@ __device__ TileRow tile_row(const Params& a, int tile, int i) {
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
-// The epilogue's operands of the lane's token rows — positions and pool rows, or the residual stream's values —
-// loaded all at once before the first store (a store may alias them, so loads left among the stores would each wait
-// out the one before).
+// The epilogue's operands of the lane's token rows — positions and pool rows (and the pair's biases and frequency), or
+// the residual stream's values — loaded all at once before the first store (a store may alias them, so loads left
+// among the stores would each wait out the one before), and before the k loop, so that they arrive with the weights.
 template <Epilogue E, int NT>
 struct Operands {
   int pos[NT][2] = {}, slot[NT][2] = {};
   float residual[NT][2][2] = {};
+  float bias0 = 0.0f, bias1 = 0.0f;  // attention inputs: the lane's pair's biases
+  float inv_freq = 0.0f;             //   and its rotation's frequency
 };
 
 template <Epilogue E, int NT>
 __device__ Operands<E, NT> operands_of(const Params& a, int tile, int g, int t) {
   Operands<E, NT> o;
+  if constexpr (E == Epilogue::attention_inputs) {
+    const int half = a.head_dim / 2, p = tile * 8 + g, head = p / half, i = p % half;
+    const int proj = head < a.heads ? 0 : head < a.heads + a.kv_heads ? 1 : 2;
+    const int local = head - (proj == 0 ? 0 : proj == 1 ? a.heads : a.heads + a.kv_heads);
+    if (head < a.heads + 2 * a.kv_heads && a.bias[proj]) {
+      o.bias0 = __bfloat162float(a.bias[proj][local * a.head_dim + i]);
+      o.bias1 = __bfloat162float(a.bias[proj][local * a.head_dim + i + half]);
+    }
+    o.inv_freq = float(exp(-a.log_theta * double(2 * i) / double(a.head_dim)));  // f32, as transformers computes it
+  }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -163,16 +180,6 @@ __device__ Operands<E, NT> operands_of(const Params& a, int tile, int g, int t) 
 // g + 8 (its second), both for token row nt·8 + 2t + j.
 template <Epilogue E, int NT>
 __device__ void finish(const Params& a, int tile, int g, int t, const float (&acc)[NT][4], const Operands<E, NT>& o) {
-  float bias0 = 0.0f, bias1 = 0.0f;  // the pair's biases (attention inputs)
-  if constexpr (E == Epilogue::attention_inputs) {
-    const int half = a.head_dim / 2, p = tile * 8 + g, head = p / half, i = p % half;
-    const int proj = head < a.heads ? 0 : head < a.heads + a.kv_heads ? 1 : 2;
-    const int local = head - (proj == 0 ? 0 : proj == 1 ? a.heads : a.heads + a.kv_heads);
-    if (head < a.heads + 2 * a.kv_heads && a.bias[proj]) {
-      bias0 = __bfloat162float(a.bias[proj][local * a.head_dim + i]);
-      bias1 = __bfloat162float(a.bias[proj][local * a.head_dim + i + half]);
-    }
-  }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -186,17 +193,15 @@ __device__ void finish(const Params& a, int tile, int g, int t, const float (&ac
         const int proj = head < a.heads ? 0 : head < a.heads + a.kv_heads ? 1 : 2;
         const int local = head - (proj == 0 ? 0 : proj == 1 ? a.heads : a.heads + a.kv_heads);
         const int row0 = local * a.head_dim + i, row1 = row0 + half;
-        const float v0 = round_bf16(s0 + bias0), v1 = round_bf16(s1 + bias1);  // the projection's output, as stored
+        const float v0 = round_bf16(s0 + o.bias0), v1 = round_bf16(s1 + o.bias1);  // the projection's output, stored
         const int64_t pool_row = int64_t(o.slot[nt][j]) * a.kv_heads * a.head_dim;
         if (proj == 2) {
           a.v_pool[pool_row + row0] = __float2bfloat16(v0);
           a.v_pool[pool_row + row1] = __float2bfloat16(v1);
           continue;
         }
-        // f32, as transformers computes it
-        const float inv_freq = float(exp(-a.log_theta * double(2 * i) / double(a.head_dim)));
         float sn, cs;
-        sincosf(float(o.pos[nt][j]) * inv_freq, &sn, &cs);
+        sincosf(float(o.pos[nt][j]) * o.inv_freq, &sn, &cs);
         bf16* dst = proj == 0 ? a.out + int64_t(n) * a.heads * a.head_dim : a.k_pool + pool_row;
         dst[row0] = __float2bfloat16(v0 * cs - v1 * sn);
         dst[row1] = __float2bfloat16(v1 * cs + v0 * sn);
@@ -219,68 +224,83 @@ __device__ void finish(const Params& a, int tile, int g, int t, const float (&ac
     }
 }
 
-template <Epilogue E, int NT>
+// Cluster barriers (Hopper): arrive without waiting, and wait for the phase this thread arrived at. Every thread of
+// every block of a cluster launch passes both phases of the kernel, so none of them exits early.
+__device__ __forceinline__ void cluster_arrive(bool release) {
+  if (release) asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+  else asm volatile("barrier.cluster.arrive.relaxed;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
+
+// What one warp's part of a tile hands to the warp that finishes it: its sums and its token rows' sums of squares.
+template <int NT>
+constexpr int kPartBytes = NT * 32 * int(sizeof(float4)) + 32 * int(sizeof(float));
+
+template <Epilogue E, int NT, int S>
 __global__ void __launch_bounds__(kMaxThreads) fused_rows_kernel(const Params a) {
   chain_release();
-  constexpr int H = kHalf<NT>;
+  const bool clustered = a.cluster > 1;
+  if (clustered) cluster_arrive(false);  // phase 1: this block has started (its shared memory exists)
   const int warps = int(blockDim.x) / 32, warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int g = lane >> 2, t = lane & 3, tile = int(blockIdx.x);
-  const int kb0 = warp * a.warp_kb, kb1 = min(kb0 + a.warp_kb, a.k / kBlockK);
+  const int g = lane >> 2, t = lane & 3;
+  const int rank = clustered ? int(cg::this_cluster().block_rank()) : 0;
+  const int tile = int(blockIdx.x) / a.cluster, part = rank * warps + warp;
+  const int kb0 = min(part * a.part_kb, a.k / kBlockK), kb1 = min(kb0 + a.part_kb, a.k / kBlockK);
   const TileRow row0 = tile_row<E>(a, tile, g), row1 = tile_row<E>(a, tile, g + 8);
   const uint4* r0 = reinterpret_cast<const uint4*>(row0.w) + t;
   const uint4* r1 = reinterpret_cast<const uint4*>(row1.w) + t;
 
+  // The warp's ring of S k blocks in shared memory: [S][the two rows][32 lanes] of 16 bytes, each lane's own (it
+  // copies and reads only its slots, so no barrier is needed, and 16-byte strides keep the banks apart).
+  extern __shared__ uint4 shared[];
+  uint4* ring = shared + warp * S * 64;
+  // Starts the copy of k block kb (if the warp has it) and closes a group, one per call, so that group counts are
+  // k-block counts.
+  const auto issue = [&](int kb) {
+    if (kb < kb1) {
+      uint4* slot = ring + ((kb - kb0) % S) * 64;
+      cp_async16(slot + lane, r0 + kb * 4, true);
+      cp_async16(slot + 32 + lane, r1 + kb * 4, true);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) issue(kb0 + s);
+  chain_wait();
+  // The epilogue's operands now (warp 0 of the cluster's first block runs the epilogue), so that their loads overlap
+  // the weights'.
+  Operands<E, NT> o;
+  if (warp == 0 && rank == 0) o = operands_of<E, NT>(a, tile, g, t);
+
   float acc[NT][4] = {};
   float squares[NT] = {};  // with a norm: Σx² of token row nt·8 + g over the lane's inputs
-  // Two sets of H k blocks of the lane's two rows, one loading while the other is multiplied.
-  uint4 w0[2][H], w1[2][H];
-  // Set `set`: k blocks [from, from + H) below kb1, streamed.
-  const auto load = [&](int set, int from) {
-#pragma unroll
-    for (int u = 0; u < H; ++u) {
-      const bool in = from + u < kb1;
-      w0[set][u] = in ? __ldcs(r0 + (from + u) * 4) : make_uint4(0, 0, 0, 0);
-      w1[set][u] = in ? __ldcs(r1 + (from + u) * 4) : make_uint4(0, 0, 0, 0);
-    }
-  };
   const uint4* x = reinterpret_cast<const uint4*>(a.x) + t;
   const uint4* gw = reinterpret_cast<const uint4*>(a.norm) + t;
   const int row_chunks = a.k / 8;
-  // Set `set` (k blocks [from, from + H) below kb1) times the input rows, read through L1 (the block's other warps
-  // and the SM's other blocks read the same rows).
-  const auto multiply = [&](int set, int from) {
+  for (int kb = kb0; kb < kb1; ++kb) {
+    issue(kb + S - 1);
+    // The input rows through L1 (the block's other warps and the SM's other blocks read the same rows).
+    const uint4 gv = a.norm ? __ldg(gw + kb * 4) : make_uint4(0, 0, 0, 0);
+    uint4 b[NT];
 #pragma unroll
-    for (int u = 0; u < H; ++u) {
-      if (from + u >= kb1) break;
-      const uint4 gv = a.norm ? __ldg(gw + (from + u) * 4) : make_uint4(0, 0, 0, 0);
-      uint4 b[NT];
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const int n = nt * 8 + g;
-        b[nt] = n < a.rows ? __ldg(x + int64_t(n) * row_chunks + (from + u) * 4) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        if (a.norm) {
-          squares[nt] = sum_squares(b[nt], squares[nt]);
-          b[nt] = times(b[nt], gv);
-        }
-        mma(acc[nt], w0[set][u].x, w1[set][u].x, w0[set][u].y, w1[set][u].y, b[nt].x, b[nt].y);
-        mma(acc[nt], w0[set][u].z, w1[set][u].z, w0[set][u].w, w1[set][u].w, b[nt].z, b[nt].w);
-      }
+    for (int nt = 0; nt < NT; ++nt) {
+      const int n = nt * 8 + g;
+      b[nt] = n < a.rows ? __ldg(x + int64_t(n) * row_chunks + kb * 4) : make_uint4(0, 0, 0, 0);
     }
-  };
-  load(0, kb0);
-  chain_wait();
-  // The epilogue's operands now (warp 0 runs the epilogue), so that their loads overlap the weights'.
-  Operands<E, NT> o;
-  if (warp == 0) o = operands_of<E, NT>(a, tile, g, t);
-  for (int base = kb0; base < kb1; base += 2 * H) {
-    load(1, base + H);
-    multiply(0, base);
-    load(0, base + 2 * H);
-    multiply(1, base + H);
+    cp_async_wait<S - 1>();  // k block kb has landed
+    const uint4* slot = ring + ((kb - kb0) % S) * 64;
+    const uint4 w0 = slot[lane], w1 = slot[32 + lane];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (a.norm) {
+        squares[nt] = sum_squares(b[nt], squares[nt]);
+        b[nt] = times(b[nt], gv);
+      }
+      mma(acc[nt], w0.x, w1.x, w0.y, w1.y, b[nt].x, b[nt].y);
+      mma(acc[nt], w0.z, w1.z, w0.w, w1.w, b[nt].z, b[nt].w);
+    }
   }
+  cp_async_wait<0>();  // none of the warp's copies is left in flight over the ring the sums reuse
   // Σx² of token row `lane` over this warp's k: the four lanes of a group saw token row nt·8 + g's inputs.
   float sum = 0.0f;
   if (a.norm)
@@ -293,26 +313,39 @@ __global__ void __launch_bounds__(kMaxThreads) fused_rows_kernel(const Params a)
       if (lane / 8 == nt) sum = v;
     }
 
-  if (warps > 1) {  // the other warps' sums (and sums of squares) through shared memory, added by warp 0
-    extern __shared__ float4 parts[];  // [warps - 1][NT][32], then [warps - 1][32] floats of Σx²
-    float* part_sums = reinterpret_cast<float*>(parts + (warps - 1) * NT * 32);
-    if (warp > 0) {
+  // A part's sums in a slot of kPartBytes: [NT][32] float4, then [32] floats of Σx².
+  const auto store_part = [&](unsigned char* slot) {
+    float4* sums = reinterpret_cast<float4*>(slot);
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-        parts[((warp - 1) * NT + nt) * 32 + lane] = make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]);
-      part_sums[(warp - 1) * 32 + lane] = sum;
+    for (int nt = 0; nt < NT; ++nt) sums[nt * 32 + lane] = make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]);
+    reinterpret_cast<float*>(sums + NT * 32)[lane] = sum;
+  };
+  const auto add_part = [&](const unsigned char* slot) {
+    const float4* sums = reinterpret_cast<const float4*>(slot);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const float4 v = sums[nt * 32 + lane];
+      acc[nt][0] += v.x, acc[nt][1] += v.y, acc[nt][2] += v.z, acc[nt][3] += v.w;
     }
+    sum += reinterpret_cast<const float*>(sums + NT * 32)[lane];
+  };
+  auto* bytes = reinterpret_cast<unsigned char*>(shared);
+  if (warps > 1) {  // the other warps' sums through their own rings (done with), added by warp 0
+    if (warp > 0) store_part(bytes + warp * S * 1024);
     __syncthreads();
-    if (warp > 0) return;
-    for (int w = 0; w < warps - 1; ++w) {
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const float4 v = parts[(w * NT + nt) * 32 + lane];
-        acc[nt][0] += v.x, acc[nt][1] += v.y, acc[nt][2] += v.z, acc[nt][3] += v.w;
-      }
-      sum += part_sums[w * 32 + lane];
-    }
+    if (warp == 0)
+      for (int w = 1; w < warps; ++w) add_part(bytes + w * S * 1024);
   }
+  if (clustered) {  // the other blocks' sums into the first block's inbox (past the rings), added by its warp 0
+    unsigned char* inbox = bytes + warps * S * 1024;
+    cluster_wait();  // phase 1: every block of the cluster has started
+    if (rank > 0 && warp == 0) store_part(cg::this_cluster().map_shared_rank(inbox, 0) + (rank - 1) * kPartBytes<NT>);
+    cluster_arrive(true);
+    cluster_wait();  // phase 2: the inbox is full
+    if (rank == 0 && warp == 0)
+      for (int r = 1; r < a.cluster; ++r) add_part(inbox + (r - 1) * kPartBytes<NT>);
+  }
+  if (warp > 0 || rank > 0) return;
   if (a.norm) {  // the norm's scale of each token row, applied to the products
     const float inv = rsqrtf(sum / float(a.k) + a.eps);
 #pragma unroll
@@ -327,42 +360,76 @@ __global__ void __launch_bounds__(kMaxThreads) fused_rows_kernel(const Params a)
   finish<E, NT>(a, tile, g, t, acc, o);
 }
 
-// The shared memory of a block of `warps` warps: the other warps' partial sums and sums of squares. At most 32 KB,
-// under the 48 KB any kernel may take without opting in: no kernel attribute is ever set, so none can be lowered
-// under what a graph recorded earlier launches.
-template <int NT>
-constexpr size_t shared_bytes(int warps) {
-  return size_t(warps - 1) * 32 * (NT * sizeof(float4) + sizeof(float));
-}
-static_assert(shared_bytes<4>(kMaxWarps) <= 48 * 1024, "the partial sums fit the default shared memory");
+// Stages of each warp's ring: S − 1 k blocks (1 KB each per warp) in flight while one is multiplied.
+constexpr int kStages = 4;
+static_assert(4 * 1024 >= kPartBytes<4>, "a warp's ring (4 stages at least) holds its part of the sums");
 
-// The kernel for NT·8 token rows, in blocks of as many warps as keep every tile's block resident at once.
-template <Epilogue E, int NT>
+// The shared memory of a block of `warps` warps in clusters of `cluster` blocks: the warps' rings, then the inbox of
+// the other blocks' sums.
+template <int NT, int S>
+constexpr size_t shared_bytes(int warps, int cluster) {
+  return size_t(warps) * S * 1024 + size_t(cluster - 1) * kPartBytes<NT>;
+}
+
+// How a launch spreads a tile's k: over `cluster` blocks of `warps` warps each.
+struct Split {
+  int cluster = 0, warps = 0;
+};
+
+// The kernel for NT·8 token rows. A launch with fewer tiles than SMs spreads each tile over a cluster of blocks
+// (as many as bring the blocks to the SM count), so that every SM streams weights; the blocks take the most warps
+// (up to kMaxWarps, one k block each at least) with which every block is resident at once (one wave: a second wave
+// would double the latency, which is what a step of few rows costs), as the occupancy calculator counts them.
+template <Epilogue E, int NT, int S>
 void launch_rows(const Params& a, const FusedRowsInput& in, cudaStream_t stream) {
-  const auto kernel = fused_rows_kernel<E, NT>;
-  // Warps per block: the most (up to kMaxWarps, one k block each at least) with which every tile's block is
-  // resident at once, as the occupancy calculator counts blocks of that size; found once per kernel and shape.
-  static thread_local std::map<std::pair<int, int>, int> chosen;  // (tiles, k blocks) -> warps
+  const auto kernel = fused_rows_kernel<E, NT, S>;
   const int kblocks = a.k / kBlockK;
-  int& warps = chosen[{a.tiles, kblocks}];
-  if (warps == 0) {
+  static thread_local std::map<std::pair<int, int>, Split> chosen;  // (tiles, k blocks) -> split
+  Split& split = chosen[{a.tiles, kblocks}];
+  if (split.warps == 0) {
+    int device = 0, optin = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "shared memory limit");
+    // The same value on every call, so no launch a graph recorded earlier is ever refused its shared memory.
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "fused rows shared memory");
     const int sms = sm_count();
-    warps = 1;
-    for (int w = std::min(kMaxWarps, kblocks); w > 1; --w) {
-      int per_sm = 0;
-      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * 32, shared_bytes<NT>(w)),
-            "fused rows occupancy");
-      if (int64_t(per_sm) * sms >= a.tiles) {
-        warps = w;
+    int clusters_ok = 0;
+    check(cudaDeviceGetAttribute(&clusters_ok, cudaDevAttrClusterLaunch, device), "cluster launch support");
+    int cluster = clusters_ok ? std::clamp((sms + a.tiles - 1) / a.tiles, 1, std::min(8, kblocks)) : 1;
+    split = {cluster, 1};
+    for (int w = std::min(kMaxWarps, (kblocks + cluster - 1) / cluster); w > 1; --w) {
+      const size_t bytes = shared_bytes<NT, S>(w, cluster);
+      if (bytes > size_t(optin)) continue;
+      int fit = 0;
+      if (cluster == 1) {
+        check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, w * 32, bytes), "fused rows occupancy");
+        fit *= sms;
+      } else {
+        cudaLaunchAttribute attr{};
+        attr.id = cudaLaunchAttributeClusterDimension;
+        attr.val.clusterDim = {unsigned(cluster), 1, 1};
+        cudaLaunchConfig_t config{};
+        config.gridDim = dim3(unsigned(a.tiles * cluster));
+        config.blockDim = dim3(unsigned(w * 32));
+        config.dynamicSmemBytes = bytes;
+        config.attrs = &attr;
+        config.numAttrs = 1;
+        check(cudaOccupancyMaxActiveClusters(&fit, kernel, &config), "fused rows cluster occupancy");
+      }
+      if (fit >= a.tiles) {
+        split.warps = w;
         break;
       }
     }
   }
   Params p = a;
-  p.warp_kb = (kblocks + warps - 1) / warps;
-  const int used = (kblocks + p.warp_kb - 1) / p.warp_kb;  // none without k blocks
-  check(launch_kernel(kernel, dim3(unsigned(a.tiles)), dim3(unsigned(used * 32)), shared_bytes<NT>(used), stream,
-                      in.chained, p),
+  p.cluster = split.cluster;
+  p.part_kb = (kblocks + split.cluster * split.warps - 1) / (split.cluster * split.warps);
+  // The warps that have k blocks (all but the last block's tail), at least one.
+  const int parts = std::max(1, (kblocks + p.part_kb - 1) / p.part_kb);
+  const int warps = (parts + split.cluster - 1) / split.cluster;
+  check(launch_kernel(kernel, dim3(unsigned(a.tiles * split.cluster)), dim3(unsigned(warps * 32)),
+                      shared_bytes<NT, S>(warps, split.cluster), stream, in.chained, p, split.cluster),
         "fused rows launch");
 }
 
@@ -373,9 +440,9 @@ void launch(Params& a, const FusedRowsInput& in, cudaStream_t stream) {
   a.eps = in.eps;
   a.rows = int(in.rows);
   a.k = int(in.k);
-  if (a.rows <= 8) launch_rows<E, 1>(a, in, stream);
-  else if (a.rows <= 16) launch_rows<E, 2>(a, in, stream);
-  else launch_rows<E, 4>(a, in, stream);
+  if (a.rows <= 8) launch_rows<E, 1, kStages>(a, in, stream);
+  else if (a.rows <= 16) launch_rows<E, 2, kStages>(a, in, stream);
+  else launch_rows<E, 4, kStages>(a, in, stream);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "backend/cuda/fused_rows_ops.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
