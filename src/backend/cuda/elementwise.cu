@@ -3,6 +3,8 @@
 
 #include <cuda_bf16.h>
 
+#include "backend/cuda/bf16_vector.cuh"
+
 namespace wick::cuda {
 
 namespace {
@@ -32,10 +34,44 @@ __global__ void add_bias_kernel(T* out, const bf16* bias, int64_t rows, int64_t 
   }
 }
 
+// transformers' "gelu" (x·Φ(x) with the exact erf) or, with kTanh, its tanh approximation ("gelu_new").
+template <bool kTanh>
+__device__ inline float gelu_of(float x) {
+  if constexpr (kTanh) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  else return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+}
+
+// Eight elements a thread, 16 bytes at a time; each thread reads its elements before writing them (out may alias x).
+template <bool kTanh>
+__global__ void gelu8_kernel(const uint4* x, uint4* out, int64_t vectors) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < vectors; i += int64_t(gridDim.x) * blockDim.x) {
+    float f[8];
+    unpack8(x[i], f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f[j] = gelu_of<kTanh>(f[j]);
+    out[i] = pack8(f);
+  }
+}
+
+template <bool kTanh>
+__global__ void gelu_kernel(const bf16* x, bf16* out, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16(gelu_of<kTanh>(__bfloat162float(x[i])));
+}
+
 // Blocks of kThreads for n elements, at least one.
 int grid_for(int64_t n) {
   const int64_t g = (n + kThreads - 1) / kThreads;
   return int(g < kMaxBlocks ? (g > 0 ? g : 1) : kMaxBlocks);
+}
+
+template <bool kTanh>
+void launch_gelu(const void* x, void* out, int64_t n, cudaStream_t stream) {
+  if (n % 8 == 0 && aligned16(x) && aligned16(out))
+    gelu8_kernel<kTanh><<<grid_for(n / 8), kThreads, 0, stream>>>(static_cast<const uint4*>(x),
+                                                                   static_cast<uint4*>(out), n / 8);
+  else
+    gelu_kernel<kTanh><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const bf16*>(x), static_cast<bf16*>(out), n);
 }
 
 }  // namespace
@@ -60,6 +96,12 @@ void add_bias(void* out, bool out_f32, const void* bias, int64_t rows, int64_t n
   else
     add_bias_kernel<bf16><<<grid_for(rows * n), kThreads, 0, stream>>>(static_cast<bf16*>(out),
                                                                       static_cast<const bf16*>(bias), rows, n);
+}
+
+void gelu(const void* x, bool tanh, void* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  if (tanh) launch_gelu<true>(x, out, n, stream);
+  else launch_gelu<false>(x, out, n, stream);
 }
 
 }  // namespace wick::cuda

@@ -31,6 +31,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/async_copy.cuh"
+#include "backend/cuda/bf16_vector.cuh"
 #include "backend/cuda/chain.cuh"
 #include "backend/cuda/fused_gemv.h"
 
@@ -84,16 +85,6 @@ struct Pair {
   int proj0 = 0, row0 = 0, proj1 = 0, row1 = 0;
   bool second = true;  // row1 exists
 };
-
-__device__ inline void unpack8(const uint4& v, float (&f)[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 p = __bfloat1622float2(h[j]);
-    f[2 * j] = p.x;
-    f[2 * j + 1] = p.y;
-  }
-}
 
 __device__ inline float dot8(const uint4& w, const float (&x)[8], float acc) {
   float f[8];

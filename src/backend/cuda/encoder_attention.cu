@@ -1,0 +1,159 @@
+// Bidirectional flash attention within each sequence of a packed batch, on tensor cores: the tiles, the mma
+// fragments and the online softmax of the causal prefill kernel (flash_tile.cuh), with a block per (64-query tile of
+// one sequence, head) whose keys are all of that sequence's rows, and MPNet's relative-position bias added to the
+// scores from a per-block table of the bias of each distance j − i.
+#include "backend/cuda/encoder_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "backend/cuda/flash_tile.cuh"
+
+namespace wick::cuda {
+
+namespace {
+
+using namespace attention_kernels;
+using namespace flash;
+
+struct EncoderParams {
+  const bf16 *q, *k, *v;
+  const int32_t* starts;
+  bf16* out;
+  const bf16* bias;  // [num_buckets, heads] or null
+  int64_t rows;
+  int tiles;  // query tiles per sequence (of the longest)
+  int heads, kv_heads;
+  int span;   // the bias table covers distances [−span, span]; farther ones share the bucket of ±span
+  int num_buckets;
+  float scale_log2;
+  float log_ratio;  // log(max_distance / max_exact) as transformers computes it: in double, then used as an f32
+};
+
+// transformers' MPNet relative_position_bucket of one distance j − i, in its f32 arithmetic, so that the bucket
+// edges (where the log lands on an integer) fall where they fall there.
+__device__ int relative_bucket(int relative, int num_buckets, float log_ratio) {
+  const int half = num_buckets / 2, max_exact = half / 2;
+  const int n = relative > 0 ? relative : -relative;
+  const int sign = relative > 0 ? half : 0;  // transformers' n = −relative < 0
+  if (n < max_exact) return sign + n;
+  const float large = logf(float(n) / float(max_exact)) / log_ratio * float(half - max_exact);
+  return sign + min(max_exact + int(large), half - 1);
+}
+
+// Rows of the bias table: 2·span + 1 floats.
+int64_t bias_floats(int64_t span) { return 2 * span + 1; }
+
+// Grid (sequence · tiles + query tile, head); blocks past their sequence's end return at once. A warp whose 16 rows
+// all lie past the end still stages tiles (every thread copies its share) but computes nothing.
+template <int D, bool kBias>
+__global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
+  extern __shared__ uint4 shared[];
+  bf16* tiles = reinterpret_cast<bf16*>(shared);                         // [stage][K, V][kKeyTile][kRow<D>]
+  float* bias = reinterpret_cast<float*>(shared + tile_bytes<D>() / 16);  // [2·span + 1]: distance j − i + span
+
+  const int64_t seq = blockIdx.x / p.tiles;
+  const int tile = blockIdx.x % p.tiles;
+  const int64_t start = min(max(int64_t(p.starts[seq]), int64_t(0)), p.rows);  // clamped: reads stay in bounds
+  const int64_t len = min(max(int64_t(p.starts[seq + 1]), start), p.rows) - start;
+  if (int64_t(tile) * kQueryTile >= len) return;
+
+  const int h = blockIdx.y, kvh = h / (p.heads / p.kv_heads);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane % 4;
+  // Positions within the sequence.
+  const int i0 = tile * kQueryTile + warp * 16 + lane / 4, i1 = i0 + 8;
+  const bool has0 = i0 < len, has1 = i1 < len, warp_has = tile * kQueryTile + warp * 16 < len;
+  const int64_t key_tiles = ceil_div(len, kKeyTile);
+  stage_kv<D>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
+
+  if constexpr (kBias) {  // read after the first tile's barrier
+    for (int r = threadIdx.x; r <= 2 * p.span; r += kThreads)
+      bias[r] = __bfloat162float(p.bias[relative_bucket(r - p.span, p.num_buckets, p.log_ratio) * p.heads + h]) *
+                kLog2e;
+  }
+
+  QueryRows<D> rows;
+  rows.begin(p.q, start + i0, start + i1, has0, has1, p.heads, h, lane);
+  for (int64_t kt = 0; kt < key_tiles; ++kt) {
+    const int64_t first_key = kt * kKeyTile;
+    if (kt + 1 < key_tiles) {
+      stage_kv<D>(tiles, (kt + 1) % 2, p.k, p.v, start + first_key + kKeyTile, len - first_key - kKeyTile,
+                  p.kv_heads, kvh);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (warp_has) {
+      float s[kKeyBlocks][4];
+      rows.scores(s, key_tile<D>(tiles, kt % 2), lane);
+      const bool mask = first_key + kKeyTile > len;  // the last tile's rows past the sequence are zeros
+#pragma unroll
+      for (int nb = 0; nb < kKeyBlocks; ++nb)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int key = int(first_key) + nb * 8 + 2 * quad + c % 2;
+          float x = s[nb][c] * p.scale_log2;
+          if constexpr (kBias) x += bias[min(max(key - (c < 2 ? i0 : i1), -p.span), p.span) + p.span];
+          s[nb][c] = mask && key >= len ? -INFINITY : x;
+        }
+      rows.absorb(s, value_tile<D>(tiles, kt % 2), lane);
+    }
+    __syncthreads();  // the next iteration stages into this buffer
+  }
+  rows.finish(p.out, start + i0, start + i1, has0, has1, p.heads, h, lane);
+}
+
+template <int D, bool kBias>
+void launch(const EncoderAttentionParams& a, cudaStream_t stream) {
+  constexpr auto kernel = encoder_kernel<D, kBias>;
+  // The limit is raised once, for the largest table a launch may ask for.
+  allow_shared_bytes<kernel>(tile_bytes<D>() + sizeof(float) * bias_floats(kEncoderMaxBiasSpan));
+  const int64_t span = kBias ? std::min(a.max_distance, a.max_len - 1) : 0;
+  const size_t bytes = tile_bytes<D>() + (kBias ? sizeof(float) * bias_floats(span) : 0);
+  const int tiles = int(ceil_div(a.max_len, kQueryTile));
+  const int half = int(a.num_buckets / 2);
+  const EncoderParams p{
+      .q = static_cast<const bf16*>(a.q), .k = static_cast<const bf16*>(a.k), .v = static_cast<const bf16*>(a.v),
+      .starts = a.starts, .out = static_cast<bf16*>(a.out), .bias = static_cast<const bf16*>(a.bias),
+      .rows = a.rows, .tiles = tiles, .heads = int(a.heads), .kv_heads = int(a.kv_heads), .span = int(span),
+      .num_buckets = int(a.num_buckets), .scale_log2 = a.scale * kLog2e,
+      .log_ratio = kBias ? float(std::log(double(a.max_distance) / double(half / 2))) : 0.0f};
+  const dim3 grid(unsigned(a.sequences * tiles), unsigned(a.heads));
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
+}
+
+// Calls f(std::integral_constant<int, D>{}) for D = head_dim, a multiple of 16 up to 128; false for any other.
+template <class F>
+bool with_encoder_head_dim(int64_t head_dim, F&& f) {
+  switch (head_dim) {
+    case 16: f(std::integral_constant<int, 16>{}); return true;
+    case 32: f(std::integral_constant<int, 32>{}); return true;
+    case 48: f(std::integral_constant<int, 48>{}); return true;
+    case 64: f(std::integral_constant<int, 64>{}); return true;
+    case 80: f(std::integral_constant<int, 80>{}); return true;
+    case 96: f(std::integral_constant<int, 96>{}); return true;
+    case 112: f(std::integral_constant<int, 112>{}); return true;
+    case 128: f(std::integral_constant<int, 128>{}); return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+bool encoder_attention_supports(const EncoderAttentionParams& p) {
+  const bool dims = with_encoder_head_dim(p.head_dim, [](auto) {});
+  return dims && (!p.bias || std::min(p.max_distance, p.max_len - 1) <= kEncoderMaxBiasSpan);
+}
+
+bool encoder_attention(const EncoderAttentionParams& p, cudaStream_t stream) {
+  if (!encoder_attention_supports(p)) return false;
+  if (p.rows == 0 || p.sequences == 0 || p.max_len == 0) return true;
+  return with_encoder_head_dim(p.head_dim, [&](auto d) {
+    if (p.bias) launch<d.value, true>(p, stream);
+    else launch<d.value, false>(p, stream);
+  });
+}
+
+}  // namespace wick::cuda
