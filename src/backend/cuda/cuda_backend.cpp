@@ -471,8 +471,8 @@ class CudaBackend final : public Backend {
     const bool heads = p.num_heads > 0 && p.num_kv_heads > 0 && p.head_dim > 0 && p.num_heads % p.num_kv_heads == 0;
     const auto kv_like = [&](const Tensor& t) { return t.rank() > 0 && t.dim(0) == rows && row_size(t) == kv_row; };
     expect(heads && q.numel() == rows * p.num_heads * p.head_dim && kv_like(k) && kv_like(v) &&
-               out.numel() == q.numel() && out.rank() > 0 && out.dim(0) == rows && spans.starts.numel() >= 1 && spans.max_len >= 0 &&
-               spans.max_len <= rows,
+               out.numel() == q.numel() && out.rank() > 0 && out.dim(0) == rows && spans.starts.numel() >= 1 &&
+               spans.max_len >= 0 && spans.max_len <= rows,
            op,
            "heads " + std::to_string(p.num_heads) + "/" + std::to_string(p.num_kv_heads) + " head_dim " +
                std::to_string(p.head_dim) + " max_len " + std::to_string(spans.max_len) + ", shapes " +
