@@ -179,6 +179,22 @@ std::vector<double> encoder_attention_ref(const AttentionCase& c, const std::vec
   return out;
 }
 
+TEST(EncoderAttentionReference, MatchesCausalAttentionWhereEveryQuerySeesEveryKey) {
+  // The reference above against the CPU backend's causal attention() with every query at the last position: one
+  // sequence, no bias, is then the same softmax. Runs without a GPU.
+  const AttentionCase c{{33}, 4, 2, 32, false};
+  const Tensor q = random_bf16_values({33, 4, 32}, 60), k = random_bf16_values({33, 2, 32}, 61),
+               v = random_bf16_values({33, 2, 32}, 62);
+  const double scale = 1.0 / std::sqrt(32.0);
+  auto cpu = make_cpu_backend();
+  Tensor out = cpu->alloc({33, 128}, DType::f32);
+  cpu->attention(cpu->upload(q, DType::f32), cpu->upload(k, DType::f32), cpu->upload(v, DType::f32),
+                 Tensor::from_ints(std::vector<int32_t>(33, 32), {33}), out,
+                 {.num_heads = 4, .num_kv_heads = 2, .head_dim = 32, .scale = float(scale)});
+  EXPECT_CLOSE(cpu->download(out), host_tensor(encoder_attention_ref(c, {0, 33}, q, k, v, Tensor(), scale), {33, 128}),
+               1e-5);
+}
+
 TEST_F(CudaEncoder, AttentionOverRaggedPackedSequences) {
   const std::vector<int32_t> ragged = {1, 7, 0, 33, 128, 300};  // an empty sequence too
   const AttentionCase cases[] = {
@@ -187,10 +203,10 @@ TEST_F(CudaEncoder, AttentionOverRaggedPackedSequences) {
       {ragged, 12, 12, 64, false},  // BERT's heads
       {ragged, 12, 12, 64, true},   // MPNet: distances past max_distance share the last bucket
       {ragged, 8, 2, 64, true},     // grouped-query
-      {{5, 64, 2}, 4, 4, 64, true},  // every distance inside max_distance (a table narrower than 2·128 + 1)
+      {{5, 64, 2}, 4, 4, 64, true},  // every distance inside max_distance
       {{70, 3}, 4, 2, 128, false},
       {{70, 3}, 2, 1, 80, true},
-      {{600, 17}, 2, 2, 64, true, 32, 1000},  // past the tiled lengths of a typical encoder, a long bias table
+      {{600, 17}, 2, 2, 64, true, 32, 1000},  // longer than a typical encoder takes, other bucket edges
   };
   uint32_t seed = 20;
   for (const AttentionCase& c : cases) {

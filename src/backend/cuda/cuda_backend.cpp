@@ -493,9 +493,8 @@ class CudaBackend final : public Backend {
     if (!cuda::encoder_attention_supports(a))
       fail(ErrorKind::unsupported,
            "cuda encoder_attention: head_dim " + std::to_string(p.head_dim) +
-               " (built for multiples of 16 up to 128), or a relative bias over distances up to " +
-               std::to_string(std::min(bias.max_distance, spans.max_len - 1)) + " (at most " +
-               std::to_string(cuda::kEncoderMaxBiasSpan) + ")");
+               " (built for multiples of 16 up to 128), or a relative bias over sequences of " +
+               std::to_string(spans.max_len) + " tokens (at most " + std::to_string(cuda::kEncoderMaxBiasLen) + ")");
     expect(reinterpret_cast<uintptr_t>(k.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(v.raw()) % 16 == 0, op,
            "k and v must be 16-byte aligned");
     cuda::encoder_attention(a, stream_);

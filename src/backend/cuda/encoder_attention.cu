@@ -4,7 +4,7 @@
 // scores from a per-block table of the bias of each distance j − i.
 #include "backend/cuda/encoder_attention.h"
 
-#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <type_traits>
 
@@ -23,9 +23,9 @@ struct EncoderParams {
   bf16* out;
   const bf16* bias;  // [num_buckets, heads] or null
   int64_t rows;
+  int max_len;
   int tiles;  // query tiles per sequence (of the longest)
   int heads, kv_heads;
-  int span;   // the bias table covers distances [−span, span]; farther ones share the bucket of ±span
   int num_buckets;
   float scale_log2;
   float log_ratio;  // log(max_distance / max_exact) as transformers computes it: in double, then used as an f32
@@ -42,41 +42,44 @@ __device__ int relative_bucket(int relative, int num_buckets, float log_ratio) {
   return sign + min(max_exact + int(large), half - 1);
 }
 
-// Rows of the bias table: 2·span + 1 floats.
-int64_t bias_floats(int64_t span) { return 2 * span + 1; }
+// The bias table's floats: one per distance j − i in [−(max_len − 1), max_len − 1], so that a score finds its bias
+// at a constant offset from its row's base, with no clamping.
+int64_t bias_floats(int64_t max_len) { return 2 * max_len - 1; }
 
 // Grid (sequence · tiles + query tile, head); blocks past their sequence's end return at once. A warp whose 16 rows
-// all lie past the end still stages tiles (every thread copies its share) but computes nothing.
+// all lie past the end still stages tiles (every thread copies its share) but computes nothing. A sequence longer
+// than max_len is cut to it (callers validate; this keeps reads in bounds).
 template <int D, bool kBias>
 __global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
   extern __shared__ uint4 shared[];
   bf16* tiles = reinterpret_cast<bf16*>(shared);                         // [stage][K, V][kKeyTile][kRow<D>]
-  float* bias = reinterpret_cast<float*>(shared + tile_bytes<D>() / 16);  // [2·span + 1]: distance j − i + span
+  float* bias = reinterpret_cast<float*>(shared + tile_bytes<D>() / 16);  // [distance j − i + max_len − 1]
 
   const int64_t seq = blockIdx.x / p.tiles;
   const int tile = blockIdx.x % p.tiles;
   const int64_t start = min(max(int64_t(p.starts[seq]), int64_t(0)), p.rows);  // clamped: reads stay in bounds
-  const int64_t len = min(max(int64_t(p.starts[seq + 1]), start), p.rows) - start;
-  if (int64_t(tile) * kQueryTile >= len) return;
+  const int len = int(min(min(max(int64_t(p.starts[seq + 1]), start), p.rows) - start, int64_t(p.max_len)));
+  if (tile * kQueryTile >= len) return;
 
   const int h = blockIdx.y, kvh = h / (p.heads / p.kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane % 4;
   // Positions within the sequence.
   const int i0 = tile * kQueryTile + warp * 16 + lane / 4, i1 = i0 + 8;
   const bool has0 = i0 < len, has1 = i1 < len, warp_has = tile * kQueryTile + warp * 16 < len;
-  const int64_t key_tiles = ceil_div(len, kKeyTile);
+  const int key_tiles = int(ceil_div(len, kKeyTile));
   stage_kv<D>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
 
   if constexpr (kBias) {  // read after the first tile's barrier
-    for (int r = threadIdx.x; r <= 2 * p.span; r += kThreads)
-      bias[r] = __bfloat162float(p.bias[relative_bucket(r - p.span, p.num_buckets, p.log_ratio) * p.heads + h]) *
+    for (int r = threadIdx.x; r < 2 * p.max_len - 1; r += kThreads)
+      bias[r] = __bfloat162float(
+                    p.bias[relative_bucket(r - (p.max_len - 1), p.num_buckets, p.log_ratio) * p.heads + h]) *
                 kLog2e;
   }
 
   QueryRows<D> rows;
   rows.begin(p.q, start + i0, start + i1, has0, has1, p.heads, h, lane);
-  for (int64_t kt = 0; kt < key_tiles; ++kt) {
-    const int64_t first_key = kt * kKeyTile;
+  for (int kt = 0; kt < key_tiles; ++kt) {
+    const int first_key = kt * kKeyTile;
     if (kt + 1 < key_tiles) {
       stage_kv<D>(tiles, (kt + 1) % 2, p.k, p.v, start + first_key + kKeyTile, len - first_key - kKeyTile,
                   p.kv_heads, kvh);
@@ -88,16 +91,28 @@ __global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
     if (warp_has) {
       float s[kKeyBlocks][4];
       rows.scores(s, key_tile<D>(tiles, kt % 2), lane);
-      const bool mask = first_key + kKeyTile > len;  // the last tile's rows past the sequence are zeros
+      // Score s[nb][c] is key first_key + 2·quad + t (t = nb·8 + c % 2) of row i0 (c < 2) or i1: its bias sits at
+      // t past the row's base. Rows past the sequence read the last row's (they are never stored), so that every
+      // distance stays in the table.
+      const int key0 = first_key + 2 * quad;
+      const float* base0 = bias + (p.max_len - 1) + key0 - min(i0, len - 1);
+      const float* base1 = bias + (p.max_len - 1) + key0 - min(i1, len - 1);
+      const auto to_log2 = [&](auto last_tile) {
 #pragma unroll
-      for (int nb = 0; nb < kKeyBlocks; ++nb)
+        for (int nb = 0; nb < kKeyBlocks; ++nb)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int key = int(first_key) + nb * 8 + 2 * quad + c % 2;
-          float x = s[nb][c] * p.scale_log2;
-          if constexpr (kBias) x += bias[min(max(key - (c < 2 ? i0 : i1), -p.span), p.span) + p.span];
-          s[nb][c] = mask && key >= len ? -INFINITY : x;
-        }
+          for (int c = 0; c < 4; ++c) {
+            const int t = nb * 8 + c % 2;
+            if (decltype(last_tile)::value && key0 + t >= len) {  // the last tile's rows past the sequence: zeros
+              s[nb][c] = -INFINITY;
+              continue;
+            }
+            if constexpr (kBias) s[nb][c] = s[nb][c] * p.scale_log2 + (c < 2 ? base0 : base1)[t];
+            else s[nb][c] *= p.scale_log2;
+          }
+      };
+      if (first_key + kKeyTile > len) to_log2(std::true_type{});
+      else to_log2(std::false_type{});
       rows.absorb(s, value_tile<D>(tiles, kt % 2), lane);
     }
     __syncthreads();  // the next iteration stages into this buffer
@@ -109,15 +124,14 @@ template <int D, bool kBias>
 void launch(const EncoderAttentionParams& a, cudaStream_t stream) {
   constexpr auto kernel = encoder_kernel<D, kBias>;
   // The limit is raised once, for the largest table a launch may ask for.
-  allow_shared_bytes<kernel>(tile_bytes<D>() + sizeof(float) * bias_floats(kEncoderMaxBiasSpan));
-  const int64_t span = kBias ? std::min(a.max_distance, a.max_len - 1) : 0;
-  const size_t bytes = tile_bytes<D>() + (kBias ? sizeof(float) * bias_floats(span) : 0);
+  allow_shared_bytes<kernel>(tile_bytes<D>() + sizeof(float) * bias_floats(kEncoderMaxBiasLen));
+  const size_t bytes = tile_bytes<D>() + (kBias ? sizeof(float) * bias_floats(a.max_len) : 0);
   const int tiles = int(ceil_div(a.max_len, kQueryTile));
   const int half = int(a.num_buckets / 2);
   const EncoderParams p{
       .q = static_cast<const bf16*>(a.q), .k = static_cast<const bf16*>(a.k), .v = static_cast<const bf16*>(a.v),
       .starts = a.starts, .out = static_cast<bf16*>(a.out), .bias = static_cast<const bf16*>(a.bias),
-      .rows = a.rows, .tiles = tiles, .heads = int(a.heads), .kv_heads = int(a.kv_heads), .span = int(span),
+      .rows = a.rows, .max_len = int(a.max_len), .tiles = tiles, .heads = int(a.heads), .kv_heads = int(a.kv_heads),
       .num_buckets = int(a.num_buckets), .scale_log2 = a.scale * kLog2e,
       .log_ratio = kBias ? float(std::log(double(a.max_distance) / double(half / 2))) : 0.0f};
   const dim3 grid(unsigned(a.sequences * tiles), unsigned(a.heads));
@@ -144,7 +158,7 @@ bool with_encoder_head_dim(int64_t head_dim, F&& f) {
 
 bool encoder_attention_supports(const EncoderAttentionParams& p) {
   const bool dims = with_encoder_head_dim(p.head_dim, [](auto) {});
-  return dims && (!p.bias || std::min(p.max_distance, p.max_len - 1) <= kEncoderMaxBiasSpan);
+  return dims && (!p.bias || p.max_len <= kEncoderMaxBiasLen) && p.max_len <= INT_MAX / 2;
 }
 
 bool encoder_attention(const EncoderAttentionParams& p, cudaStream_t stream) {

@@ -15,7 +15,7 @@ struct EncoderAttentionParams {
   const int32_t* starts = nullptr;  // [sequences + 1] on the device: sequence s is rows [starts[s], starts[s + 1])
   void* out = nullptr;             // [rows, heads · head_dim] bf16
   int64_t rows = 0, sequences = 0;
-  int64_t max_len = 0;  // the longest sequence; a longer one has its rows past max_len unwritten (callers validate)
+  int64_t max_len = 0;  // the longest sequence; a longer one is cut to max_len, its later rows unwritten (callers validate)
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   // The relative-position bias, or null: table [num_buckets, heads] bf16, added to the score of query i and key j
@@ -24,12 +24,12 @@ struct EncoderAttentionParams {
   int64_t num_buckets = 0, max_distance = 0;
 };
 
-/// The largest relative distance whose bias the kernel keeps a table of (min(max_distance, max_len − 1) must not
-/// exceed it): 2·4096 + 1 floats of shared memory.
-constexpr int64_t kEncoderMaxBiasSpan = 4096;
+/// The longest sequence the kernel takes with a relative bias: its block keeps the bias of every distance
+/// (2·max_len − 1 floats of shared memory, 32 KB at this length). Without a bias, any length.
+constexpr int64_t kEncoderMaxBiasLen = 4096;
 
-/// Whether encoder_attention takes these shapes: head_dim a multiple of 16 up to 128, and a relative bias (if any)
-/// over a span of at most kEncoderMaxBiasSpan.
+/// Whether encoder_attention takes these shapes: head_dim a multiple of 16 up to 128, and with a relative bias
+/// max_len at most kEncoderMaxBiasLen.
 bool encoder_attention_supports(const EncoderAttentionParams& p);
 
 /// Queues the attention; false (nothing launched) where encoder_attention_supports says no.
