@@ -9,13 +9,13 @@
 namespace wick::cuda {
 
 struct EncoderAttentionParams {
-  const void* q = nullptr;         // [rows, heads, head_dim] bf16
-  const void* k = nullptr;         // [rows, kv_heads, head_dim] bf16, 16-byte aligned
-  const void* v = nullptr;         // as k
+  const void* q = nullptr;          // [rows, heads, head_dim] bf16
+  const void* k = nullptr;          // [rows, kv_heads, head_dim] bf16, 16-byte aligned
+  const void* v = nullptr;          // as k
   const int32_t* starts = nullptr;  // [sequences + 1] on the device: sequence s is rows [starts[s], starts[s + 1])
-  void* out = nullptr;             // [rows, heads · head_dim] bf16
+  void* out = nullptr;              // [rows, heads · head_dim] bf16
   int64_t rows = 0, sequences = 0;
-  int64_t max_len = 0;  // the longest sequence; a longer one is cut to max_len, its later rows unwritten (callers validate)
+  int64_t max_len = 0;  // the longest sequence; a longer one is cut to it, its later rows unwritten (callers validate)
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   // The relative-position bias, or null: table [num_buckets, heads] bf16, added to the score of query i and key j
