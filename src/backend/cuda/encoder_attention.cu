@@ -69,8 +69,8 @@ __global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
   const int key_tiles = int(ceil_div(len, kKeyTile));
   stage_kv<D>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
 
-  if constexpr (kBias) {  // read after the first tile's barrier
-    for (int r = threadIdx.x; r < 2 * p.max_len - 1; r += kThreads)
+  if constexpr (kBias) {  // the distances of this sequence, |j − i| < len; read after the first tile's barrier
+    for (int r = p.max_len - len + int(threadIdx.x); r < p.max_len + len - 1; r += kThreads)
       bias[r] = __bfloat162float(
                     p.bias[relative_bucket(r - (p.max_len - 1), p.num_buckets, p.log_ratio) * p.heads + h]) *
                 kLog2e;
