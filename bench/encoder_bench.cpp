@@ -44,7 +44,7 @@ EncoderSpans equal_spans(Backend& b, int64_t batch, int64_t len) {
 void finish(Backend& b, const Tensor& t) { benchmark::DoNotOptimize(b.download(t.rows(0, 1))); }
 
 // Args: heads, head_dim, tokens per sequence, sequences.
-void BM_EncoderAttention(benchmark::State& state) {
+void BM_CudaEncoderAttention(benchmark::State& state) {
   auto gpu = gpu_or_skip(state);
   if (!gpu) return;
   const int64_t heads = state.range(0), d = state.range(1), len = state.range(2), batch = state.range(3);
@@ -65,7 +65,7 @@ void BM_EncoderAttention(benchmark::State& state) {
   state.counters["TFLOPs"] =
       benchmark::Counter(flops * 1e-12 * double(state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_EncoderAttention)
+BENCHMARK(BM_CudaEncoderAttention)
     ->Args({12, 32, 128, 128})
     ->Args({12, 32, 512, 32})
     ->Args({12, 64, 128, 128})
@@ -80,7 +80,7 @@ struct EncoderLayerWeights {
 };
 
 // Args: hidden, heads, layers, tokens per sequence, sequences (ffn = 4 · hidden).
-void BM_EncoderLayers(benchmark::State& state) {
+void BM_CudaEncoderLayers(benchmark::State& state) {
   auto gpu = gpu_or_skip(state);
   if (!gpu) return;
   const int64_t hidden = state.range(0), heads = state.range(1), layers = state.range(2), len = state.range(3),
@@ -129,7 +129,7 @@ void BM_EncoderLayers(benchmark::State& state) {
   state.counters["sentences_per_s"] =
       benchmark::Counter(double(batch) * double(state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_EncoderLayers)
+BENCHMARK(BM_CudaEncoderLayers)
     ->Args({384, 12, 6, 128, 128})  // MiniLM-L6
     ->Args({384, 12, 6, 512, 32})
     ->Args({768, 12, 12, 128, 128})  // BERT-base
