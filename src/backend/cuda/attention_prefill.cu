@@ -72,9 +72,9 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
         for (int c = 0; c < 4; ++c) {
           const int64_t key = first_key + nb * 8 + 2 * quad + c % 2;
           const bool seen = !mask || key <= (c < 2 ? pos0 : pos1);
-          s[nb][c] = seen ? s[nb][c] * p.scale_log2 : -INFINITY;
+          if (!seen) s[nb][c] = -INFINITY;
         }
-      rows.absorb(s, value_tile<D>(tiles, kt % 2), lane);
+      rows.absorb(s, p.scale_log2, value_tile<D>(tiles, kt % 2), lane);
     }
     __syncthreads();  // the next iteration stages into this buffer
   }

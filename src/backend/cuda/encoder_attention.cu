@@ -97,23 +97,20 @@ __global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
       const int key0 = first_key + 2 * quad;
       const float* base0 = bias + (p.max_len - 1) + key0 - min(i0, len - 1);
       const float* base1 = bias + (p.max_len - 1) + key0 - min(i1, len - 1);
-      const auto to_log2 = [&](auto last_tile) {
+      // Without a bias the scores go to absorb unscaled (it scales them in the FMA that subtracts the max).
+      const auto finish_scores = [&](auto last_tile) {
 #pragma unroll
         for (int nb = 0; nb < kKeyBlocks; ++nb)
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
             const int t = nb * 8 + c % 2;
-            if (decltype(last_tile)::value && key0 + t >= len) {  // the last tile's rows past the sequence: zeros
-              s[nb][c] = -INFINITY;
-              continue;
-            }
-            if constexpr (kBias) s[nb][c] = s[nb][c] * p.scale_log2 + (c < 2 ? base0 : base1)[t];
-            else s[nb][c] *= p.scale_log2;
+            if (decltype(last_tile)::value && key0 + t >= len) s[nb][c] = -INFINITY;  // rows past the sequence: zeros
+            else if constexpr (kBias) s[nb][c] = fmaf(s[nb][c], p.scale_log2, (c < 2 ? base0 : base1)[t]);
           }
       };
-      if (first_key + kKeyTile > len) to_log2(std::true_type{});
-      else to_log2(std::false_type{});
-      rows.absorb(s, value_tile<D>(tiles, kt % 2), lane);
+      if (first_key + kKeyTile > len) finish_scores(std::true_type{});
+      else if constexpr (kBias) finish_scores(std::false_type{});
+      rows.absorb(s, kBias ? 1.0f : p.scale_log2, value_tile<D>(tiles, kt % 2), lane);
     }
     __syncthreads();  // the next iteration stages into this buffer
   }

@@ -50,6 +50,14 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x by the special-function unit in one instruction (exp2f adds range handling around it). Subnormal results
+// flush to zero: a probability below 2^-126 counts as none.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
@@ -85,12 +93,13 @@ __device__ __forceinline__ void stage_kv(bf16* tiles, int stage, const bf16* k, 
 /// One warp's 16 query rows of one head. Fragment layouts are those of mma.m16n8k16: a thread holds rows
 /// r = lane / 4 and r + 8 of the warp's 16 (row0, row1 below), columns 2·(lane % 4) + {0, 1} of every 8-wide block.
 /// Q stays in registers; S = Q·Kᵀ comes out of the mma in exactly the layout P needs as the A operand of O += P·V.
-/// Scores are in log2 units (the caller scales them by scale·log2 e), so exp2f does the softmax.
+/// Scores times `scale` (> 0) are in log2 units, so exp2 does the softmax; the running max is kept unscaled, so that
+/// scaling and subtracting it are one FMA per score.
 template <int D>
 struct QueryRows {
   uint32_t qa[D / 16][4];
   float o[D / 8][4];
-  float m0, m1, l0, l1;  // each row's running max and Σ exp2(s − max)
+  float m0, m1, l0, l1;  // each row's running max (unscaled) and Σ exp2(scale · (s − max))
 
   /// Loads rows row0 and row1 of head h (q [·, heads, D]; a row that is not `has` reads as zeros) and clears the
   /// accumulators.
@@ -131,9 +140,9 @@ struct QueryRows {
     }
   }
 
-  /// The online softmax over scores s (log2 units; −inf: a key the row does not see), then O += P·V with the value
-  /// tile vs. s is consumed (it becomes P).
-  __device__ __forceinline__ void absorb(float (&s)[kKeyBlocks][4], const bf16* vs, int lane) {
+  /// The online softmax over scores s (times `scale`: log2 units; −inf: a key the row does not see), then O += P·V
+  /// with the value tile vs. s is consumed (it becomes P).
+  __device__ __forceinline__ void absorb(float (&s)[kKeyBlocks][4], float scale, const bf16* vs, int lane) {
     // The four lanes of a quad share a row.
     float mx0 = m0, mx1 = m1;
 #pragma unroll
@@ -146,14 +155,15 @@ struct QueryRows {
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
     }
-    const float base0 = mx0 == -INFINITY ? 0.0f : mx0, base1 = mx1 == -INFINITY ? 0.0f : mx1;  // nothing seen yet
-    const float c0 = exp2f(m0 - base0), c1 = exp2f(m1 - base1);
+    // In log2 units; 0 while nothing is seen yet (every score −inf, every exp2 0).
+    const float base0 = mx0 == -INFINITY ? 0.0f : mx0 * scale, base1 = mx1 == -INFINITY ? 0.0f : mx1 * scale;
+    const float c0 = fast_exp2(fmaf(m0, scale, -base0)), c1 = fast_exp2(fmaf(m1, scale, -base1));
     m0 = mx0, m1 = mx1;
     l0 *= c0, l1 *= c1;
 #pragma unroll
     for (int nb = 0; nb < kKeyBlocks; ++nb) {
-      s[nb][0] = exp2f(s[nb][0] - base0), s[nb][1] = exp2f(s[nb][1] - base0);
-      s[nb][2] = exp2f(s[nb][2] - base1), s[nb][3] = exp2f(s[nb][3] - base1);
+      s[nb][0] = fast_exp2(fmaf(s[nb][0], scale, -base0)), s[nb][1] = fast_exp2(fmaf(s[nb][1], scale, -base0));
+      s[nb][2] = fast_exp2(fmaf(s[nb][2], scale, -base1)), s[nb][3] = fast_exp2(fmaf(s[nb][3], scale, -base1));
       l0 += s[nb][0] + s[nb][1], l1 += s[nb][2] + s[nb][3];
     }
 #pragma unroll
