@@ -72,6 +72,8 @@ void parse_into(const nlohmann::json& j, const std::string& where, std::vector<S
       step.regex = oniguruma_regex(pattern["Regex"].get<std::string>(), here);
     } else if (pattern.contains("String") && pattern["String"].is_string()) {
       step.text = pattern["String"].get<std::string>();
+      // HF escapes the string into a regex: an empty one matches between every two characters.
+      if (step.text.empty()) step.regex = oniguruma_regex("", here);
     } else {
       fail(ErrorKind::corrupt, here + ": \"pattern\" must be {\"Regex\": ...} or {\"String\": ...}");
     }

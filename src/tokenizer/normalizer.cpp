@@ -78,6 +78,8 @@ void parse_into(const nlohmann::json& j, const std::string& where, std::vector<S
       step.regex = oniguruma_regex(pattern["Regex"].get<std::string>(), here);
     } else if (pattern.contains("String") && pattern["String"].is_string()) {
       step.literal = pattern["String"].get<std::string>();
+      // HF escapes the string into a regex: an empty one matches between every two characters.
+      if (step.literal.empty()) step.regex = oniguruma_regex("", here);
     } else {
       fail(ErrorKind::corrupt, here + ": \"pattern\" must be {\"Regex\": ...} or {\"String\": ...}");
     }

@@ -1,6 +1,5 @@
 #include "tokenizer/pretokenizer.h"
 
-#include <algorithm>
 #include <optional>
 
 #include <nlohmann/json.hpp>

@@ -62,6 +62,7 @@ TEST(Normalizers, SmallOnes) {
   EXPECT_EQ(normalize({{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}}, "  hi \t"), "  hi");
   EXPECT_EQ(normalize({{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}}, "a   b  c d"), "a b c d");
   EXPECT_EQ(normalize({{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "bb"}}, "banana"), "bbbnbbnbb");
+  EXPECT_EQ(normalize({{"type", "Replace"}, {"pattern", {{"String", ""}}}, {"content", "-"}}, "ab"), "-a-b-");
   EXPECT_EQ(normalize({{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}}, "hi"), "\xE2\x96\x81hi");
   EXPECT_EQ(normalize({{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}}, ""), "");
   EXPECT_WICK_ERROR(tok::Normalizer::from_json({{"type", "Nmt"}}, "tokenizer.json"), ErrorKind::unsupported,
