@@ -123,7 +123,10 @@ class Tokenizer {
 
 /// Streaming decode: feed ids one at a time, get text pieces. A piece never ends inside a UTF-8
 /// character (bytes are held until the character completes), and the concatenation of all pieces
-/// plus flush() equals Tokenizer::decode of all ids. Not thread-safe (one per stream).
+/// plus flush() equals Tokenizer::decode of all ids (for ByteLevel, WordPiece, Metaspace, Replace and
+/// ByteFallback/Fuse/Strip-at-start decoders; where the text depends on the stream's end, a Strip of
+/// trailing characters or a BPEDecoder suffix, or on a whole run of <0xXX> tokens that is not UTF-8, HF
+/// differs). Not thread-safe (one per stream).
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false);
