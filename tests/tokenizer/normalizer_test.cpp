@@ -170,7 +170,8 @@ TEST(Precompiled, ShortestPrefixOfAWholeGraphemeThenCharacters) {
                                     {"e" + acute, "\xC3\xA9"},  // a decomposed é -> composed
                                     {"o", "0"},
                                     {"o\xCC\x88", "\xC3\xB6"},  // never reached: "o" is the shorter prefix
-                                    {"x", ""}});                // deleted
+                                    {"x", ""},                  // deleted
+                                    {"\r", " "}});
   const json j = {{"type", "Precompiled"}, {"precompiled_charsmap", map}};
   EXPECT_EQ(normalize(j, "e" + acute), "\xC3\xA9");
   EXPECT_EQ(normalize(j, "o\xCC\x88"), "0");                 // the whole grapheme goes, as in spm_precompiled
@@ -178,6 +179,7 @@ TEST(Precompiled, ShortestPrefixOfAWholeGraphemeThenCharacters) {
   EXPECT_EQ(normalize(j, fi + acute + acute), "fi" + acute + acute);  // 7 bytes: character by character
   EXPECT_EQ(normalize(j, "xax box"), "a b0");
   EXPECT_EQ(normalize(j, "abc"), "abc");
+  EXPECT_EQ(normalize(j, "a\r\nb\rc"), "a b c");  // CR LF is one grapheme: its prefix "\r" replaces it whole
   const tok::PrecompiledCharsmap cm = tok::PrecompiledCharsmap::from_base64(map, "test");
   EXPECT_EQ(cm.transform("ob"), std::optional<std::string_view>("0"));
   EXPECT_EQ(cm.transform("b"), std::nullopt);
