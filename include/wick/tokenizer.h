@@ -1,9 +1,12 @@
-// wick tokenizer: Hugging Face tokenizer.json (byte-level BPE, as Qwen2/Qwen2.5/Qwen3 ship it) in native C++.
+// wick tokenizer: Hugging Face tokenizer.json in native C++: byte-level BPE (as Qwen2/Qwen2.5/Qwen3 ship it),
+// WordPiece (BERT, MPNet) and Unigram (sentencepiece: XLM-R, E5, T5).
 //
 // encode() returns exactly the ids of HF tokenizers' `Tokenizer.encode(text, add_special_tokens=False)`
 // (which is also what transformers returns with add_special_tokens=False): added and special tokens
-// written in the text are recognised first, the rest is normalized (NFC), pre-tokenized (Split regex,
-// ByteLevel) and run through BPE. decode() matches HF `decode`, including U+FFFD for byte sequences that
+// written in the text are recognised first, the rest is normalized (NFC/NFKC/..., BertNormalizer, Precompiled,
+// Replace, ...), pre-tokenized (Split regex, ByteLevel, BertPreTokenizer, Metaspace, ...) and run through the
+// model. encode(text, {.add_special_tokens = true}) adds the post-processor's specials ([CLS] ... [SEP]) and
+// truncates as transformers does. decode() matches HF `decode`, including U+FFFD for byte sequences that
 // are not UTF-8. Anything in tokenizer.json that wick does not implement is a load-time error of kind
 // `unsupported` naming the component, never a silent difference.
 #pragma once
@@ -36,6 +39,16 @@ struct ChatTemplateOptions {
   std::optional<bool> enable_thinking = std::nullopt;
 };
 
+/// Options of Tokenizer::encode (designated initializers: `{.add_special_tokens = true, .max_length = 512}`).
+struct EncodeOptions {
+  /// Add the post-processor's special tokens (TemplateProcessing, BertProcessing, RobertaProcessing), as
+  /// transformers' `tokenizer(text)` does by default. False: the ids of encode(text).
+  bool add_special_tokens = false;
+  /// transformers' `truncation=True, max_length=L`: at most L ids in all, specials included; the text's own ids
+  /// are cut on the right to L minus the specials added (to none when L is smaller). Unset: no truncation.
+  std::optional<int64_t> max_length = std::nullopt;
+};
+
 /// A loaded tokenizer. Immutable after load: copies are cheap (they share one state) and every
 /// const method may be called from many threads at once (the word cache inside is sharded and locked).
 class Tokenizer {
@@ -43,8 +56,10 @@ class Tokenizer {
   /// Loads `DIR/tokenizer.json` (plus `tokenizer_config.json` and `chat_template.jinja` beside it when
   /// present), or the tokenizer.json file given directly (its config is looked for beside it).
   /// Throws Error: not_found (no tokenizer.json), corrupt (bad JSON, a merge naming an unknown token,
-  /// a regex that does not compile), unsupported (a component type wick lacks, e.g. a Metaspace
-  /// pre_tokenizer or a Unigram model).
+  /// a regex that does not compile, a WordPiece unk_token missing from the vocab, a Unigram unk_id outside
+  /// it, a precompiled_charsmap that is not base64), unsupported (a component type wick lacks, e.g. a
+  /// CTC decoder or a UnicodeScripts pre_tokenizer). "truncation" and "padding" in the file are ignored,
+  /// as transformers overrides them on every call (see EncodeOptions).
   static Tokenizer load(const std::filesystem::path& model_dir_or_tokenizer_json);
 
   /// Builds a tokenizer from the text of tokenizer.json (and optionally tokenizer_config.json).
@@ -53,12 +68,16 @@ class Tokenizer {
                              std::string_view origin = "tokenizer.json");
 
   /// Text → ids, as HF `encode(text, add_special_tokens=False)`: the post-processor (ByteLevel,
-  /// TemplateProcessing, ...) is parsed and validated but adds nothing.
+  /// TemplateProcessing, ...) adds nothing.
   /// `text` must be valid UTF-8 (NUL bytes are fine); otherwise throws Error{bad_input} naming the
   /// byte offset of the first invalid sequence. Cost: linear in the text; BPE is O(n log n) per word.
   std::vector<int32_t> encode(std::string_view text) const;
   /// Same, appending to `out` (reuse one vector across calls to avoid allocations).
   void encode(std::string_view text, std::vector<int32_t>& out) const;
+  /// Text → ids as transformers' `tokenizer(text, add_special_tokens=..., truncation=max_length is set,
+  /// max_length=...)["input_ids"]` gives them. Throws as encode(text), and Error{bad_input} for a negative
+  /// max_length.
+  std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const;
 
   /// Ids → text, as HF `decode(ids, skip_special_tokens)`: the bytes of all tokens are joined and
   /// invalid UTF-8 becomes U+FFFD (one per maximal invalid subsequence). Ids that name no token are
@@ -104,7 +123,10 @@ class Tokenizer {
 
 /// Streaming decode: feed ids one at a time, get text pieces. A piece never ends inside a UTF-8
 /// character (bytes are held until the character completes), and the concatenation of all pieces
-/// plus flush() equals Tokenizer::decode of all ids. Not thread-safe (one per stream).
+/// plus flush() equals Tokenizer::decode of all ids (for ByteLevel, WordPiece, Metaspace, Replace and
+/// ByteFallback/Fuse/Strip-at-start decoders; where the text depends on the stream's end, a Strip of
+/// trailing characters or a BPEDecoder suffix, or on a whole run of <0xXX> tokens that is not UTF-8, HF
+/// differs). Not thread-safe (one per stream).
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false);

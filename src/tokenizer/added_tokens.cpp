@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/bpe.h"
+#include "tokenizer/model.h"
 #include "tokenizer/normalizer.h"
 #include "tokenizer/unicode.h"
 #include "wick/error.h"

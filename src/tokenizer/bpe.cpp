@@ -96,20 +96,7 @@ std::string byte_fallback_token(unsigned char b) {
 
 void BpeModel::read_vocab(const nlohmann::json& m, const std::string& here) {
   if (!m.contains("vocab") || !m["vocab"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"vocab\" object");
-  const auto& vocab = m["vocab"];
-  token_to_id_.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) fail(ErrorKind::corrupt, here + ": vocab entry '" + it.key() + "' is not an integer id");
-    const auto id = it.value().get<int64_t>();
-    if (id < 0 || id > kMaxTokenId)
-      fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " out of range (wick takes ids 0 to " +
-                                   std::to_string(kMaxTokenId) + ")");
-    if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
-    auto& slot = id_to_token_[size_t(id)];
-    if (slot) fail(ErrorKind::corrupt, here + ": vocab id " + std::to_string(id) + " given to both '" + *slot + "' and '" + it.key() + "'");
-    slot = it.key();
-    token_to_id_.emplace(it.key(), int32_t(id));
-  }
+  read_vocab_object(m["vocab"], here);
   // Byte-level keys: the raw bytes each token stands for.
   if (byte_level_) {
     key_to_id_.reserve(token_to_id_.size());

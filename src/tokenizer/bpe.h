@@ -14,38 +14,25 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "tokenizer/model.h"
+
 namespace wick::tok {
 
-/// Hash for heterogeneous lookup of std::string keys by std::string_view.
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-using StringIdMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
-
-/// The largest token id a tokenizer.json may use (vocab and added tokens). Ids index dense per-id tables, so an id
-/// of 2^31 in a hostile file would ask for tens of GB; released vocabularies stay below 2^18 (Gemma 3: 262,144).
-constexpr int64_t kMaxTokenId = (int64_t(1) << 22) - 1;
-
-class BpeModel {
+class BpeModel : public Model {
  public:
   /// Parses tokenizer.json's "model". With `byte_level` the model reads raw bytes (words from a
   /// ByteLevel pre-tokenizer) through the byte-level alphabet, which is equivalent to HF reading the
   /// "Ġ..." strings. Throws Error{corrupt} for a merge naming an unknown token, {unsupported} for
   /// a model other than BPE or dropout > 0.
   static std::unique_ptr<BpeModel> from_json(const nlohmann::json& model, bool byte_level, const std::string& where);
-  ~BpeModel();
+  ~BpeModel() override;
 
   /// Appends the ids of one pre-tokenized word (through the cache).
-  void encode_word(std::string_view word, std::vector<int32_t>& out) const;
+  void encode_word(std::string_view word, std::vector<int32_t>& out) const override;
   /// The same without the cache, merging with a binary heap: O(n log n) for a word of n symbols.
   void encode_word_heap(std::string_view word, std::vector<int32_t>& out) const;
   /// The same with the quadratic loop used for short words: the slow twin of encode_word_heap.
   void encode_word_simple(std::string_view word, std::vector<int32_t>& out) const;
-
-  /// Vocab entries as written in tokenizer.json. Ids may have holes (empty optional).
-  const std::vector<std::optional<std::string>>& vocab() const { return id_to_token_; }
-  const StringIdMap& token_to_id() const { return token_to_id_; }
 
   struct PairMap;
   struct Cache;
@@ -54,11 +41,6 @@ class BpeModel {
   // from_json's parts: "vocab" (and the byte-level keys), then "merges" (rank = position).
   void read_vocab(const nlohmann::json& model, const std::string& here);
   void read_merges(const nlohmann::json& model, const std::string& here);
-  // The id of a vocab token, or -1.
-  int32_t vocab_id(const std::string& token) const {
-    auto it = token_to_id_.find(token);
-    return it == token_to_id_.end() ? -1 : it->second;
-  }
 
   BpeModel();
   // The initial symbols of a word: one per byte (byte-level) or per character, with unk / byte_fallback.
@@ -68,8 +50,6 @@ class BpeModel {
   void merge_simple(std::vector<int32_t>& symbols) const;
   void merge_heap(std::vector<int32_t>& symbols) const;
 
-  std::vector<std::optional<std::string>> id_to_token_;
-  StringIdMap token_to_id_;          // tokenizer.json strings
   StringIdMap key_to_id_;            // keys of the words the model reads: raw bytes when byte_level
   std::array<int32_t, 256> byte_id_{};  // byte_level: id of each byte's alphabet character, or -1
   std::unique_ptr<PairMap> merges_;

@@ -17,6 +17,17 @@ const std::string* token_bytes_for_decode(const Tokenizer::Impl& im, int32_t id,
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   const Impl& im = *impl_;
+  if (im.decoder == Impl::Decoder::chain) {
+    std::vector<std::string> tokens;
+    tokens.reserve(ids.size());
+    for (int32_t id : ids) {
+      if (token_bytes_for_decode(im, id, skip_special)) tokens.push_back(im.text[size_t(id)]);
+    }
+    const std::string joined = im.decoder_chain.decode(std::move(tokens));
+    std::string out;
+    tok::append_lossy_utf8(out, joined);
+    return out;
+  }
   std::string joined;
   bool first = true;
   for (int32_t id : ids) {
@@ -40,8 +51,9 @@ std::string IncrementalDecoder::push(int32_t id) {
   const std::string* b = token_bytes_for_decode(im, id, skip_special_);
   if (!b) return {};
   if (im.decoder == Tokenizer::Impl::Decoder::none && !first_) pending_ += ' ';
+  if (im.decoder == Tokenizer::Impl::Decoder::chain && first_) pending_ += im.decoder_chain.decode_one(im.text[size_t(id)], true);
+  else pending_ += *b;
   first_ = false;
-  pending_ += *b;
   // Emit everything up to a trailing incomplete character. Positions are those the lossy decoder
   // of the whole stream visits, so the pieces concatenate to decode() of all ids.
   const auto* p = reinterpret_cast<const unsigned char*>(pending_.data());

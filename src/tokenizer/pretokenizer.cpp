@@ -1,90 +1,16 @@
 #include "tokenizer/pretokenizer.h"
 
-#include <algorithm>
 #include <optional>
 
 #include <nlohmann/json.hpp>
 
-#include "core/regex.h"
+#include "tokenizer/pattern.h"
+#include "tokenizer/unicode.h"
 #include "wick/error.h"
 
 namespace wick::tok {
 
-// ---------------------------------------------------------------------------------------------
-// Regex
-
 namespace {
-
-// Unicode White_Space as the body of a character class.
-constexpr std::string_view kWhiteSpaceClass =
-    "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
-
-// Rewrites `\s` / `\S` of an Oniguruma pattern into explicit White_Space classes for PCRE2.
-std::string rewrite_white_space(const std::string& p) {
-  std::string out;
-  out.reserve(p.size() + 64);
-  int depth = 0;  // character class nesting (Oniguruma allows nested classes)
-  for (size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c == '\\' && i + 1 < p.size()) {
-      const char d = p[++i];
-      if (d == 's') {
-        if (depth > 0) out += kWhiteSpaceClass;
-        else out.append("[").append(kWhiteSpaceClass).append("]");
-      } else if (d == 'S' && depth == 0) {
-        out.append("[^").append(kWhiteSpaceClass).append("]");
-      } else {
-        out += c;
-        out += d;
-      }
-      continue;
-    }
-    if (c == '[') {
-      if (depth > 0 && i + 1 < p.size() && p[i + 1] == ':') {  // POSIX bracket [:alpha:]
-        const size_t close = p.find(":]", i + 2);
-        if (close != std::string::npos) {
-          out.append(p, i, close + 2 - i);
-          i = close + 1;
-          continue;
-        }
-      }
-      ++depth;
-      out += c;
-      // A ']' right after '[' or '[^' is a literal.
-      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
-      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
-      continue;
-    }
-    if (c == ']' && depth > 0) --depth;
-    out += c;
-  }
-  return out;
-}
-
-// A pattern in the Oniguruma syntax that HF tokenizers uses, compiled for PCRE2. `\s` and `\S` are rewritten to
-// Unicode White_Space, Oniguruma's meaning (PCRE2's own `\s` differs on U+180E). Corrupt naming `where` when it
-// does not compile.
-Regex oniguruma_regex(const std::string& pattern, const std::string& where) {
-  std::string error;
-  std::optional<Regex> re =
-      Regex::compile(rewrite_white_space(pattern), {.utf = true, .what = "tokenizer pre_tokenizer regex"}, error);
-  if (!re) fail(ErrorKind::corrupt, where + ": regex does not compile: " + error + " (pattern '" + pattern + "')");
-  return std::move(*re);
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Steps
-
-namespace {
-
-enum class Behavior { removed, isolated, merged_with_previous, merged_with_next, contiguous };
-
-struct Piece {
-  size_t begin, end;
-  bool is_match;
-};
 
 const Regex& gpt2_regex() {
   static const Regex re = oniguruma_regex(
@@ -92,94 +18,37 @@ const Regex& gpt2_regex() {
   return re;
 }
 
-size_t utf8_len(unsigned char lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
-
-// HF's Pattern::find_matches: matches and the gaps between them, covering `text` (offsets relative).
-void find_matches(const Regex* regex, const std::string& literal, std::string_view text, std::vector<Piece>& out) {
-  out.clear();
-  size_t prev = 0;
-  auto emit = [&](size_t b, size_t e) {
-    if (prev != b) out.push_back({prev, b, false});
-    out.push_back({b, e, true});
-    prev = e;
-  };
-  if (regex) {
-    // Oniguruma's find_iter: an empty match right where the previous match ended is skipped.
-    size_t pos = 0;
-    bool have_last = false;
-    size_t last = 0;
-    while (pos <= text.size()) {
-      const std::optional<RegexMatch> m = regex->find(text, pos);
-      if (!m) break;
-      const auto [b, e] = *m;
-      if (b == e && have_last && last == e) {
-        if (pos >= text.size()) break;
-        pos += utf8_len(static_cast<unsigned char>(text[pos]));
-        continue;
-      }
-      emit(b, e);
-      pos = e;
-      have_last = true;
-      last = e;
-    }
-  } else if (!literal.empty()) {
-    for (size_t at = text.find(literal); at != std::string_view::npos; at = text.find(literal, at + literal.size())) {
-      emit(at, at + literal.size());
-    }
+// The Whitespace pre-tokenizer's regex `\w+|[^\w\s]+` (Rust regex, Unicode), kept matches only: maximal runs of
+// word characters and maximal runs of characters that are neither word nor white space.
+void whitespace_words(std::string_view text, size_t base, Ranges& out) {
+  enum Class { space, word, other };
+  size_t run = 0;
+  Class run_class = space;
+  for (size_t i = 0; i < text.size();) {
+    const size_t b = i;
+    const uint32_t cp = next_code_point(text, i);
+    const Class c = is_word_char(cp) ? word : is_white_space(cp) ? space : other;
+    if (c == run_class) continue;
+    if (run_class != space) out.push_back({base + run, base + b});
+    run = b;
+    run_class = c;
   }
-  if (prev != text.size()) out.push_back({prev, text.size(), false});
-}
-
-// HF's NormalizedString::split: applies the behaviour; appends non-empty kept ranges (absolute).
-void apply_behavior(Behavior behavior, std::vector<Piece>& pieces, size_t base, Ranges& out) {
-  std::vector<std::pair<std::pair<size_t, size_t>, bool>> acc;  // (range, remove)
-  acc.reserve(pieces.size());
-  bool previous_match = false;
-  switch (behavior) {
-    case Behavior::isolated:
-      for (const Piece& p : pieces) acc.push_back({{p.begin, p.end}, false});
-      break;
-    case Behavior::removed:
-      for (const Piece& p : pieces) acc.push_back({{p.begin, p.end}, p.is_match});
-      break;
-    case Behavior::contiguous:
-      for (const Piece& p : pieces) {
-        if (p.is_match == previous_match && !acc.empty()) acc.back().first.second = p.end;
-        else acc.push_back({{p.begin, p.end}, false});
-        previous_match = p.is_match;
-      }
-      break;
-    case Behavior::merged_with_previous:
-      for (const Piece& p : pieces) {
-        if (p.is_match && !previous_match && !acc.empty()) acc.back().first.second = p.end;
-        else acc.push_back({{p.begin, p.end}, false});
-        previous_match = p.is_match;
-      }
-      break;
-    case Behavior::merged_with_next:
-      for (auto it = pieces.rbegin(); it != pieces.rend(); ++it) {
-        if (it->is_match && !previous_match && !acc.empty()) acc.back().first.first = it->begin;
-        else acc.push_back({{it->begin, it->end}, false});
-        previous_match = it->is_match;
-      }
-      std::reverse(acc.begin(), acc.end());
-      break;
-  }
-  for (const auto& [range, remove] : acc) {
-    if (!remove && range.first != range.second) out.push_back({base + range.first, base + range.second});
-  }
+  if (run_class != space) out.push_back({base + run, base + text.size()});
 }
 
 }  // namespace
 
 struct PreTokenizer::Step {
-  enum class Kind { split, byte_level } kind = Kind::split;
+  enum class Kind { split, byte_level, bert, whitespace, whitespace_split, punctuation, metaspace } kind = Kind::split;
   std::optional<Regex> regex;    // split: a regex pattern, or
   std::string literal;           // split: a literal pattern
-  Behavior behavior = Behavior::isolated;
+  Behavior behavior = Behavior::isolated;  // split, punctuation
   bool invert = false;
   bool add_prefix_space = false;  // byte_level
   bool use_regex = true;          // byte_level
+  std::string replacement;        // metaspace: one character, usually "▁"
+  enum class Prepend { always, first, never } prepend = Prepend::always;  // metaspace
+  bool split_words = true;        // metaspace
 };
 
 PreTokenizer::PreTokenizer() = default;
@@ -195,6 +64,42 @@ bool get_bool(const nlohmann::json& j, const char* key, bool fallback, const std
   return j[key].get<bool>();
 }
 
+Behavior get_behavior(const nlohmann::json& j, const std::string& where) {
+  const std::string name = j.contains("behavior") && j["behavior"].is_string() ? j["behavior"].get<std::string>()
+                                                                                 : std::string("Isolated");
+  Behavior b;
+  if (!parse_behavior(name, b)) fail(ErrorKind::unsupported, where + ": unsupported behavior '" + name + "'");
+  return b;
+}
+
+void parse_metaspace(const nlohmann::json& j, const std::string& here, PreTokenizer::Step& step) {
+  step.kind = PreTokenizer::Step::Kind::metaspace;
+  if (!j.contains("replacement") || !j["replacement"].is_string()) {
+    fail(ErrorKind::corrupt, here + ": \"replacement\" must be a one-character string");
+  }
+  step.replacement = j["replacement"].get<std::string>();
+  size_t i = 0;
+  if (step.replacement.empty() || find_invalid_utf8(step.replacement) != std::string::npos ||
+      (next_code_point(step.replacement, i), i != step.replacement.size())) {
+    fail(ErrorKind::corrupt, here + ": \"replacement\" must be a one-character string");
+  }
+  const std::string scheme = j.contains("prepend_scheme") && j["prepend_scheme"].is_string()
+                                 ? j["prepend_scheme"].get<std::string>() : std::string("always");
+  using P = PreTokenizer::Step::Prepend;
+  if (scheme == "always") step.prepend = P::always;
+  else if (scheme == "first") step.prepend = P::first;
+  else if (scheme == "never") step.prepend = P::never;
+  else fail(ErrorKind::corrupt, here + ": \"prepend_scheme\" must be \"always\", \"first\" or \"never\"");
+  // The legacy field: add_prefix_space false means "never" (HF rejects it beside another scheme).
+  if (j.contains("add_prefix_space") && j["add_prefix_space"].is_boolean() && !j["add_prefix_space"].get<bool>()) {
+    if (j.contains("prepend_scheme") && step.prepend != P::never) {
+      fail(ErrorKind::corrupt, here + ": add_prefix_space does not match declared prepend_scheme");
+    }
+    step.prepend = P::never;
+  }
+  step.split_words = get_bool(j, "split", true, here);
+}
+
 void parse_into(const nlohmann::json& j, const std::string& where, std::vector<PreTokenizer::Step>& steps) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
     fail(ErrorKind::corrupt, where + ": pre_tokenizer without a \"type\"");
@@ -207,9 +112,10 @@ void parse_into(const nlohmann::json& j, const std::string& where, std::vector<P
     for (const auto& p : j["pretokenizers"]) parse_into(p, where, steps);
     return;
   }
+  const std::string here = where + ": pre_tokenizer " + type;
+  using Kind = PreTokenizer::Step::Kind;
   PreTokenizer::Step step;
   if (type == "Split") {
-    const std::string here = where + ": pre_tokenizer Split";
     if (!j.contains("pattern") || !j["pattern"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"pattern\"");
     const auto& pattern = j["pattern"];
     if (pattern.contains("Regex") && pattern["Regex"].is_string()) {
@@ -219,19 +125,23 @@ void parse_into(const nlohmann::json& j, const std::string& where, std::vector<P
     } else {
       fail(ErrorKind::corrupt, here + ": \"pattern\" must be {\"Regex\": ...} or {\"String\": ...}");
     }
-    const std::string behavior = j.value("behavior", std::string("Isolated"));
-    if (behavior == "Removed") step.behavior = Behavior::removed;
-    else if (behavior == "Isolated") step.behavior = Behavior::isolated;
-    else if (behavior == "MergedWithPrevious") step.behavior = Behavior::merged_with_previous;
-    else if (behavior == "MergedWithNext") step.behavior = Behavior::merged_with_next;
-    else if (behavior == "Contiguous") step.behavior = Behavior::contiguous;
-    else fail(ErrorKind::unsupported, here + ": unsupported behavior '" + behavior + "'");
+    step.behavior = get_behavior(j, here);
     step.invert = get_bool(j, "invert", false, here);
   } else if (type == "ByteLevel") {
-    const std::string here = where + ": pre_tokenizer ByteLevel";
-    step.kind = PreTokenizer::Step::Kind::byte_level;
+    step.kind = Kind::byte_level;
     step.add_prefix_space = get_bool(j, "add_prefix_space", true, here);
     step.use_regex = get_bool(j, "use_regex", true, here);
+  } else if (type == "BertPreTokenizer") {
+    step.kind = Kind::bert;
+  } else if (type == "Whitespace") {
+    step.kind = Kind::whitespace;
+  } else if (type == "WhitespaceSplit") {
+    step.kind = Kind::whitespace_split;
+  } else if (type == "Punctuation") {
+    step.kind = Kind::punctuation;
+    step.behavior = get_behavior(j, here);
+  } else if (type == "Metaspace") {
+    parse_metaspace(j, here, step);
   } else {
     fail(ErrorKind::unsupported, where + ": unsupported pre_tokenizer type '" + type + "'");
   }
@@ -254,37 +164,87 @@ PreTokenizer PreTokenizer::from_json(const nlohmann::json& j, const std::string&
   return p;
 }
 
-void PreTokenizer::split(std::string& buffer, Ranges& words) const {
+void PreTokenizer::split(std::string& buffer, Ranges& words, bool at_text_start) const {
   words.clear();
   if (!buffer.empty()) words.push_back({0, buffer.size()});
   Ranges next;
   std::vector<Piece> pieces;
+  std::string rewritten;
   for (const Step& step : steps_) {
     next.clear();
     for (auto [b, e] : words) {
-      if (step.kind == Step::Kind::byte_level) {
-        if (step.add_prefix_space && buffer[b] != ' ') {
-          // The prefixed copy goes to the end of the buffer; earlier ranges stay valid as offsets.
+      const std::string_view word = std::string_view(buffer).substr(b, e - b);
+      switch (step.kind) {
+        case Step::Kind::byte_level:
+          if (step.add_prefix_space && buffer[b] != ' ') {
+            // The prefixed copy goes to the end of the buffer; earlier ranges stay valid as offsets.
+            const size_t nb = buffer.size();
+            buffer += ' ';
+            buffer.append(buffer, b, e - b);
+            b = nb;
+            e = buffer.size();
+          }
+          if (!step.use_regex) {
+            next.push_back({b, e});
+            break;
+          }
+          find_matches(&gpt2_regex(), {}, std::string_view(buffer).substr(b, e - b), pieces);
+          apply_behavior(Behavior::isolated, pieces, b, next);
+          break;
+        case Step::Kind::split:
+          find_matches(step.regex ? &*step.regex : nullptr, step.literal, word, pieces);
+          if (step.invert) {
+            for (Piece& p : pieces) p.is_match = !p.is_match;
+          }
+          apply_behavior(step.behavior, pieces, b, next);
+          break;
+        case Step::Kind::bert: {
+          // Split on white space (removed), then isolate each punctuation character.
+          Ranges parts;
+          find_char_matches(word, is_white_space, pieces);
+          apply_behavior(Behavior::removed, pieces, b, parts);
+          for (const auto& [pb, pe] : parts) {
+            find_char_matches(std::string_view(buffer).substr(pb, pe - pb), is_punctuation, pieces);
+            apply_behavior(Behavior::isolated, pieces, pb, next);
+          }
+          break;
+        }
+        case Step::Kind::whitespace:
+          whitespace_words(word, b, next);
+          break;
+        case Step::Kind::whitespace_split:
+          find_char_matches(word, is_white_space, pieces);
+          apply_behavior(Behavior::removed, pieces, b, next);
+          break;
+        case Step::Kind::punctuation:
+          find_char_matches(word, is_punctuation, pieces);
+          apply_behavior(step.behavior, pieces, b, next);
+          break;
+        case Step::Kind::metaspace: {
+          // Spaces become the replacement; a prefix is added (HF: to every word, or to the one at the start of
+          // the text); the copy goes to the end of the buffer and is split before each replacement.
+          rewritten.clear();
+          const bool prepend = step.prepend == Step::Prepend::always ||
+                               (step.prepend == Step::Prepend::first && at_text_start && b == 0);
+          if (prepend && word.substr(0, step.replacement.size()) != step.replacement &&
+              word.substr(0, 1) != " ") {
+            rewritten = step.replacement;
+          }
+          for (char c : word) {
+            if (c == ' ') rewritten += step.replacement;
+            else rewritten += c;
+          }
           const size_t nb = buffer.size();
-          buffer += ' ';
-          buffer.append(buffer, b, e - b);
-          b = nb;
-          e = buffer.size();
+          buffer += rewritten;
+          if (!step.split_words) {
+            next.push_back({nb, buffer.size()});
+            break;
+          }
+          find_matches(nullptr, step.replacement, rewritten, pieces);
+          apply_behavior(Behavior::merged_with_next, pieces, nb, next);
+          break;
         }
-        if (!step.use_regex) {
-          next.push_back({b, e});
-          continue;
-        }
-        find_matches(&gpt2_regex(), {}, std::string_view(buffer).substr(b, e - b), pieces);
-        apply_behavior(Behavior::isolated, pieces, b, next);
-        continue;
       }
-      const Regex* regex = step.regex ? &*step.regex : nullptr;
-      find_matches(regex, step.literal, std::string_view(buffer).substr(b, e - b), pieces);
-      if (step.invert) {
-        for (Piece& p : pieces) p.is_match = !p.is_match;
-      }
-      apply_behavior(step.behavior, pieces, b, next);
     }
     words.swap(next);
   }

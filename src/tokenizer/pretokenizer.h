@@ -1,6 +1,6 @@
 // The "pre_tokenizer" of tokenizer.json: Split (an Oniguruma regex run by PCRE2 in Unicode mode, or a literal
-// string; every split behaviour; invert), ByteLevel (add_prefix_space, use_regex) and Sequence.
-// It cuts one normalized piece of text into words for the model.
+// string; every split behaviour; invert), ByteLevel (add_prefix_space, use_regex), BertPreTokenizer, Whitespace,
+// WhitespaceSplit, Punctuation, Metaspace and Sequence. It cuts one normalized piece of text into words for the model.
 #pragma once
 
 #include <cstddef>
@@ -11,10 +11,9 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-namespace wick::tok {
+#include "tokenizer/pattern.h"
 
-/// Byte ranges [first, second) of a working buffer: the words a piece is cut into.
-using Ranges = std::vector<std::pair<size_t, size_t>>;
+namespace wick::tok {
 
 class PreTokenizer {
  public:
@@ -30,8 +29,9 @@ class PreTokenizer {
   bool byte_level() const { return byte_level_; }
 
   /// Cuts `buffer` (one normalized piece) into words, written to `words` as ranges of `buffer`.
-  /// May append to `buffer` (ByteLevel's prefix space), so read the ranges after the call.
-  void split(std::string& buffer, Ranges& words) const;
+  /// May append to `buffer` (ByteLevel's prefix space, Metaspace's rewritten words), so read the ranges after
+  /// the call. `at_text_start`: the piece begins the text (Metaspace's prepend_scheme "first").
+  void split(std::string& buffer, Ranges& words, bool at_text_start = true) const;
 
   struct Step;
 

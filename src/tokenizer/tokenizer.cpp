@@ -17,37 +17,23 @@ namespace {
 using nlohmann::json;
 
 
-Tokenizer::Impl::Decoder parse_decoder(const json& j, const std::string& where) {
-  if (j.is_null()) return Tokenizer::Impl::Decoder::none;
+// A lone ByteLevel decoder (or a Sequence of just it) has wick's byte-table fast path; anything else is a chain.
+void parse_decoder(const json& j, const std::string& where, Tokenizer::Impl& im) {
+  if (j.is_null()) return;
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
     fail(ErrorKind::corrupt, where + ": decoder without a \"type\"");
   }
   const std::string type = j["type"];
-  if (type == "ByteLevel") return Tokenizer::Impl::Decoder::byte_level;
-  if (type == "Sequence" && j.contains("decoders") && j["decoders"].is_array() && j["decoders"].size() == 1) {
-    return parse_decoder(j["decoders"][0], where);
-  }
-  fail(ErrorKind::unsupported, where + ": unsupported decoder type '" + type + "'");
-}
-
-// The post-processor only adds tokens when add_special_tokens=True, which wick's encode never asks
-// for; it is validated so that an unknown component is still reported.
-void check_post_processor(const json& j, const std::string& where) {
-  if (j.is_null()) return;
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    fail(ErrorKind::corrupt, where + ": post_processor without a \"type\"");
-  }
-  const std::string type = j["type"];
-  if (type == "Sequence") {
-    if (!j.contains("processors") || !j["processors"].is_array()) {
-      fail(ErrorKind::corrupt, where + ": post_processor Sequence without a \"processors\" array");
-    }
-    for (const auto& p : j["processors"]) check_post_processor(p, where);
+  if (type == "ByteLevel") {
+    im.decoder = Tokenizer::Impl::Decoder::byte_level;
     return;
   }
-  if (type != "ByteLevel" && type != "TemplateProcessing" && type != "RobertaProcessing" && type != "BertProcessing") {
-    fail(ErrorKind::unsupported, where + ": unsupported post_processor type '" + type + "'");
+  if (type == "Sequence" && j.contains("decoders") && j["decoders"].is_array() && j["decoders"].size() == 1) {
+    parse_decoder(j["decoders"][0], where, im);
+    return;
   }
+  im.decoder_chain = tok::DecoderChain::from_json(j, where);
+  im.decoder = Tokenizer::Impl::Decoder::chain;
 }
 
 // "eos_token": "<|im_end|>" or {"content": "<|im_end|>", ...}.
@@ -84,21 +70,20 @@ std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, st
   const json j = parse_json(tokenizer_json, origin);
   if (!j.is_object()) fail(ErrorKind::corrupt, origin + ": top level must be an object");
   if (!j.contains("model") || j["model"].is_null()) fail(ErrorKind::corrupt, origin + ": missing \"model\"");
-  if (j.contains("truncation") && !j["truncation"].is_null()) {
-    fail(ErrorKind::unsupported, origin + ": \"truncation\" is set; wick does not truncate (set it to null)");
-  }
-  if (j.contains("padding") && !j["padding"].is_null()) {
-    const json& p = j["padding"];
-    const bool longest = p.is_object() && p.contains("strategy") && p["strategy"] == "BatchLongest";
-    if (!longest) fail(ErrorKind::unsupported, origin + ": fixed-length \"padding\" is not supported");
+  // "truncation" and "padding" are what the file's last user left set (sentence-transformers folders ship them);
+  // transformers overrides both on every call, and so does wick: EncodeOptions::max_length, no padding.
+  for (const char* key : {"truncation", "padding"}) {
+    if (j.contains(key) && !j[key].is_null() && !j[key].is_object()) {
+      fail(ErrorKind::corrupt, origin + ": \"" + key + "\" must be an object or null");
+    }
   }
 
   im->normalizer = tok::Normalizer::from_json(j.value("normalizer", json()), origin);
   im->pre_tokenizer = tok::PreTokenizer::from_json(j.value("pre_tokenizer", json()), origin);
-  im->model = tok::BpeModel::from_json(j["model"], im->pre_tokenizer.byte_level(), origin);
+  im->model = tok::Model::from_json(j["model"], im->pre_tokenizer.byte_level(), origin);
   im->added = tok::AddedVocabulary::from_json(j.value("added_tokens", json()), im->normalizer, origin);
-  im->decoder = parse_decoder(j.value("decoder", json()), origin);
-  check_post_processor(j.value("post_processor", json()), origin);
+  parse_decoder(j.value("decoder", json()), origin, *im);
+  im->post_processor = tok::PostProcessor::from_json(j.value("post_processor", json()), origin);
 
   // Per-id tables: the model's vocab, then the added tokens (which win for decoding, as in HF).
   const auto& vocab = im->model->vocab();
@@ -131,7 +116,9 @@ std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, st
     if (!(im->flags[id] & Tokenizer::Impl::known)) continue;
     // ByteLevel decoder: a token made only of alphabet characters stands for raw bytes; any other
     // (e.g. an added token with a space) stands for its own UTF-8.
-    if (im->decoder != Tokenizer::Impl::Decoder::byte_level || !tok::byte_level_decode(im->text[id], im->bytes[id])) {
+    if (im->decoder == Tokenizer::Impl::Decoder::chain) {
+      im->bytes[id] = im->decoder_chain.decode_one(im->text[id], false);
+    } else if (im->decoder != Tokenizer::Impl::Decoder::byte_level || !tok::byte_level_decode(im->text[id], im->bytes[id])) {
       im->bytes[id] = im->text[id];
     }
   }
@@ -178,9 +165,9 @@ void Tokenizer::encode(std::string_view text, std::vector<int32_t>& out) const {
   std::string normalized, buffer;
   tok::Ranges words;
 
-  auto encode_piece = [&](std::string_view piece) {
+  auto encode_piece = [&](std::string_view piece, bool at_text_start) {
     buffer.assign(piece);
-    im.pre_tokenizer.split(buffer, words);
+    im.pre_tokenizer.split(buffer, words, at_text_start);
     for (const auto& [b, e] : words) im.model->encode_word(std::string_view(buffer).substr(b, e - b), out);
   };
 
@@ -194,14 +181,14 @@ void Tokenizer::encode(std::string_view text, std::vector<int32_t>& out) const {
     std::string_view piece = text.substr(s.begin, s.end - s.begin);
     if (im.normalizer.normalize(piece, normalized)) piece = normalized;
     if (!im.added.has_normalized()) {
-      encode_piece(piece);
+      encode_piece(piece, s.begin == 0);
       continue;
     }
     norm.clear();
     im.added.split_normalized(piece, norm);
     for (const tok::Segment& n : norm) {
       if (n.id >= 0) out.push_back(n.id);
-      else encode_piece(piece.substr(n.begin, n.end - n.begin));
+      else encode_piece(piece.substr(n.begin, n.end - n.begin), s.begin == 0 && n.begin == 0);
     }
   }
 }
@@ -210,6 +197,27 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   encode(text, ids);
+  return ids;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+  if (options.max_length && *options.max_length < 0) {
+    fail(ErrorKind::bad_input, "tokenizer: max_length must not be negative (got " + std::to_string(*options.max_length) + ")");
+  }
+  const tok::PostProcessor& post = impl_->post_processor;
+  const bool specials = options.add_special_tokens;
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 4 + post.added());
+  if (specials) ids.assign(post.prefix().begin(), post.prefix().end());
+  const size_t content_begin = ids.size();
+  encode(text, ids);
+  if (options.max_length) {
+    // HF: the text's ids are cut to max_length minus the specials added (to none when they alone exceed it).
+    const size_t added = specials ? post.added() : 0;
+    const size_t limit = size_t(*options.max_length) > added ? size_t(*options.max_length) - added : 0;
+    if (ids.size() - content_begin > limit) ids.resize(content_begin + limit);
+  }
+  if (specials) ids.insert(ids.end(), post.suffix().begin(), post.suffix().end());
   return ids;
 }
 

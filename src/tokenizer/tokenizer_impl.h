@@ -8,26 +8,32 @@
 #include <vector>
 
 #include "tokenizer/added_tokens.h"
-#include "tokenizer/bpe.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/decoder_chain.h"
+#include "tokenizer/model.h"
 #include "tokenizer/normalizer.h"
+#include "tokenizer/post_processor.h"
 #include "tokenizer/pretokenizer.h"
 #include "wick/tokenizer.h"
 
 namespace wick {
 
 struct Tokenizer::Impl {
-  enum class Decoder { none, byte_level };  // none: HF joins token strings with " "
+  // none: HF joins token strings with " "; chain: decoder_chain (WordPiece, Metaspace, ...).
+  enum class Decoder { none, byte_level, chain };
   enum Flag : uint8_t { known = 1, special = 2, is_added = 4 };
 
   std::string origin;  // file name for messages
   tok::Normalizer normalizer;
   tok::PreTokenizer pre_tokenizer;
-  std::unique_ptr<tok::BpeModel> model;
+  std::unique_ptr<tok::Model> model;
   tok::AddedVocabulary added;
+  tok::PostProcessor post_processor;
   Decoder decoder = Decoder::none;
+  tok::DecoderChain decoder_chain;  // when decoder == chain
 
-  // Per id (index = id): the token as written in tokenizer.json, the bytes it decodes to, and flags.
+  // Per id (index = id): the token as written in tokenizer.json, the bytes it decodes to inside a stream
+  // (DecoderChain::decode_one for chains), and flags.
   std::vector<std::string> text;
   std::vector<std::string> bytes;
   std::vector<uint8_t> flags;

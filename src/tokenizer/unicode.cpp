@@ -126,6 +126,41 @@ bool is_word_char(uint32_t cp) {
   }
 }
 
+bool is_mark(uint32_t cp) {
+  if (cp < 0x300) return false;
+  const auto c = utf8proc_category(utf8proc_int32_t(cp));
+  return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME;
+}
+
+bool is_chinese_char(uint32_t cp) {
+  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
+         (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B920 && cp <= 0x2CEAF) ||
+         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
+
+void append_lowercase(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += char(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
+  } else if (cp == 0x130) {  // the one unconditional multi-character lowercase mapping (SpecialCasing.txt)
+    out += "i\xCC\x87";
+  } else {
+    append_utf8(out, uint32_t(utf8proc_tolower(utf8proc_int32_t(cp))));
+  }
+}
+
+size_t grapheme_end(std::string_view s, size_t i) {
+  utf8proc_int32_t state = 0;
+  uint32_t prev = next_code_point(s, i);
+  while (i < s.size()) {
+    size_t j = i;
+    const uint32_t cp = next_code_point(s, j);
+    if (utf8proc_grapheme_break_stateful(utf8proc_int32_t(prev), utf8proc_int32_t(cp), &state)) break;
+    prev = cp;
+    i = j;
+  }
+  return i;
+}
+
 namespace {
 struct ByteLevelTables {
   std::array<uint16_t, 256> to_cp{};

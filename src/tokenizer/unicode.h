@@ -34,6 +34,22 @@ bool is_white_space(uint32_t cp);
 /// Rust regex `\w`: Alphabetic, Mark, Decimal_Number, Connector_Punctuation, Join_Control.
 bool is_word_char(uint32_t cp);
 
+// The next three use Unicode 8.0's categories, as HF does (unicode_categories.cpp says why).
+/// HF's BERT punctuation (BertPreTokenizer, Punctuation): ASCII punctuation (!-/ :-@ [-` {-~) or a P* category.
+bool is_punctuation(uint32_t cp);
+/// unicode_categories' is_other: Cc, Cf or Co (private use); not Cn or Cs.
+bool is_other(uint32_t cp);
+/// General category Mn (what BertNormalizer's strip_accents drops).
+bool is_nonspacing_mark(uint32_t cp);
+/// General category M (Mn, Mc, Me: what the StripAccents normalizer drops).
+bool is_mark(uint32_t cp);
+/// The CJK ideograph blocks that BertNormalizer's handle_chinese_chars surrounds with spaces (HF's ranges).
+bool is_chinese_char(uint32_t cp);
+/// Appends Rust's char::to_lowercase of `cp` (the simple mapping, and U+0130 -> "i\u0307").
+void append_lowercase(std::string& out, uint32_t cp);
+/// End of the extended grapheme cluster that starts at byte `i` of valid UTF-8 `s` (i < s.size()).
+size_t grapheme_end(std::string_view s, size_t i);
+
 /// The GPT-2 byte-level alphabet: byte b is written as the code point byte_to_code_point()[b].
 const std::array<uint16_t, 256>& byte_to_code_point();
 /// Inverse of the alphabet: the byte a code point stands for, or -1 when cp is not in the alphabet.
