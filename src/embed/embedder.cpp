@@ -240,7 +240,7 @@ Tensor Embedder::embed(const std::vector<std::string>& texts, const EmbedOptions
   // prompt tokenized alone, less one for the closing special token).
   int64_t skip = 0;
   if (!prompt.empty() && !impl.folder.include_prompt)
-    skip = std::max<int64_t>(0, int64_t(embed_tokenize(*impl.tokenizer, prompt, impl.max_seq_length).ids.size()) - 1);
+    skip = std::max<int64_t>(0, int64_t(tokens_of(impl, "", prompt, 0, true).ids.size()) - 1);
   std::vector<std::vector<int32_t>> seqs;
   seqs.reserve(texts.size());
   for (size_t i = 0; i < texts.size(); ++i) seqs.push_back(tokens_of(impl, prompt, texts[i], i, options.truncate).ids);

@@ -300,5 +300,43 @@ TEST_F(QwenEmbedder, TextsTokenizedTruncatedAndChecked) {
   for (int64_t i = 0; i < plain.numel(); ++i) EXPECT_EQ(prompted.data<float>()[i], plain.data<float>()[i]);
 }
 
+TEST_F(QwenEmbedder, IncludePromptFalseLeavesThePromptOutOfTheMean) {
+  json pooling = json::parse(read_file(dir / "1_Pooling" / "config.json"));
+  pooling["pooling_mode_lasttoken"] = false;
+  pooling["pooling_mode_mean_tokens"] = true;
+  pooling["include_prompt"] = false;
+  write_file(dir / "1_Pooling" / "config.json", pooling.dump());
+  const Embedder e = Embedder::load(dir);
+  const Tokenizer tok = Tokenizer::load(dir);
+  const std::vector<int32_t> ids = e.tokenize("world", {.prompt = "Hello there, "});
+  // sentence-transformers masks the prompt's own token count less one (its closing special token, where it has one).
+  const int64_t skip = int64_t(tok.encode("Hello there, ").size()) - 1;
+  ASSERT_GT(skip, 0);
+  ASSERT_GT(int64_t(ids.size()), skip);
+  const auto model = Model::load(dir);
+  const std::vector<std::span<const int32_t>> one = {ids};
+  const Tensor states = model->hidden_states(one);
+  const int64_t H = model->config().hidden_size;
+  std::vector<double> mean(static_cast<size_t>(H), 0.0);
+  for (int64_t t = skip; t < int64_t(ids.size()); ++t)
+    for (int64_t i = 0; i < H; ++i) mean[size_t(i)] += states.data<float>()[t * H + i];
+  const Tensor got = e.embed({"world"}, {.prompt = "Hello there, "});
+  EXPECT_LE(cosine_distance(got.data<float>(), mean), 1e-6);
+  // With the prompt included, the mean is another vector.
+  pooling["include_prompt"] = true;
+  write_file(dir / "1_Pooling" / "config.json", pooling.dump());
+  const Tensor with_prompt = Embedder::load(dir).embed({"world"}, {.prompt = "Hello there, "});
+  EXPECT_GT(cosine_distance(with_prompt.data<float>(), mean), 1e-4);
+}
+
+TEST_F(QwenEmbedder, LowerCaseAsPython) {
+  write_file(dir / "sentence_bert_config.json", json({{"max_seq_length", 64}, {"do_lower_case", true}}).dump());
+  const Embedder e = Embedder::load(dir);
+  const Tokenizer tok = Tokenizer::load(dir);
+  EXPECT_EQ(e.tokenize("Hello WORLD"), tok.encode("hello world"));
+  // Python's str.lower(): İ becomes i + combining dot, Σ at the end of a word becomes ς.
+  EXPECT_EQ(e.tokenize("İSTANBUL ΟΔΟΣ ΣΑΣ"), tok.encode("i\u0307stanbul οδος σας"));
+}
+
 }  // namespace
 }  // namespace wick::test
