@@ -6,11 +6,10 @@
 #include <numeric>
 #include <utility>
 
-#include <utf8proc.h>
-
 #include "core/json_util.h"
 #include "core/thread_pool.h"
 #include "embed/embedder_impl.h"
+#include "embed/python_text.h"
 #include "embed/tokenize.h"
 #include "wick/error.h"
 
@@ -26,42 +25,6 @@ PoolMode pool_mode(EmbedPooling p) {
     case EmbedPooling::last_token: return PoolMode::last;
   }
   return PoolMode::mean;
-}
-
-// Python's str.lower() (sentence_bert_config.json's do_lower_case): each code point's lowercase, with the two
-// mappings Unicode's SpecialCasing adds unconditionally or by context: İ → i̇, and Σ → ς at the end of a word.
-std::string python_lower(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
-  const utf8proc_ssize_t n = utf8proc_ssize_t(text.size());
-  std::vector<utf8proc_int32_t> cps;
-  for (utf8proc_ssize_t i = 0; i < n;) {
-    utf8proc_int32_t cp = 0;
-    const utf8proc_ssize_t len = utf8proc_iterate(p + i, n - i, &cp);
-    if (len <= 0) fail(ErrorKind::bad_input, "invalid UTF-8 at byte " + std::to_string(i));
-    cps.push_back(cp);
-    i += len;
-  }
-  const auto cased = [](utf8proc_int32_t cp) {
-    const utf8proc_category_t c = utf8proc_category(cp);
-    return c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT;
-  };
-  const auto put = [&](utf8proc_int32_t cp) {
-    utf8proc_uint8_t buf[4];
-    out.append(reinterpret_cast<const char*>(buf), size_t(utf8proc_encode_char(cp, buf)));
-  };
-  for (size_t i = 0; i < cps.size(); ++i) {
-    if (cps[i] == 0x130) {
-      put('i');
-      put(0x307);
-    } else if (cps[i] == 0x3A3 && i > 0 && cased(cps[i - 1]) && (i + 1 == cps.size() || !cased(cps[i + 1]))) {
-      put(0x3C2);
-    } else {
-      put(utf8proc_tolower(cps[i]));
-    }
-  }
-  return out;
 }
 
 std::string model_type_of(const std::filesystem::path& dir) {
@@ -141,13 +104,15 @@ const Tokenizer& tokenizer_of(const Embedder::Impl& impl) {
   return *impl.tokenizer;
 }
 
-// One text's ids: prompt + text (lowercased when the folder says so), tokenized and truncated.
+// One text's ids as sentence-transformers makes them: prompt + text, stripped (str.strip()), lowercased when the
+// folder says so, tokenized with the special tokens and truncated.
 EmbedTokens tokens_of(const Embedder::Impl& impl, const std::string& prompt, const std::string& text, size_t index,
                       bool truncate) {
   const std::string where = "text " + std::to_string(index);
   EmbedTokens t;
   try {
-    const std::string full = impl.folder.do_lower_case ? python_lower(prompt + text) : prompt + text;
+    const std::string stripped = python_strip(prompt + text);
+    const std::string full = impl.folder.do_lower_case ? python_lower(stripped) : stripped;
     t = embed_tokenize(tokenizer_of(impl), full, impl.max_seq_length);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::bad_input) throw;

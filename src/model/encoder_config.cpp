@@ -86,7 +86,15 @@ EncoderConfig EncoderConfig::parse(const std::string& json_text, const std::stri
   if (c.max_sequence_length() < 1)
     fail(ErrorKind::corrupt, source + ": max_position_embeddings " + std::to_string(c.max_position_embeddings) +
                                  " leaves no position after pad_token_id + 1 = " + std::to_string(c.position_offset()));
-  if (mpnet) c.relative_attention_num_buckets = positive(obj, "relative_attention_num_buckets", source, 32);
+  if (mpnet) {
+    // transformers' MPNetEncoder buckets relative positions by 32 (compute_position_bias's default) whatever this
+    // field says, and indexes a table of this many rows: only 32 is both.
+    c.relative_attention_num_buckets = positive(obj, "relative_attention_num_buckets", source, 32);
+    if (c.relative_attention_num_buckets != 32)
+      fail(ErrorKind::unsupported, source + ": field 'relative_attention_num_buckets' is " +
+                                       std::to_string(c.relative_attention_num_buckets) +
+                                       " (transformers' MPNet buckets relative positions by 32)");
+  }
   // Sizes the loader multiplies: far below overflow for any real checkpoint, checked so a hostile file cannot wrap.
   if (c.vocab_size > (int64_t(1) << 32) || c.hidden_size > (int64_t(1) << 20) || c.intermediate_size > (int64_t(1) << 22) ||
       c.num_layers > 4096 || c.max_position_embeddings > (int64_t(1) << 24) || c.type_vocab_size > (int64_t(1) << 16) ||

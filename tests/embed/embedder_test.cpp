@@ -309,8 +309,9 @@ TEST_F(QwenEmbedder, IncludePromptFalseLeavesThePromptOutOfTheMean) {
   const Embedder e = Embedder::load(dir);
   const Tokenizer tok = Tokenizer::load(dir);
   const std::vector<int32_t> ids = e.tokenize("world", {.prompt = "Hello there, "});
-  // sentence-transformers masks the prompt's own token count less one (its closing special token, where it has one).
-  const int64_t skip = int64_t(tok.encode("Hello there, ").size()) - 1;
+  // sentence-transformers masks the prompt's own token count (the prompt tokenized alone, so stripped too) less one
+  // (its closing special token, where it has one).
+  const int64_t skip = int64_t(tok.encode("Hello there,").size()) - 1;
   ASSERT_GT(skip, 0);
   ASSERT_GT(int64_t(ids.size()), skip);
   const auto model = Model::load(dir);
@@ -327,6 +328,16 @@ TEST_F(QwenEmbedder, IncludePromptFalseLeavesThePromptOutOfTheMean) {
   write_file(dir / "1_Pooling" / "config.json", pooling.dump());
   const Tensor with_prompt = Embedder::load(dir).embed({"world"}, {.prompt = "Hello there, "});
   EXPECT_GT(cosine_distance(with_prompt.data<float>(), mean), 1e-4);
+}
+
+TEST_F(QwenEmbedder, TextsStrippedAsPython) {
+  const Embedder e = Embedder::load(dir);
+  const Tokenizer tok = Tokenizer::load(dir);
+  // str.strip(): ASCII and Unicode spaces and line breaks at either end go; a zero-width space (Cf) stays.
+  EXPECT_EQ(e.tokenize(" \t hello world\n\u3000\u00a0"), tok.encode("hello world"));
+  EXPECT_EQ(e.tokenize("\u200bhello"), tok.encode("\u200bhello"));
+  EXPECT_EQ(e.tokenize("hello", {.prompt = "query: "}), tok.encode("query: hello"));
+  EXPECT_EQ(e.tokenize("", {.prompt = "query: "}), tok.encode("query:"));
 }
 
 TEST_F(QwenEmbedder, LowerCaseAsPython) {
