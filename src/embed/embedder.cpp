@@ -19,10 +19,14 @@ namespace {
 
 PoolMode pool_mode(EmbedPooling p) {
   switch (p) {
-    case EmbedPooling::mean: return PoolMode::mean;
-    case EmbedPooling::max: return PoolMode::max;
-    case EmbedPooling::cls: return PoolMode::cls;
-    case EmbedPooling::last_token: return PoolMode::last;
+    case EmbedPooling::mean:
+      return PoolMode::mean;
+    case EmbedPooling::max:
+      return PoolMode::max;
+    case EmbedPooling::cls:
+      return PoolMode::cls;
+    case EmbedPooling::last_token:
+      return PoolMode::last;
   }
   return PoolMode::mean;
 }
@@ -51,8 +55,8 @@ Embedder Embedder::load(const std::filesystem::path& dir, const EmbedderOptions&
   const std::filesystem::path& model_dir = impl->folder.model_dir;
   int64_t positions = 0;  // the longest sequence the model takes
   if (model_type_of(model_dir) == "qwen2") {
-    impl->decoder = Model::load(model_dir, {.device = options.device, .cpu_weights = options.cpu_weights,
-                                            .hidden_states_only = true});
+    impl->decoder = Model::load(
+        model_dir, {.device = options.device, .cpu_weights = options.cpu_weights, .hidden_states_only = true});
     impl->backend = make_cpu_backend();
     impl->dimension = impl->decoder->config().hidden_size;
     positions = impl->decoder->config().max_position_embeddings;
@@ -64,8 +68,8 @@ Embedder Embedder::load(const std::filesystem::path& dir, const EmbedderOptions&
   }
   // sentence-transformers: sentence_bert_config.json's max_seq_length, else the least of the model's positions and
   // the tokenizer's model_max_length. Beyond the model's positions it would fail mid-pass; wick keeps to them.
-  int64_t max_len = impl->folder.max_seq_length.value_or(
-      std::min(positions, tokenizer_max_length(model_dir).value_or(positions)));
+  int64_t max_len =
+      impl->folder.max_seq_length.value_or(std::min(positions, tokenizer_max_length(model_dir).value_or(positions)));
   impl->max_seq_length = std::min(max_len, positions);
   try {
     impl->tokenizer = Tokenizer::load(model_dir);
@@ -119,9 +123,10 @@ EmbedTokens tokens_of(const Embedder::Impl& impl, const std::string& prompt, con
     fail(ErrorKind::bad_input, where + ": " + e.what());
   }
   if (!truncate && t.full_length > impl.max_seq_length)
-    fail(ErrorKind::bad_input, where + " has " + std::to_string(t.full_length) + " tokens (prompt and special tokens "
-                               "included), over max_seq_length " + std::to_string(impl.max_seq_length) +
-                               " (truncation is off)");
+    fail(ErrorKind::bad_input, where + " has " + std::to_string(t.full_length) +
+                                   " tokens (prompt and special tokens "
+                                   "included), over max_seq_length " +
+                                   std::to_string(impl.max_seq_length) + " (truncation is off)");
   return t;
 }
 
@@ -169,8 +174,8 @@ Tensor run(const Embedder::Impl& impl, const std::vector<std::vector<int32_t>>& 
 
 void check_dimensions(const Embedder::Impl& impl, int64_t dims) {
   if (dims < 0 || dims > impl.dimension)
-    fail(ErrorKind::bad_input, "dimensions " + std::to_string(dims) + " outside [0, " + std::to_string(impl.dimension) +
-                                   "] (0: all)");
+    fail(ErrorKind::bad_input,
+         "dimensions " + std::to_string(dims) + " outside [0, " + std::to_string(impl.dimension) + "] (0: all)");
 }
 
 // Matryoshka: the first `dims` of each row, renormalised when the model normalises.

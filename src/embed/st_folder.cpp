@@ -37,12 +37,10 @@ void read_pooling(const std::filesystem::path& path, SentenceFolder& f) {
     const char* field;
     std::optional<EmbedPooling> pooling;  // nullopt: sentence-transformers has it, wick does not
   };
-  const Mode modes[] = {{"pooling_mode_cls_token", EmbedPooling::cls},
-                        {"pooling_mode_mean_tokens", EmbedPooling::mean},
-                        {"pooling_mode_max_tokens", EmbedPooling::max},
-                        {"pooling_mode_lasttoken", EmbedPooling::last_token},
-                        {"pooling_mode_mean_sqrt_len_tokens", std::nullopt},
-                        {"pooling_mode_weightedmean_tokens", std::nullopt}};
+  const Mode modes[] = {
+      {"pooling_mode_cls_token", EmbedPooling::cls},       {"pooling_mode_mean_tokens", EmbedPooling::mean},
+      {"pooling_mode_max_tokens", EmbedPooling::max},      {"pooling_mode_lasttoken", EmbedPooling::last_token},
+      {"pooling_mode_mean_sqrt_len_tokens", std::nullopt}, {"pooling_mode_weightedmean_tokens", std::nullopt}};
   std::vector<const Mode*> on;
   for (const Mode& m : modes)
     if (json_bool(j, m.field, source).value_or(false)) on.push_back(&m);
@@ -50,15 +48,18 @@ void read_pooling(const std::filesystem::path& path, SentenceFolder& f) {
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.key().starts_with("pooling_mode") && it.value().is_boolean() && it.value().get<bool>() &&
           std::none_of(std::begin(modes), std::end(modes), [&](const Mode& m) { return it.key() == m.field; }))
-        fail(ErrorKind::unsupported, source + ": field '" + it.key() + "' is a pooling mode wick does not implement "
-                                              "(expected pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)");
-    fail(ErrorKind::corrupt, source + ": no pooling mode is on (expected one of the fields pooling_mode_mean_tokens, "
-                                      "pooling_mode_cls_token, pooling_mode_max_tokens, pooling_mode_lasttoken)");
+        fail(ErrorKind::unsupported, source + ": field '" + it.key() +
+                                         "' is a pooling mode wick does not implement "
+                                         "(expected pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)");
+    fail(ErrorKind::corrupt, source +
+                                 ": no pooling mode is on (expected one of the fields pooling_mode_mean_tokens, "
+                                 "pooling_mode_cls_token, pooling_mode_max_tokens, pooling_mode_lasttoken)");
   }
   for (const Mode* m : on)
     if (!m->pooling)
-      fail(ErrorKind::unsupported, source + ": field '" + m->field + "' is a pooling mode wick does not implement "
-                                            "(expected pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)");
+      fail(ErrorKind::unsupported, source + ": field '" + m->field +
+                                       "' is a pooling mode wick does not implement "
+                                       "(expected pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)");
   if (on.size() > 1)
     fail(ErrorKind::unsupported, source + ": fields '" + on[0]->field + "' and '" + on[1]->field +
                                      "' are both on (several pooling modes concatenated are not implemented)");
@@ -72,7 +73,8 @@ void read_sentence_bert_config(const std::filesystem::path& dir, SentenceFolder&
   const json j = read_json(path);
   const std::string source = path.string();
   if (auto m = json_int(j, "max_seq_length", source)) {
-    if (*m < 1) fail(ErrorKind::corrupt, source + ": field 'max_seq_length' must be positive, found " + std::to_string(*m));
+    if (*m < 1)
+      fail(ErrorKind::corrupt, source + ": field 'max_seq_length' must be positive, found " + std::to_string(*m));
     f.max_seq_length = *m;
   }
   f.do_lower_case = json_bool(j, "do_lower_case", source).value_or(false);
@@ -93,8 +95,8 @@ void read_prompts(const std::filesystem::path& dir, SentenceFolder& f) {
   }
   f.default_prompt_name = json_string(j, "default_prompt_name", source);
   if (f.default_prompt_name && !f.prompts.contains(*f.default_prompt_name))
-    fail(ErrorKind::corrupt, source + ": field 'default_prompt_name' names '" + *f.default_prompt_name +
-                                 "', which is not in 'prompts'");
+    fail(ErrorKind::corrupt,
+         source + ": field 'default_prompt_name' names '" + *f.default_prompt_name + "', which is not in 'prompts'");
 }
 
 }  // namespace
@@ -135,8 +137,8 @@ SentenceFolder read_sentence_folder(const std::filesystem::path& dir) {
       if (!pooling) fail(ErrorKind::unsupported, where + ": field 'type': Normalize before the Pooling module");
       f.normalize = true;
     } else {
-      fail(ErrorKind::unsupported, where + ": field 'type' is '" + type +
-                                       "' (wick implements Transformer, Pooling and Normalize modules)");
+      fail(ErrorKind::unsupported,
+           where + ": field 'type' is '" + type + "' (wick implements Transformer, Pooling and Normalize modules)");
     }
   }
   if (!transformer) fail(ErrorKind::unsupported, source + ": no Transformer module (field 'type')");

@@ -16,7 +16,8 @@ namespace {
 // The checkpoint's prefix: "" (AutoModel's save_pretrained) or the task model's base prefix (BertForMaskedLM, ...).
 std::string weight_prefix(const TensorStore& store, EncoderKind kind) {
   const char* base = kind == EncoderKind::bert ? "bert." : kind == EncoderKind::roberta ? "roberta." : "mpnet.";
-  if (!store.find("embeddings.word_embeddings.weight") && store.find(std::string(base) + "embeddings.word_embeddings.weight"))
+  if (!store.find("embeddings.word_embeddings.weight") &&
+      store.find(std::string(base) + "embeddings.word_embeddings.weight"))
     return base;
   return "";
 }
@@ -29,7 +30,8 @@ class Names {
   std::string operator()(const std::string& name) const {
     const std::string full = prefix_ + name;
     if (store_.find(full)) return full;
-    for (const auto& [from, to] : {std::pair{"LayerNorm.weight", "LayerNorm.gamma"}, std::pair{"LayerNorm.bias", "LayerNorm.beta"}})
+    for (const auto& [from, to] :
+         {std::pair{"LayerNorm.weight", "LayerNorm.gamma"}, std::pair{"LayerNorm.bias", "LayerNorm.beta"}})
       if (full.ends_with(from)) {
         const std::string old = full.substr(0, full.size() - std::string(from).size()) + to;
         if (store_.find(old)) return old;
@@ -55,11 +57,16 @@ struct LayerNames {
 LayerNames layer_names(EncoderKind kind, int64_t i) {
   const std::string p = "encoder.layer." + std::to_string(i) + ".";
   if (kind == EncoderKind::mpnet)
-    return {p + "attention.attn.q", p + "attention.attn.k", p + "attention.attn.v", p + "attention.attn.o",
-            p + "attention.LayerNorm", p + "intermediate.dense", p + "output.dense", p + "output.LayerNorm"};
-  return {p + "attention.self.query", p + "attention.self.key", p + "attention.self.value",
-          p + "attention.output.dense", p + "attention.output.LayerNorm", p + "intermediate.dense",
-          p + "output.dense", p + "output.LayerNorm"};
+    return {p + "attention.attn.q",    p + "attention.attn.k",   p + "attention.attn.v", p + "attention.attn.o",
+            p + "attention.LayerNorm", p + "intermediate.dense", p + "output.dense",     p + "output.LayerNorm"};
+  return {p + "attention.self.query",
+          p + "attention.self.key",
+          p + "attention.self.value",
+          p + "attention.output.dense",
+          p + "attention.output.LayerNorm",
+          p + "intermediate.dense",
+          p + "output.dense",
+          p + "output.LayerNorm"};
 }
 
 std::vector<Spec> expected(const EncoderConfig& c, const Names& name) {
@@ -100,7 +107,8 @@ void check(const std::vector<Spec>& specs, const TensorStore& store, const std::
       continue;
     }
     if (e->shape != spec.shape)
-      problems.push_back("'" + spec.name + "': expected shape " + to_string(spec.shape) + ", found " + to_string(e->shape));
+      problems.push_back("'" + spec.name + "': expected shape " + to_string(spec.shape) + ", found " +
+                         to_string(e->shape));
     else if (!e->supported || e->dtype == DType::i32)
       problems.push_back("'" + spec.name + "': dtype " + e->dtype_name + " (expected F32, BF16 or F16)");
     else
@@ -185,8 +193,10 @@ Tensor Encoder::forward(std::span<const int32_t> ids, std::span<const int32_t> s
       if (id < 0 || id >= c.vocab_size)
         fail(ErrorKind::bad_input, "encoder: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                                        std::to_string(c.vocab_size) + ")");
-      if (c.kind == EncoderKind::bert) positions[size_t(t)] = int32_t(t - starts[size_t(s)]);
-      else positions[size_t(t)] = id == c.pad_token_id ? c.pad_token_id : c.pad_token_id + ++counted;
+      if (c.kind == EncoderKind::bert)
+        positions[size_t(t)] = int32_t(t - starts[size_t(s)]);
+      else
+        positions[size_t(t)] = id == c.pad_token_id ? c.pad_token_id : c.pad_token_id + ++counted;
     }
   }
   const auto ints = [&](std::span<const int32_t> v) {
@@ -194,17 +204,20 @@ Tensor Encoder::forward(std::span<const int32_t> ids, std::span<const int32_t> s
   };
   const Tensor ids_d = ints(ids), positions_d = ints(positions);
   const EncoderSpans spans{.starts = ints(starts), .max_len = max_len};
-  const RelativeBias bias{.table = weights_.relative_bias, .num_buckets = c.relative_attention_num_buckets,
+  const RelativeBias bias{.table = weights_.relative_bias,
+                          .num_buckets = c.relative_attention_num_buckets,
                           .max_distance = 128};  // transformers' MPNet: relative_position_bucket's default
-  const AttentionParams attention{.num_heads = c.num_heads, .num_kv_heads = c.num_heads, .head_dim = c.head_dim,
+  const AttentionParams attention{.num_heads = c.num_heads,
+                                  .num_kv_heads = c.num_heads,
+                                  .head_dim = c.head_dim,
                                   .scale = float(1.0 / std::sqrt(double(c.head_dim)))};
   const float eps = float(c.layer_norm_eps);
   const DType dt = b.compute_dtype();
   const int64_t H = c.hidden_size;
-  Tensor x = b.alloc({T, H}, dt);       // the residual stream
-  Tensor tmp = b.alloc({T, H}, dt);     // an embedding to add; a projection before its residual LayerNorm
+  Tensor x = b.alloc({T, H}, dt);    // the residual stream
+  Tensor tmp = b.alloc({T, H}, dt);  // an embedding to add; a projection before its residual LayerNorm
   Tensor q = b.alloc({T, H}, dt), k = b.alloc({T, H}, dt), v = b.alloc({T, H}, dt);
-  Tensor ctx = b.alloc({T, H}, dt);     // attention output, o's input
+  Tensor ctx = b.alloc({T, H}, dt);  // attention output, o's input
   Tensor h = b.alloc({T, c.intermediate_size}, dt);
 
   // Embeddings: (word + token type 0) + position, then LayerNorm (the order of transformers' sums).
@@ -219,17 +232,17 @@ Tensor Encoder::forward(std::span<const int32_t> ids, std::span<const int32_t> s
   b.layer_norm(x, Tensor(), weights_.embed_norm_w, weights_.embed_norm_b, eps, x);
 
   for (const EncoderLayerWeights& l : weights_.layers) {
-    linear(b, x, l.q, nullptr, q);                                                         // q, k, v
+    linear(b, x, l.q, nullptr, q);  // q, k, v
     linear(b, x, l.k, nullptr, k);
     linear(b, x, l.v, nullptr, v);
     b.encoder_attention(q.reshape({T, c.num_heads, c.head_dim}), k.reshape({T, c.num_heads, c.head_dim}),
                         v.reshape({T, c.num_heads, c.head_dim}), spans, bias, ctx, attention);  // within each sequence
-    linear(b, ctx, l.o, nullptr, tmp);                                                     // o(attention)
-    b.layer_norm(tmp, x, l.attention_norm_w, l.attention_norm_b, eps, x);                  // x = LN(x + o)
-    linear(b, x, l.up, nullptr, h);                                                        // gelu(W1·x)
+    linear(b, ctx, l.o, nullptr, tmp);                                                          // o(attention)
+    b.layer_norm(tmp, x, l.attention_norm_w, l.attention_norm_b, eps, x);                       // x = LN(x + o)
+    linear(b, x, l.up, nullptr, h);                                                             // gelu(W1·x)
     b.gelu(h, c.gelu_tanh, h);
-    linear(b, h, l.down, nullptr, tmp);                                                    // W2·h
-    b.layer_norm(tmp, x, l.output_norm_w, l.output_norm_b, eps, x);                        // x = LN(x + W2·h)
+    linear(b, h, l.down, nullptr, tmp);                              // W2·h
+    b.layer_norm(tmp, x, l.output_norm_w, l.output_norm_b, eps, x);  // x = LN(x + W2·h)
   }
   return x;
 }

@@ -31,8 +31,8 @@ struct EncoderConfig {
   int64_t max_position_embeddings = 512;
   int64_t type_vocab_size = 0;  ///< 0: no token-type embeddings (MPNet)
   double layer_norm_eps = 1e-12;
-  bool gelu_tanh = false;       ///< hidden_act gelu_new / gelu_pytorch_tanh (else the exact erf gelu)
-  int32_t pad_token_id = 0;     ///< RoBERTa and MPNet count positions from pad_token_id + 1
+  bool gelu_tanh = false;                      ///< hidden_act gelu_new / gelu_pytorch_tanh (else the exact erf gelu)
+  int32_t pad_token_id = 0;                    ///< RoBERTa and MPNet count positions from pad_token_id + 1
   int64_t relative_attention_num_buckets = 0;  ///< MPNet only
 
   /// Parses and validates a config.json; `source` names the file in error messages. A model_type wick does not
@@ -51,19 +51,19 @@ struct EncoderConfig {
 bool is_encoder_model_type(const std::string& model_type);
 
 struct EncoderLayerWeights {
-  Projection q, k, v, o;             // [hidden, hidden] + bias each
+  Projection q, k, v, o;                      // [hidden, hidden] + bias each
   Tensor attention_norm_w, attention_norm_b;  // [hidden]
-  Projection up;                     // intermediate.dense [ffn, hidden] + bias
-  Projection down;                   // output.dense [hidden, ffn] + bias
+  Projection up;                              // intermediate.dense [ffn, hidden] + bias
+  Projection down;                            // output.dense [hidden, ffn] + bias
   Tensor output_norm_w, output_norm_b;        // [hidden]
 };
 
 struct EncoderWeights {
-  Tensor word;              // [vocab, hidden]
-  Tensor position;          // [max_position_embeddings, hidden]
-  Tensor token_type;        // [type_vocab_size, hidden], or undefined (MPNet)
+  Tensor word;                        // [vocab, hidden]
+  Tensor position;                    // [max_position_embeddings, hidden]
+  Tensor token_type;                  // [type_vocab_size, hidden], or undefined (MPNet)
   Tensor embed_norm_w, embed_norm_b;  // [hidden]
-  Tensor relative_bias;     // [num_buckets, heads] (MPNet), or undefined
+  Tensor relative_bias;               // [num_buckets, heads] (MPNet), or undefined
   std::vector<EncoderLayerWeights> layers;
 };
 

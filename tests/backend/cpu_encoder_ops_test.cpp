@@ -36,8 +36,8 @@ int64_t transformers_bucket(int64_t relative_position, int64_t num_buckets, int6
   n = std::abs(n);
   const int64_t max_exact = num_buckets / 2;
   if (n < max_exact) return ret + n;
-  const float large = std::log(float(n) / float(max_exact)) / float(std::log(double(max_distance) / double(max_exact))) *
-                      float(num_buckets - max_exact);
+  const float large = std::log(float(n) / float(max_exact)) /
+                      float(std::log(double(max_distance) / double(max_exact))) * float(num_buckets - max_exact);
   return ret + std::min<int64_t>(max_exact + int64_t(large), num_buckets - 1);
 }
 
@@ -45,13 +45,14 @@ TEST(CpuEncoderOps, RelativePositionBucketIsTransformersFormula) {
   // Values of the formula for 32 buckets and max_distance 128 (MPNet's defaults), worked out by hand: keys before
   // the query (negative relative positions) take buckets [0, 16), keys after it [16, 32).
   const std::vector<std::pair<int64_t, int64_t>> known = {
-      {0, 0},    {-1, 1},   {1, 17},   {-7, 7},    {7, 23},     {-8, 8},     {-11, 8},   {-12, 9},  {-16, 10},
-      {16, 26},  {-32, 12}, {-64, 14}, {-127, 15}, {-128, 15},  {-1000, 15}, {1000, 31}, {64, 30}};
+      {0, 0},   {-1, 1},   {1, 17},   {-7, 7},    {7, 23},    {-8, 8},     {-11, 8},   {-12, 9}, {-16, 10},
+      {16, 26}, {-32, 12}, {-64, 14}, {-127, 15}, {-128, 15}, {-1000, 15}, {1000, 31}, {64, 30}};
   for (const auto& [r, bucket] : known) EXPECT_EQ(cpu::relative_position_bucket(r, 32, 128), bucket) << r;
   for (int64_t buckets : {8, 32, 64})
     for (int64_t max_distance : {16, 128, 256})
       for (int64_t r = -600; r <= 600; ++r)
-        ASSERT_EQ(cpu::relative_position_bucket(r, buckets, max_distance), transformers_bucket(r, buckets, max_distance))
+        ASSERT_EQ(cpu::relative_position_bucket(r, buckets, max_distance),
+                  transformers_bucket(r, buckets, max_distance))
             << "r " << r << " buckets " << buckets << " max_distance " << max_distance;
 }
 
@@ -72,8 +73,8 @@ TEST(CpuEncoderOps, LayerNormMatchesReference) {
       }
       for (int64_t i = 0; i < n; ++i) var += (y[size_t(i)] - mean) * (y[size_t(i)] - mean) / double(n);
       for (int64_t i = 0; i < n; ++i)
-        ref.data<float>()[r * n + i] = float((y[size_t(i)] - mean) / std::sqrt(var + 1e-12) * w.data<float>()[i] +
-                                             bias.data<float>()[i]);
+        ref.data<float>()[r * n + i] =
+            float((y[size_t(i)] - mean) / std::sqrt(var + 1e-12) * w.data<float>()[i] + bias.data<float>()[i]);
     }
     Tensor out = Tensor::empty({rows, n}, DType::f32);
     b->layer_norm(x, with_residual ? res : Tensor(), w, bias, 1e-12f, out);
@@ -131,7 +132,8 @@ Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, co
         for (double& sc : score) sum += (sc = std::exp(sc - max));
         for (int64_t e = 0; e < d; ++e) {
           double acc = 0;
-          for (int64_t j = 0; j < len; ++j) acc += score[size_t(j)] / sum * v.data<float>()[((begin + j) * kvh + kv) * d + e];
+          for (int64_t j = 0; j < len; ++j)
+            acc += score[size_t(j)] / sum * v.data<float>()[((begin + j) * kvh + kv) * d + e];
           out.data<float>()[(begin + i) * heads * d + h * d + e] = float(acc);
         }
       }

@@ -45,15 +45,21 @@ struct FolderSpec {
 
 // A sentence-transformers folder as SentenceTransformer.save writes it.
 void write_st_folder(const std::filesystem::path& dir, const FolderSpec& s) {
-  json modules = json::array({{{"idx", 0}, {"name", "0"}, {"path", s.module_path}, {"type", "sentence_transformers.models.Transformer"}},
-                              {{"idx", 1}, {"name", "1"}, {"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}}});
+  json modules = json::array(
+      {{{"idx", 0}, {"name", "0"}, {"path", s.module_path}, {"type", "sentence_transformers.models.Transformer"}},
+       {{"idx", 1}, {"name", "1"}, {"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}}});
   if (s.normalize)
-    modules.push_back({{"idx", 2}, {"name", "2"}, {"path", "2_Normalize"}, {"type", "sentence_transformers.models.Normalize"}});
+    modules.push_back(
+        {{"idx", 2}, {"name", "2"}, {"path", "2_Normalize"}, {"type", "sentence_transformers.models.Normalize"}});
   write_file(dir / "modules.json", modules.dump(2));
-  json pooling = {{"word_embedding_dimension", 32}, {"pooling_mode_cls_token", false},
-                  {"pooling_mode_mean_tokens", false}, {"pooling_mode_max_tokens", false},
-                  {"pooling_mode_mean_sqrt_len_tokens", false}, {"pooling_mode_weightedmean_tokens", false},
-                  {"pooling_mode_lasttoken", false}, {"include_prompt", true}};
+  json pooling = {{"word_embedding_dimension", 32},
+                  {"pooling_mode_cls_token", false},
+                  {"pooling_mode_mean_tokens", false},
+                  {"pooling_mode_max_tokens", false},
+                  {"pooling_mode_mean_sqrt_len_tokens", false},
+                  {"pooling_mode_weightedmean_tokens", false},
+                  {"pooling_mode_lasttoken", false},
+                  {"include_prompt", true}};
   pooling[s.pooling] = true;
   std::filesystem::create_directories(dir / "1_Pooling");
   write_file(dir / "1_Pooling" / "config.json", pooling.dump(2));
@@ -63,7 +69,9 @@ void write_st_folder(const std::filesystem::path& dir, const FolderSpec& s) {
              json({{"prompts", s.prompts}, {"default_prompt_name", nullptr}, {"similarity_fn_name", "cosine"}}).dump());
 }
 
-const std::vector<std::vector<int32_t>> kIds = {{2, 17, 33, 4, 3}, {2, 3}, {2, 9, 3},
+const std::vector<std::vector<int32_t>> kIds = {{2, 17, 33, 4, 3},
+                                                {2, 3},
+                                                {2, 9, 3},
                                                 {2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 3},
                                                 {2, 40, 41, 42, 43, 3}};
 
@@ -104,8 +112,9 @@ TEST_P(EncoderEmbedder, PooledEmbeddingsMatchReference) {
       const Tensor got = e.embed_ids(kIds);
       ASSERT_EQ(got.shape(), (Shape{int64_t(kIds.size()), 32}));
       for (size_t s = 0; s < kIds.size(); ++s)
-        EXPECT_LE(cosine_distance(got.data<float>() + s * 32, reference_embedding(model, kIds[s], GetParam(), normalize)),
-                  1e-5)
+        EXPECT_LE(
+            cosine_distance(got.data<float>() + s * 32, reference_embedding(model, kIds[s], GetParam(), normalize)),
+            1e-5)
             << model_type << " " << GetParam() << " sequence " << s;
       if (normalize)
         for (size_t s = 0; s < kIds.size(); ++s) {
@@ -223,7 +232,8 @@ class QwenEmbedder : public ::testing::Test {
     write_file(dir / "config.json", config.dump(2));
     const TensorStore store = TensorStore::open_dir(with_head);
     std::vector<std::pair<std::string, Tensor>> bare;
-    for (const std::string& name : store.names()) bare.emplace_back(name.substr(name.find('.') + 1), store.tensor(name));
+    for (const std::string& name : store.names())
+      bare.emplace_back(name.substr(name.find('.') + 1), store.tensor(name));
     write_safetensors(dir / "model.safetensors", bare);
     std::filesystem::copy_file(fixture("tokenizer/trained/tokenizer.json"), dir / "tokenizer.json");
     write_st_folder(dir, {.pooling = "pooling_mode_lasttoken", .max_seq_length = 12});
@@ -248,7 +258,8 @@ TEST_F(QwenEmbedder, HiddenStatesAreTheHeadInput) {
       double num = 0, den = 0;
       for (int64_t v = 0; v < V; ++v) {
         double dot = 0;
-        for (int64_t i = 0; i < H; ++i) dot += double(states.data<float>()[row * H + i]) * embed.data<float>()[v * H + i];
+        for (int64_t i = 0; i < H; ++i)
+          dot += double(states.data<float>()[row * H + i]) * embed.data<float>()[v * H + i];
         const double ref = logits.data<float>()[int64_t(t) * V + v];
         num += (dot - ref) * (dot - ref);
         den += ref * ref;

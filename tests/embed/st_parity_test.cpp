@@ -22,8 +22,8 @@ namespace {
 
 using nlohmann::json;
 
-const char* const kModels[] = {"bert-mean-norm", "bert-cls-prompts", "bert-max", "mpnet-mean-norm",
-                               "xlmr-mean-prompts", "qwen2-last-norm"};
+const char* const kModels[] = {"bert-mean-norm",  "bert-cls-prompts",  "bert-max",
+                               "mpnet-mean-norm", "xlmr-mean-prompts", "qwen2-last-norm"};
 
 std::filesystem::path model_dir(const std::string& name) { return fixture("embed/models/" + name); }
 
@@ -86,13 +86,12 @@ TEST_P(StParity, FromTheTexts) {
                   std::string(GetParam()) + " from texts with the query prompt");
 }
 
-INSTANTIATE_TEST_SUITE_P(Folders, StParity, ::testing::ValuesIn(kModels),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           for (char& c : name)
-                             if (c == '-') c = '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Folders, StParity, ::testing::ValuesIn(kModels), [](const auto& info) {
+  std::string name = info.param;
+  for (char& c : name)
+    if (c == '-') c = '_';
+  return name;
+});
 
 }  // namespace
 }  // namespace wick::test

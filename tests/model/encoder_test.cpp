@@ -28,8 +28,8 @@ double rel_l2(const Tensor& got, int64_t row0, const std::vector<std::vector<dou
 
 // Three sequences packed into one batch: a one-token one, and one long enough for MPNet's logarithmic buckets.
 const std::vector<std::vector<int32_t>> kSequences = {
-    {2, 17, 33, 4, 3}, {9}, {2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
-                             28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 49, 3}};
+    {2, 17, 33, 4, 3}, {9}, {2,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                             23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 49, 3}};
 
 void expect_matches_reference(const TinyEncoder& model, const std::filesystem::path& dir, CpuWeights weights,
                               double tol) {

@@ -26,7 +26,7 @@ struct TinyEncoder {
   int64_t buckets = 32;
   int32_t pad = 0;
   double eps = 1e-12;
-  std::string prefix;  // "bert." etc.: as a task model's checkpoint names the tensors
+  std::string prefix;                     // "bert." etc.: as a task model's checkpoint names the tensors
   std::map<std::string, Tensor> tensors;  // by their name without prefix
 
   bool mpnet() const { return model_type == "mpnet"; }
@@ -36,11 +36,16 @@ struct TinyEncoder {
   std::vector<std::string> layer_names(int64_t i) const {
     const std::string p = "encoder.layer." + std::to_string(i) + ".";
     if (mpnet())
-      return {p + "attention.attn.q", p + "attention.attn.k", p + "attention.attn.v", p + "attention.attn.o",
-              p + "attention.LayerNorm", p + "intermediate.dense", p + "output.dense", p + "output.LayerNorm"};
-    return {p + "attention.self.query", p + "attention.self.key", p + "attention.self.value",
-            p + "attention.output.dense", p + "attention.output.LayerNorm", p + "intermediate.dense",
-            p + "output.dense", p + "output.LayerNorm"};
+      return {p + "attention.attn.q",    p + "attention.attn.k",   p + "attention.attn.v", p + "attention.attn.o",
+              p + "attention.LayerNorm", p + "intermediate.dense", p + "output.dense",     p + "output.LayerNorm"};
+    return {p + "attention.self.query",
+            p + "attention.self.key",
+            p + "attention.self.value",
+            p + "attention.output.dense",
+            p + "attention.output.LayerNorm",
+            p + "intermediate.dense",
+            p + "output.dense",
+            p + "output.LayerNorm"};
   }
 
   // Random weights as make_embed_fixtures.py draws them: matrices N(0, 1/fan_in), embeddings N(0, 1), LayerNorm
@@ -76,10 +81,16 @@ struct TinyEncoder {
   }
 
   std::string config_json() const {
-    nlohmann::json j = {{"model_type", model_type}, {"vocab_size", vocab}, {"hidden_size", hidden},
-                        {"num_attention_heads", heads}, {"intermediate_size", ffn}, {"num_hidden_layers", layers},
-                        {"max_position_embeddings", max_positions}, {"layer_norm_eps", eps},
-                        {"hidden_act", hidden_act}, {"pad_token_id", pad}};
+    nlohmann::json j = {{"model_type", model_type},
+                        {"vocab_size", vocab},
+                        {"hidden_size", hidden},
+                        {"num_attention_heads", heads},
+                        {"intermediate_size", ffn},
+                        {"num_hidden_layers", layers},
+                        {"max_position_embeddings", max_positions},
+                        {"layer_norm_eps", eps},
+                        {"hidden_act", hidden_act},
+                        {"pad_token_id", pad}};
     if (!mpnet()) j["type_vocab_size"] = types;
     if (mpnet()) j["relative_attention_num_buckets"] = buckets;
     j["architectures"] = {model_type == "bert" ? "BertModel" : mpnet() ? "MPNetModel" : "XLMRobertaModel"};
@@ -102,7 +113,8 @@ struct TinyEncoder {
     n = std::abs(n);
     const int64_t exact = half / 2;
     if (n < exact) return ret + n;
-    const float large = std::log(float(n) / float(exact)) / float(std::log(128.0 / double(exact))) * float(half - exact);
+    const float large =
+        std::log(float(n) / float(exact)) / float(std::log(128.0 / double(exact))) * float(half - exact);
     return ret + std::min<int64_t>(exact + int64_t(large), half - 1);
   }
 
@@ -172,8 +184,9 @@ struct TinyEncoder {
       Mat hmid = linear(x, n[5], ffn);
       for (auto& row : hmid)
         for (double& e : row)
-          e = hidden_act == "gelu" ? 0.5 * e * (1 + std::erf(e / std::numbers::sqrt2))
-                                   : 0.5 * e * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (e + 0.044715 * e * e * e)));
+          e = hidden_act == "gelu"
+                  ? 0.5 * e * (1 + std::erf(e / std::numbers::sqrt2))
+                  : 0.5 * e * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (e + 0.044715 * e * e * e)));
       Mat out = linear(hmid, n[6], hidden);
       for (int64_t t = 0; t < len; ++t)
         for (int64_t i = 0; i < hidden; ++i) out[size_t(t)][size_t(i)] += x[size_t(t)][size_t(i)];

@@ -55,7 +55,8 @@ void gelu(const Tensor& x, bool tanh, Tensor& out) {
         o[i] = 0.5f * v * (1.0f + std::tanh(c * (v + 0.044715f * v * v * v)));
       }
     } else {
-      for (int64_t i = i0; i < i1; ++i) o[i] = 0.5f * xp[i] * (1.0f + std::erf(xp[i] * float(1.0 / std::numbers::sqrt2)));
+      for (int64_t i = i0; i < i1; ++i)
+        o[i] = 0.5f * xp[i] * (1.0f + std::erf(xp[i] * float(1.0 / std::numbers::sqrt2)));
     }
   });
 }
@@ -67,8 +68,8 @@ int64_t relative_position_bucket(int64_t relative_position, int64_t num_buckets,
   n = std::abs(n);
   if (n < max_exact) return ret + n;
   // torch computes the log in f32 (the tensor's dtype, the Python scalars converted to it), then truncates.
-  const float scaled = std::log(float(n) / float(max_exact)) / float(std::log(double(max_distance) / double(max_exact))) *
-                       float(half - max_exact);
+  const float scaled = std::log(float(n) / float(max_exact)) /
+                       float(std::log(double(max_distance) / double(max_exact))) * float(half - max_exact);
   return ret + std::min<int64_t>(max_exact + int64_t(scaled), half - 1);
 }
 
@@ -78,8 +79,8 @@ void encoder_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const int64_t seqs = spans.starts.numel() - 1;
   expect(seqs >= 0 && heads > 0 && kvh > 0 && heads % kvh == 0 && q.numel() == rows * heads * d &&
              k.numel() == rows * kvh * d && v.numel() == k.numel() && out.numel() == q.numel(),
-         "encoder_attention", "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " out " +
-                                  to_string(out.shape()));
+         "encoder_attention",
+         "q " + to_string(q.shape()) + " k " + to_string(k.shape()) + " out " + to_string(out.shape()));
   const int32_t* starts = spans.starts.data<int32_t>();
   expect(seqs < 0 || (starts[0] == 0 && starts[seqs] == rows), "encoder_attention",
          "spans cover rows [" + std::to_string(starts[0]) + ", " + std::to_string(starts[seqs]) + ") of " +
@@ -97,8 +98,8 @@ void encoder_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   std::vector<float> bias_of;
   if (bias.defined()) {
     expect(bias.table.rank() == 2 && bias.table.dim(0) == bias.num_buckets && bias.table.dim(1) == heads,
-           "encoder_attention", "bias table " + to_string(bias.table.shape()) + " for " + std::to_string(heads) +
-                                    " heads");
+           "encoder_attention",
+           "bias table " + to_string(bias.table.shape()) + " for " + std::to_string(heads) + " heads");
     const float* table = bias.table.data<float>();
     bias_of.resize(static_cast<size_t>(std::max<int64_t>(0, 2 * max_len - 1) * heads));
     for (int64_t r = -(max_len - 1); r <= max_len - 1; ++r) {
@@ -129,10 +130,10 @@ void encoder_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 
 void encoder_pool(const Tensor& x, const Tensor& spans, PoolMode mode, bool normalize, Tensor& out) {
   const int64_t rows = x.rank() == 0 ? 0 : x.dim(0), n = row_size(x), seqs = spans.rank() == 0 ? 0 : spans.dim(0);
-  expect(spans.dtype() == DType::i32 && spans.numel() == 2 * seqs && out.dtype() == DType::f32 &&
-             out.numel() == seqs * n,
-         "encoder_pool", "x " + to_string(x.shape()) + " spans " + to_string(spans.shape()) + " out " +
-                             to_string(out.shape()));
+  expect(
+      spans.dtype() == DType::i32 && spans.numel() == 2 * seqs && out.dtype() == DType::f32 && out.numel() == seqs * n,
+      "encoder_pool",
+      "x " + to_string(x.shape()) + " spans " + to_string(spans.shape()) + " out " + to_string(out.shape()));
   const int32_t* sp = spans.data<int32_t>();
   for (int64_t s = 0; s < seqs; ++s)
     expect(sp[2 * s] >= 0 && sp[2 * s] <= sp[2 * s + 1] && sp[2 * s + 1] <= rows, "encoder_pool",
@@ -161,8 +162,12 @@ void encoder_pool(const Tensor& x, const Tensor& spans, PoolMode mode, bool norm
           for (int64_t t = begin; t < end; ++t)
             for (int64_t i = 0; i < n; ++i) os[i] = std::max(os[i], xp[t * n + i]);
           break;
-        case PoolMode::cls: std::copy(xp + begin * n, xp + (begin + 1) * n, os); break;
-        case PoolMode::last: std::copy(xp + (end - 1) * n, xp + end * n, os); break;
+        case PoolMode::cls:
+          std::copy(xp + begin * n, xp + (begin + 1) * n, os);
+          break;
+        case PoolMode::last:
+          std::copy(xp + (end - 1) * n, xp + end * n, os);
+          break;
       }
       if (!normalize) continue;
       double ss = 0.0;
