@@ -68,6 +68,16 @@ TEST(Encoder, MpnetMatchesReference) {
   expect_matches_reference(model, dir, CpuWeights::f32, 1e-5);
 }
 
+TEST(Encoder, Bf16WeightsKeptAsTheFileHoldsThem) {
+  // A bf16 checkpoint on the CPU: matrices read in place as bf16 (widened exactly in the products), the rest widened
+  // to f32 at load; the reference computes with the same rounded values, so the f32 tolerance holds.
+  TinyEncoder model = tiny_encoder("mpnet");
+  model.round_to_bf16();
+  const auto dir = temp_dir("mpnet16");
+  model.write(dir, {}, DType::bf16);
+  expect_matches_reference(model, dir, CpuWeights::native, 1e-5);
+}
+
 TEST(Encoder, Int8WeightsStayNearReference) {
   // q8_0 weight matrices (the word embedding and every projection): each weight within half a step of 1/127 of its
   // block's largest, which moves the states by about 1e-2 relative.

@@ -97,12 +97,18 @@ struct TinyEncoder {
     return j.dump(2);
   }
 
-  void write(const std::filesystem::path& dir, const std::vector<std::string>& skip = {}) const {
+  // Every tensor rounded to bf16, as a bf16 checkpoint holds it (the reference then computes with the rounded values).
+  void round_to_bf16() {
+    for (auto& [name, t] : tensors) t = t.to(DType::bf16).to(DType::f32);
+  }
+
+  void write(const std::filesystem::path& dir, const std::vector<std::string>& skip = {},
+             DType dtype = DType::f32) const {
     std::filesystem::create_directories(dir);
     write_file(dir / "config.json", config_json());
     std::vector<std::pair<std::string, Tensor>> out;
     for (const auto& [name, t] : tensors)
-      if (std::find(skip.begin(), skip.end(), name) == skip.end()) out.emplace_back(prefix + name, t);
+      if (std::find(skip.begin(), skip.end(), name) == skip.end()) out.emplace_back(prefix + name, t.to(dtype));
     write_safetensors(dir / "model.safetensors", out);
   }
 
