@@ -14,6 +14,7 @@ namespace wick {
 enum class ModelHead {
   causal_lm,                ///< Qwen2ForCausalLM: lm_head (or tied embeddings) over every position
   sequence_classification,  ///< Qwen2ForSequenceClassification: `score` at each row's last token
+  none,                     ///< Qwen2Model, or a model loaded for its hidden states only (an embedder's body)
 };
 
 /// The architecture hyper-parameters of a Qwen2 model. Both transformers v4 (`rope_theta`,

@@ -29,6 +29,9 @@ struct LoadOptions {
   /// affinity mask). Takes effect only before the process's first CPU work; a different count afterwards is
   /// bad_input.
   int cpu_threads = 0;
+  /// Loads the body only, as ModelHead::none whatever config.json's architecture: no head is read (an embedder's
+  /// folder, such as gte-Qwen2's, may say Qwen2ForCausalLM and hold none); only hidden_states() runs.
+  bool hidden_states_only = false;
 };
 
 /// The new tokens of one sequence and the cache they extend (positions continue from cache->length()).
@@ -89,8 +92,15 @@ class Model {
   /// Runs each sequence's new tokens through the model, appending them to its cache, and returns
   /// CPU f32 logits: [rows, vocab] for a causal LM, [rows, num_labels] for a classifier, where rows
   /// follow options.logits. Fails with bad_input (and leaves every cache unchanged) when a token is
-  /// outside the vocabulary or a cache would overflow.
+  /// outside the vocabulary or a cache would overflow; unsupported on a model without a head (ModelHead::none), as
+  /// every pass that returns logits.
   Tensor forward(std::span<const SequenceInput> batch, const ForwardOptions& options = {}) const;
+
+  /// The final-norm hidden states of every token (the head's input), each sequence run alone from position 0:
+  /// CPU f32 [total tokens, hidden], the sequences' rows one after another. What an embedder pools (gte-Qwen2's and
+  /// Qwen3-Embedding's last token). Runs on a model with or without a head; bad_input for an empty batch or
+  /// sequence, a token outside the vocabulary, or a sequence longer than max_position_embeddings.
+  Tensor hidden_states(std::span<const std::span<const int32_t>> sequences) const;
 
   /// An empty pool of `num_blocks` blocks of `block_size` positions each, for every layer, on the model's device.
   KVBlockPool make_block_pool(int64_t num_blocks, int64_t block_size) const;

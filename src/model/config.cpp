@@ -127,9 +127,10 @@ ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& 
     const std::string arch = (*it)[0].get<std::string>();
     if (arch == "Qwen2ForCausalLM") c.head = ModelHead::causal_lm;
     else if (arch == "Qwen2ForSequenceClassification") c.head = ModelHead::sequence_classification;
+    else if (arch == "Qwen2Model") c.head = ModelHead::none;
     else
       fail(ErrorKind::unsupported, source + ": architecture '" + arch +
-                                       "' (expected Qwen2ForCausalLM or Qwen2ForSequenceClassification)");
+                                       "' (expected Qwen2ForCausalLM, Qwen2ForSequenceClassification or Qwen2Model)");
   }
   if (auto act = json_string(obj, "hidden_act", source); act && *act != "silu")
     fail(ErrorKind::unsupported, source + ": hidden_act '" + *act + "' (Qwen2 uses silu)");
@@ -234,7 +235,9 @@ int64_t ModelConfig::parameter_count() const {
 std::string ModelConfig::to_json() const {
   json j;
   const bool cls = head == ModelHead::sequence_classification;
-  j["architectures"] = {cls ? "Qwen2ForSequenceClassification" : "Qwen2ForCausalLM"};
+  j["architectures"] = {cls                        ? "Qwen2ForSequenceClassification"
+                        : head == ModelHead::none ? "Qwen2Model"
+                                                  : "Qwen2ForCausalLM"};
   j["model_type"] = "qwen2";
   j["hidden_act"] = "silu";
   j["vocab_size"] = vocab_size;

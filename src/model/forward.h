@@ -37,12 +37,13 @@ struct Heads {
 /// The base model's embedding and head, or the adapter's replacements of them.
 Heads pick_heads(const ModelWeights& w, const LoraSource* lora);
 
-// Inputs and outputs of the final norm and head for `rows` rows.
+// Inputs and outputs of the final norm and head for `rows` rows. An undefined head: the final norm's output is the
+// result (the hidden states an embedder pools).
 struct HeadBuffers {
   bool last_only;  // gather each sequence's last token first
   Tensor last;     // [rows, hidden] when last_only
   Tensor normed;   // [rows, hidden]
-  Tensor logits;   // [rows, vocab or num_labels], f32
+  Tensor logits;   // [rows, vocab or num_labels], f32; without a head [rows, hidden] in the compute dtype
 
   HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, int64_t rows, bool last_only);
 };

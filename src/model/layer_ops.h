@@ -40,7 +40,8 @@ class LayerOps {
   virtual void add_projection(const Tensor& in, const Projection& w, Tensor& x) = 0;
   /// out = silu(m·W_gateᵀ) ⊙ (m·W_upᵀ).  out [T, ffn].
   virtual void gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) = 0;
-  /// logits = n·W_headᵀ in f32, for the rows this lowering returns (every token, or the last of each sequence).
+  /// logits = n·W_headᵀ in f32, for the rows this lowering returns (every token, or the last of each sequence); an
+  /// undefined head: logits = n itself, the final-norm hidden states (plain ops only).
   virtual void logits(const Normed& n, const Tensor& head, Tensor& logits) = 0;
 };
 

@@ -18,17 +18,18 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
   if (options.cpu_threads != 0) set_thread_count(options.cpu_threads);
   auto impl = std::make_unique<Impl>();
   impl->config = ModelConfig::load(dir);
+  if (options.hidden_states_only) impl->config.head = ModelHead::none;
   impl->generation = GenerationDefaults::load(dir);
   if (impl->generation.eos_token_ids.empty()) impl->generation.eos_token_ids = impl->config.eos_token_ids;
   const TensorStore store = TensorStore::open_dir(dir);
   impl->backend = make_backend(options.device, options.cpu_weights);
   impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
-  if (impl->backend->device() != Device::cpu) {
+  if (impl->backend->device() != Device::cpu && impl->config.head != ModelHead::none) {
     impl->decode_steps = std::make_unique<DecodeSteps>(*impl->backend, impl->config, impl->weights);
     impl->paged_steps = std::make_unique<PagedSteps>(*impl->backend, impl->config);
   }
   std::shared_ptr<Model> model(new Model(std::move(impl)));
-  if (model->device() != Device::cpu) model->warm_up();
+  if (model->device() != Device::cpu && model->config().head != ModelHead::none) model->warm_up();
   return model;
 }
 
@@ -157,12 +158,20 @@ FlatBatch flatten_paged(const ModelConfig& c, Device device, const KVBlockPool& 
   return flat;
 }
 
+// The passes that return logits need a head.
+void require_head(const ModelConfig& c) {
+  if (c.head == ModelHead::none)
+    fail(ErrorKind::unsupported, "this model has no head (a Qwen2Model, or loaded with hidden_states_only): it gives "
+                                 "hidden states (Model::hidden_states), not logits");
+}
+
 // What plain_pass runs beyond a ForwardOptions: keys and values in a pool's blocks, and each span's own adapter.
 struct PlainPassOptions {
   LogitsFor logits = LogitsFor::last_token;
   const LoraSource* lora = nullptr;  // the adapter of every sequence (unless mixed)
   KVBlockPool* pool = nullptr;
   bool mixed_lora = false;
+  bool hidden_states = false;  // the final norm's output instead of the head's (every token)
 };
 
 // The i32 inputs of one pass, uploaded together: views of one device tensor. Each starts on an 8-byte boundary:
@@ -214,7 +223,8 @@ Tensor plain_pass(Model::Impl& impl, const FlatBatch& flat, const PlainPassOptio
                          .paged = o.pool ? &paged : nullptr,
                          .mixed_lora = o.mixed_lora,
                          .row_adapters = adapter_tables >= 0 ? &row_adapters : nullptr};
-  const Heads heads = pick_heads(impl.weights, o.lora);
+  Heads heads = pick_heads(impl.weights, o.lora);
+  if (o.hidden_states) heads.head = Tensor();
   const bool last = o.logits == LogitsFor::last_token;
   Activations a(b, c, T);
   HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last);
@@ -229,6 +239,7 @@ template <class Read>
 auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const ForwardOptions& options, Read&& read) {
   const ModelConfig& c = impl.config;
   Backend& b = *impl.backend;
+  require_head(c);
   const FlatBatch flat = flatten(c, batch);
   const int64_t T = int64_t(flat.ids.size());
 
@@ -251,6 +262,27 @@ Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions
   return run_forward(*impl_, batch, options, [](Backend& b, const Tensor& logits) { return b.download(logits); });
 }
 
+Tensor Model::hidden_states(std::span<const std::span<const int32_t>> sequences) const {
+  const ModelConfig& c = impl_->config;
+  Backend& b = *impl_->backend;
+  std::vector<KVCache> caches;  // one per sequence, just long enough
+  std::vector<SequenceInput> batch;
+  caches.reserve(sequences.size());
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    const int64_t n = int64_t(sequences[s].size());
+    if (n > c.max_position_embeddings)
+      fail(ErrorKind::bad_input, "hidden_states: sequence " + std::to_string(s) + " has " + std::to_string(n) +
+                                     " tokens, beyond max_position_embeddings " + std::to_string(c.max_position_embeddings));
+    caches.push_back(make_cache(std::max<int64_t>(n, 1)));
+    batch.push_back({sequences[s], &caches.back()});
+  }
+  const FlatBatch flat = flatten(c, batch);
+  std::unique_lock<std::mutex> device_lock(impl_->device_mutex, std::defer_lock);
+  if (b.device() != Device::cpu) device_lock.lock();
+  const std::shared_lock weights_lock(impl_->weights_mutex);
+  return b.download(plain_pass(*impl_, flat, {.logits = LogitsFor::every_token, .hidden_states = true}));
+}
+
 KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const {
   if (num_blocks < 1 || block_size < 1)
     fail(ErrorKind::bad_input, "KV block pool: " + std::to_string(num_blocks) + " blocks of " +
@@ -269,6 +301,7 @@ template <class Read>
 auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits,
                Read&& read) {
   Backend& b = *impl.backend;
+  require_head(impl.config);
   const FlatBatch flat = flatten_paged(impl.config, b.device(), pool, batch);
   const LoraSource* first = batch[0].lora;
   const bool mixed = std::any_of(batch.begin(), batch.end(), [&](const PagedSequence& s) { return s.lora != first; });

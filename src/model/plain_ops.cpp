@@ -162,6 +162,10 @@ void PlainOps::logits(const Normed& n, const Tensor& head, Tensor& logits) {
       b_.copy_rows(n.x->rows(last, last + 1), rows, int64_t(s));
     }
   }
+  if (!head.defined()) {  // the hidden states are the result
+    b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), logits);
+    return;
+  }
   if (rows_ && rows.dim(0) <= rows_->head_rows()) {
     rows_->linear_f32({.x = rows, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}, head, logits);
     return;

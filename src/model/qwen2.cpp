@@ -24,7 +24,9 @@ HeadBuffers::HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, i
     : last_only(last),
       last(last ? b.alloc({rows, c.hidden_size}, b.compute_dtype()) : Tensor()),
       normed(b.alloc({rows, c.hidden_size}, b.compute_dtype())),
-      logits(b.alloc({rows, head.dim(0)}, DType::f32)) {}  // f32 logits on every backend
+      // f32 logits on every backend; without a head, the hidden states in the compute dtype
+      logits(head.defined() ? b.alloc({rows, head.dim(0)}, DType::f32)
+                            : b.alloc({rows, c.hidden_size}, b.compute_dtype())) {}
 
 Heads pick_heads(const ModelWeights& w, const LoraSource* lora) {
   return {.embed = lora && lora->embedding() ? *lora->embedding() : w.embed,

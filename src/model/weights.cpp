@@ -48,16 +48,23 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   specs.push_back({"model.norm.weight", {c.hidden_size}});
   if (c.head == ModelHead::sequence_classification)
     specs.push_back({"score.weight", {c.num_labels, c.hidden_size}});
-  else if (!c.tie_word_embeddings)
+  else if (c.head == ModelHead::causal_lm && !c.tie_word_embeddings)
     specs.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
   return specs;
 }
 
 ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backend& backend, const std::string& source) {
+  // A headless Qwen2Model saves its body without the "model." prefix of the task models (embedders ship it so).
+  const bool bare = c.head == ModelHead::none && !store.find("model.embed_tokens.weight") &&
+                    store.find("embed_tokens.weight");
+  const auto file_name = [bare](const std::string& name) {
+    return bare && name.starts_with("model.") ? name.substr(6) : name;
+  };
   // Validate whole, report all: every problem in one message before any allocation.
   std::vector<std::string> problems;
   bool only_missing = true;
-  for (const TensorSpec& spec : expected_tensors(c)) {
+  for (const TensorSpec& canonical : expected_tensors(c)) {
+    const TensorSpec spec{file_name(canonical.name), canonical.shape};
     const SafetensorsEntry* e = store.find(spec.name);
     if (!e) {
       problems.push_back("missing '" + spec.name + "' " + to_string(spec.shape));
@@ -81,8 +88,9 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
   }
 
   const DType dt = backend.compute_dtype();
-  auto get = [&](const std::string& name) { return backend.upload(store.tensor(name), dt); };
-  auto matrix = [&](const std::string& name) {
+  auto get = [&](const std::string& name) { return backend.upload(store.tensor(file_name(name)), dt); };
+  auto matrix = [&](const std::string& canonical) {
+    const std::string name = file_name(canonical);
     const Tensor file = store.tensor(name);
     Tensor w;
     try {
@@ -112,7 +120,8 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
     }
   }
   w.final_norm = get("model.norm.weight");
-  w.head = c.head == ModelHead::causal_lm && c.tie_word_embeddings ? w.embed : matrix(head_name(c));
+  if (c.head != ModelHead::none)
+    w.head = c.head == ModelHead::causal_lm && c.tie_word_embeddings ? w.embed : matrix(head_name(c));
   return w;
 }
 

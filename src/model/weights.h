@@ -28,7 +28,8 @@ struct ModelWeights {
   Tensor embed;       // [vocab, hidden]
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // [hidden]
-  Tensor head;        // lm_head [vocab, hidden] (the embedding itself when tied) or score [num_labels, hidden]
+  Tensor head;        // lm_head [vocab, hidden] (the embedding itself when tied) or score [num_labels, hidden];
+                      // undefined for ModelHead::none
 };
 
 /// One tensor a config implies: its Hugging Face name and shape.
@@ -40,7 +41,8 @@ struct TensorSpec {
 /// Shape [out, in] of a projection's weight.
 Shape proj_shape(const ModelConfig& config, ProjKind kind);
 
-/// Every tensor a model with this config stores, in a stable order (a tied lm_head is not stored).
+/// Every tensor a model with this config stores, in a stable order (a tied lm_head is not stored), as the task models
+/// name them ("model.embed_tokens.weight"; load_weights also takes a headless model's "embed_tokens.weight").
 std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
 
 /// Checks every expected tensor's presence, shape and dtype in `store` and reports all problems in

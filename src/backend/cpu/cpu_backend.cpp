@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backward.h"
+#include "backend/cpu/cpu_encoder.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_weights.h"
 #include "core/thread_pool.h"
@@ -310,6 +311,20 @@ class CpuBackend final : public Backend {
     parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) o[i] = ap[i] + bp[i];
     });
+  }
+
+  // Encoder ops: cpu_encoder.cpp.
+  void layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias, float eps,
+                  Tensor& out) override {
+    cpu::layer_norm(x, residual, weight, bias, eps, out);
+  }
+  void gelu(const Tensor& x, bool tanh, Tensor& out) override { cpu::gelu(x, tanh, out); }
+  void encoder_attention(const Tensor& q, const Tensor& k, const Tensor& v, const EncoderSpans& spans,
+                         const RelativeBias& bias, Tensor& out, const AttentionParams& p) override {
+    cpu::encoder_attention(q, k, v, spans, bias, out, p);
+  }
+  void encoder_pool(const Tensor& x, const Tensor& spans, PoolMode mode, bool normalize, Tensor& out) override {
+    cpu::encoder_pool(x, spans, mode, normalize, out);
   }
 
   // Backward twins (training): cpu_backward.cpp.
