@@ -20,8 +20,10 @@ namespace wick::bench {
 std::filesystem::path bench_model(const std::string& like) {
   const char* root = std::getenv("WICK_BENCH_MODELS");
   const std::filesystem::path dir = std::filesystem::path(root ? root : "bench-models") / (like + "-bf16");
-  if (!std::filesystem::exists(dir / "model.safetensors"))
-    write_random_model(ModelConfig::preset(like), dir, {.dtype = DType::bf16, .seed = 1});
+  if (!std::filesystem::exists(dir / "model.safetensors")) {
+    if (is_random_embedder_shape(like)) write_random_embedder(like, dir, {.dtype = DType::bf16, .seed = 1});
+    else write_random_model(ModelConfig::preset(like), dir, {.dtype = DType::bf16, .seed = 1});
+  }
   return dir;
 }
 

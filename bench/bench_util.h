@@ -6,7 +6,8 @@
 
 namespace wick::bench {
 
-/// Directory of a random model shaped like `like` (qwen2.5-0.5b, tiny, ...) with bf16 files,
+/// Directory of a random model shaped like `like` (qwen2.5-0.5b, tiny, ...; minilm-l6 or bert-base: a
+/// sentence-transformers encoder folder) with bf16 files,
 /// written on first use under $WICK_BENCH_MODELS (default: ./bench-models).
 std::filesystem::path bench_model(const std::string& like);
 

@@ -5,7 +5,8 @@
 //   server.add_adapter("support", "adapters/support");
 //   server.listen();   // blocks until stop() (another thread, or a signal handler's thread)
 //
-// Endpoints: POST /v1/chat/completions, /v1/completions (SSE streaming or not), GET /v1/models, POST /v1/adapters,
+// Endpoints: POST /v1/chat/completions, /v1/completions (SSE streaming or not), POST /v1/embeddings (embedding models
+// added with add_embedder), GET /v1/models, POST /v1/adapters,
 // DELETE /v1/adapters/{name}, POST/GET /v1/files[/{id}[/content]], POST/GET /v1/fine_tuning/jobs[/{id}[/events]],
 // POST /v1/fine_tuning/jobs/{id}/cancel, GET /health, GET /metrics. Errors are OpenAI's error object.
 #pragma once
@@ -17,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "wick/embedder.h"
 #include "wick/engine.h"
 #include "wick/model.h"
 #include "wick/tokenizer.h"
@@ -64,6 +66,11 @@ class Server {
 
   /// Loads a PEFT adapter under `name` (the model id requests use); a new version when the name is taken.
   void add_adapter(const std::string& name, const std::filesystem::path& dir);
+  /// Loads an embedding model (wick/embedder.h: a sentence-transformers folder or a plain encoder folder) under `name`,
+  /// the model id POST /v1/embeddings requests use (a request naming no model gets the only one, when there is one).
+  /// bad_input for an empty name or one already taken (the base model's, an adapter's, another embedder's); the
+  /// Embedder's load errors as they are.
+  void add_embedder(const std::string& name, const std::filesystem::path& dir, const EmbedderOptions& options = {});
   /// Binds host:port (bad_input naming them when it cannot); returns the port (the one picked for port 0).
   int bind();
   /// Serves until stop(); binds first if bind() was not called.

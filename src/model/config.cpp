@@ -220,7 +220,8 @@ ModelConfig ModelConfig::preset(const std::string& name) {
     c.num_heads = 4, c.num_kv_heads = 2, c.tie_word_embeddings = true, c.max_position_embeddings = 1024;
     c.bos_token_id = 1, c.eos_token_ids = {2};
   } else {
-    fail(ErrorKind::bad_input, "--like: unknown model shape '" + name + "' (expected qwen2.5-0.5b, qwen2.5-7b or tiny)");
+    fail(ErrorKind::bad_input, "--like: unknown model shape '" + name +
+                                   "' (expected qwen2.5-0.5b, qwen2.5-7b or tiny; minilm-l6 or bert-base for an encoder)");
   }
   c.head_dim = c.hidden_size / c.num_heads;
   return c;

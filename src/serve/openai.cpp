@@ -414,4 +414,99 @@ json completion_response(const ResponseHead& head, const CompletionRequest& requ
   return out;
 }
 
+EmbeddingRequest parse_embedding_request(std::string_view body) {
+  const json j = parse_object(body);
+  EmbeddingRequest r;
+  r.model = text(j, "model").value_or("");
+  const auto format = text(j, "encoding_format").value_or("float");
+  if (format != "float" && format != "base64")
+    bad_field("encoding_format", "'encoding_format' must be 'float' or 'base64', found '" + format + "'");
+  r.base64 = format == "base64";
+  r.dimensions = integer(j, "dimensions", 1, std::numeric_limits<int32_t>::max()).value_or(0);
+  const auto it = j.find("input");
+  if (it == j.end() || it->is_null()) bad_field("input", "'input' is required");
+  const json& in = *it;
+  // A list of token ids: non-empty, each an integer in [0, 2³¹).
+  const auto ids_of = [](const json& a, const std::string& where) {
+    std::vector<int32_t> ids;
+    if (a.empty()) bad_field("input", "'" + where + "' must not be empty");
+    for (size_t i = 0; i < a.size(); ++i) {
+      const json& v = a[i];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > std::numeric_limits<int32_t>::max())
+        bad_field("input", "'" + where + "[" + std::to_string(i) + "]' must be a token id (a non-negative integer), "
+                           "found " + v.dump());
+      ids.push_back(int32_t(v.get<int64_t>()));
+    }
+    return ids;
+  };
+  if (in.is_string()) {
+    r.texts.push_back(in.get<std::string>());
+  } else if (in.is_array()) {
+    if (in.empty()) bad_field("input", "'input' must not be an empty array");
+    if (in[0].is_number()) {
+      r.token_ids.push_back(ids_of(in, "input"));
+    } else if (in[0].is_string()) {
+      for (size_t i = 0; i < in.size(); ++i) {
+        if (!in[i].is_string())
+          bad_field("input", "'input[" + std::to_string(i) + "]' must be a string like the first, found " +
+                                 in[i].type_name());
+        r.texts.push_back(in[i].get<std::string>());
+      }
+    } else if (in[0].is_array()) {
+      for (size_t i = 0; i < in.size(); ++i) {
+        const std::string at = "input[" + std::to_string(i) + "]";
+        if (!in[i].is_array()) bad_field("input", "'" + at + "' must be an array of token ids like the first");
+        r.token_ids.push_back(ids_of(in[i], at));
+      }
+    } else {
+      bad_field("input", std::string("'input[0]' must be a string, a token id or an array of token ids, found ") +
+                             in[0].type_name());
+    }
+  } else {
+    bad_field("input", std::string("'input' must be a string or an array, found ") + in.type_name());
+  }
+  for (size_t i = 0; i < r.texts.size(); ++i)
+    if (r.texts[i].empty())
+      bad_field("input", r.texts.size() == 1 ? "'input' must not be an empty string"
+                                             : "'input[" + std::to_string(i) + "]' must not be an empty string");
+  return r;
+}
+
+std::string base64_encode(std::string_view bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 | uint8_t(bytes[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
+  }
+  if (const size_t rest = bytes.size() - i; rest > 0) {
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | (rest == 2 ? uint32_t(uint8_t(bytes[i + 1])) << 8 : 0u);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+json embedding_response(const std::string& model, const Tensor& embeddings, bool base64, int64_t prompt_tokens) {
+  const int64_t n = embeddings.dim(0), dim = embeddings.dim(1);
+  json data = json::array();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = embeddings.data<float>() + i * dim;
+    json e = {{"object", "embedding"}, {"index", i}};
+    if (base64)
+      e["embedding"] = base64_encode(std::string_view(reinterpret_cast<const char*>(row), size_t(dim) * sizeof(float)));
+    else
+      e["embedding"] = std::vector<float>(row, row + dim);
+    data.push_back(std::move(e));
+  }
+  return {{"object", "list"},
+          {"data", std::move(data)},
+          {"model", model},
+          {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
+}
+
 }  // namespace wick::serve

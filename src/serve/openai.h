@@ -15,6 +15,7 @@
 
 #include "wick/generator.h"
 #include "wick/sampler.h"
+#include "wick/tensor.h"
 #include "wick/tokenizer.h"
 
 namespace wick::serve {
@@ -79,6 +80,23 @@ struct FineTuneRequest {
   std::optional<uint64_t> seed;
 };
 FineTuneRequest parse_fine_tune_request(std::string_view body);
+
+/// POST /v1/embeddings (OpenAI's shape). `input` is a string, an array of strings, an array of token ids or an array of
+/// such arrays; every text and id list must be non-empty (as OpenAI requires).
+struct EmbeddingRequest {
+  std::string model;                           ///< "" when absent: the only embedding model, if there is one
+  std::vector<std::string> texts;              ///< the inputs given as text, or
+  std::vector<std::vector<int32_t>> token_ids; ///< the inputs given as token ids (then texts is empty)
+  bool base64 = false;                         ///< encoding_format "base64": each embedding's f32 bytes, base64
+  int64_t dimensions = 0;                      ///< Matryoshka truncation (0: the model's dimension)
+};
+EmbeddingRequest parse_embedding_request(std::string_view body);
+/// The response: {"object": "list", "data": [{"object": "embedding", "index", "embedding"}...], "model", "usage"}.
+/// embeddings f32 [n, dim] on the host.
+nlohmann::json embedding_response(const std::string& model, const Tensor& embeddings, bool base64,
+                                  int64_t prompt_tokens);
+/// RFC 4648 base64 of `bytes` (with padding), as OpenAI encodes embeddings.
+std::string base64_encode(std::string_view bytes);
 
 /// The body parsed as a JSON object (400 otherwise).
 nlohmann::json parse_object(std::string_view body);

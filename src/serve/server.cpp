@@ -165,6 +165,7 @@ void Server::Impl::routes() {
 
   http.Post("/v1/completions", guard([this](const auto& req, auto& res) { completions(req, res, false); }));
   http.Post("/v1/chat/completions", guard([this](const auto& req, auto& res) { completions(req, res, true); }));
+  http.Post("/v1/embeddings", guard([this](const auto& req, auto& res) { embeddings(req, res); }));
 
   const auto model_object = [this](const std::string& id, const std::string& parent) {
     json m = {{"id", id}, {"object", "model"}, {"created", started_at}, {"owned_by", "wick"},
@@ -176,6 +177,13 @@ void Server::Impl::routes() {
   http.Get("/v1/models", guard([this, model_object](const auto&, auto& res) {
              json data = json::array({model_object(base_name, "")});
              for (const AdapterInfo& a : registry.list()) data.push_back(model_object(a.name, base_name));
+             const std::lock_guard lock(embed_mu);
+             for (const auto& [name, e] : embedders) {
+               json m = model_object(name, "");
+               m["max_model_len"] = e->max_seq_length();
+               m["dimension"] = e->dimension();
+               data.push_back(std::move(m));
+             }
              serve::respond_json(res, {{"object", "list"}, {"data", std::move(data)}});
            }));
   http.Get(R"(/v1/models/(.+))", guard([this, model_object](const auto& req, auto& res) {
@@ -292,6 +300,20 @@ void Server::add_adapter(const std::string& name, const fs::path& dir) {
     fail(ErrorKind::bad_input, "--adapter: the name '" + name + "' is empty or the base model's");
   const std::lock_guard turn(*impl_->turns);
   impl_->registry.put(LoraAdapter::load(dir, *impl_->model, name));
+}
+
+void Server::add_embedder(const std::string& name, const fs::path& dir, const EmbedderOptions& options) {
+  Impl& im = *impl_;
+  const auto taken = [&] {
+    const std::lock_guard lock(im.embed_mu);
+    return name == im.base_name || im.registry.get(name) != nullptr || im.embedders.count(name) > 0;
+  };
+  if (name.empty() || taken())
+    fail(ErrorKind::bad_input, "--embed-model: the name '" + name + "' is empty or taken (the base model's, an "
+                                                                    "adapter's or another embedding model's)");
+  auto e = std::make_shared<const Embedder>(Embedder::load(dir, options));
+  const std::lock_guard lock(im.embed_mu);
+  im.embedders.emplace(name, std::move(e));
 }
 
 int Server::bind() {

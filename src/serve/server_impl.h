@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <map>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -44,6 +45,9 @@ struct Server::Impl {
   std::unique_ptr<serve::FileStore> files;
   std::unique_ptr<serve::FineTuneJobs> jobs;
   httplib::Server http;
+  // Embedding models by name (add_embedder; read by the route under embed_mu).
+  mutable std::mutex embed_mu;
+  std::map<std::string, std::shared_ptr<const Embedder>> embedders;
 
   // Requests in the engine now, for stop(): guarded by `mu`.
   std::mutex mu;
@@ -60,6 +64,8 @@ struct Server::Impl {
   void routes();
   /// POST /v1/completions and /v1/chat/completions (completions.cpp).
   void completions(const httplib::Request& req, httplib::Response& res, bool chat);
+  /// POST /v1/embeddings (embeddings.cpp).
+  void embeddings(const httplib::Request& req, httplib::Response& res);
   /// The adapter a request's `model` names: null for the base model; 404 model_not_found for an unknown id.
   std::shared_ptr<const LoraSource> adapter_of(const std::string& model_id) const;
   void stop();

@@ -148,6 +148,22 @@ inline Reply get(httplib::Client& c, const std::string& path, const httplib::Hea
   return reply_of(c.Get(path, headers));
 }
 
+/// Expects OpenAI's error object, {"error": {"message", "type", "param", "code"}}, with this status (and param, code).
+inline void expect_error(const Reply& r, int status, const std::string& param = "", const std::string& code = "") {
+  EXPECT_EQ(r.status, status) << r.text;
+  ASSERT_TRUE(r.body.is_object()) << r.text;
+  ASSERT_TRUE(r.body.contains("error")) << r.text;
+  const nlohmann::json& e = r.body["error"];
+  EXPECT_TRUE(e["message"].is_string() && !e["message"].get<std::string>().empty()) << r.text;
+  EXPECT_TRUE(e["type"].is_string()) << r.text;
+  if (!param.empty()) {
+    EXPECT_EQ(e["param"], param) << r.text;
+  }
+  if (!code.empty()) {
+    EXPECT_EQ(e["code"], code) << r.text;
+  }
+}
+
 /// POSTs `body` as JSON and hands each piece of the response body to `receive` as it arrives (false: hang up).
 /// True when the whole response arrived.
 template <class F>

@@ -15,6 +15,7 @@ namespace {
 using nlohmann::json;
 using test::get;
 using test::post;
+using test::expect_error;
 using test::TestServer;
 
 // What the engine-independent single-sequence Generator answers for `prompt` greedily.
@@ -245,22 +246,6 @@ TEST(Server, AdaptersLoadReplaceAndGoWhileRequestsKeepTheirs) {
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(bad.body["error"]["param"], "path");
   EXPECT_EQ(post(c, "/v1/adapters", json{{"name", "wick-demo"}, {"path", other.string()}}).status, 400);
-}
-
-// The error object: {"error": {"message", "type", "param", "code"}}.
-void expect_error(const test::Reply& r, int status, const std::string& param = "", const std::string& code = "") {
-  EXPECT_EQ(r.status, status) << r.text;
-  ASSERT_TRUE(r.body.is_object()) << r.text;
-  ASSERT_TRUE(r.body.contains("error")) << r.text;
-  const json& e = r.body["error"];
-  EXPECT_TRUE(e["message"].is_string() && !e["message"].get<std::string>().empty()) << r.text;
-  EXPECT_TRUE(e["type"].is_string()) << r.text;
-  if (!param.empty()) {
-    EXPECT_EQ(e["param"], param) << r.text;
-  }
-  if (!code.empty()) {
-    EXPECT_EQ(e["code"], code) << r.text;
-  }
 }
 
 TEST(Server, BadRequestsAreOpenAIErrorsNamingTheField) {

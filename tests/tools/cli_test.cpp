@@ -1,7 +1,9 @@
 // The wick CLI contract (DESIGN.md): outputs, exit codes and one-line errors.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 
@@ -178,6 +180,89 @@ TEST(Cli, DeviceCudaRunsOrExplains) {
   } else {
     EXPECT_EQ(r.code, 2) << r.err;
     EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
+  }
+}
+
+// `wick embed` (DESIGN.md's contract): --out writes f32 `embeddings` [n, dim] equal to sentence-transformers' encode
+// (tests/fixtures/embed, scripts/make_embed_fixtures.py); without --out, one JSON array per line with the same
+// floats; --file .txt and .jsonl give the texts in order; prompts by name.
+std::string embed_model(const char* name) { return fixture(std::string("embed/models/") + name).string(); }
+
+double max_cosine_distance(const Tensor& a, const Tensor& b) {
+  double worst = 0;
+  for (int64_t i = 0; i < a.dim(0); ++i) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t k = 0; k < a.dim(1); ++k) {
+      const double x = a.data<float>()[i * a.dim(1) + k], y = b.data<float>()[i * b.dim(1) + k];
+      ab += x * y, aa += x * x, bb += y * y;
+    }
+    worst = std::max(worst, 1.0 - ab / std::sqrt(aa * bb));
+  }
+  return worst;
+}
+
+TEST(Cli, EmbedMatchesSentenceTransformers) {
+  const auto dir = fixture("embed/models/xlmr-mean-prompts");
+  const auto texts = nlohmann::json::parse(read_file(dir / "texts.json")).get<std::vector<std::string>>();
+  auto ref = SafetensorsFile::open(dir / "reference.safetensors");
+  const auto tmp = temp_dir("embed");
+  std::string jsonl;
+  for (const std::string& t : texts) jsonl += nlohmann::json{{"text", t}}.dump() + "\n";
+  write_file(tmp / "texts.jsonl", jsonl);
+  for (const auto& [flags, key] : {std::pair{std::string(), "embeddings"}, {std::string(" --prompt-name query"), "query"}}) {
+    const auto out = tmp / "e.safetensors";
+    const CliRun r = wick("embed --model " + dir.string() + " --file " + (tmp / "texts.jsonl").string() + " --out " +
+                          out.string() + flags);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const Tensor got = SafetensorsFile::open(out)->tensor("embeddings");
+    ASSERT_EQ(got.shape(), ref->tensor(key).shape());
+    EXPECT_LE(max_cosine_distance(got, ref->tensor(key).to(DType::f32)), 1e-5) << key;
+  }
+  // One text per line of a .txt, printed as JSON arrays: the same numbers as the file's first two rows.
+  write_file(tmp / "two.txt", "first line\r\nsecond line\n");
+  const CliRun lines = wick("embed --model " + dir.string() + " --file " + (tmp / "two.txt").string());
+  ASSERT_EQ(lines.code, 0) << lines.err;
+  const CliRun each = wick("embed --model " + dir.string() + " --text 'first line' --text 'second line' --out " +
+                           (tmp / "two.safetensors").string());
+  ASSERT_EQ(each.code, 0) << each.err;
+  const Tensor two = SafetensorsFile::open(tmp / "two.safetensors")->tensor("embeddings");
+  std::istringstream printed(lines.out);
+  std::string line;
+  for (int64_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(std::getline(printed, line));
+    const auto row = nlohmann::json::parse(line).get<std::vector<float>>();
+    ASSERT_EQ(int64_t(row.size()), two.dim(1));
+    for (int64_t k = 0; k < two.dim(1); ++k) EXPECT_EQ(row[size_t(k)], two.data<float>()[i * two.dim(1) + k]);
+  }
+  EXPECT_FALSE(std::getline(printed, line));
+}
+
+TEST(Cli, EmbedBadInputIsOneLineAndExitCode2) {
+  const auto tmp = temp_dir("embed-bad");
+  write_file(tmp / "bad.jsonl", "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
+  write_file(tmp / "t.csv", "a\n");
+  write_file(tmp / "bad.txt", "ok\n\xff\xfe\n");
+  const std::string m = " --model " + embed_model("bert-mean-norm");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"embed" + m, "--text"},
+      {"embed" + m + " --text a --file " + (tmp / "bad.jsonl").string(), "not both"},
+      {"embed" + m + " --file " + (tmp / "bad.jsonl").string(), "bad.jsonl:2"},
+      {"embed" + m + " --file " + (tmp / "t.csv").string(), "--file"},
+      {"embed" + m + " --file " + (tmp / "missing.txt").string(), "missing.txt"},
+      {"embed" + m + " --file " + (tmp / "bad.txt").string(), "UTF-8"},
+      {"embed" + m + " --text a --prompt-name nope", "nope"},
+      {"embed" + m + " --text a --prompt-name query --prompt 'q: '", "--prompt"},
+      {"embed" + m + " --text a --dimensions -1", "--dimensions"},
+      {"embed" + m + " --text a --dimensions 100000", "dimensions"},
+      {"embed" + m + " --text a --batch-tokens 0", "--batch-tokens"},
+      {"embed" + m + " --text \"$(printf 'word %.0s' $(seq 1 200))\" --no-truncate", "max_seq_length"},
+      {"embed --model " + model("tiny-untied") + "-missing --text a", "tiny-untied-missing"},
+  };
+  for (const auto& [args, needle] : cases) {
+    const CliRun r = wick(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
   }
 }
 

@@ -26,6 +26,7 @@ Action add_detokenize(CLI::App& app);
 Action add_train(CLI::App& app);
 Action add_pull(CLI::App& app);
 Action add_serve(CLI::App& app);
+Action add_embed(CLI::App& app);
 
 /// A --model / --adapter value as a path: a file or directory as given, or ORG/NAME[@REVISION] from the Hugging
 /// Face cache, pulled first (progress on stderr) when the cache lacks it and HF_HUB_OFFLINE is not set.

@@ -1,4 +1,4 @@
-// wick serve --model DIR|ORG/NAME [--adapter NAME=DIR]... [--host H] [--port P] [--api-key KEY] [--device cpu|cuda]
+// wick serve --model DIR|ORG/NAME [--adapter NAME=DIR]... [--embed-model NAME=DIR]... [--host H] [--port P] [--api-key KEY] [--device cpu|cuda]
 //            [--compute auto|f32] [--threads N] [--max-batch N] [--kv-blocks N] [--max-queue N] [--max-tokens N]
 //            [--max-body BYTES] [--timeout S] [--data-dir DIR] [--served-model-name NAME]
 // An OpenAI-compatible server (wick/server.h). Prints "wick serve: listening on http://HOST:PORT" on stdout once the
@@ -81,7 +81,7 @@ Action add_serve(CLI::App& app) {
   struct Opts {
     std::string model, device = "cpu", host = "127.0.0.1", api_key, data_dir, served_name;
     CpuFlags cpu;
-    std::vector<std::string> adapters;
+    std::vector<std::string> adapters, embed_models;
     int port = 8080, http_threads = 256;
     int64_t max_batch = 64, kv_blocks = 0, max_queue = 256, max_tokens = 0, max_step_tokens = 2048;
     int64_t max_body = 16 << 20, timeout = 600, idle_timeout = 30, grace = 30;
@@ -92,6 +92,9 @@ Action add_serve(CLI::App& app) {
   cmd->add_option("--model", o->model, "Hugging Face model directory, or ORG/NAME from the Hub cache")->required();
   cmd->add_option("--adapter", o->adapters, "NAME=DIR: a PEFT LoRA adapter requests pick with model=NAME "
                                             "(repeatable)");
+  cmd->add_option("--embed-model", o->embed_models,
+                  "NAME=DIR: an embedding model (sentence-transformers folder) POST /v1/embeddings requests pick "
+                  "with model=NAME (repeatable; on --device, with the CPU flags)");
   cmd->add_option("--host", o->host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "port to listen on (0: any free port)")->capture_default_str();
   cmd->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /v1 requests "
@@ -129,15 +132,21 @@ Action add_serve(CLI::App& app) {
     if (o->grace < 0) fail(ErrorKind::bad_input, "--shutdown-grace must not be negative");
     if (o->max_body < 1024) fail(ErrorKind::bad_input, "--max-body must be at least 1024 bytes");
     const std::string model_dir = resolve_model_arg(o->model);
-    std::vector<std::pair<std::string, std::string>> adapters;
-    for (const std::string& a : o->adapters) {
-      auto [name, dir] = named_dir(a);
-      if (name.empty())
-        fail(ErrorKind::bad_input, "--adapter: expected NAME=DIR (the name requests use as 'model'), found '" + a + "'");
-      for (const auto& seen : adapters)
-        if (seen.first == name) fail(ErrorKind::bad_input, "--adapter: the name '" + name + "' is given twice");
-      adapters.emplace_back(name, resolve_model_arg(dir));
-    }
+    // NAME=DIR values of a repeatable flag, each name once.
+    const auto named_dirs = [](const std::vector<std::string>& values, const std::string& flag) {
+      std::vector<std::pair<std::string, std::string>> out;
+      for (const std::string& a : values) {
+        auto [name, dir] = named_dir(a);
+        if (name.empty())
+          fail(ErrorKind::bad_input, flag + ": expected NAME=DIR (the name requests use as 'model'), found '" + a + "'");
+        for (const auto& seen : out)
+          if (seen.first == name) fail(ErrorKind::bad_input, flag + ": the name '" + name + "' is given twice");
+        out.emplace_back(name, resolve_model_arg(dir));
+      }
+      return out;
+    };
+    const auto adapters = named_dirs(o->adapters, "--adapter");
+    const auto embed_models = named_dirs(o->embed_models, "--embed-model");
     ServerOptions options{.host = o->host,
                           .port = o->port,
                           .api_key = o->api_key,
@@ -158,9 +167,13 @@ Action add_serve(CLI::App& app) {
       if (const char* env = std::getenv("WICK_API_KEY")) options.api_key = env;
     Server server(Model::load(model_dir, load), tokenizer_if_present(model_dir), options);
     for (const auto& [name, dir] : adapters) server.add_adapter(name, dir);
+    for (const auto& [name, dir] : embed_models)
+      server.add_embedder(name, dir, {.device = load.device, .cpu_weights = load.cpu_weights,
+                                      .cpu_threads = load.cpu_threads});
     const int port = server.bind();
     std::cout << "wick serve: listening on http://" << o->host << ":" << port << " (model '" << options.model_name
-              << "', " << adapters.size() << " adapter" << (adapters.size() == 1 ? "" : "s") << ", data in "
+              << "', " << adapters.size() << " adapter" << (adapters.size() == 1 ? "" : "s") << ", "
+              << embed_models.size() << " embedding model" << (embed_models.size() == 1 ? "" : "s") << ", data in "
               << server.data_dir().string() << ")" << std::endl;
     SignalWatch watch(server);
     server.listen();

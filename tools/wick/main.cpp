@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
   add(wick::cli::add_train);
   add(wick::cli::add_pull);
   add(wick::cli::add_serve);
+  add(wick::cli::add_embed);
   auto is_command = [&](const std::string& name) {
     for (const auto& entry : actions)
       if (entry.first->check_name(name)) return true;
