@@ -31,7 +31,7 @@ const Embedder* embedder_or_skip(benchmark::State& state, const std::string& lik
 
 // `batch` sentences of `tokens` ids each: [CLS] ids [SEP], the ids spread over the vocabulary past the specials.
 std::vector<std::vector<int32_t>> sentences(int64_t batch, int64_t tokens) {
-  std::vector<std::vector<int32_t>> out(size_t(batch), std::vector<int32_t>(size_t(tokens)));
+  std::vector<std::vector<int32_t>> out(size_t(batch), std::vector<int32_t>(size_t(tokens), 0));
   for (int64_t s = 0; s < batch; ++s) {
     auto& ids = out[size_t(s)];
     for (int64_t i = 0; i < tokens; ++i) ids[size_t(i)] = int32_t(1000 + (s * 7919 + i * 104729) % 29000);

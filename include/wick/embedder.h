@@ -65,6 +65,8 @@ class Embedder {
 
   /// The length of an embedding.
   int64_t dimension() const;
+  /// Where the model runs (EmbedderOptions::device).
+  Device device() const;
   /// The most tokens of a text, special tokens and prompt included (sentence_bert_config.json's max_seq_length, else
   /// the least of the model's positions and the tokenizer's model_max_length).
   int64_t max_seq_length() const;

@@ -21,7 +21,8 @@ struct RandomModelOptions {
 void write_random_model(const ModelConfig& config, const std::filesystem::path& dir, const RandomModelOptions& options);
 
 /// The encoder shapes write_random_embedder knows: "minilm-l6" (all-MiniLM-L6-v2: 384 wide, 6 layers, 12 heads, ffn
-/// 1536) and "bert-base" (768, 12 layers, 12 heads, ffn 3072); both with BERT's vocabulary of 30522 and 512 positions.
+/// 1536), "bert-base" (768, 12 layers, 12 heads, ffn 3072) and "tiny-bert" (32, 2 layers, 4 heads, ffn 64: for
+/// tests); all with BERT's vocabulary of 30522 and 512 positions.
 bool is_random_embedder_shape(const std::string& like);
 
 /// Writes a sentence-transformers folder around a random BertModel of the shape `like` names: config.json,
@@ -30,6 +31,7 @@ bool is_random_embedder_shape(const std::string& like);
 /// BERT's ids, the printable ASCII characters, their "##" continuations and synthetic words), modules.json,
 /// 1_Pooling/config.json (mean), 2_Normalize and sentence_bert_config.json (max_seq_length 512). bad_input for an
 /// unknown `like`.
-void write_random_embedder(const std::string& like, const std::filesystem::path& dir, const RandomModelOptions& options);
+void write_random_embedder(const std::string& like, const std::filesystem::path& dir,
+                           const RandomModelOptions& options);
 
 }  // namespace wick

@@ -79,6 +79,7 @@ Embedder Embedder::load(const std::filesystem::path& dir, const EmbedderOptions&
   return Embedder(std::move(impl));
 }
 
+Device Embedder::device() const { return impl_->options.device; }
 int64_t Embedder::dimension() const { return impl_->dimension; }
 int64_t Embedder::max_seq_length() const { return impl_->max_seq_length; }
 EmbedPooling Embedder::pooling() const { return impl_->folder.pooling; }

@@ -23,7 +23,8 @@ struct EncoderShape {
 EncoderShape shape_of(const std::string& like) {
   if (like == "minilm-l6") return {384, 6, 12, 1536};
   if (like == "bert-base") return {768, 12, 12, 3072};
-  fail(ErrorKind::bad_input, "--like: expected minilm-l6 or bert-base for an encoder, found '" + like + "'");
+  if (like == "tiny-bert") return {32, 2, 4, 64};
+  fail(ErrorKind::bad_input, "--like: expected minilm-l6, bert-base or tiny-bert for an encoder, found '" + like + "'");
 }
 
 constexpr int64_t kVocab = 30522, kPositions = 512, kTypes = 2;
@@ -55,8 +56,8 @@ json tokenizer_json() {
           {"padding", nullptr},
           {"added_tokens", added},
           {"normalizer",
-           {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true}, {"strip_accents", nullptr},
-            {"lowercase", true}}},
+           {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true},
+            {"strip_accents", nullptr}, {"lowercase", true}}},
           {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
           {"post_processor",
            {{"type", "TemplateProcessing"},
@@ -79,7 +80,9 @@ json module(int idx, const char* path, const char* type) {
 
 }  // namespace
 
-bool is_random_embedder_shape(const std::string& like) { return like == "minilm-l6" || like == "bert-base"; }
+bool is_random_embedder_shape(const std::string& like) {
+  return like == "minilm-l6" || like == "bert-base" || like == "tiny-bert";
+}
 
 void write_random_embedder(const std::string& like, const std::filesystem::path& dir,
                            const RandomModelOptions& options) {

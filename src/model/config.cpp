@@ -221,7 +221,8 @@ ModelConfig ModelConfig::preset(const std::string& name) {
     c.bos_token_id = 1, c.eos_token_ids = {2};
   } else {
     fail(ErrorKind::bad_input, "--like: unknown model shape '" + name +
-                                   "' (expected qwen2.5-0.5b, qwen2.5-7b or tiny; minilm-l6 or bert-base for an encoder)");
+                                   "' (expected qwen2.5-0.5b, qwen2.5-7b or tiny; minilm-l6, bert-base or tiny-bert "
+                                   "for an encoder)");
   }
   c.head_dim = c.hidden_size / c.num_heads;
   return c;

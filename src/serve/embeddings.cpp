@@ -20,7 +20,8 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
                      "This server has no embedding model (start it with --embed-model NAME=DIR)", "model",
                      "model_not_found");
     if (name.empty()) {
-      if (embedders.size() > 1) serve::bad_field("model", "'model' is required: this server has several embedding models");
+      if (embedders.size() > 1)
+        serve::bad_field("model", "'model' is required: this server has several embedding models");
       name = embedders.begin()->first;
     }
     const auto it = embedders.find(name);

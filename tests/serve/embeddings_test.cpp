@@ -1,13 +1,13 @@
-// POST /v1/embeddings over loopback: embeddings equal sentence-transformers' (tests/fixtures/embed, made by
-// scripts/make_embed_fixtures.py), base64 carries the same floats, `dimensions` truncates and renormalises, token-id
-// inputs equal text inputs, and every bad request is OpenAI's error object naming the field.
+// POST /v1/embeddings over loopback: answers are the Embedder's floats for the same texts (the Embedder's parity with
+// sentence-transformers is tests/embed's), base64 carries the same floats, `dimensions` truncates and renormalises,
+// token-id inputs equal text inputs, and every bad request is OpenAI's error object naming the field.
 #include <cmath>
 #include <cstring>
-#include <sstream>
 
 #include "serve_test_util.h"
 #include "test_util.h"
-#include "wick/safetensors.h"
+#include "wick/embedder.h"
+#include "wick/random_model.h"
 
 namespace wick {
 namespace {
@@ -18,37 +18,29 @@ using test::get;
 using test::post;
 using test::TestServer;
 
-std::filesystem::path embed_model(const std::string& name) { return test::fixture("embed/models/" + name); }
-
-struct Reference {
-  std::vector<std::string> texts;
-  std::vector<std::vector<int32_t>> ids;
-  Tensor embeddings;  // f32 [texts, dim]
-};
-
-const Reference& bert_reference() {
-  static const Reference ref = [] {
-    Reference r;
-    const auto dir = embed_model("bert-mean-norm");
-    r.texts = json::parse(test::read_file(dir / "texts.json")).get<std::vector<std::string>>();
-    std::istringstream lines(test::read_file(dir / "ids.jsonl"));
-    for (std::string line; std::getline(lines, line);)
-      if (!line.empty()) r.ids.push_back(json::parse(line)["ids"].get<std::vector<int32_t>>());
-    r.embeddings = SafetensorsFile::open(dir / "reference.safetensors").tensor("embeddings").to(DType::f32);
-    return r;
+// A sentence-transformers folder around a random tiny BERT (`wick random-model --like tiny-bert`), written once, and
+// the library's embedder over it: what the server must answer, float for float (the library's parity with
+// sentence-transformers is tests/embed's).
+const std::filesystem::path& tiny_embedder() {
+  static const std::filesystem::path dir = [] {
+    const auto d = test::temp_dir("tiny-bert");
+    write_random_embedder("tiny-bert", d, {.dtype = DType::f32, .seed = 3});
+    return d;
   }();
-  return ref;
+  return dir;
 }
+const Embedder& library() {
+  static const Embedder e = Embedder::load(tiny_embedder());
+  return e;
+}
+const std::vector<std::string> kTexts = {
+    "The quick brown fox jumps over the lazy dog.", "Ångström, naïve café", "東京は日本の首都です。",
+    "x",
+    "Emoji 😀 and\ttabs", "query: what is the capital of France?", "a b c d e f g h i j k l m n o p"};
 
 std::vector<float> row_of(const Tensor& t, int64_t i) {
   const float* p = t.data<float>() + i * t.dim(1);
   return std::vector<float>(p, p + t.dim(1));
-}
-
-double cosine_distance(const std::vector<float>& a, const std::vector<float>& b) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-  return 1.0 - ab / std::sqrt(aa * bb);
 }
 
 std::vector<float> base64_floats(const std::string& text) {
@@ -74,41 +66,40 @@ std::vector<float> base64_floats(const std::string& text) {
 // A server over the demo model with the tiny BERT embedder as "minilm".
 struct EmbedServer : TestServer {
   EmbedServer() : TestServer(TestServer::defaults(), /*with_adapter=*/false) {
-    server().add_embedder("minilm", embed_model("bert-mean-norm"));
+    server().add_embedder("minilm", tiny_embedder());
   }
 };
 
-TEST(ServeEmbeddings, EqualSentenceTransformers) {
+TEST(ServeEmbeddings, AnswersAreTheEmbeddersFloats) {
   EmbedServer s;
   auto c = s.client();
-  const Reference& ref = bert_reference();
-  const size_t n = std::min<size_t>(ref.texts.size(), 24);
-  const std::vector<std::string> texts(ref.texts.begin(), ref.texts.begin() + n);
-  const test::Reply r = post(c, "/v1/embeddings", json{{"model", "minilm"}, {"input", texts}});
+  const Tensor want = library().embed(kTexts);
+  const test::Reply r = post(c, "/v1/embeddings", json{{"model", "minilm"}, {"input", kTexts}});
   ASSERT_EQ(r.status, 200) << r.text;
   EXPECT_EQ(r.body["object"], "list");
   EXPECT_EQ(r.body["model"], "minilm");
-  ASSERT_EQ(r.body["data"].size(), n);
+  ASSERT_EQ(r.body["data"].size(), kTexts.size());
   int64_t tokens = 0;
-  for (size_t i = 0; i < n; ++i) {
+  std::vector<std::vector<int32_t>> ids;
+  for (size_t i = 0; i < kTexts.size(); ++i) {
     const json& d = r.body["data"][i];
     EXPECT_EQ(d["object"], "embedding");
     EXPECT_EQ(d["index"], i);
-    EXPECT_LE(cosine_distance(d["embedding"].get<std::vector<float>>(), row_of(ref.embeddings, int64_t(i))), 1e-5)
-        << "text " << i;
-    tokens += int64_t(ref.ids[i].size());
+    EXPECT_EQ(d["embedding"].get<std::vector<float>>(), row_of(want, int64_t(i))) << "text " << i;
+    ids.push_back(library().tokenize(kTexts[i]));
+    tokens += int64_t(ids.back().size());
   }
   EXPECT_EQ(r.body["usage"]["prompt_tokens"], tokens);
   EXPECT_EQ(r.body["usage"]["total_tokens"], tokens);
 
   // One string, and the same text as its token ids, without naming the model (the only embedder).
-  const test::Reply one = post(c, "/v1/embeddings", json{{"input", texts[3]}});
+  const test::Reply one = post(c, "/v1/embeddings", json{{"input", kTexts[2]}});
   ASSERT_EQ(one.status, 200) << one.text;
-  const test::Reply ids = post(c, "/v1/embeddings", json{{"input", ref.ids[3]}});
-  ASSERT_EQ(ids.status, 200) << ids.text;
-  EXPECT_EQ(one.body["data"][0]["embedding"], ids.body["data"][0]["embedding"]);
-  EXPECT_EQ(one.body["data"][0]["embedding"], r.body["data"][3]["embedding"]);
-  const test::Reply id_rows = post(c, "/v1/embeddings", json{{"input", json::array({ref.ids[3], ref.ids[5]})}});
+  const test::Reply by_ids = post(c, "/v1/embeddings", json{{"input", ids[2]}});
+  ASSERT_EQ(by_ids.status, 200) << by_ids.text;
+  EXPECT_EQ(one.body["data"][0]["embedding"], r.body["data"][2]["embedding"]);
+  EXPECT_EQ(by_ids.body["data"][0]["embedding"], r.body["data"][2]["embedding"]);
+  const test::Reply id_rows = post(c, "/v1/embeddings", json{{"input", json::array({ids[3], ids[5]})}});
   ASSERT_EQ(id_rows.status, 200) << id_rows.text;
   EXPECT_EQ(id_rows.body["data"][1]["embedding"], r.body["data"][5]["embedding"]);
 }
@@ -116,7 +107,7 @@ TEST(ServeEmbeddings, EqualSentenceTransformers) {
 TEST(ServeEmbeddings, Base64CarriesTheSameFloatsAndDimensionsRenormalise) {
   EmbedServer s;
   auto c = s.client();
-  const std::vector<std::string> texts = {bert_reference().texts[0], bert_reference().texts[1]};
+  const std::vector<std::string> texts = {kTexts[0], kTexts[1]};
   const test::Reply floats = post(c, "/v1/embeddings", json{{"input", texts}});
   const test::Reply b64 = post(c, "/v1/embeddings", json{{"input", texts}, {"encoding_format", "base64"}});
   ASSERT_EQ(b64.status, 200) << b64.text;
@@ -142,8 +133,11 @@ TEST(ServeEmbeddings, ModelsListTheEmbedder) {
   const test::Reply r = get(c, "/v1/models");
   ASSERT_EQ(r.status, 200);
   bool found = false;
-  for (const json& m : r.body["data"])
-    if (m["id"] == "minilm") found = true, EXPECT_EQ(m["dimension"], bert_reference().embeddings.dim(1));
+  for (const json& m : r.body["data"]) {
+    if (m["id"] != "minilm") continue;
+    found = true;
+    EXPECT_EQ(m["dimension"], library().dimension());
+  }
   EXPECT_TRUE(found) << r.text;
 }
 
@@ -173,9 +167,9 @@ TEST(ServeEmbeddings, AServerWithoutEmbeddersSays404AndNamesAreUnique) {
   TestServer s;
   auto c = s.client();
   expect_error(post(c, "/v1/embeddings", json{{"input", "hi"}}), 404, "model", "model_not_found");
-  EXPECT_WICK_ERROR(s.server().add_embedder("scripture", embed_model("bert-mean-norm")), ErrorKind::bad_input,
-                    "scripture");
-  EXPECT_WICK_ERROR(s.server().add_embedder("e", embed_model("no-such-model")), ErrorKind::not_found);
+  EXPECT_WICK_ERROR(s.server().add_embedder("scripture", tiny_embedder()), ErrorKind::bad_input, "scripture");
+  EXPECT_WICK_ERROR(s.server().add_embedder("e", tiny_embedder() / "no-such-model"), ErrorKind::not_found,
+                    "no-such-model");
 }
 
 }  // namespace

@@ -3,12 +3,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 
 #include "../model/model_test_util.h"
 #include "test_util.h"
+#include "wick/embedder.h"
 #include "wick/safetensors.h"
 
 namespace wick::test {
@@ -183,49 +185,45 @@ TEST(Cli, DeviceCudaRunsOrExplains) {
   }
 }
 
-// `wick embed` (DESIGN.md's contract): --out writes f32 `embeddings` [n, dim] equal to sentence-transformers' encode
-// (tests/fixtures/embed, scripts/make_embed_fixtures.py); without --out, one JSON array per line with the same
-// floats; --file .txt and .jsonl give the texts in order; prompts by name.
-std::string embed_model(const char* name) { return fixture(std::string("embed/models/") + name).string(); }
-
-double max_cosine_distance(const Tensor& a, const Tensor& b) {
-  double worst = 0;
-  for (int64_t i = 0; i < a.dim(0); ++i) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int64_t k = 0; k < a.dim(1); ++k) {
-      const double x = a.data<float>()[i * a.dim(1) + k], y = b.data<float>()[i * b.dim(1) + k];
-      ab += x * y, aa += x * x, bb += y * y;
-    }
-    worst = std::max(worst, 1.0 - ab / std::sqrt(aa * bb));
-  }
-  return worst;
+// `wick embed` (DESIGN.md's contract) on a folder `wick random-model --like tiny-bert` writes: --out holds f32
+// `embeddings` [n, dim], the library's (wick/embedder.h) floats for the same texts and prompt (the library's parity
+// with sentence-transformers is tests/embed's); without --out, one JSON array per line with the same floats; --file
+// .txt and .jsonl give the texts in order.
+const std::filesystem::path& tiny_embedder() {
+  static const std::filesystem::path dir = [] {
+    const auto d = temp_dir("tiny-bert");
+    const CliRun r = wick("random-model --like tiny-bert --dtype f32 --out " + d.string());
+    EXPECT_EQ(r.code, 0) << r.err;
+    return d;
+  }();
+  return dir;
 }
 
-TEST(Cli, EmbedMatchesSentenceTransformers) {
-  const auto dir = fixture("embed/models/xlmr-mean-prompts");
-  const auto texts = nlohmann::json::parse(read_file(dir / "texts.json")).get<std::vector<std::string>>();
-  auto ref = SafetensorsFile::open(dir / "reference.safetensors");
+TEST(Cli, EmbedGivesTheLibrarysEmbeddings) {
+  const std::vector<std::string> texts = {"The quick brown fox.", "Ångström, naïve café", "東京は日本の首都です。",
+                                          "line with \"quotes\" and\nnewline"};
+  const Embedder library = Embedder::load(tiny_embedder());
   const auto tmp = temp_dir("embed");
   std::string jsonl;
   for (const std::string& t : texts) jsonl += nlohmann::json{{"text", t}}.dump() + "\n";
   write_file(tmp / "texts.jsonl", jsonl);
-  for (const auto& [flags, key] : {std::pair{std::string(), "embeddings"}, {std::string(" --prompt-name query"), "query"}}) {
+  for (const std::string& prompt : {std::string(), std::string("query: ")}) {
     const auto out = tmp / "e.safetensors";
-    const CliRun r = wick("embed --model " + dir.string() + " --file " + (tmp / "texts.jsonl").string() + " --out " +
-                          out.string() + flags);
+    const CliRun r = wick("embed --model " + tiny_embedder().string() + " --file " + (tmp / "texts.jsonl").string() +
+                          " --out " + out.string() + (prompt.empty() ? "" : " --prompt '" + prompt + "'"));
     ASSERT_EQ(r.code, 0) << r.err;
+    EmbedOptions options;
+    if (!prompt.empty()) options.prompt = prompt;
+    const Tensor want = library.embed(texts, options);
     const Tensor got = SafetensorsFile::open(out)->tensor("embeddings");
-    ASSERT_EQ(got.shape(), ref->tensor(key).shape());
-    EXPECT_LE(max_cosine_distance(got, ref->tensor(key).to(DType::f32)), 1e-5) << key;
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_EQ(0, std::memcmp(got.raw(), want.raw(), size_t(want.nbytes()))) << "prompt '" << prompt << "'";
   }
-  // One text per line of a .txt, printed as JSON arrays: the same numbers as the file's first two rows.
+  // One text per line of a .txt (CR LF ends a line too), printed as JSON arrays: the library's floats.
   write_file(tmp / "two.txt", "first line\r\nsecond line\n");
-  const CliRun lines = wick("embed --model " + dir.string() + " --file " + (tmp / "two.txt").string());
+  const CliRun lines = wick("embed --model " + tiny_embedder().string() + " --file " + (tmp / "two.txt").string());
   ASSERT_EQ(lines.code, 0) << lines.err;
-  const CliRun each = wick("embed --model " + dir.string() + " --text 'first line' --text 'second line' --out " +
-                           (tmp / "two.safetensors").string());
-  ASSERT_EQ(each.code, 0) << each.err;
-  const Tensor two = SafetensorsFile::open(tmp / "two.safetensors")->tensor("embeddings");
+  const Tensor two = library.embed({"first line", "second line"});
   std::istringstream printed(lines.out);
   std::string line;
   for (int64_t i = 0; i < 2; ++i) {
@@ -242,7 +240,7 @@ TEST(Cli, EmbedBadInputIsOneLineAndExitCode2) {
   write_file(tmp / "bad.jsonl", "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
   write_file(tmp / "t.csv", "a\n");
   write_file(tmp / "bad.txt", "ok\n\xff\xfe\n");
-  const std::string m = " --model " + embed_model("bert-mean-norm");
+  const std::string m = " --model " + tiny_embedder().string();
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"embed" + m, "--text"},
       {"embed" + m + " --text a --file " + (tmp / "bad.jsonl").string(), "not both"},
@@ -255,7 +253,7 @@ TEST(Cli, EmbedBadInputIsOneLineAndExitCode2) {
       {"embed" + m + " --text a --dimensions -1", "--dimensions"},
       {"embed" + m + " --text a --dimensions 100000", "dimensions"},
       {"embed" + m + " --text a --batch-tokens 0", "--batch-tokens"},
-      {"embed" + m + " --text \"$(printf 'word %.0s' $(seq 1 200))\" --no-truncate", "max_seq_length"},
+      {"embed" + m + " --text \"$(printf 'word %.0s' $(seq 1 600))\" --no-truncate", "max_seq_length"},
       {"embed --model " + model("tiny-untied") + "-missing --text a", "tiny-untied-missing"},
   };
   for (const auto& [args, needle] : cases) {

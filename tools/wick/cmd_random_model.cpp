@@ -1,4 +1,4 @@
-// wick random-model --like qwen2.5-0.5b|qwen2.5-7b|tiny|minilm-l6|bert-base --dtype bf16|f16|f32 --out DIR
+// wick random-model --like qwen2.5-0.5b|qwen2.5-7b|tiny|minilm-l6|bert-base|tiny-bert --dtype bf16|f16|f32 --out DIR
 #include <iostream>
 #include <memory>
 
@@ -15,7 +15,10 @@ Action add_random_model(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("random-model", "Write a Qwen2 model, or a sentence-transformers encoder, with random weights (for tests and speed work)");
-  cmd->add_option("--like", o->like, "qwen2.5-0.5b, qwen2.5-7b or tiny (Qwen2); minilm-l6 or bert-base (a sentence-transformers BertModel folder)")->required();
+  cmd->add_option("--like", o->like,
+                  "qwen2.5-0.5b, qwen2.5-7b or tiny (Qwen2); minilm-l6, bert-base or tiny-bert (a sentence-transformers "
+                  "BertModel folder)")
+      ->required();
   cmd->add_option("--dtype", o->dtype, "bf16, f16 or f32 (default bf16)");
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--seed", o->seed, "random seed (default 0)");
