@@ -104,7 +104,8 @@ put('tokenizer', 'small_no_config.json', json.dumps(small, indent=1))
 for d in ['trained', 'trained_str']:
     put('tokenizer', d + '.json', open(f'{F}/tokenizer/{d}/tokenizer.json').read() + '\0\0Hello, world! 你好 <|im_start|>')
 
-# openai_request: the first byte picks the parser (0 completions, 1 chat, 2 adapter load, 3 fine-tuning job)
+# openai_request: the first byte picks the parser (0 completions, 1 chat, 2 adapter load, 3 embeddings, 4 fine-tuning
+# job)
 for i, body in enumerate([
     {"model": "m", "prompt": "Hello", "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "stop": ["\n", "END"],
      "seed": 1, "logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -0.5, "ignore_eos": True},
@@ -120,9 +121,14 @@ for i, body in enumerate([
      "stream": True, "temperature": 2}]):
     put('openai_request', f'chat_{i}', b'\x01' + json.dumps(body).encode())
 put('openai_request', 'adapter', b'\x02' + json.dumps({"name": "support", "path": "/adapters/support"}).encode())
-put('openai_request', 'fine_tune', b'\x03' + json.dumps(
+for i, body in enumerate([
+    {"model": "e", "input": ["first text", "second"], "encoding_format": "base64", "dimensions": 8},
+    {"input": [[101, 7, 102], [101, 102]], "encoding_format": "float", "user": "u"},
+    {"model": "e", "input": "one text"}]):
+    put('openai_request', f'embeddings_{i}', b'\x03' + json.dumps(body).encode())
+put('openai_request', 'fine_tune', b'\x04' + json.dumps(
     {"model": "m", "training_file": "file-1", "validation_file": "file-2", "suffix": "s-1",
      "hyperparameters": {"n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": 2.0}, "seed": 7}).encode())
-put('openai_request', 'fine_tune_method', b'\x03' + json.dumps(
+put('openai_request', 'fine_tune_method', b'\x04' + json.dumps(
     {"model": "m", "training_file": "file-1",
      "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "auto", "batch_size": 8}}}}).encode())

@@ -34,16 +34,26 @@ void answer(const wick::serve::CompletionRequest& r) {
   (void)serve::usage_chunk(head, 3, 1).dump();
 }
 
+// An embeddings answer of the request's shape: as many rows as inputs, `dimensions` wide (8 when unset).
+void answer_embeddings(const wick::serve::EmbeddingRequest& r) {
+  using namespace wick;
+  const int64_t n = int64_t(r.texts.empty() ? r.token_ids.size() : r.texts.size());
+  const int64_t dim = r.dimensions > 0 && r.dimensions <= 64 ? r.dimensions : 8;
+  Tensor e = Tensor::zeros({n, dim}, DType::f32);
+  (void)serve::embedding_response(r.model, e, r.base64, n).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view body = wick::fuzz::text(data + 1, size - 1);
   try {
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
       case 0: answer(wick::serve::parse_completion_request(body, false)); break;
       case 1: answer(wick::serve::parse_completion_request(body, true)); break;
       case 2: (void)wick::serve::parse_adapter_request(body); break;
+      case 3: answer_embeddings(wick::serve::parse_embedding_request(body)); break;
       default: (void)wick::serve::parse_fine_tune_request(body); break;
     }
   } catch (const wick::serve::ApiError& e) {

@@ -14,7 +14,7 @@ namespace wick {
 
 namespace {
 
-using json = nlohmann::ordered_json;
+using ojson = nlohmann::ordered_json;
 
 struct EncoderShape {
   int64_t hidden, layers, heads, ffn;
@@ -30,7 +30,7 @@ EncoderShape shape_of(const std::string& like) {
 constexpr int64_t kVocab = 30522, kPositions = 512, kTypes = 2;
 
 // BERT's layout: [PAD] 0, [unused0..98] 1..99, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103, then pieces.
-json tokenizer_json() {
+ojson tokenizer_json() {
   std::vector<std::string> vocab = {"[PAD]"};
   for (int i = 0; i < 99; ++i) vocab.push_back("[unused" + std::to_string(i) + "]");
   for (const char* s : {"[UNK]", "[CLS]", "[SEP]", "[MASK]"}) vocab.push_back(s);
@@ -41,16 +41,16 @@ json tokenizer_json() {
     for (int64_t v = n + 26; v > 0; v /= 26) w.insert(w.begin(), char('a' + v % 26));
     vocab.push_back(n % 2 ? "##" + w : w);
   }
-  json ids = json::object();
+  ojson ids = ojson::object();
   for (size_t i = 0; i < vocab.size(); ++i) ids[vocab[i]] = i;
-  json added = json::array();
+  ojson added = ojson::array();
   for (size_t id : {0u, 100u, 101u, 102u, 103u})
     added.push_back({{"id", id}, {"content", vocab[id]}, {"single_word", false}, {"lstrip", false},
                      {"rstrip", false}, {"normalized", false}, {"special", true}});
   const auto special = [](const char* name, int type) {
-    return json{{"SpecialToken", {{"id", name}, {"type_id", type}}}};
+    return ojson{{"SpecialToken", {{"id", name}, {"type_id", type}}}};
   };
-  const auto sequence = [](const char* id, int type) { return json{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
+  const auto sequence = [](const char* id, int type) { return ojson{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
   return {{"version", "1.0"},
           {"truncation", nullptr},
           {"padding", nullptr},
@@ -73,7 +73,7 @@ json tokenizer_json() {
             {"max_input_chars_per_word", 100}, {"vocab", ids}}}};
 }
 
-json module(int idx, const char* path, const char* type) {
+ojson module(int idx, const char* path, const char* type) {
   return {{"idx", idx}, {"name", std::to_string(idx)}, {"path", path},
           {"type", std::string("sentence_transformers.models.") + type}};
 }
@@ -124,7 +124,7 @@ void write_random_embedder(const std::string& like, const std::filesystem::path&
   linear("pooler.dense", s.hidden, s.hidden);
   write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
 
-  const auto write = [&](const std::filesystem::path& rel, const json& j) {
+  const auto write = [&](const std::filesystem::path& rel, const ojson& j) {
     write_text_file(dir / rel, j.dump(2) + "\n");
   };
   write("config.json", {{"architectures", {"BertModel"}},
@@ -150,7 +150,7 @@ void write_random_embedder(const std::string& like, const std::filesystem::path&
   write("tokenizer_config.json", {{"tokenizer_class", "BertTokenizer"}, {"do_lower_case", true},
                                   {"model_max_length", kPositions}, {"cls_token", "[CLS]"}, {"sep_token", "[SEP]"},
                                   {"pad_token", "[PAD]"}, {"unk_token", "[UNK]"}, {"mask_token", "[MASK]"}});
-  write("modules.json", json::array({module(0, "", "Transformer"), module(1, "1_Pooling", "Pooling"),
+  write("modules.json", ojson::array({module(0, "", "Transformer"), module(1, "1_Pooling", "Pooling"),
                                      module(2, "2_Normalize", "Normalize")}));
   write("1_Pooling/config.json", {{"word_embedding_dimension", s.hidden},
                                   {"pooling_mode_cls_token", false},

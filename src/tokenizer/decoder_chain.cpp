@@ -25,7 +25,7 @@ DecoderChain& DecoderChain::operator=(DecoderChain&&) noexcept = default;
 
 namespace {
 
-using Step = DecoderChain::Step;
+using DecodeStep = DecoderChain::Step;
 
 std::string get_string(const nlohmann::json& j, const char* key, const std::string& fallback, const std::string& here) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
@@ -39,33 +39,33 @@ size_t get_count(const nlohmann::json& j, const char* key, const std::string& he
   return j[key].get<size_t>();
 }
 
-void parse_into(const nlohmann::json& j, const std::string& where, std::vector<Step>& steps) {
+void parse_decoders_into(const nlohmann::json& j, const std::string& where, std::vector<DecodeStep>& steps) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
     fail(ErrorKind::corrupt, where + ": decoder without a \"type\"");
   }
   const std::string type = j["type"];
   const std::string here = where + ": decoder " + type;
-  Step step;
+  DecodeStep step;
   if (type == "Sequence") {
     if (!j.contains("decoders") || !j["decoders"].is_array()) {
       fail(ErrorKind::corrupt, where + ": decoder Sequence without a \"decoders\" array");
     }
-    for (const auto& d : j["decoders"]) parse_into(d, where, steps);
+    for (const auto& d : j["decoders"]) parse_decoders_into(d, where, steps);
     return;
   }
   if (type == "WordPiece") {
-    step.kind = Step::Kind::wordpiece;
+    step.kind = DecodeStep::Kind::wordpiece;
     step.text = get_string(j, "prefix", "##", here);
     if (j.contains("cleanup") && j["cleanup"].is_boolean()) step.cleanup = j["cleanup"].get<bool>();
   } else if (type == "Metaspace") {
-    step.kind = Step::Kind::metaspace;
+    step.kind = DecodeStep::Kind::metaspace;
     step.text = get_string(j, "replacement", "\xE2\x96\x81", here);
     const std::string scheme = get_string(j, "prepend_scheme", "always", here);
     const bool legacy_off = j.contains("add_prefix_space") && j["add_prefix_space"].is_boolean() &&
                             !j["add_prefix_space"].get<bool>();
     step.prepend = scheme != "never" && !legacy_off;
   } else if (type == "Replace") {
-    step.kind = Step::Kind::replace;
+    step.kind = DecodeStep::Kind::replace;
     if (!j.contains("pattern") || !j["pattern"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"pattern\"");
     const auto& pattern = j["pattern"];
     if (pattern.contains("Regex") && pattern["Regex"].is_string()) {
@@ -79,16 +79,16 @@ void parse_into(const nlohmann::json& j, const std::string& where, std::vector<S
     }
     step.content = get_string(j, "content", "", here);
   } else if (type == "Strip") {
-    step.kind = Step::Kind::strip;
+    step.kind = DecodeStep::Kind::strip;
     step.text = get_string(j, "content", " ", here);
     step.start = get_count(j, "start", here);
     step.stop = get_count(j, "stop", here);
   } else if (type == "Fuse") {
-    step.kind = Step::Kind::fuse;
+    step.kind = DecodeStep::Kind::fuse;
   } else if (type == "ByteFallback") {
-    step.kind = Step::Kind::byte_fallback;
+    step.kind = DecodeStep::Kind::byte_fallback;
   } else if (type == "BPEDecoder") {
-    step.kind = Step::Kind::bpe;
+    step.kind = DecodeStep::Kind::bpe;
     step.text = get_string(j, "suffix", "</w>", here);
   } else {
     fail(ErrorKind::unsupported, where + ": unsupported decoder type '" + type + "'" +
@@ -141,7 +141,7 @@ int byte_token(const std::string& t) {
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
-std::string metaspace(const std::string& token, const Step& s, bool first) {
+std::string metaspace(const std::string& token, const DecodeStep& s, bool first) {
   std::string out;
   for (size_t at = 0;;) {
     const size_t hit = token.find(s.text, at);
@@ -153,9 +153,9 @@ std::string metaspace(const std::string& token, const Step& s, bool first) {
   return out;
 }
 
-void apply(const Step& s, std::vector<std::string>& tokens) {
+void apply(const DecodeStep& s, std::vector<std::string>& tokens) {
   switch (s.kind) {
-    case Step::Kind::wordpiece:
+    case DecodeStep::Kind::wordpiece:
       for (size_t i = 0; i < tokens.size(); ++i) {
         std::string& t = tokens[i];
         if (i != 0) {
@@ -165,22 +165,22 @@ void apply(const Step& s, std::vector<std::string>& tokens) {
         if (s.cleanup) t = cleanup(std::move(t));
       }
       break;
-    case Step::Kind::metaspace:
+    case DecodeStep::Kind::metaspace:
       for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = metaspace(tokens[i], s, i == 0);
       break;
-    case Step::Kind::replace:
+    case DecodeStep::Kind::replace:
       for (std::string& t : tokens) replace_matches(s.regex ? &*s.regex : nullptr, s.text, s.content, t, t);
       break;
-    case Step::Kind::strip:
+    case DecodeStep::Kind::strip:
       for (std::string& t : tokens) t = strip(t, s.text, s.start, s.stop);
       break;
-    case Step::Kind::fuse: {
+    case DecodeStep::Kind::fuse: {
       std::string joined;
       for (const std::string& t : tokens) joined += t;
       tokens.assign(1, std::move(joined));
       break;
     }
-    case Step::Kind::byte_fallback: {
+    case DecodeStep::Kind::byte_fallback: {
       // Runs of <0xXX> tokens become their bytes when those are UTF-8, else one U+FFFD per byte.
       std::vector<std::string> out;
       std::string bytes;
@@ -205,7 +205,7 @@ void apply(const Step& s, std::vector<std::string>& tokens) {
       tokens = std::move(out);
       break;
     }
-    case Step::Kind::bpe:
+    case DecodeStep::Kind::bpe:
       for (size_t i = 0; i < tokens.size(); ++i) {
         std::string& t = tokens[i];
         const std::string with = i + 1 == tokens.size() ? "" : " ";
@@ -226,12 +226,12 @@ void apply(const Step& s, std::vector<std::string>& tokens) {
 
 DecoderChain DecoderChain::from_json(const nlohmann::json& j, const std::string& where) {
   DecoderChain d;
-  parse_into(j, where, d.steps_);
+  parse_decoders_into(j, where, d.steps_);
   return d;
 }
 
 std::string DecoderChain::decode(std::vector<std::string> tokens) const {
-  for (const Step& s : steps_) apply(s, tokens);
+  for (const DecodeStep& s : steps_) apply(s, tokens);
   std::string out;
   for (const std::string& t : tokens) out += t;
   return out;
@@ -242,12 +242,12 @@ std::string DecoderChain::decode_one(const std::string& token, bool first) const
   if (!first) tokens.emplace_back();  // a stand-in first token
   tokens.push_back(token);
   bool fused = false;
-  for (const Step& s : steps_) {
-    if (s.kind == Step::Kind::fuse) {
+  for (const DecodeStep& s : steps_) {
+    if (s.kind == DecodeStep::Kind::fuse) {
       fused = true;
       continue;
     }
-    if (s.kind == Step::Kind::byte_fallback) {
+    if (s.kind == DecodeStep::Kind::byte_fallback) {
       for (std::string& t : tokens) {
         if (const int b = byte_token(t); b >= 0) t.assign(1, char(b));
       }

@@ -78,22 +78,9 @@ TEST_P(StParity, FromTheIdsEncodeSaw) {
                 std::string(GetParam()) + " from ids");
 }
 
-// Texts need the model's tokenizer: WordPiece and Unigram come with issue 24's tokenizer work; until a build has them,
-// those folders' text tests are skipped, saying why (the ids tests above cover their models meanwhile).
-#define SKIP_WITHOUT_TOKENIZER(statement)                                        \
-  try {                                                                          \
-    statement;                                                                   \
-  } catch (const Error& e_) {                                                    \
-    if (e_.kind() != ErrorKind::unsupported ||                                   \
-        std::string_view(e_.what()).find("tokenizer") == std::string_view::npos) \
-      throw;                                                                     \
-    GTEST_SKIP() << "this build's tokenizer: " << e_.what();                     \
-  }
-
 TEST_P(StParity, FromTheTexts) {
   const Embedder e = Embedder::load(model_dir(GetParam()));
   const std::vector<std::string> texts = read_texts(model_dir(GetParam()) / "texts.json");
-  SKIP_WITHOUT_TOKENIZER(e.tokenize("a"));
   expect_parity(e.embed(texts), reference->tensor("embeddings"), std::string(GetParam()) + " from texts");
   if (reference->find("query"))
     expect_parity(e.embed(texts, {.prompt_name = "query"}), reference->tensor("query"),
@@ -102,7 +89,6 @@ TEST_P(StParity, FromTheTexts) {
 
 TEST_P(StParity, TheIdsEncodeSawAreTheTokenizersIds) {
   const Embedder e = Embedder::load(model_dir(GetParam()));
-  SKIP_WITHOUT_TOKENIZER(e.tokenize("a"));
   const std::vector<std::string> texts = read_texts(model_dir(GetParam()) / "texts.json");
   const std::vector<std::vector<int32_t>> ids = read_ids(model_dir(GetParam()) / "ids.jsonl");
   ASSERT_EQ(texts.size(), ids.size());
@@ -113,7 +99,6 @@ TEST_P(StParity, TheIdsEncodeSawAreTheTokenizersIds) {
 // tokenizer that adds none, which wick embeds as zeros).
 TEST_P(StParity, EmptyTextIsTheSpecialTokensAlone) {
   const Embedder e = Embedder::load(model_dir(GetParam()));
-  SKIP_WITHOUT_TOKENIZER(e.tokenize("a"));
   const std::vector<int32_t> ids = e.tokenize("");
   const Tensor empty = e.embed({""});
   if (ids.empty()) {
