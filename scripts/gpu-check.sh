@@ -61,3 +61,10 @@ $build/bench/wick-bench --benchmark_filter="$filter" --benchmark_out="$out/bench
   ${BENCH_ARGS:-} >"$out/bench.log" 2>&1
 note "bench ($filter):"
 grep -E "^BM_" "$out/bench.log" | tee -a "$summary"
+
+# Embeddings (issue 24): when the filter ran BM_Embed, transformers on the same random folders in the same session.
+if grep -q "^BM_Embed/cuda" "$out/bench.log"; then
+  note "transformers (fp16, SDPA) on the same folders:"
+  python3 scripts/bench_embed_transformers.py --model "minilm-l6=$WICK_BENCH_MODELS/minilm-l6-bf16" \
+    --model "bert-base=$WICK_BENCH_MODELS/bert-base-bf16" 2>&1 | tee -a "$summary"
+fi
