@@ -63,6 +63,27 @@ void Backend::layer_norm(const Tensor&, const Tensor&, const Tensor&, const Tens
   no_encoder_op(*this, "layer_norm");
 }
 void Backend::gelu(const Tensor&, bool, Tensor&) { no_encoder_op(*this, "gelu"); }
+
+void Backend::linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, bool tanh, Tensor& out) {
+  linear(x, w, bias, out);
+  gelu(out, tanh, out);
+}
+
+void Backend::linear_stack(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
+  const int64_t rows = x.rank() == 0 ? 0 : x.dim(0);
+  const int64_t groups = rows == 0 || out.rank() == 0 ? 0 : out.dim(0) / rows;
+  const int64_t outs = groups == 0 || w.rank() == 0 ? 0 : w.dim(0) / groups;
+  if (rows == 0 || groups * rows != out.dim(0) || outs * groups != w.dim(0) || out.numel() != out.dim(0) * outs ||
+      (bias.defined() && bias.numel() != groups * outs))
+    fail(ErrorKind::internal, name() + " linear_stack: x " + to_string(x.shape()) + ", w " + to_string(w.shape()) +
+                                  ", bias " + (bias.defined() ? to_string(bias.shape()) : std::string("none")) +
+                                  ", out " + to_string(out.shape()) + " are not groups of one projection");
+  for (int64_t g = 0; g < groups; ++g) {
+    Tensor part = out.rows(g * rows, (g + 1) * rows);
+    linear(x, w.rows(g * outs, (g + 1) * outs), bias.defined() ? bias.rows(g * outs, (g + 1) * outs) : Tensor(),
+           part);
+  }
+}
 void Backend::encoder_attention(const Tensor&, const Tensor&, const Tensor&, const EncoderSpans&, const RelativeBias&,
                                 Tensor&, const AttentionParams&) {
   no_encoder_op(*this, "encoder_attention");

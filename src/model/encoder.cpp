@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "wick/error.h"
@@ -12,6 +13,25 @@
 namespace wick {
 
 namespace {
+
+// Host tensors of one row size, one after the other along dim 0: in their dtype when they share one, else f32.
+Tensor stack_rows(const std::vector<Tensor>& parts) {
+  DType dtype = parts.front().dtype();
+  Shape shape = parts.front().shape();
+  shape[0] = 0;
+  for (const Tensor& t : parts) {
+    if (t.dtype() != dtype) dtype = DType::f32;
+    shape[0] += t.dim(0);
+  }
+  Tensor out = Tensor::empty(shape, dtype);
+  auto* dst = static_cast<std::byte*>(out.raw());
+  for (const Tensor& t : parts) {
+    const Tensor same = t.dtype() == dtype ? t : t.to(dtype);
+    std::memcpy(dst, same.raw(), same.nbytes());
+    dst += same.nbytes();
+  }
+  return out;
+}
 
 // The checkpoint's prefix: "" (AutoModel's save_pretrained) or the task model's base prefix (BertForMaskedLM, ...).
 std::string weight_prefix(const TensorStore& store, EncoderKind kind) {
@@ -146,6 +166,17 @@ Encoder Encoder::load(const std::filesystem::path& dir, Backend& backend) {
   const auto projection = [&](const std::string& n, int layer, ProjKind kind) {
     return Projection{.weight = matrix(n + ".weight"), .bias = plain(n + ".bias"), .layer = layer, .kind = kind};
   };
+  // q, k and v as one [3 · hidden, hidden] matrix and one bias: one linear_stack a layer.
+  const auto stacked = [&](const LayerNames& n, int layer) {
+    const auto stack = [&](const std::string& suffix) {
+      return stack_rows({store.tensor(name(n.q + suffix)), store.tensor(name(n.k + suffix)),
+                         store.tensor(name(n.v + suffix))});
+    };
+    return Projection{.weight = backend.upload_weight(stack(".weight")),
+                      .bias = backend.upload(stack(".bias"), dt),
+                      .layer = layer,
+                      .kind = ProjKind::q};
+  };
   EncoderWeights w;
   w.word = matrix("embeddings.word_embeddings.weight");
   w.position = plain("embeddings.position_embeddings.weight");
@@ -156,9 +187,7 @@ Encoder Encoder::load(const std::filesystem::path& dir, Backend& backend) {
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const LayerNames n = layer_names(c.kind, i);
     const int l = int(i);
-    w.layers.push_back({.q = projection(n.q, l, ProjKind::q),
-                        .k = projection(n.k, l, ProjKind::k),
-                        .v = projection(n.v, l, ProjKind::v),
+    w.layers.push_back({.qkv = stacked(n, l),
                         .o = projection(n.o, l, ProjKind::o),
                         .attention_norm_w = plain(n.attention_norm + ".weight"),
                         .attention_norm_b = plain(n.attention_norm + ".bias"),
@@ -216,7 +245,8 @@ Tensor Encoder::forward(std::span<const int32_t> ids, std::span<const int32_t> s
   const int64_t H = c.hidden_size;
   Tensor x = b.alloc({T, H}, dt);    // the residual stream
   Tensor tmp = b.alloc({T, H}, dt);  // an embedding to add; a projection before its residual LayerNorm
-  Tensor q = b.alloc({T, H}, dt), k = b.alloc({T, H}, dt), v = b.alloc({T, H}, dt);
+  Tensor qkv = b.alloc({3 * T, H}, dt);  // q, k, v one after the other
+  const Tensor q = qkv.rows(0, T), k = qkv.rows(T, 2 * T), v = qkv.rows(2 * T, 3 * T);
   Tensor ctx = b.alloc({T, H}, dt);  // attention output, o's input
   Tensor h = b.alloc({T, c.intermediate_size}, dt);
 
@@ -232,15 +262,12 @@ Tensor Encoder::forward(std::span<const int32_t> ids, std::span<const int32_t> s
   b.layer_norm(x, Tensor(), weights_.embed_norm_w, weights_.embed_norm_b, eps, x);
 
   for (const EncoderLayerWeights& l : weights_.layers) {
-    linear(b, x, l.q, nullptr, q);  // q, k, v
-    linear(b, x, l.k, nullptr, k);
-    linear(b, x, l.v, nullptr, v);
+    b.linear_stack(x, l.qkv.weight, l.qkv.bias, qkv);  // q, k, v
     b.encoder_attention(q.reshape({T, c.num_heads, c.head_dim}), k.reshape({T, c.num_heads, c.head_dim}),
                         v.reshape({T, c.num_heads, c.head_dim}), spans, bias, ctx, attention);  // within each sequence
     linear(b, ctx, l.o, nullptr, tmp);                                                          // o(attention)
     b.layer_norm(tmp, x, l.attention_norm_w, l.attention_norm_b, eps, x);                       // x = LN(x + o)
-    linear(b, x, l.up, nullptr, h);                                                             // gelu(W1·x)
-    b.gelu(h, c.gelu_tanh, h);
+    b.linear_gelu(x, l.up.weight, l.up.bias, c.gelu_tanh, h);                                  // gelu(W1·x)
     linear(b, h, l.down, nullptr, tmp);                              // W2·h
     b.layer_norm(tmp, x, l.output_norm_w, l.output_norm_b, eps, x);  // x = LN(x + W2·h)
   }

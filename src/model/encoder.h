@@ -51,7 +51,8 @@ struct EncoderConfig {
 bool is_encoder_model_type(const std::string& model_type);
 
 struct EncoderLayerWeights {
-  Projection q, k, v, o;                      // [hidden, hidden] + bias each
+  Projection qkv;                             // q, k, v stacked (Backend::linear_stack): [3 · hidden, hidden] + bias
+  Projection o;                               // [hidden, hidden] + bias
   Tensor attention_norm_w, attention_norm_b;  // [hidden]
   Projection up;                              // intermediate.dense [ffn, hidden] + bias
   Projection down;                            // output.dense [hidden, ffn] + bias

@@ -41,6 +41,43 @@ int64_t transformers_bucket(int64_t relative_position, int64_t num_buckets, int6
   return ret + std::min<int64_t>(max_exact + int64_t(large), num_buckets - 1);
 }
 
+// linear_stack: each group exactly linear() of its rows of the stacked weight, with and without a bias, f32 and
+// bf16 weights (both as upload_weight keeps them).
+TEST(CpuEncoderOps, LinearStackIsEachGroupsLinear) {
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(7);
+  const int64_t rows = 13, in = 24, outs = 20, groups = 3;
+  const Tensor x = random_normal({rows, in}, rng);
+  for (const DType weight_dtype : {DType::f32, DType::bf16})
+    for (const bool with_bias : {true, false}) {
+      const Tensor w = cpu->upload_weight(random_normal({groups * outs, in}, rng, 0.2f).to(weight_dtype));
+      const Tensor bias = with_bias ? random_normal({groups * outs}, rng) : Tensor();
+      Tensor out = Tensor::empty({groups * rows, outs}, DType::f32);
+      cpu->linear_stack(x, w, bias, out);
+      for (int64_t g = 0; g < groups; ++g) {
+        Tensor one = Tensor::empty({rows, outs}, DType::f32);
+        cpu->linear(x, w.rows(g * outs, (g + 1) * outs), with_bias ? bias.rows(g * outs, (g + 1) * outs) : Tensor(),
+                    one);
+        for (int64_t i = 0; i < one.numel(); ++i)
+          ASSERT_EQ(out.data<float>()[g * rows * outs + i], one.data<float>()[i])
+              << "group " << g << " element " << i << (with_bias ? " with" : " without") << " bias";
+      }
+    }
+}
+
+TEST(CpuEncoderOps, LinearStackRejectsShapesThatAreNotGroups) {
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(8);
+  const Tensor x = random_normal({4, 8}, rng), w = random_normal({15, 8}, rng), bias = random_normal({14}, rng);
+  Tensor out = Tensor::empty({12, 5}, DType::f32);  // 3 groups of 5 outputs
+  cpu->linear_stack(x, w, Tensor(), out);
+  Tensor wrong_rows = Tensor::empty({10, 5}, DType::f32);
+  EXPECT_WICK_ERROR(cpu->linear_stack(x, w, Tensor(), wrong_rows), ErrorKind::internal, "linear_stack", "[10, 5]");
+  EXPECT_WICK_ERROR(cpu->linear_stack(x, w, bias, out), ErrorKind::internal, "bias [14]");
+  Tensor wrong_outs = Tensor::empty({12, 4}, DType::f32);
+  EXPECT_WICK_ERROR(cpu->linear_stack(x, w, Tensor(), wrong_outs), ErrorKind::internal, "not groups");
+}
+
 TEST(CpuEncoderOps, RelativePositionBucketIsTransformersFormula) {
   // Values of the formula for 32 buckets and max_distance 128 (MPNet's defaults), worked out by hand: keys before
   // the query (negative relative positions) take buckets [0, 16), keys after it [16, 32).

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
@@ -128,6 +129,43 @@ int64_t mpnet_bucket(int64_t relative, int64_t num_buckets, int64_t max_distance
   const float scale = float(std::log(double(max_distance) / double(max_exact)));
   const float large = std::log(float(n) / float(max_exact)) / scale * float(num_buckets - max_exact);
   return ret + std::min<int64_t>(max_exact + int64_t(large), num_buckets - 1);
+}
+
+// --- linear_stack (cuBLASLt, the groups as strided batches, the bias in the epilogue) ---
+
+TEST_F(CudaEncoder, LinearStackMatchesTheCpu) {
+  for (const bool with_bias : {true, false})
+    for (const auto& [rows, in, outs] : {std::tuple<int64_t, int64_t, int64_t>{37, 64, 48}, {512, 384, 384}}) {
+      const int64_t groups = 3;
+      const Tensor x = random_bf16_values({rows, in}, 11), w = random_bf16_values({groups * outs, in}, 12, 0.1f),
+                   bias = random_bf16_values({groups * outs}, 13);
+      Tensor got = gpu->alloc({groups * rows, outs}, DType::bf16), ref = cpu->alloc({groups * rows, outs}, DType::f32);
+      gpu->linear_stack(on_gpu(x), gpu->upload_weight(w), with_bias ? on_gpu(bias) : Tensor(), got);
+      cpu->linear_stack(on_cpu(x), cpu->upload_weight(w), with_bias ? on_cpu(bias) : Tensor(), ref);
+      EXPECT_CLOSE(gpu->download(got), ref, kBf16Tol) << rows << "x" << in << " → 3x" << outs
+                                                      << (with_bias ? " with" : " without") << " bias";
+    }
+}
+
+TEST_F(CudaEncoder, LinearWithBiasMatchesTheCpu) {
+  const Tensor x = random_bf16_values({300, 128}, 21), w = random_bf16_values({96, 128}, 22, 0.1f),
+               bias = random_bf16_values({96}, 23);
+  Tensor got = gpu->alloc({300, 96}, DType::bf16), ref = cpu->alloc({300, 96}, DType::f32);
+  gpu->linear(on_gpu(x), gpu->upload_weight(w), on_gpu(bias), got);
+  cpu->linear(on_cpu(x), cpu->upload_weight(w), on_cpu(bias), ref);
+  EXPECT_CLOSE(gpu->download(got), ref, kBf16Tol);
+}
+
+// The GELU in cuBLASLt's epilogue is the tanh form (backend.h): against the CPU's erf form, within bf16's rounding.
+TEST_F(CudaEncoder, LinearGeluMatchesTheCpuErfAndTanh) {
+  const Tensor x = random_bf16_values({256, 128}, 31), w = random_bf16_values({512, 128}, 32, 0.1f),
+               bias = random_bf16_values({512}, 33);
+  for (const bool tanh : {false, true}) {
+    Tensor got = gpu->alloc({256, 512}, DType::bf16), ref = cpu->alloc({256, 512}, DType::f32);
+    gpu->linear_gelu(on_gpu(x), gpu->upload_weight(w), on_gpu(bias), tanh, got);
+    cpu->linear_gelu(on_cpu(x), cpu->upload_weight(w), on_cpu(bias), tanh, ref);
+    EXPECT_CLOSE(gpu->download(got), ref, kBf16Tol) << (tanh ? "tanh" : "erf");
+  }
 }
 
 TEST(MpnetBucket, MatchesTransformers) {

@@ -26,6 +26,7 @@
 #include "backend/cuda/encoder_pool.h"
 #include "backend/cuda/fused_decode.h"
 #include "backend/cuda/fused_rows_ops.h"
+#include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/gemv_plain.h"
 #include "backend/cuda/norm.h"
 #include "backend/cuda/rope.h"
@@ -168,6 +169,7 @@ class CudaBackend final : public Backend {
     // A fixed workspace: cuBLAS must not allocate while a graph is being captured.
     workspace_ = alloc({kWorkspaceBytes / 2}, DType::bf16);
     check(cublasSetWorkspace(blas_, workspace_.raw(), kWorkspaceBytes), "cublasSetWorkspace");
+    lt_ = std::make_unique<cuda::LtGemm>(workspace_.raw(), size_t(kWorkspaceBytes));  // same stream: shared
     attention_workspace_ = alloc({kAttentionWorkspaceBytes / 4}, DType::f32);
     // Zeroed once: the split-K attention kernel's tickets start at zero and are returned to zero by it.
     check(cudaMemsetAsync(attention_workspace_.raw(), 0, kAttentionWorkspaceBytes, stream_), "attention workspace");
@@ -329,6 +331,14 @@ class CudaBackend final : public Backend {
       cuda::check_launch("gemv");
       return;
     }
+    // With a bias into a bf16 output: cuBLASLt, the bias in the GEMM's epilogue.
+    if (bias.defined() && p.alpha == 1.0f && p.beta == 0.0f && out.dtype() == DType::bf16) {
+      expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
+      expect_device(bias, DType::bf16, "linear", "bias");
+      if (lt_linear({.x = x.raw(), .w = w.raw(), .bias = bias.raw(), .out = out.raw(), .rows = rows, .in = in,
+                     .outs = outs}))
+        return;
+    }
     // Row-major out[rows, outs] = x[rows, in] · w[outs, in]ᵀ is column-major outᵀ = w · xᵀ.
     check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(), CUDA_R_16BF,
                        int(in), x.raw(), CUDA_R_16BF, int(in), &p.beta, out.raw(), cuda_type(out.dtype()), int(outs),
@@ -339,6 +349,33 @@ class CudaBackend final : public Backend {
       cuda::add_bias(out.raw(), out.dtype() == DType::f32, bias.raw(), rows, outs, stream_);
       cuda::check_launch("add_bias");
     }
+  }
+
+  void linear_stack(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) override {
+    expect_device(x, DType::bf16, "linear_stack", "x");
+    expect_device(w, DType::bf16, "linear_stack", "w");
+    expect_device(out, DType::bf16, "linear_stack", "out");
+    const int64_t rows = x.rank() == 0 ? 0 : x.dim(0), in = row_size(x);
+    const int64_t groups = rows == 0 ? 0 : out.dim(0) / rows, outs = groups == 0 ? 0 : w.dim(0) / groups;
+    if (groups > 1 && rows > 1 && groups * rows == out.dim(0) && groups * outs == w.dim(0) && w.dim(1) == in &&
+        row_size(out) == outs && (!bias.defined() || (bias.numel() == groups * outs && bias.dtype() == DType::bf16))) {
+      if (lt_linear({.x = x.raw(), .w = w.raw(), .bias = bias.defined() ? bias.raw() : nullptr, .out = out.raw(),
+                     .rows = rows, .in = in, .outs = outs, .groups = groups}))
+        return;
+    }
+    Backend::linear_stack(x, w, bias, out);  // one linear() a group (and its shape checks)
+  }
+
+  void linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, bool tanh, Tensor& out) override {
+    const int64_t rows = x.rank() == 0 ? 0 : x.dim(0), in = row_size(x), outs = w.rank() == 2 ? w.dim(0) : 0;
+    if (rows > 1 && x.device() == Device::cuda && x.dtype() == DType::bf16 && w.device() == Device::cuda &&
+        w.dtype() == DType::bf16 && w.dim(1) == in && out.device() == Device::cuda && out.dtype() == DType::bf16 &&
+        out.dim(0) == rows && row_size(out) == outs &&
+        (!bias.defined() || (bias.dtype() == DType::bf16 && bias.numel() == outs)) &&
+        lt_linear({.x = x.raw(), .w = w.raw(), .bias = bias.defined() ? bias.raw() : nullptr, .out = out.raw(),
+                   .rows = rows, .in = in, .outs = outs, .gelu_tanh = true}))
+      return;
+    Backend::linear_gelu(x, w, bias, tanh, out);  // linear() then gelu(), with their checks
   }
 
   void rope(Tensor& x, const Tensor& positions, double theta) override {
@@ -658,6 +695,9 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // The cuBLASLt path of linear() and linear_stack(); false where it has no algorithm for the shape.
+  bool lt_linear(const cuda::LtLinear& p) { return lt_->run(p, stream_); }
+
   // cuBLAS's workspace, fixed so that it never allocates during a graph capture; 32 MB is what cuBLAS recommends
   // for Hopper.
   static constexpr int64_t kWorkspaceBytes = int64_t(32) << 20;
@@ -669,6 +709,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   Tensor workspace_;
+  std::unique_ptr<cuda::LtGemm> lt_;  // uses workspace_
   Tensor attention_workspace_;  // split-K attention partials (fixed: graphs bake in its address)
   Tensor lora_low_;             // lora_rows' scratch [kLoraLowFloats] f32 (fixed, as attention_workspace_)
   std::unique_ptr<FusedDecode> fused_;
