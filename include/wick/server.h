@@ -51,6 +51,9 @@ struct ServerStats {
   int64_t requests = 0;         ///< completions requests answered (any status)
   int64_t in_flight = 0;        ///< completions requests running now
   int64_t prompt_tokens = 0, completion_tokens = 0;
+  /// Embeddings requests answered and the batches they ran in: requests that reach an embedding model while it is
+  /// busy are embedded together, so embed_batches ≤ embed_requests.
+  int64_t embed_requests = 0, embed_batches = 0;
   EngineStats engine;
 };
 

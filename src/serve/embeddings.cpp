@@ -1,5 +1,5 @@
-// POST /v1/embeddings: a request parsed, the embedding model it names found, its inputs embedded in one call (the
-// Embedder packs them into passes by length) and answered in OpenAI's shape, floats or base64.
+// POST /v1/embeddings: a request parsed, the embedding model it names found, its inputs embedded (with those of the
+// requests waiting for the model meanwhile: embed_batch.h) and answered in OpenAI's shape, floats or base64.
 #include "serve/server_impl.h"
 #include "wick/error.h"
 
@@ -10,8 +10,8 @@ using serve::ApiError;
 void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {
   ++requests;
   if (draining) throw ApiError(503, "server_error", "the server is shutting down");
-  const serve::EmbeddingRequest r = serve::parse_embedding_request(req.body);
-  std::shared_ptr<const Embedder> embedder;
+  serve::EmbeddingRequest r = serve::parse_embedding_request(req.body);
+  std::shared_ptr<serve::EmbedBatcher> batcher;
   std::string name = r.model;
   {
     const std::lock_guard lock(embed_mu);
@@ -29,10 +29,11 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
       throw ApiError(404, "invalid_request_error",
                      "The model '" + name + "' is not an embedding model of this server (GET /v1/models lists them)",
                      "model", "model_not_found");
-    embedder = it->second;
+    batcher = it->second;
   }
-  if (r.dimensions > embedder->dimension())
-    serve::bad_field("dimensions", "'dimensions' must be at most the model's " + std::to_string(embedder->dimension()) +
+  const Embedder& embedder = batcher->embedder();
+  if (r.dimensions > embedder.dimension())
+    serve::bad_field("dimensions", "'dimensions' must be at most the model's " + std::to_string(embedder.dimension()) +
                                        ", found " + std::to_string(r.dimensions));
   {
     const std::lock_guard lock(mu);
@@ -51,18 +52,10 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
   Tensor out;
   try {
     const EmbedOptions options{.dimensions = r.dimensions};
-    for (const std::string& t : r.texts) tokens += int64_t(embedder->tokenize(t, options).size());
+    for (const std::string& t : r.texts) tokens += int64_t(embedder.tokenize(t, options).size());
     for (const auto& ids : r.token_ids) tokens += int64_t(ids.size());
-    const auto embed = [&] {
-      return r.texts.empty() ? embedder->embed_ids(r.token_ids, r.dimensions) : embedder->embed(r.texts, options);
-    };
-    // A GPU embedder takes its turn with the engine's steps and training; CPU embedders run beside them.
-    if (embedder->device() == Device::cpu) {
-      out = embed();
-    } else {
-      const std::lock_guard turn(*turns);
-      out = embed();
-    }
+    serve::EmbedJob job{.texts = std::move(r.texts), .token_ids = std::move(r.token_ids), .dimensions = r.dimensions};
+    out = batcher->embed(job);
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::bad_input) throw ApiError(400, "invalid_request_error", e.what(), "input");
     throw;

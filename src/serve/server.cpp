@@ -180,8 +180,8 @@ void Server::Impl::routes() {
              const std::lock_guard lock(embed_mu);
              for (const auto& [name, e] : embedders) {
                json m = model_object(name, "");
-               m["max_model_len"] = e->max_seq_length();
-               m["dimension"] = e->dimension();
+               m["max_model_len"] = e->embedder().max_seq_length();
+               m["dimension"] = e->embedder().dimension();
                data.push_back(std::move(m));
              }
              serve::respond_json(res, {{"object", "list"}, {"data", std::move(data)}});
@@ -311,7 +311,10 @@ void Server::add_embedder(const std::string& name, const fs::path& dir, const Em
   if (name.empty() || taken())
     fail(ErrorKind::bad_input, "--embed-model: the name '" + name + "' is empty or taken (the base model's, an "
                                                                     "adapter's or another embedding model's)");
-  auto e = std::make_shared<const Embedder>(Embedder::load(dir, options));
+  // A GPU embedder takes the device's turns with the engine's steps and training; a CPU one has its own.
+  auto e = std::make_shared<serve::EmbedBatcher>(
+      std::make_shared<const Embedder>(Embedder::load(dir, options)),
+      options.device == Device::cpu ? std::make_shared<DeviceTurns>() : im.turns);
   const std::lock_guard lock(im.embed_mu);
   im.embedders.emplace(name, std::move(e));
 }
@@ -348,6 +351,11 @@ ServerStats Server::stats() const {
   s.prompt_tokens = impl_->metrics.prompt_tokens();
   s.completion_tokens = impl_->metrics.completion_tokens();
   s.engine = impl_->engine->stats();
+  const std::lock_guard lock(impl_->embed_mu);
+  for (const auto& [name, e] : impl_->embedders) {
+    s.embed_requests += e->requests();
+    s.embed_batches += e->batches();
+  }
   return s;
 }
 

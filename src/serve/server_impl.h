@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "serve/embed_batch.h"
 #include "serve/fine_tune.h"
 #include "serve/metrics.h"
 #include "serve/openai.h"
@@ -45,9 +46,9 @@ struct Server::Impl {
   std::unique_ptr<serve::FileStore> files;
   std::unique_ptr<serve::FineTuneJobs> jobs;
   httplib::Server http;
-  // Embedding models by name (add_embedder; read by the route under embed_mu).
+  // Embedding models by name, each with the requests waiting for it (add_embedder; read by the route under embed_mu).
   mutable std::mutex embed_mu;
-  std::map<std::string, std::shared_ptr<const Embedder>> embedders;
+  std::map<std::string, std::shared_ptr<serve::EmbedBatcher>> embedders;
 
   // Requests in the engine now, for stop(): guarded by `mu`.
   std::mutex mu;

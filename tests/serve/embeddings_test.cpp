@@ -1,9 +1,13 @@
 // POST /v1/embeddings over loopback: answers are the Embedder's floats for the same texts (the Embedder's parity with
 // sentence-transformers is tests/embed's), base64 carries the same floats, `dimensions` truncates and renormalises,
-// token-id inputs equal text inputs, and every bad request is OpenAI's error object naming the field.
+// token-id inputs equal text inputs, and every bad request is OpenAI's error object naming the field. Requests that
+// wait for the model are embedded together, each answer still its own texts' floats, a bad one failing alone.
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
+#include "serve/embed_batch.h"
 #include "serve_test_util.h"
 #include "test_util.h"
 #include "wick/embedder.h"
@@ -161,6 +165,89 @@ TEST(ServeEmbeddings, BadRequestsAreOpenAIErrorsNamingTheField) {
   expect_error(post(c, "/v1/embeddings", std::string("{\"input\": \"\xff\xfe\"}")), 400);  // not UTF-8
   expect_error(ask({{"input", json::array({1, 2, 1 << 30})}}), 400, "input");  // outside the vocabulary
   EXPECT_EQ(ask({{"input", "still serving"}}).status, 200);
+}
+
+// Rows of the library's embeddings of `texts`, as the server must answer them.
+std::vector<std::vector<float>> library_rows(const std::vector<std::string>& texts, int64_t dimensions = 0) {
+  const Tensor t = library().embed(texts, {.dimensions = dimensions});
+  std::vector<std::vector<float>> rows;
+  for (int64_t i = 0; i < t.dim(0); ++i) rows.push_back(row_of(t, i));
+  return rows;
+}
+
+std::vector<std::vector<float>> rows_of(const Tensor& t) {
+  std::vector<std::vector<float>> rows;
+  for (int64_t i = 0; i < t.dim(0); ++i) rows.push_back(row_of(t, i));
+  return rows;
+}
+
+// One batch of texts, token ids, a `dimensions` of its own and a bad request: each job gets its own rows, float for
+// float (the CPU's rows do not depend on the rows beside them), and only the bad one fails.
+TEST(ServeEmbeddings, JobsOfOneBatchGetTheirOwnRowsAndABadOneFailsAlone) {
+  serve::EmbedJob texts{.texts = {kTexts[0], kTexts[1]}}, ids{.token_ids = {library().tokenize(kTexts[2])}},
+      cut{.texts = {kTexts[3]}, .dimensions = 16}, bad{.token_ids = {{1, 2, 1 << 30}}},
+      more{.texts = {kTexts[4], kTexts[5], kTexts[6]}};
+  std::vector<serve::EmbedJob*> jobs = {&texts, &ids, &cut, &bad, &more};
+  serve::embed_jobs(library(), jobs);
+  EXPECT_EQ(rows_of(texts.out), library_rows({kTexts[0], kTexts[1]}));
+  EXPECT_EQ(rows_of(ids.out), library_rows({kTexts[2]}));
+  EXPECT_EQ(rows_of(cut.out), library_rows({kTexts[3]}, 16));
+  EXPECT_EQ(rows_of(more.out), library_rows({kTexts[4], kTexts[5], kTexts[6]}));
+  for (const serve::EmbedJob* j : jobs) EXPECT_EQ(j->error != nullptr, j == &bad);
+  EXPECT_WICK_ERROR(std::rethrow_exception(bad.error), ErrorKind::bad_input, "vocabulary");
+}
+
+// Jobs that arrive while the model's turn is taken wait, and the first to get the turn embeds them all at once.
+TEST(ServeEmbeddings, RequestsWaitingForTheModelAreEmbeddedTogether) {
+  auto turns = std::make_shared<DeviceTurns>();
+  serve::EmbedBatcher batcher(std::make_shared<const Embedder>(Embedder::load(tiny_embedder())), turns);
+  std::vector<serve::EmbedJob> jobs(4);
+  for (size_t i = 0; i < jobs.size(); ++i) jobs[i].texts = {kTexts[i], kTexts[i + 3]};
+  std::vector<Tensor> got(jobs.size());
+  turns->lock();  // the device is busy
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < jobs.size(); ++i) threads.emplace_back([&, i] { got[i] = batcher.embed(jobs[i]); });
+  for (int wait = 0; batcher.waiting() < jobs.size() && wait < 2000; ++wait)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(batcher.waiting(), jobs.size());
+  turns->unlock();
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(batcher.batches(), 1);
+  EXPECT_EQ(batcher.requests(), 4);
+  for (size_t i = 0; i < jobs.size(); ++i) EXPECT_EQ(rows_of(got[i]), library_rows({kTexts[i], kTexts[i + 3]})) << i;
+}
+
+// Many clients at once through the server: every answer is its own texts' floats, whatever batch it ran in.
+TEST(ServeEmbeddings, ConcurrentClientsGetTheirOwnEmbeddings) {
+  EmbedServer s;
+  constexpr int kClients = 8, kEach = 5;
+  std::vector<std::string> failures(kClients);
+  std::vector<std::thread> clients;
+  for (int k = 0; k < kClients; ++k)
+    clients.emplace_back([&, k] {
+      auto c = s.client();
+      for (int r = 0; r < kEach; ++r) {
+        const std::vector<std::string> texts = {kTexts[size_t(k + r) % kTexts.size()], kTexts[size_t(k) % kTexts.size()]};
+        const test::Reply reply = post(c, "/v1/embeddings", json{{"input", texts}});
+        if (reply.status != 200) {
+          failures[size_t(k)] = reply.text;
+          return;
+        }
+        const auto want = library_rows(texts);
+        for (size_t i = 0; i < texts.size(); ++i)
+          if (reply.body["data"][i]["embedding"].get<std::vector<float>>() != want[i]) {
+            failures[size_t(k)] = "client " + std::to_string(k) + " request " + std::to_string(r) + " text " +
+                                  std::to_string(i) + ": not its own embedding";
+            return;
+          }
+      }
+    });
+  for (std::thread& t : clients) t.join();
+  for (const std::string& f : failures) EXPECT_EQ(f, "");
+  const ServerStats stats = s.server().stats();
+  EXPECT_EQ(stats.embed_requests, kClients * kEach);
+  EXPECT_GE(stats.embed_batches, 1);
+  EXPECT_LE(stats.embed_batches, stats.embed_requests);
 }
 
 TEST(ServeEmbeddings, AServerWithoutEmbeddersSays404AndNamesAreUnique) {
