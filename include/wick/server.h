@@ -61,13 +61,16 @@ class Server {
  public:
   /// A server over `model` (its tokenizer gives text, chat templates and stop strings). The engine starts here
   /// (its decode steps recorded at once); listen() opens the socket. bad_input for impossible options.
+  /// A null `model` makes an embeddings-only server (add_embedder): completions, adapters and fine-tuning jobs
+  /// answer 404 model_not_found saying so, and /v1/models lists the embedding models alone.
   Server(std::shared_ptr<Model> model, std::optional<Tokenizer> tokenizer, ServerOptions options = {});
   /// stop() with no grace if still listening.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  /// Loads a PEFT adapter under `name` (the model id requests use); a new version when the name is taken.
+  /// Loads a PEFT adapter under `name` (the model id requests use); a new version when the name is taken. bad_input on
+  /// an embeddings-only server.
   void add_adapter(const std::string& name, const std::filesystem::path& dir);
   /// Loads an embedding model (wick/embedder.h: a sentence-transformers folder or a plain encoder folder) under `name`,
   /// the model id POST /v1/embeddings requests use (a request naming no model gets the only one, when there is one).

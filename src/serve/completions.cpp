@@ -124,7 +124,7 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
           }};
   uint64_t id = 0;
   try {
-    id = generator.submit(*engine, batch, std::move(callbacks));
+    id = generator->submit(*engine, batch, std::move(callbacks));
   } catch (const Error& e) {  // the checks above leave only what the engine itself refuses (its pool's size)
     if (e.kind() == ErrorKind::bad_input) throw ApiError(400, "invalid_request_error", e.what(), prompt_field);
     throw;

@@ -60,7 +60,7 @@ fs::path default_data_dir() {
   return fs::temp_directory_path() / ("wick-serve-" + std::to_string(rng() % 1000000000ull));
 }
 
-ServerOptions checked(ServerOptions o, const Model& model) {
+ServerOptions checked(ServerOptions o, const Model* model) {
   const auto bad = [](const std::string& why) { fail(ErrorKind::bad_input, "serve: " + why); };
   if (o.port < 0 || o.port > 65535) bad("--port must be in [0, 65535], found " + std::to_string(o.port));
   if (o.max_running < 1) bad("--max-batch must be at least 1");
@@ -70,8 +70,8 @@ ServerOptions checked(ServerOptions o, const Model& model) {
   if (o.max_tokens < 0) bad("--max-tokens must not be negative (0: up to the context)");
   if (o.max_body_bytes < 1024) bad("--max-body must be at least 1024 bytes");
   if (o.http_threads < 1) bad("--http-threads must be at least 1");
-  const int64_t context = model.config().max_position_embeddings;
-  if (o.kv_blocks == 0)
+  const int64_t context = model ? model->config().max_position_embeddings : 0;
+  if (o.kv_blocks == 0 && model)
     o.kv_blocks = o.max_running * ((std::min<int64_t>(1024, context) + serve::kBlockSize - 1) / serve::kBlockSize);
   if (o.data_dir.empty()) o.data_dir = default_data_dir();
   return o;
@@ -82,29 +82,40 @@ ServerOptions checked(ServerOptions o, const Model& model) {
 Server::Impl::Impl(std::shared_ptr<Model> m, std::optional<Tokenizer> tok, ServerOptions o)
     : model(std::move(m)),
       tokenizer(tok ? std::make_shared<const Tokenizer>(std::move(*tok)) : nullptr),
-      options(checked(std::move(o), *model)),
-      started_at(unix_now()),
-      generator(model, tokenizer ? std::optional<Tokenizer>(*tokenizer) : std::nullopt),
-      registry(model) {
+      options(checked(std::move(o), model.get())),
+      started_at(unix_now()) {
   base_name = options.model_name.empty() ? "wick" : options.model_name;
-  engine = std::make_unique<Engine>(model, EngineOptions{.block_size = serve::kBlockSize,
-                                                         .num_blocks = options.kv_blocks,
-                                                         .max_step_tokens = options.max_step_tokens,
-                                                         .max_running = options.max_running,
-                                                         .turns = turns});
-  engine->start();
   fs::create_directories(options.data_dir);
   files = std::make_unique<serve::FileStore>(options.data_dir / "files");
-  jobs = std::make_unique<serve::FineTuneJobs>(
-      model, tokenizer, base_name, turns, *files, options.data_dir / "fine_tuning",
-      serve::ModelPublisher{.publish = [this](std::shared_ptr<const LoraAdapter> a) { registry.put(std::move(a)); },
-                            .retire = [this](const std::string& name) { registry.unload(name); }});
+  if (model) {
+    generator.emplace(model, tokenizer ? std::optional<Tokenizer>(*tokenizer) : std::nullopt);
+    registry.emplace(model);
+    engine = std::make_unique<Engine>(model, EngineOptions{.block_size = serve::kBlockSize,
+                                                           .num_blocks = options.kv_blocks,
+                                                           .max_step_tokens = options.max_step_tokens,
+                                                           .max_running = options.max_running,
+                                                           .turns = turns});
+    engine->start();
+    jobs = std::make_unique<serve::FineTuneJobs>(
+        model, tokenizer, base_name, turns, *files, options.data_dir / "fine_tuning",
+        serve::ModelPublisher{.publish = [this](std::shared_ptr<const LoraAdapter> a) { registry->put(std::move(a)); },
+                              .retire = [this](const std::string& name) { registry->unload(name); }});
+  }
   routes();
 }
 
+void Server::Impl::need_model(const std::string& what) const {
+  if (!model)
+    throw ApiError(404, "invalid_request_error",
+                   "This server serves embeddings only: " + what +
+                       " need a generative model (start wick serve with --model)",
+                   "model", "model_not_found");
+}
+
 std::shared_ptr<const LoraSource> Server::Impl::adapter_of(const std::string& id) const {
+  need_model("completions");
   if (id == base_name) return nullptr;
-  std::shared_ptr<const LoraAdapter> a = registry.get(id);
+  std::shared_ptr<const LoraAdapter> a = registry->get(id);
   if (!a)
     throw ApiError(404, "invalid_request_error", "The model '" + id + "' does not exist (GET /v1/models lists them)",
                    "model", "model_not_found");
@@ -169,31 +180,46 @@ void Server::Impl::routes() {
 
   const auto model_object = [this](const std::string& id, const std::string& parent) {
     json m = {{"id", id}, {"object", "model"}, {"created", started_at}, {"owned_by", "wick"},
-              {"max_model_len", model->config().max_position_embeddings}};
+              {"max_model_len", model ? model->config().max_position_embeddings : 0}};
     m["root"] = id;
     m["parent"] = parent.empty() ? json(nullptr) : json(parent);
     return m;
   };
-  http.Get("/v1/models", guard([this, model_object](const auto&, auto& res) {
-             json data = json::array({model_object(base_name, "")});
-             for (const AdapterInfo& a : registry.list()) data.push_back(model_object(a.name, base_name));
-             const std::lock_guard lock(embed_mu);
-             for (const auto& [name, e] : embedders) {
-               json m = model_object(name, "");
-               m["max_model_len"] = e->embedder().max_seq_length();
-               m["dimension"] = e->embedder().dimension();
-               data.push_back(std::move(m));
+  const auto embedder_object = [model_object](const std::string& id, const serve::EmbedBatcher& e) {
+    json m = model_object(id, "");
+    m["max_model_len"] = e.embedder().max_seq_length();
+    m["dimension"] = e.embedder().dimension();
+    return m;
+  };
+  http.Get("/v1/models", guard([this, model_object, embedder_object](const auto&, auto& res) {
+             json data = json::array();
+             if (model) {
+               data.push_back(model_object(base_name, ""));
+               for (const AdapterInfo& a : registry->list()) data.push_back(model_object(a.name, base_name));
              }
+             const std::lock_guard lock(embed_mu);
+             for (const auto& [name, e] : embedders) data.push_back(embedder_object(name, *e));
              serve::respond_json(res, {{"object", "list"}, {"data", std::move(data)}});
            }));
-  http.Get(R"(/v1/models/(.+))", guard([this, model_object](const auto& req, auto& res) {
+  http.Get(R"(/v1/models/(.+))", guard([this, model_object, embedder_object](const auto& req, auto& res) {
              const std::string id = req.matches[1];
+             {
+               const std::lock_guard lock(embed_mu);
+               if (const auto it = embedders.find(id); it != embedders.end())
+                 return serve::respond_json(res, embedder_object(id, *it->second));
+             }
+             if (!model)
+               throw ApiError(404, "invalid_request_error",
+                              "The model '" + id + "' does not exist: this server serves embeddings only (GET "
+                                                   "/v1/models lists them)",
+                              "model", "model_not_found");
              adapter_of(id);  // 404 when unknown
              serve::respond_json(res, model_object(id, id == base_name ? "" : base_name));
            }));
 
   // Adapters: a name already loaded gets a new version (requests in flight keep theirs).
   http.Post("/v1/adapters", guard([this](const auto& req, auto& res) {
+              need_model("adapters");
               const serve::AdapterLoadRequest r = serve::parse_adapter_request(req.body);
               if (r.name == base_name) serve::bad_field("name", "'" + r.name + "' is the base model's name");
               std::shared_ptr<const LoraAdapter> a;
@@ -203,7 +229,7 @@ void Server::Impl::routes() {
               } catch (const Error& e) {
                 throw ApiError(400, "invalid_request_error", e.what(), "path");
               }
-              const bool replaced = registry.put(a) != nullptr;
+              const bool replaced = registry->put(a) != nullptr;
               const AdapterInfo& info = a->info();
               serve::respond_json(res, {{"object", "adapter"},
                                         {"id", r.name},
@@ -213,13 +239,15 @@ void Server::Impl::routes() {
             }));
   http.Get("/v1/adapters", guard([this](const auto&, auto& res) {
              json data = json::array();
-             for (const AdapterInfo& a : registry.list())
+             if (registry)
+               for (const AdapterInfo& a : registry->list())
                data.push_back({{"object", "adapter"}, {"id", a.name}, {"rank", a.max_rank}});
              serve::respond_json(res, {{"object", "list"}, {"data", std::move(data)}});
            }));
   http.Delete(R"(/v1/adapters/(.+))", guard([this](const auto& req, auto& res) {
                 const std::string name = req.matches[1];
-                if (!registry.unload(name))
+                need_model("adapters");
+                if (!registry->unload(name))
                   throw ApiError(404, "invalid_request_error", "No adapter named '" + name + "'", "name");
                 serve::respond_json(res, {{"object", "adapter"}, {"id", name}, {"deleted", true}});
               }));
@@ -243,19 +271,23 @@ void Server::Impl::routes() {
   http.Delete(R"(/v1/files/([^/]+))",
               guard([this](const auto& req, auto& res) { serve::respond_json(res, files->remove(req.matches[1])); }));
 
-  // Fine-tuning jobs.
-  http.Post("/v1/fine_tuning/jobs", guard([this](const auto& req, auto& res) {
-              serve::respond_json(res, jobs->create(serve::parse_fine_tune_request(req.body)));
-            }));
-  http.Get("/v1/fine_tuning/jobs", guard([this](const auto&, auto& res) { serve::respond_json(res, jobs->list()); }));
-  http.Get(R"(/v1/fine_tuning/jobs/([^/]+))",
-           guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->get(req.matches[1])); }));
+  // Fine-tuning jobs (a generative model's: none on an embeddings-only server).
+  const auto job_route = [this, guard](auto body) {
+    return guard([this, body](const httplib::Request& req, httplib::Response& res) {
+      need_model("fine-tuning jobs");
+      serve::respond_json(res, body(req));
+    });
+  };
+  http.Post("/v1/fine_tuning/jobs",
+            job_route([this](const auto& req) { return jobs->create(serve::parse_fine_tune_request(req.body)); }));
+  http.Get("/v1/fine_tuning/jobs", job_route([this](const auto&) { return jobs->list(); }));
+  http.Get(R"(/v1/fine_tuning/jobs/([^/]+))", job_route([this](const auto& req) { return jobs->get(req.matches[1]); }));
   http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/events)",
-           guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->events(req.matches[1])); }));
+           job_route([this](const auto& req) { return jobs->events(req.matches[1]); }));
   http.Get(R"(/v1/fine_tuning/jobs/([^/]+)/checkpoints)",
-           guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->checkpoints(req.matches[1])); }));
+           job_route([this](const auto& req) { return jobs->checkpoints(req.matches[1]); }));
   http.Post(R"(/v1/fine_tuning/jobs/([^/]+)/cancel)",
-            guard([this](const auto& req, auto& res) { serve::respond_json(res, jobs->cancel(req.matches[1])); }));
+            job_route([this](const auto& req) { return jobs->cancel(req.matches[1]); }));
 
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (draining) serve::respond_error(res, ApiError(503, "server_error", "the server is shutting down"));
@@ -267,7 +299,7 @@ void Server::Impl::routes() {
       const std::lock_guard lock(mu);
       in_flight = handlers;
     }
-    res.set_content(metrics.render(engine->stats(), in_flight), "text/plain; version=0.0.4");
+    res.set_content(metrics.render(engine ? engine->stats() : EngineStats{}, in_flight), "text/plain; version=0.0.4");
   });
 }
 
@@ -285,7 +317,6 @@ void Server::Impl::stop() {
 }
 
 Server::Server(std::shared_ptr<Model> model, std::optional<Tokenizer> tokenizer, ServerOptions options) {
-  if (!model) fail(ErrorKind::bad_input, "serve: no model");
   impl_ = std::make_unique<Impl>(std::move(model), std::move(tokenizer), std::move(options));
 }
 
@@ -296,17 +327,19 @@ Server::~Server() {
 }
 
 void Server::add_adapter(const std::string& name, const fs::path& dir) {
+  if (!impl_->model)
+    fail(ErrorKind::bad_input, "--adapter '" + name + "': an embeddings-only server has no model to adapt (--model)");
   if (name.empty() || name == impl_->base_name)
     fail(ErrorKind::bad_input, "--adapter: the name '" + name + "' is empty or the base model's");
   const std::lock_guard turn(*impl_->turns);
-  impl_->registry.put(LoraAdapter::load(dir, *impl_->model, name));
+  impl_->registry->put(LoraAdapter::load(dir, *impl_->model, name));
 }
 
 void Server::add_embedder(const std::string& name, const fs::path& dir, const EmbedderOptions& options) {
   Impl& im = *impl_;
   const auto taken = [&] {
     const std::lock_guard lock(im.embed_mu);
-    return name == im.base_name || im.registry.get(name) != nullptr || im.embedders.count(name) > 0;
+    return (im.model && (name == im.base_name || im.registry->get(name) != nullptr)) || im.embedders.count(name) > 0;
   };
   if (name.empty() || taken())
     fail(ErrorKind::bad_input, "--embed-model: the name '" + name + "' is empty or taken (the base model's, an "
@@ -350,7 +383,7 @@ ServerStats Server::stats() const {
   }
   s.prompt_tokens = impl_->metrics.prompt_tokens();
   s.completion_tokens = impl_->metrics.completion_tokens();
-  s.engine = impl_->engine->stats();
+  if (impl_->engine) s.engine = impl_->engine->stats();
   const std::lock_guard lock(impl_->embed_mu);
   for (const auto& [name, e] : impl_->embedders) {
     s.embed_requests += e->requests();

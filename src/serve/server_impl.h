@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -33,14 +34,14 @@ constexpr int64_t kBlockSize = 16;
 struct Server::Impl {
   Impl(std::shared_ptr<Model> model, std::optional<Tokenizer> tokenizer, ServerOptions options);
 
-  std::shared_ptr<Model> model;
+  std::shared_ptr<Model> model;  // null: an embeddings-only server (no generator, registry, engine or jobs)
   std::shared_ptr<const Tokenizer> tokenizer;  // null: prompts must be token ids; no text, no chat
   ServerOptions options;
   std::string base_name;
   int64_t started_at = 0;  // Unix seconds, the models' "created"
   std::shared_ptr<DeviceTurns> turns = std::make_shared<DeviceTurns>();
-  Generator generator;
-  AdapterRegistry registry;
+  std::optional<Generator> generator;
+  std::optional<AdapterRegistry> registry;
   std::unique_ptr<Engine> engine;
   serve::Metrics metrics;
   std::unique_ptr<serve::FileStore> files;
@@ -69,6 +70,8 @@ struct Server::Impl {
   void embeddings(const httplib::Request& req, httplib::Response& res);
   /// The adapter a request's `model` names: null for the base model; 404 model_not_found for an unknown id.
   std::shared_ptr<const LoraSource> adapter_of(const std::string& model_id) const;
+  /// 404 model_not_found, naming `what`, on an embeddings-only server.
+  void need_model(const std::string& what) const;
   void stop();
 };
 

@@ -9,7 +9,9 @@
 
 #include "serve_test_util.h"
 #include "test_util.h"
+#include "wick/embedder.h"
 #include "wick/generator.h"
+#include "wick/random_model.h"
 
 namespace wick {
 namespace {
@@ -216,6 +218,32 @@ TEST(ServeCli, BadFlagsExitTwoNamingTheFlag) {
   std::tie(code, out) = run("--model /no/such/model");
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("/no/such/model"), std::string::npos) << out;
+  std::tie(code, out) = run("--port 0");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("--embed-model"), std::string::npos) << out;
+  std::tie(code, out) = run("--adapter s=" + test::scripture_adapter_dir().string() + " --embed-model e=/tmp");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("--adapter needs --model"), std::string::npos) << out;
+}
+
+// `wick serve --embed-model NAME=DIR` alone: a dedicated embeddings server, its answers the library's floats.
+TEST(ServeCli, EmbedModelWithoutModelServesEmbeddingsOnly) {
+  const fs::path dir = test::temp_dir("serve_embed_only");
+  write_random_embedder("tiny-bert", dir / "e", {.dtype = DType::f32, .seed = 5});
+  ServeProcess serve({"--embed-model", "mini=" + (dir / "e").string(), "--data-dir", (dir / "data").string()});
+  ASSERT_GT(serve.port(), 0);
+  httplib::Client c("127.0.0.1", serve.port());
+  c.set_read_timeout(std::chrono::seconds(60));
+  const std::vector<std::string> texts = {"a first text", "ein zweiter Text"};
+  const test::Reply r = test::post(c, "/v1/embeddings", json{{"input", texts}});
+  ASSERT_EQ(r.status, 200) << r.text;
+  const Tensor want = Embedder::load(dir / "e").embed(texts);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const float* row = want.data<float>() + int64_t(i) * want.dim(1);
+    EXPECT_EQ(r.body["data"][i]["embedding"].get<std::vector<float>>(), std::vector<float>(row, row + want.dim(1)));
+  }
+  test::expect_error(test::post(c, "/v1/completions", json{{"prompt", "hi"}}), 404, "model", "model_not_found");
+  EXPECT_EQ(serve.terminate(), 0);
 }
 
 }  // namespace

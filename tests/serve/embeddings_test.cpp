@@ -250,6 +250,45 @@ TEST(ServeEmbeddings, ConcurrentClientsGetTheirOwnEmbeddings) {
   EXPECT_LE(stats.embed_batches, stats.embed_requests);
 }
 
+// `wick serve --embed-model` without --model: embeddings as ever; what needs a generative model says so.
+TEST(ServeEmbeddings, AnEmbeddingsOnlyServerServesEmbeddingsAndSaysWhatItLacks) {
+  TestServer s(TestServer::defaults(), /*with_adapter=*/false, /*with_model=*/false);
+  s.server().add_embedder("minilm", tiny_embedder());
+  auto c = s.client();
+  const test::Reply r = post(c, "/v1/embeddings", json{{"input", kTexts}});
+  ASSERT_EQ(r.status, 200) << r.text;
+  const auto want = library_rows(kTexts);
+  for (size_t i = 0; i < kTexts.size(); ++i)
+    EXPECT_EQ(r.body["data"][i]["embedding"].get<std::vector<float>>(), want[i]) << i;
+
+  const test::Reply models = get(c, "/v1/models");
+  ASSERT_EQ(models.status, 200);
+  ASSERT_EQ(models.body["data"].size(), 1u) << models.text;
+  EXPECT_EQ(models.body["data"][0]["id"], "minilm");
+  EXPECT_EQ(models.body["data"][0]["dimension"], library().dimension());
+  const test::Reply one = get(c, "/v1/models/minilm");
+  ASSERT_EQ(one.status, 200) << one.text;
+  EXPECT_EQ(one.body["max_model_len"], library().max_seq_length());
+
+  const auto lacks_model = [](const test::Reply& reply, const std::string& what) {
+    expect_error(reply, 404, "model", "model_not_found");
+    EXPECT_NE(reply.text.find("serves embeddings only"), std::string::npos) << reply.text;
+    EXPECT_NE(reply.text.find(what), std::string::npos) << reply.text;
+  };
+  lacks_model(post(c, "/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}}),
+              "completions");
+  lacks_model(post(c, "/v1/completions", json{{"prompt", "hi"}}), "completions");
+  lacks_model(post(c, "/v1/adapters", json{{"name", "a"}, {"path", "/tmp"}}), "adapters");
+  lacks_model(get(c, "/v1/fine_tuning/jobs"), "fine-tuning jobs");
+  lacks_model(get(c, "/v1/models/wick-demo"), "wick-demo");
+  EXPECT_EQ(get(c, "/v1/adapters").status, 200);
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  EXPECT_EQ(c.Get("/metrics")->status, 200);
+  EXPECT_WICK_ERROR(s.server().add_adapter("scripture", test::scripture_adapter_dir()), ErrorKind::bad_input,
+                    "embeddings-only");
+  EXPECT_EQ(s.server().stats().embed_requests, 1);
+}
+
 TEST(ServeEmbeddings, AServerWithoutEmbeddersSays404AndNamesAreUnique) {
   TestServer s;
   auto c = s.client();

@@ -76,13 +76,14 @@ inline std::string cli_generate(const std::vector<int32_t>& prompt, int max_toke
 }
 
 /// A server listening on 127.0.0.1 on a free port, with the scripture adapter as model "scripture"; stopped and
-/// joined at the end of the scope.
+/// joined at the end of the scope. Without the demo model (with_model false): an embeddings-only server.
 class TestServer {
  public:
-  explicit TestServer(ServerOptions options = defaults(), bool with_adapter = true) {
+  explicit TestServer(ServerOptions options = defaults(), bool with_adapter = true, bool with_model = true) {
     options.host = "127.0.0.1";
     options.port = 0;
-    server_ = std::make_unique<Server>(demo_model(), demo_tokenizer(), options);
+    server_ = with_model ? std::make_unique<Server>(demo_model(), demo_tokenizer(), options)
+                         : std::make_unique<Server>(nullptr, std::nullopt, options);
     if (with_adapter) server_->add_adapter("scripture", scripture_adapter_dir());
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->listen(); });

@@ -1,9 +1,10 @@
-// wick serve --model DIR|ORG/NAME [--adapter NAME=DIR]... [--embed-model NAME=DIR]... [--host H] [--port P] [--api-key KEY] [--device cpu|cuda]
+// wick serve [--model DIR|ORG/NAME] [--adapter NAME=DIR]... [--embed-model NAME=DIR]... [--host H] [--port P] [--api-key KEY] [--device cpu|cuda]
 //            [--compute auto|f32] [--threads N] [--max-batch N] [--kv-blocks N] [--max-queue N] [--max-tokens N]
 //            [--max-body BYTES] [--timeout S] [--data-dir DIR] [--served-model-name NAME]
 // An OpenAI-compatible server (wick/server.h). Prints "wick serve: listening on http://HOST:PORT" on stdout once the
 // socket is bound; SIGTERM or SIGINT stops accepting, lets in-flight requests finish within --shutdown-grace and
-// exits 0. A wick configured without cpp-httplib (WICK_SERVE=OFF, or AUTO without it) says so.
+// exits 0. Without --model (and with --embed-model) it serves embeddings only. A wick configured without cpp-httplib
+// (WICK_SERVE=OFF, or AUTO without it) says so.
 #include <csignal>
 #include <iostream>
 #include <memory>
@@ -89,7 +90,8 @@ Action add_serve(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with per-request adapters and "
                                               "fine-tuning jobs");
-  cmd->add_option("--model", o->model, "Hugging Face model directory, or ORG/NAME from the Hub cache")->required();
+  cmd->add_option("--model", o->model, "Hugging Face model directory, or ORG/NAME from the Hub cache (without it, "
+                                       "only embeddings: --embed-model)");
   cmd->add_option("--adapter", o->adapters, "NAME=DIR: a PEFT LoRA adapter requests pick with model=NAME "
                                             "(repeatable)");
   cmd->add_option("--embed-model", o->embed_models,
@@ -131,7 +133,12 @@ Action add_serve(CLI::App& app) {
     positive(o->idle_timeout, "--idle-timeout");
     if (o->grace < 0) fail(ErrorKind::bad_input, "--shutdown-grace must not be negative");
     if (o->max_body < 1024) fail(ErrorKind::bad_input, "--max-body must be at least 1024 bytes");
-    const std::string model_dir = resolve_model_arg(o->model);
+    if (o->model.empty() && o->embed_models.empty())
+      fail(ErrorKind::bad_input, "serve: give --model (a model to generate with), --embed-model NAME=DIR (embeddings "
+                                 "only), or both");
+    if (o->model.empty() && !o->adapters.empty())
+      fail(ErrorKind::bad_input, "--adapter needs --model: an embeddings-only server has no model to adapt");
+    const std::string model_dir = o->model.empty() ? std::string() : resolve_model_arg(o->model);
     // NAME=DIR values of a repeatable flag, each name once.
     const auto named_dirs = [](const std::vector<std::string>& values, const std::string& flag) {
       std::vector<std::pair<std::string, std::string>> out;
@@ -150,8 +157,9 @@ Action add_serve(CLI::App& app) {
     ServerOptions options{.host = o->host,
                           .port = o->port,
                           .api_key = o->api_key,
-                          .model_name = o->served_name.empty() ? default_model_name(o->model, model_dir)
-                                                               : o->served_name,
+                          .model_name = !o->served_name.empty() ? o->served_name
+                                        : o->model.empty()         ? std::string()
+                                                                   : default_model_name(o->model, model_dir),
                           .max_running = o->max_batch,
                           .kv_blocks = o->kv_blocks,
                           .max_step_tokens = o->max_step_tokens,
@@ -165,14 +173,16 @@ Action add_serve(CLI::App& app) {
                           .data_dir = o->data_dir};
     if (options.api_key.empty())
       if (const char* env = std::getenv("WICK_API_KEY")) options.api_key = env;
-    Server server(Model::load(model_dir, load), tokenizer_if_present(model_dir), options);
+    Server server(model_dir.empty() ? nullptr : Model::load(model_dir, load),
+                  model_dir.empty() ? std::nullopt : tokenizer_if_present(model_dir), options);
     for (const auto& [name, dir] : adapters) server.add_adapter(name, dir);
     for (const auto& [name, dir] : embed_models)
       server.add_embedder(name, dir, {.device = load.device, .cpu_weights = load.cpu_weights,
                                       .cpu_threads = load.cpu_threads});
     const int port = server.bind();
-    std::cout << "wick serve: listening on http://" << o->host << ":" << port << " (model '" << options.model_name
-              << "', " << adapters.size() << " adapter" << (adapters.size() == 1 ? "" : "s") << ", "
+    std::cout << "wick serve: listening on http://" << o->host << ":" << port << " ("
+              << (model_dir.empty() ? std::string("no generative model") : "model '" + options.model_name + "'")
+              << ", " << adapters.size() << " adapter" << (adapters.size() == 1 ? "" : "s") << ", "
               << embed_models.size() << " embedding model" << (embed_models.size() == 1 ? "" : "s") << ", data in "
               << server.data_dir().string() << ")" << std::endl;
     SignalWatch watch(server);
