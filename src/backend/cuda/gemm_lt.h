@@ -38,8 +38,11 @@ class LtGemm {
 
  private:
   struct Plan;
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool>;  // rows, in, outs, groups, bias, gelu
+  // rows, in, outs, groups, bias, gelu, and the alignments of W, x and out the algorithm may assume
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
   static constexpr size_t kMaxPlans = 1024;
+  // The descriptors of one shape and the algorithm cuBLASLt's heuristic picks for it (found false: none).
+  std::unique_ptr<Plan> plan(const LtLinear& p, uint32_t align_a, uint32_t align_b, uint32_t align_d) const;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_;
   size_t workspace_bytes_;
