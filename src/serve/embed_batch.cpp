@@ -83,7 +83,12 @@ Tensor EmbedBatcher::embed(EmbedJob& job) {
       if (job.done) return;
       batch.swap(waiting_);
     }
-    embed_jobs(*embedder_, batch);
+    try {
+      embed_jobs(*embedder_, batch);
+    } catch (...) {  // beyond the jobs' own errors (out of memory gathering them): every job unanswered gets it
+      for (EmbedJob* j : batch)
+        if (!j->error && !j->out.defined()) j->error = std::current_exception();
+    }
     const std::lock_guard lock(mu_);
     for (EmbedJob* j : batch) j->done = true;
     ++batches_;
