@@ -1,19 +1,11 @@
 // Cross-request batching of embeddings (embed_batch.h).
 #include "serve/embed_batch.h"
 
-#include <cstring>
 #include <utility>
 
 namespace wick::serve {
 
 namespace {
-
-// The rows [row, row + n) of a [rows, dim] f32 tensor, copied.
-Tensor take_rows(const Tensor& all, int64_t row, int64_t n) {
-  Tensor out = Tensor::empty({n, all.dim(1)}, DType::f32);
-  std::memcpy(out.raw(), all.data<float>() + row * all.dim(1), size_t(n * all.dim(1)) * sizeof(float));
-  return out;
-}
 
 Tensor embed_one(const Embedder& e, const EmbedJob& job) {
   return job.texts.empty() ? e.embed_ids(job.token_ids, job.dimensions)
@@ -33,7 +25,7 @@ void embed_group(const Embedder& e, std::span<EmbedJob* const> group) {
       int64_t row = 0;
       for (EmbedJob* j : group) {
         const auto n = int64_t(j->texts.empty() ? j->token_ids.size() : j->texts.size());
-        j->out = take_rows(out, row, n);
+        j->out = out.rows(row, row + n).clone();
         row += n;
       }
       return;

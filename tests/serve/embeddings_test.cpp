@@ -167,18 +167,15 @@ TEST(ServeEmbeddings, BadRequestsAreOpenAIErrorsNamingTheField) {
   EXPECT_EQ(ask({{"input", "still serving"}}).status, 200);
 }
 
-// Rows of the library's embeddings of `texts`, as the server must answer them.
-std::vector<std::vector<float>> library_rows(const std::vector<std::string>& texts, int64_t dimensions = 0) {
-  const Tensor t = library().embed(texts, {.dimensions = dimensions});
+std::vector<std::vector<float>> rows_of(const Tensor& t) {
   std::vector<std::vector<float>> rows;
   for (int64_t i = 0; i < t.dim(0); ++i) rows.push_back(row_of(t, i));
   return rows;
 }
 
-std::vector<std::vector<float>> rows_of(const Tensor& t) {
-  std::vector<std::vector<float>> rows;
-  for (int64_t i = 0; i < t.dim(0); ++i) rows.push_back(row_of(t, i));
-  return rows;
+// Rows of the library's embeddings of `texts`, as the server must answer them.
+std::vector<std::vector<float>> library_rows(const std::vector<std::string>& texts, int64_t dimensions = 0) {
+  return rows_of(library().embed(texts, {.dimensions = dimensions}));
 }
 
 // One batch of texts, token ids, a `dimensions` of its own and a bad request: each job gets its own rows, float for
