@@ -21,6 +21,8 @@ perturbed into [0.5, 1.5], biases N(0, 0.1)), at <out>/models/<name>/:
   mpnet-mean-norm    MPNetModel (relative position buckets), mean pooling, Normalize
   xlmr-mean-prompts  XLMRobertaModel (unigram tokenizer), mean pooling, Normalize, prompts as multilingual E5
   qwen2-last-norm    Qwen2Model (the repository's trained BPE tokenizer), last-token pooling, Normalize
+  qwen2-mean-exclude-prompt  Qwen2Model, mean pooling with include_prompt false (the prompt's tokens left out of the
+                     mean), prompts as multilingual E5 (whose trailing space the byte-level tokenizer keeps)
 with reference.safetensors:
   embeddings f32 [n, dim]: SentenceTransformer.encode(texts) (texts in texts.json)
   query f32 [n, dim]: encode(texts, prompt_name="query") where the model has prompts
@@ -242,14 +244,17 @@ def main():
         ("mpnet-mean-norm", "mpnet", toks["wordpiece-mpnet"], "mean", True, None, 60),
         ("xlmr-mean-prompts", "xlmr", toks["unigram"], "mean", True, E5, 60),
         ("qwen2-last-norm", "qwen2", qwen_tok, "lasttoken", True, None, 200),
+        ("qwen2-mean-exclude-prompt", "qwen2", qwen_tok, "mean", True, E5, 200),
     ]
     gen = torch.Generator().manual_seed(24)
     for name, kind, tok, pooling, normalize, prompts, max_len in variants:
+        include_prompt = not name.endswith("exclude-prompt")
         hf = os.path.join(work, name)
         build_model(kind, tok, gen).save_pretrained(hf)
         tok.save_pretrained(hf)
         word = Transformer(hf, max_seq_length=max_len)
-        modules = [word, Pooling(word.get_word_embedding_dimension(), pooling_mode=pooling)]
+        modules = [word, Pooling(word.get_word_embedding_dimension(), pooling_mode=pooling,
+                                 include_prompt=include_prompt)]
         if normalize:
             modules.append(Normalize())
         st = SentenceTransformer(modules=modules, device="cpu", prompts=prompts)

@@ -79,14 +79,16 @@ class Embedder {
   const std::optional<std::string>& default_prompt_name() const;
 
   /// One embedding per text, in order: CPU f32 [texts, dimension (or options.dimensions)]. Each text gets the prompt
-  /// prepended, is tokenized with its special tokens and truncated to max_seq_length() (an empty text: the special
+  /// prepended, is tokenized as it is (whitespace around it kept, as sentence-transformers 6 keeps it; earlier
+  /// releases stripped it) with its special tokens and truncated to max_seq_length() (an empty text: the special
   /// tokens alone). bad_input, naming the text by index: invalid UTF-8, an unknown prompt_name, a text over
   /// max_seq_length() with truncate false, or dimensions outside [0, dimension()].
   Tensor embed(const std::vector<std::string>& texts, const EmbedOptions& options = {}) const;
 
   /// One embedding per sequence of token ids as the tokenizer gives them (special tokens included; no prompt is
-  /// added, nothing truncated): CPU f32 [sequences, dimension (or dimensions)]. bad_input for an empty sequence, an id
-  /// outside the vocabulary, or a sequence over max_seq_length().
+  /// added, nothing truncated): CPU f32 [sequences, dimension (or dimensions)]; an empty sequence embeds as zeros, as
+  /// an empty text does with a tokenizer that adds no special tokens. bad_input for an id outside the vocabulary or a
+  /// sequence over max_seq_length().
   Tensor embed_ids(const std::vector<std::vector<int32_t>>& ids, int64_t dimensions = 0) const;
 
   /// The token ids embed() runs for one text with these options (prompt, special tokens, truncation).

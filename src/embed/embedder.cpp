@@ -109,15 +109,15 @@ const Tokenizer& tokenizer_of(const Embedder::Impl& impl) {
   return *impl.tokenizer;
 }
 
-// One text's ids as sentence-transformers makes them: prompt + text, stripped (str.strip()), lowercased when the
-// folder says so, tokenized with the special tokens and truncated.
+// One text's ids as sentence-transformers 6 makes them: prompt + text as it is (releases before 6 stripped the
+// whitespace around it; 6 keeps it, and tokenizers that see whitespace give it tokens), lowercased when the folder
+// says so, tokenized with the special tokens and truncated.
 EmbedTokens tokens_of(const Embedder::Impl& impl, const std::string& prompt, const std::string& text, size_t index,
                       bool truncate) {
   const std::string where = "text " + std::to_string(index);
   EmbedTokens t;
   try {
-    const std::string stripped = python_strip(prompt + text);
-    const std::string full = impl.folder.do_lower_case ? python_lower(stripped) : stripped;
+    const std::string full = impl.folder.do_lower_case ? python_lower(prompt + text) : prompt + text;
     t = embed_tokenize(tokenizer_of(impl), full, impl.max_seq_length);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::bad_input) throw;
@@ -222,7 +222,6 @@ Tensor Embedder::embed_ids(const std::vector<std::vector<int32_t>>& ids, int64_t
   const Impl& impl = *impl_;
   check_dimensions(impl, dimensions);
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i].empty()) fail(ErrorKind::bad_input, "sequence " + std::to_string(i) + " has no tokens");
     if (int64_t(ids[i].size()) > impl.max_seq_length)
       fail(ErrorKind::bad_input, "sequence " + std::to_string(i) + " has " + std::to_string(ids[i].size()) +
                                      " tokens, over max_seq_length " + std::to_string(impl.max_seq_length));

@@ -29,29 +29,12 @@ void append(std::string& out, utf8proc_int32_t cp) {
   out.append(reinterpret_cast<const char*>(buf), size_t(utf8proc_encode_char(cp, buf)));
 }
 
-bool is_space(utf8proc_int32_t cp) {
-  const utf8proc_property_t* p = utf8proc_get_property(cp);
-  return p->category == UTF8PROC_CATEGORY_ZS || p->bidi_class == UTF8PROC_BIDI_CLASS_WS ||
-         p->bidi_class == UTF8PROC_BIDI_CLASS_B || p->bidi_class == UTF8PROC_BIDI_CLASS_S;
-}
-
 bool is_cased_letter(utf8proc_int32_t cp) {
   const utf8proc_category_t c = utf8proc_category(cp);
   return c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT;
 }
 
 }  // namespace
-
-std::string python_strip(std::string_view text) {
-  const std::vector<utf8proc_int32_t> cps = code_points(text);
-  size_t begin = 0, end = cps.size();
-  while (begin < end && is_space(cps[begin])) ++begin;
-  while (end > begin && is_space(cps[end - 1])) --end;
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = begin; i < end; ++i) append(out, cps[i]);
-  return out;
-}
 
 std::string python_lower(std::string_view text) {
   const std::vector<utf8proc_int32_t> cps = code_points(text);

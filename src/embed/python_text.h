@@ -1,16 +1,11 @@
-// The two Python string methods sentence-transformers applies to every text before tokenizing it: str.strip() and,
-// when sentence_bert_config.json asks, str.lower(). Private to src/embed/.
+// The Python string method sentence-transformers applies to every text before tokenizing it when
+// sentence_bert_config.json asks (do_lower_case): str.lower(). Private to src/embed/.
 #pragma once
 
 #include <string>
 #include <string_view>
 
 namespace wick {
-
-/// Python's str.strip(): `text` without leading and trailing whitespace as str.isspace() sees it (general category
-/// Zs, or bidirectional class WS, B or S: tabs, newlines, U+001C–U+001F, U+0085, no-break and ideographic spaces;
-/// not U+200B). `text` must be valid UTF-8 (bad_input naming the byte otherwise).
-std::string python_strip(std::string_view text);
 
 /// Python's str.lower(): each code point's lowercase mapping, with the full mappings SpecialCasing.txt adds without a
 /// language: İ (U+0130) → i + U+0307, and Σ → ς at the end of a word (after a cased letter, not before one).

@@ -28,42 +28,64 @@ std::string class_name(const std::string& type) {
   return dot == std::string::npos ? type : type.substr(dot + 1);
 }
 
-// The Pooling module's config.json: exactly one of the modes wick implements.
+// The Pooling module's config.json: exactly one of the modes wick implements. sentence-transformers 6 writes the
+// mode by name ("pooling_mode": "mean", or a list of names to concatenate); earlier releases one boolean field per
+// mode (pooling_mode_mean_tokens: true). A folder with "pooling_mode" is read by it alone, as sentence-transformers
+// reads it.
 void read_pooling(const std::filesystem::path& path, SentenceFolder& f) {
   const json j = read_json(path);
   const std::string source = path.string();
   if (!j.is_object()) fail(ErrorKind::corrupt, source + ": expected a JSON object");
   struct Mode {
-    const char* field;
+    const char* name;   // in "pooling_mode"
+    const char* field;  // the boolean field of earlier releases
     std::optional<EmbedPooling> pooling;  // nullopt: sentence-transformers has it, wick does not
   };
-  const Mode modes[] = {
-      {"pooling_mode_cls_token", EmbedPooling::cls},       {"pooling_mode_mean_tokens", EmbedPooling::mean},
-      {"pooling_mode_max_tokens", EmbedPooling::max},      {"pooling_mode_lasttoken", EmbedPooling::last_token},
-      {"pooling_mode_mean_sqrt_len_tokens", std::nullopt}, {"pooling_mode_weightedmean_tokens", std::nullopt}};
-  std::vector<const Mode*> on;
-  for (const Mode& m : modes)
-    if (json_bool(j, m.field, source).value_or(false)) on.push_back(&m);
-  if (on.empty()) {
-    for (auto it = j.begin(); it != j.end(); ++it)
-      if (it.key().starts_with("pooling_mode") && it.value().is_boolean() && it.value().get<bool>() &&
-          std::none_of(std::begin(modes), std::end(modes), [&](const Mode& m) { return it.key() == m.field; }))
+  static constexpr const char* kExpected =
+      "(expected mean, cls, max or lasttoken: pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)";
+  const Mode modes[] = {{"cls", "pooling_mode_cls_token", EmbedPooling::cls},
+                        {"mean", "pooling_mode_mean_tokens", EmbedPooling::mean},
+                        {"max", "pooling_mode_max_tokens", EmbedPooling::max},
+                        {"lasttoken", "pooling_mode_lasttoken", EmbedPooling::last_token},
+                        {"mean_sqrt_len_tokens", "pooling_mode_mean_sqrt_len_tokens", std::nullopt},
+                        {"weightedmean", "pooling_mode_weightedmean_tokens", std::nullopt}};
+  struct On {
+    const Mode* mode;
+    std::string said;  // how the file says it, for errors
+  };
+  std::vector<On> on;
+  if (auto it = j.find("pooling_mode"); it != j.end() && !it->is_null()) {
+    const json names = it->is_array() ? *it : json::array({*it});
+    if (names.empty()) fail(ErrorKind::corrupt, source + ": field 'pooling_mode': an empty list, no pooling mode is on");
+    for (const json& name : names) {
+      if (!name.is_string())
+        fail(ErrorKind::corrupt, source + ": field 'pooling_mode': expected a pooling mode's name or a list of "
+                                          "them, found " + name.dump());
+      const std::string n = name.get<std::string>();
+      const Mode* m = std::find_if(std::begin(modes), std::end(modes), [&](const Mode& x) { return n == x.name; });
+      if (m == std::end(modes))
+        fail(ErrorKind::unsupported, source + ": field 'pooling_mode': '" + n +
+                                         "' is a pooling mode wick does not know " + kExpected);
+      on.push_back({m, "field 'pooling_mode': '" + n + "'"});
+    }
+  } else {
+    for (const Mode& m : modes)
+      if (json_bool(j, m.field, source).value_or(false)) on.push_back({&m, "field '" + std::string(m.field) + "'"});
+    for (auto it = j.begin(); it != j.end() && on.empty(); ++it)
+      if (it.key().starts_with("pooling_mode") && it.value().is_boolean() && it.value().get<bool>())
         fail(ErrorKind::unsupported, source + ": field '" + it.key() +
-                                         "' is a pooling mode wick does not implement "
-                                         "(expected pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)");
-    fail(ErrorKind::corrupt, source +
-                                 ": no pooling mode is on (expected one of the fields pooling_mode_mean_tokens, "
-                                 "pooling_mode_cls_token, pooling_mode_max_tokens, pooling_mode_lasttoken)");
+                                         "' is a pooling mode wick does not know " + kExpected);
   }
-  for (const Mode* m : on)
-    if (!m->pooling)
-      fail(ErrorKind::unsupported, source + ": field '" + m->field +
-                                       "' is a pooling mode wick does not implement "
-                                       "(expected pooling_mode_mean_tokens, _cls_token, _max_tokens or _lasttoken)");
+  if (on.empty())
+    fail(ErrorKind::corrupt, source + ": no pooling mode is on (expected the field pooling_mode, or one of "
+                                      "pooling_mode_mean_tokens, _cls_token, _max_tokens, _lasttoken set to true)");
+  for (const On& o : on)
+    if (!o.mode->pooling)
+      fail(ErrorKind::unsupported, source + ": " + o.said + " is a pooling mode wick does not implement " + kExpected);
   if (on.size() > 1)
-    fail(ErrorKind::unsupported, source + ": fields '" + on[0]->field + "' and '" + on[1]->field +
-                                     "' are both on (several pooling modes concatenated are not implemented)");
-  f.pooling = *on[0]->pooling;
+    fail(ErrorKind::unsupported, source + ": " + on[0].said + " and " + on[1].said +
+                                     " are both on (several pooling modes concatenated are not implemented)");
+  f.pooling = *on[0].mode->pooling;
   f.include_prompt = json_bool(j, "include_prompt", source).value_or(true);
 }
 

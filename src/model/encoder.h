@@ -32,7 +32,7 @@ struct EncoderConfig {
   int64_t type_vocab_size = 0;  ///< 0: no token-type embeddings (MPNet)
   double layer_norm_eps = 1e-12;
   bool gelu_tanh = false;                      ///< hidden_act gelu_new / gelu_pytorch_tanh (else the exact erf gelu)
-  int32_t pad_token_id = 0;                    ///< RoBERTa and MPNet count positions from pad_token_id + 1
+  int32_t pad_token_id = 0;                    ///< RoBERTa and MPNet count positions from pad_token_id + 1 (MPNet: 1)
   int64_t relative_attention_num_buckets = 0;  ///< MPNet only
 
   /// Parses and validates a config.json; `source` names the file in error messages. A model_type wick does not

@@ -93,7 +93,12 @@ EncoderConfig EncoderConfig::parse(const std::string& json_text, const std::stri
   if (pad < 0 || pad >= c.vocab_size)
     fail(ErrorKind::corrupt, source + ": field 'pad_token_id' " + std::to_string(pad) +
                                  " is outside the vocabulary of " + std::to_string(c.vocab_size));
-  c.pad_token_id = int32_t(pad);
+  // transformers' MPNetEmbeddings counts positions past padding index 1 whatever pad_token_id says (MPNet's own
+  // vocabularies have <pad> at 1; a folder with another pad_token_id still gets positions from 2).
+  c.pad_token_id = mpnet ? 1 : int32_t(pad);
+  if (c.pad_token_id >= c.vocab_size)
+    fail(ErrorKind::corrupt, source + ": field 'vocab_size' " + std::to_string(c.vocab_size) +
+                                 " leaves out MPNet's padding index 1");
   if (c.max_sequence_length() < 1)
     fail(ErrorKind::corrupt, source + ": max_position_embeddings " + std::to_string(c.max_position_embeddings) +
                                  " leaves no position after pad_token_id + 1 = " + std::to_string(c.position_offset()));

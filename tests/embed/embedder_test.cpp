@@ -37,6 +37,7 @@ double cosine_distance(const float* a, const std::vector<double>& b) {
 
 struct FolderSpec {
   std::string pooling = "pooling_mode_mean_tokens";
+  json pooling_mode = nullptr;  // not null: 1_Pooling/config.json as sentence-transformers 6 writes it, by name
   bool normalize = true;
   int64_t max_seq_length = 30;
   json prompts = json::object();
@@ -61,6 +62,8 @@ void write_st_folder(const std::filesystem::path& dir, const FolderSpec& s) {
                   {"pooling_mode_lasttoken", false},
                   {"include_prompt", true}};
   pooling[s.pooling] = true;
+  if (!s.pooling_mode.is_null())
+    pooling = {{"embedding_dimension", 32}, {"pooling_mode", s.pooling_mode}, {"include_prompt", true}};
   std::filesystem::create_directories(dir / "1_Pooling");
   write_file(dir / "1_Pooling" / "config.json", pooling.dump(2));
   write_file(dir / s.module_path / "sentence_bert_config.json",
@@ -128,6 +131,40 @@ TEST_P(EncoderEmbedder, PooledEmbeddingsMatchReference) {
 INSTANTIATE_TEST_SUITE_P(Pooling, EncoderEmbedder,
                          ::testing::Values("pooling_mode_mean_tokens", "pooling_mode_cls_token",
                                            "pooling_mode_max_tokens", "pooling_mode_lasttoken"));
+
+// sentence-transformers 6 names the mode ("pooling_mode": "mean") where earlier releases set one boolean per mode.
+TEST(Embedder, PoolingModeByNameAsSentenceTransformers6WritesIt) {
+  const TinyEncoder model = tiny_encoder("bert");
+  const std::pair<const char*, const char*> names[] = {{"mean", "pooling_mode_mean_tokens"},
+                                                       {"cls", "pooling_mode_cls_token"},
+                                                       {"max", "pooling_mode_max_tokens"},
+                                                       {"lasttoken", "pooling_mode_lasttoken"}};
+  for (const auto& [name, field] : names) {
+    const auto dir = temp_dir("named");
+    model.write(dir);
+    // The boolean fields say cls; "pooling_mode" alone decides, as in sentence-transformers.
+    write_st_folder(dir, {.pooling = "pooling_mode_cls_token", .pooling_mode = name});
+    json config = json::parse(read_file(dir / "1_Pooling" / "config.json"));
+    config["pooling_mode_cls_token"] = true;
+    write_file(dir / "1_Pooling" / "config.json", config.dump());
+    const Embedder e = Embedder::load(dir);
+    const Tensor got = e.embed_ids(kIds);
+    for (size_t s = 0; s < kIds.size(); ++s)
+      EXPECT_LE(cosine_distance(got.data<float>() + s * 32, reference_embedding(model, kIds[s], field, true)), 1e-5)
+          << name << " sequence " << s;
+  }
+  const auto fails_with = [&](const json& mode, ErrorKind kind, const char* what) {
+    const auto dir = temp_dir("badnamed");
+    model.write(dir);
+    write_st_folder(dir, {.pooling_mode = mode});
+    EXPECT_WICK_ERROR(Embedder::load(dir), kind, "1_Pooling/config.json", "'pooling_mode'", what);
+  };
+  fails_with("weightedmean", ErrorKind::unsupported, "'weightedmean' is a pooling mode wick does not implement");
+  fails_with("attention", ErrorKind::unsupported, "'attention' is a pooling mode wick does not know");
+  fails_with(json::array({"mean", "max"}), ErrorKind::unsupported, "are both on");
+  fails_with(3, ErrorKind::corrupt, "expected a pooling mode's name or a list of them, found 3");
+  fails_with(json::array(), ErrorKind::corrupt, "no pooling mode is on");
+}
 
 TEST(Embedder, PlainFolderPoolsTheMeanUnnormalised) {
   const TinyEncoder model = tiny_encoder("xlm-roberta");
@@ -209,7 +246,8 @@ TEST(Embedder, BadIdsAndPromptsAreBadInput) {
   write_st_folder(dir, {.max_seq_length = 6, .prompts = {{"query", "query: "}}});
   const Embedder e = Embedder::load(dir);
   EXPECT_EQ(e.prompts().at("query"), "query: ");
-  EXPECT_WICK_ERROR(e.embed_ids({{2, 3}, {}}), ErrorKind::bad_input, "sequence 1", "no tokens");
+  const Tensor with_empty = e.embed_ids({{2, 3}, {}});  // an empty sequence embeds as zeros
+  for (int64_t i = 0; i < 32; ++i) EXPECT_EQ(with_empty.data<float>()[32 + i], 0.0f);
   EXPECT_WICK_ERROR(e.embed_ids({{2, 4, 5, 6, 7, 8, 3}}), ErrorKind::bad_input, "7 tokens", "max_seq_length 6");
   EXPECT_WICK_ERROR(e.embed_ids({{2, 50, 3}}), ErrorKind::bad_input, "token id 50");
   // No tokenizer.json in this folder: texts cannot be embedded, ids can.
@@ -391,9 +429,9 @@ TEST_F(QwenEmbedder, IncludePromptFalseLeavesThePromptOutOfTheMean) {
   const Embedder e = Embedder::load(dir);
   const Tokenizer tok = Tokenizer::load(dir);
   const std::vector<int32_t> ids = e.tokenize("world", {.prompt = "Hello there, "});
-  // sentence-transformers masks the prompt's own token count (the prompt tokenized alone, so stripped too) less one
-  // (its closing special token, where it has one).
-  const int64_t skip = int64_t(tok.encode("Hello there,").size()) - 1;
+  // sentence-transformers masks the prompt's own token count (the prompt tokenized alone, as it is) less one (its
+  // closing special token, where it has one).
+  const int64_t skip = int64_t(tok.encode("Hello there, ").size()) - 1;
   ASSERT_GT(skip, 0);
   ASSERT_GT(int64_t(ids.size()), skip);
   const auto model = Model::load(dir);
@@ -412,14 +450,15 @@ TEST_F(QwenEmbedder, IncludePromptFalseLeavesThePromptOutOfTheMean) {
   EXPECT_GT(cosine_distance(with_prompt.data<float>(), mean), 1e-4);
 }
 
-TEST_F(QwenEmbedder, TextsStrippedAsPython) {
+// sentence-transformers 6 tokenizes each text as it is (earlier releases stripped it first): whitespace at either
+// end gets its tokens where the tokenizer sees whitespace.
+TEST_F(QwenEmbedder, TextsKeepTheirWhitespace) {
   const Embedder e = Embedder::load(dir);
   const Tokenizer tok = Tokenizer::load(dir);
-  // str.strip(): ASCII and Unicode spaces and line breaks at either end go; a zero-width space (Cf) stays.
-  EXPECT_EQ(e.tokenize(" \t hello world\n\u3000\u00a0"), tok.encode("hello world"));
-  EXPECT_EQ(e.tokenize("\u200bhello"), tok.encode("\u200bhello"));
+  EXPECT_EQ(e.tokenize(" \thello\n\u00a0"), tok.encode(" \thello\n\u00a0"));  // (under max_seq_length 12)
+  EXPECT_NE(e.tokenize(" hello "), tok.encode("hello"));
   EXPECT_EQ(e.tokenize("hello", {.prompt = "query: "}), tok.encode("query: hello"));
-  EXPECT_EQ(e.tokenize("", {.prompt = "query: "}), tok.encode("query:"));
+  EXPECT_EQ(e.tokenize("", {.prompt = "query: "}), tok.encode("query: "));
 }
 
 TEST_F(QwenEmbedder, LowerCaseAsPython) {

@@ -68,6 +68,18 @@ TEST(Encoder, MpnetMatchesReference) {
   expect_matches_reference(model, dir, CpuWeights::f32, 1e-5);
 }
 
+// transformers' MPNet counts positions past padding index 1 whatever config.json's pad_token_id says (here 0, as a
+// vocabulary with [PAD] first has it): the first token sits at position 2.
+TEST(Encoder, MpnetPositionsIgnorePadTokenId) {
+  TinyEncoder model = tiny_encoder("mpnet");
+  model.pad = 0;
+  const auto dir = temp_dir("mpnet-pad0");
+  model.write(dir);
+  auto backend = make_cpu_backend();
+  EXPECT_EQ(Encoder::load(dir, *backend).config().max_sequence_length(), 40);  // 42 positions from 2
+  expect_matches_reference(model, dir, CpuWeights::f32, 1e-5);
+}
+
 TEST(Encoder, Bf16WeightsKeptAsTheFileHoldsThem) {
   // A bf16 checkpoint on the CPU: matrices read in place as bf16 (widened exactly in the products), the rest widened
   // to f32 at load; the reference computes with the same rounded values, so the f32 tolerance holds.

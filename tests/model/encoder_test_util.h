@@ -30,7 +30,10 @@ struct TinyEncoder {
   std::map<std::string, Tensor> tensors;  // by their name without prefix
 
   bool mpnet() const { return model_type == "mpnet"; }
-  int64_t offset() const { return model_type == "bert" ? 0 : pad + 1; }
+  // The padding index positions count from: pad_token_id, but 1 for MPNet whatever config.json says (transformers'
+  // MPNetEmbeddings hard-codes it).
+  int32_t position_pad() const { return mpnet() ? 1 : pad; }
+  int64_t offset() const { return model_type == "bert" ? 0 : position_pad() + 1; }
 
   // Names of layer i's tensors (without .weight/.bias): q k v o attn_norm up down out_norm.
   std::vector<std::string> layer_names(int64_t i) const {
@@ -152,7 +155,8 @@ struct TinyEncoder {
     Mat x(static_cast<size_t>(len), std::vector<double>(static_cast<size_t>(hidden)));
     int32_t counted = 0;
     for (int64_t t = 0; t < len; ++t) {
-      const int64_t pos = model_type == "bert" ? t : ids[size_t(t)] == pad ? pad : pad + ++counted;
+      const int32_t p = position_pad();
+      const int64_t pos = model_type == "bert" ? t : ids[size_t(t)] == p ? p : p + ++counted;
       for (int64_t i = 0; i < hidden; ++i) {
         x[size_t(t)][size_t(i)] = at("embeddings.word_embeddings.weight", ids[size_t(t)] * hidden + i) +
                                   (mpnet() ? 0.0 : at("embeddings.token_type_embeddings.weight", i)) +
