@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a GPU machine, issue 24's checks in one session (command M of docs/BENCHMARKS.md):
 #   1. scripts/make_embed_fixtures.py (tokenizers, sentencepiece, transformers, sentence-transformers) writes the
-#      reference folders into RESULTS_DIR/embed, beside the build; they are copied into tests/fixtures/embed here
-#      (commit them from RESULTS_DIR/embed: the CPU suite's StParity and EmbedTokenizerReference tests read them);
+#      reference folders beside the build; they are copied into tests/fixtures/embed here and packed into
+#      RESULTS_DIR/embed.tgz (commit them from there: the CPU suite's StParity and EmbedTokenizerReference tests read
+#      them; a tarball, since a device call brings back only so many files);
 #   2. the CUDA encoder ops' tests, then the parity tests on the CPU (f32) and on CUDA (bf16);
 #   3. BM_Embed on CUDA, then scripts/bench_embed_transformers.py on the same folders and ids.
 # usage: scripts/gpu-embed-check.sh RESULTS_DIR   (summary in RESULTS_DIR/summary.txt, logs beside it)
@@ -16,8 +17,9 @@ source scripts/deb-prefix.sh
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # The fixtures on 4 cores beside the build (they take about as long).
+fixture_dir=$(mktemp -d)
 (OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 timeout 300 taskset -c 12-15 python3 scripts/make_embed_fixtures.py \
-   --out "$out/embed" >"$out/embed.log" 2>&1) &
+   --out "$fixture_dir/embed" >"$out/embed.log" 2>&1) &
 fixtures=$!
 build="build-gpu"
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DWICK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DWICK_SERVE=OFF \
@@ -38,7 +40,8 @@ timeout 120 python3 scripts/bench_embed_transformers.py --rounds 3 --model "mini
 echo "bench: $(( $(date +%s) - t0 )) s"
 wait $fixtures
 echo "fixtures: exit $? ($(tail -1 "$out/embed.log"))"
-mkdir -p tests/fixtures/embed && cp -r "$out/embed/." tests/fixtures/embed/
+mkdir -p tests/fixtures/embed && cp -r "$fixture_dir/embed/." tests/fixtures/embed/
+tar czf "$out/embed.tgz" -C "$fixture_dir" embed
 suite parity $build/tests/wick_embed_tests '*StParity*'
 suite tokenizer_parity $build/tests/wick_tokenizer_tests '*EmbedTokenizerReference*'
 echo "end: $(( $(date +%s) - t0 )) s"

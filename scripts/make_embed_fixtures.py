@@ -23,6 +23,7 @@ perturbed into [0.5, 1.5], biases N(0, 0.1)), at <out>/models/<name>/:
   qwen2-last-norm    Qwen2Model (the repository's trained BPE tokenizer), last-token pooling, Normalize
   qwen2-mean-exclude-prompt  Qwen2Model, mean pooling with include_prompt false (the prompt's tokens left out of the
                      mean), prompts as multilingual E5 (whose trailing space the byte-level tokenizer keeps)
+  bert-mean-exclude-prompt   BertModel (cased tokenizer), the same with [CLS] before the prompt and [SEP] after it
 with reference.safetensors:
   embeddings f32 [n, dim]: SentenceTransformer.encode(texts) (texts in texts.json)
   query f32 [n, dim]: encode(texts, prompt_name="query") where the model has prompts
@@ -245,6 +246,7 @@ def main():
         ("xlmr-mean-prompts", "xlmr", toks["unigram"], "mean", True, E5, 60),
         ("qwen2-last-norm", "qwen2", qwen_tok, "lasttoken", True, None, 200),
         ("qwen2-mean-exclude-prompt", "qwen2", qwen_tok, "mean", True, E5, 200),
+        ("bert-mean-exclude-prompt", "bert", toks["wordpiece-cased"], "mean", True, E5, 60),
     ]
     gen = torch.Generator().manual_seed(24)
     for name, kind, tok, pooling, normalize, prompts, max_len in variants:

@@ -131,6 +131,19 @@ EmbedTokens tokens_of(const Embedder::Impl& impl, const std::string& prompt, con
   return t;
 }
 
+// With include_prompt false, mean and max leave out the prompt's tokens, counted as sentence-transformers 6 counts
+// them: the prompt tokenized with its special tokens, less those the post-processor puts after it ([SEP], </s>;
+// none for a tokenizer that adds none). The split comes from where the prompt's own tokens sit among them; a prompt
+// with no tokens of its own (whitespace to a BERT tokenizer) counts as releases before 6 counted: all but the last.
+int64_t prompt_tokens(const Embedder::Impl& impl, const std::string& prompt) {
+  const std::vector<int32_t> with = tokens_of(impl, "", prompt, 0, true).ids;
+  const std::vector<int32_t> own =
+      tokenizer_of(impl).encode(impl.folder.do_lower_case ? python_lower(prompt) : prompt);
+  const auto at = std::search(with.begin(), with.end(), own.begin(), own.end());
+  if (own.empty() || at == with.end()) return std::max<int64_t>(0, int64_t(with.size()) - 1);
+  return int64_t(at - with.begin()) + int64_t(own.size());
+}
+
 // Embeddings of token sequences in input order, f32 [n, dimension]: sorted by length (longest first), packed into
 // passes of at most batch_tokens rows, pooled over rows [skip, len) of each (mean and max; skip: prompt tokens left
 // out), scattered back. A sequence of no tokens embeds as zeros.
@@ -207,11 +220,7 @@ Tensor Embedder::embed(const std::vector<std::string>& texts, const EmbedOptions
   check_dimensions(impl, options.dimensions);
   tokenizer_of(impl);
   const std::string prompt = prompt_of(impl, options);
-  // include_prompt false: mean and max skip the prompt's tokens, counted as sentence-transformers counts them (the
-  // prompt tokenized alone, less one for the closing special token).
-  int64_t skip = 0;
-  if (!prompt.empty() && !impl.folder.include_prompt)
-    skip = std::max<int64_t>(0, int64_t(tokens_of(impl, "", prompt, 0, true).ids.size()) - 1);
+  const int64_t skip = !prompt.empty() && !impl.folder.include_prompt ? prompt_tokens(impl, prompt) : 0;
   std::vector<std::vector<int32_t>> seqs;
   seqs.reserve(texts.size());
   for (size_t i = 0; i < texts.size(); ++i) seqs.push_back(tokens_of(impl, prompt, texts[i], i, options.truncate).ids);

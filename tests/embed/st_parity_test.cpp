@@ -26,7 +26,7 @@ using nlohmann::json;
 
 const char* const kModels[] = {"bert-mean-norm",    "bert-cls-prompts", "bert-max",
                                "mpnet-mean-norm",   "xlmr-mean-prompts", "qwen2-last-norm",
-                               "qwen2-mean-exclude-prompt"};
+                               "qwen2-mean-exclude-prompt", "bert-mean-exclude-prompt"};
 
 std::filesystem::path model_dir(const std::string& name) { return fixture("embed/models/" + name); }
 

@@ -1,7 +1,9 @@
 // Bidirectional flash attention within each sequence of a packed batch, on tensor cores: the tiles, the mma
-// fragments and the online softmax of the causal prefill kernel (flash_tile.cuh), with a block per (64-query tile of
-// one sequence, head) whose keys are all of that sequence's rows, and MPNet's relative-position bias added to the
-// scores from a per-block table of the bias of each distance j − i.
+// fragments and the online softmax of the causal prefill kernel (flash_tile.cuh), with a block per (128-query tile
+// of one sequence, head) whose keys are all of that sequence's rows, and MPNet's relative-position bias added to the
+// scores from a per-block table of the bias of each distance j − i. Eight warps of 16 queries share each K/V tile
+// they stage (the causal kernel's four would read each sequence's K and V from L2 twice as often: every query tile
+// reads all of them here).
 #include "backend/cuda/encoder_attention.h"
 
 #include <climits>
@@ -16,6 +18,8 @@ namespace {
 
 using namespace attention_kernels;
 using namespace flash;
+
+constexpr int kEncoderWarps = 8, kEncoderThreads = kEncoderWarps * 32, kEncoderQueryTile = 16 * kEncoderWarps;
 
 struct EncoderParams {
   const bf16 *q, *k, *v;
@@ -50,7 +54,7 @@ int64_t bias_floats(int64_t max_len) { return 2 * max_len - 1; }
 // all lie past the end still stages tiles (every thread copies its share) but computes nothing. A sequence longer
 // than max_len is cut to it (callers validate; this keeps reads in bounds).
 template <int D, bool kBias>
-__global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
+__global__ void __launch_bounds__(kEncoderThreads) encoder_kernel(EncoderParams p) {
   extern __shared__ uint4 shared[];
   bf16* tiles = reinterpret_cast<bf16*>(shared);                         // [stage][K, V][kKeyTile][kRow<D>]
   float* bias = reinterpret_cast<float*>(shared + tile_bytes<D>() / 16);  // [distance j − i + max_len − 1]
@@ -59,18 +63,18 @@ __global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
   const int tile = blockIdx.x % p.tiles;
   const int64_t start = min(max(int64_t(p.starts[seq]), int64_t(0)), p.rows);  // clamped: reads stay in bounds
   const int len = int(min(min(max(int64_t(p.starts[seq + 1]), start), p.rows) - start, int64_t(p.max_len)));
-  if (tile * kQueryTile >= len) return;
+  if (tile * kEncoderQueryTile >= len) return;
 
   const int h = blockIdx.y, kvh = h / (p.heads / p.kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane % 4;
   // Positions within the sequence.
-  const int i0 = tile * kQueryTile + warp * 16 + lane / 4, i1 = i0 + 8;
-  const bool has0 = i0 < len, has1 = i1 < len, warp_has = tile * kQueryTile + warp * 16 < len;
+  const int i0 = tile * kEncoderQueryTile + warp * 16 + lane / 4, i1 = i0 + 8;
+  const bool has0 = i0 < len, has1 = i1 < len, warp_has = tile * kEncoderQueryTile + warp * 16 < len;
   const int key_tiles = int(ceil_div(len, kKeyTile));
-  stage_kv<D>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
+  stage_kv<D, kEncoderThreads>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
 
   if constexpr (kBias) {  // the distances of this sequence, |j − i| < len; read after the first tile's barrier
-    for (int r = p.max_len - len + int(threadIdx.x); r < p.max_len + len - 1; r += kThreads)
+    for (int r = p.max_len - len + int(threadIdx.x); r < p.max_len + len - 1; r += kEncoderThreads)
       bias[r] = __bfloat162float(
                     p.bias[relative_bucket(r - (p.max_len - 1), p.num_buckets, p.log_ratio) * p.heads + h]) *
                 kLog2e;
@@ -81,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) encoder_kernel(EncoderParams p) {
   for (int kt = 0; kt < key_tiles; ++kt) {
     const int first_key = kt * kKeyTile;
     if (kt + 1 < key_tiles) {
-      stage_kv<D>(tiles, (kt + 1) % 2, p.k, p.v, start + first_key + kKeyTile, len - first_key - kKeyTile,
+      stage_kv<D, kEncoderThreads>(tiles, (kt + 1) % 2, p.k, p.v, start + first_key + kKeyTile, len - first_key - kKeyTile,
                   p.kv_heads, kvh);
       cp_async_wait<1>();
     } else {
@@ -123,7 +127,7 @@ void launch(const EncoderAttentionParams& a, cudaStream_t stream) {
   // The limit is raised once, for the largest table a launch may ask for.
   allow_shared_bytes<kernel>(tile_bytes<D>() + sizeof(float) * bias_floats(kEncoderMaxBiasLen));
   const size_t bytes = tile_bytes<D>() + (kBias ? sizeof(float) * bias_floats(a.max_len) : 0);
-  const int tiles = int(ceil_div(a.max_len, kQueryTile));
+  const int tiles = int(ceil_div(a.max_len, kEncoderQueryTile));
   const int half = int(a.num_buckets / 2);
   const EncoderParams p{
       .q = static_cast<const bf16*>(a.q), .k = static_cast<const bf16*>(a.k), .v = static_cast<const bf16*>(a.v),
@@ -132,7 +136,7 @@ void launch(const EncoderAttentionParams& a, cudaStream_t stream) {
       .num_buckets = int(a.num_buckets), .scale_log2 = a.scale * kLog2e,
       .log_ratio = kBias ? float(std::log(double(a.max_distance) / double(half / 2))) : 0.0f};
   const dim3 grid(unsigned(a.sequences * tiles), unsigned(a.heads));
-  kernel<<<grid, kThreads, bytes, stream>>>(p);
+  kernel<<<grid, kEncoderThreads, bytes, stream>>>(p);
 }
 
 // Calls f(std::integral_constant<int, D>{}) for D = head_dim, a multiple of 16 up to 128; false for any other.

@@ -74,13 +74,14 @@ __device__ __forceinline__ bf16* value_tile(bf16* tiles, int stage) {
 }
 
 /// Queues cp.async copies of kv head kvh's K and V rows [first, first + count) (k, v [·, kv_heads, D]) into stage
-/// `stage`; tile rows from `count` on are zero-filled and read nothing. Commits the group.
-template <int D>
+/// `stage`, by the block's Threads threads; tile rows from `count` on are zero-filled and read nothing. Commits the
+/// group.
+template <int D, int Threads = kThreads>
 __device__ __forceinline__ void stage_kv(bf16* tiles, int stage, const bf16* k, const bf16* v, int64_t first,
                                          int64_t count, int kv_heads, int kvh) {
   bf16* ks = key_tile<D>(tiles, stage);
   bf16* vs = value_tile<D>(tiles, stage);
-  for (int c = threadIdx.x; c < kKeyTile * D / 8; c += kThreads) {
+  for (int c = threadIdx.x; c < kKeyTile * D / 8; c += Threads) {
     const int r = c / (D / 8), col = c % (D / 8) * 8;
     const bool valid = r < count;
     const int64_t at = valid ? ((first + r) * kv_heads + kvh) * D + col : 0;
