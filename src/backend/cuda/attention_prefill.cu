@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
   };
 
   QueryRows<D> rows;
-  rows.begin(p.q, row0, row1, has0, has1, p.heads, h, lane);
+  rows.begin(0, p.q, row0, row1, has0, has1, p.heads, h, lane);
   const int64_t key_tiles = ceil_div(keys, kKeyTile);
   if (key_tiles > 0) stage_tile(0, 0);
   for (int64_t kt = 0; kt < key_tiles; ++kt) {
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
     __syncthreads();
     const int64_t first_key = kt * kKeyTile;
     if (first_key <= warp_max) {
-      float s[kKeyBlocks][4];
+      float s[1][kKeyBlocks][4];
       rows.scores(s, key_tile<D>(tiles, kt % 2), lane);
       const bool mask = first_key + kKeyTile - 1 > warp_min;
 #pragma unroll
@@ -72,13 +72,13 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
         for (int c = 0; c < 4; ++c) {
           const int64_t key = first_key + nb * 8 + 2 * quad + c % 2;
           const bool seen = !mask || key <= (c < 2 ? pos0 : pos1);
-          if (!seen) s[nb][c] = -INFINITY;
+          if (!seen) s[0][nb][c] = -INFINITY;
         }
       rows.absorb(s, p.scale_log2, value_tile<D>(tiles, kt % 2), lane);
     }
     __syncthreads();  // the next iteration stages into this buffer
   }
-  rows.finish(p.out, row0, row1, has0, has1, p.heads, h, lane);
+  rows.finish(0, p.out, row0, row1, has0, has1, p.heads, h, lane);
 }
 
 template <int D>

@@ -1,6 +1,5 @@
 // CUDA backend: bf16 weights and activations, f32 accumulation; cuBLAS for GEMMs, wick's kernels for the rest.
 // Every op is queued on the backend's stream; download() is the only synchronisation point.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "backend/cuda/attention.h"
 #include "backend/cuda/attention_backward.h"
 #include "backend/cuda/attention_decode.h"
+#include "backend/cuda/cublas_api.h"
 #include "backend/cuda/lora_rows.h"
 #include "backend/cuda/backward.h"
 #include "backend/cuda/cuda_check.h"
@@ -163,12 +163,12 @@ class CudaBackend final : public Backend {
       fail(ErrorKind::unsupported, "--device cuda: no CUDA device is available on this machine");
     }
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cublasCreate(&blas_), "cublasCreate");
-    check(cublasSetStream(blas_, stream_), "cublasSetStream");
-    check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    check(cuda::cublas().create(&blas_), "cublasCreate");
+    check(cuda::cublas().set_stream(blas_, stream_), "cublasSetStream");
+    check(cuda::cublas().set_math_mode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     // A fixed workspace: cuBLAS must not allocate while a graph is being captured.
     workspace_ = alloc({kWorkspaceBytes / 2}, DType::bf16);
-    check(cublasSetWorkspace(blas_, workspace_.raw(), kWorkspaceBytes), "cublasSetWorkspace");
+    check(cuda::cublas().set_workspace(blas_, workspace_.raw(), kWorkspaceBytes), "cublasSetWorkspace");
     lt_ = std::make_unique<cuda::LtGemm>(workspace_.raw(), size_t(kWorkspaceBytes));  // same stream: shared
     attention_workspace_ = alloc({kAttentionWorkspaceBytes / 4}, DType::f32);
     // Zeroed once: the split-K attention kernel's tickets start at zero and are returned to zero by it.
@@ -179,7 +179,7 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
-    cublasDestroy(blas_);
+    cuda::cublas().destroy(blas_);
     cudaStreamDestroy(stream_);
   }
 
@@ -340,7 +340,7 @@ class CudaBackend final : public Backend {
         return;
     }
     // Row-major out[rows, outs] = x[rows, in] · w[outs, in]ᵀ is column-major outᵀ = w · xᵀ.
-    check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(), CUDA_R_16BF,
+    check(cuda::cublas().gemm_ex(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(), CUDA_R_16BF,
                        int(in), x.raw(), CUDA_R_16BF, int(in), &p.beta, out.raw(), cuda_type(out.dtype()), int(outs),
                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           "cublasGemmEx");
@@ -578,7 +578,7 @@ class CudaBackend final : public Backend {
     // Row-major out [m, n] is column-major outᵀ = op(b)ᵀ·op(a)ᵀ, and a row-major t is column-major tᵀ: so the
     // operands swap places and each keeps its own flag. Leading dimensions must be ≥ 1 even for an empty k.
     const int ldb = int(std::max<int64_t>(1, b.dim(1))), lda = int(std::max<int64_t>(1, a.dim(1)));
-    check(cublasGemmEx(blas_, p.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+    check(cuda::cublas().gemm_ex(blas_, p.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                        int(n), int(m), int(k), &p.alpha, b.raw(), cuda_type(b.dtype()), ldb, a.raw(),
                        cuda_type(a.dtype()), lda, &p.beta, out.raw(), cuda_type(out.dtype()), int(n),
                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),

@@ -1,13 +1,16 @@
 // Bidirectional flash attention within each sequence of a packed batch, on tensor cores: the tiles, the mma
 // fragments and the online softmax of the causal prefill kernel (flash_tile.cuh), with a block per (128-query tile
 // of one sequence, head) whose keys are all of that sequence's rows, and MPNet's relative-position bias added to the
-// scores from a per-block table of the bias of each distance j − i. Eight warps of 16 queries share each K/V tile
-// they stage (the causal kernel's four would read each sequence's K and V from L2 twice as often: every query tile
-// reads all of them here).
+// scores from a per-block table of the bias of each distance j − i. Every query tile reads all of its sequence's K
+// and V, so tiles of 128 (the causal kernel's are 64) read them from L2 half as often; for head dims up to 64 each of
+// the 4 warps takes 32 queries, two mma row groups that share every K and V fragment they load from shared memory
+// (which bounded the kernel at 16 queries a warp: 130 µs a BERT-base layer at 32 × 512 tokens on an H100, 198
+// TFLOP/s), and for larger head dims (whose accumulators would not fit twice) 8 warps take 16 each.
 #include "backend/cuda/encoder_attention.h"
 
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <type_traits>
 
 #include "backend/cuda/flash_tile.cuh"
@@ -19,7 +22,12 @@ namespace {
 using namespace attention_kernels;
 using namespace flash;
 
-constexpr int kEncoderWarps = 8, kEncoderThreads = kEncoderWarps * 32, kEncoderQueryTile = 16 * kEncoderWarps;
+constexpr int kEncoderQueryTile = 128;
+// Row groups of 16 a warp takes for head dim D, and the threads of a block whose warps take G groups each.
+template <int D>
+constexpr int kGroups = D <= 64 ? 2 : 1;
+template <int G>
+constexpr int kEncoderThreads = 32 * kEncoderQueryTile / (16 * G);
 
 struct EncoderParams {
   const bf16 *q, *k, *v;
@@ -50,11 +58,12 @@ __device__ int relative_bucket(int relative, int num_buckets, float log_ratio) {
 // at a constant offset from its row's base, with no clamping.
 int64_t bias_floats(int64_t max_len) { return 2 * max_len - 1; }
 
-// Grid (sequence · tiles + query tile, head); blocks past their sequence's end return at once. A warp whose 16 rows
+// Grid (sequence · tiles + query tile, head); blocks past their sequence's end return at once. A warp whose rows
 // all lie past the end still stages tiles (every thread copies its share) but computes nothing. A sequence longer
 // than max_len is cut to it (callers validate; this keeps reads in bounds).
-template <int D, bool kBias>
-__global__ void __launch_bounds__(kEncoderThreads) encoder_kernel(EncoderParams p) {
+template <int D, bool kBias, int G>
+__global__ void __launch_bounds__(kEncoderThreads<G>) encoder_kernel(EncoderParams p) {
+  constexpr int kThreadsHere = kEncoderThreads<G>;
   extern __shared__ uint4 shared[];
   bf16* tiles = reinterpret_cast<bf16*>(shared);                         // [stage][K, V][kKeyTile][kRow<D>]
   float* bias = reinterpret_cast<float*>(shared + tile_bytes<D>() / 16);  // [distance j − i + max_len − 1]
@@ -67,50 +76,58 @@ __global__ void __launch_bounds__(kEncoderThreads) encoder_kernel(EncoderParams 
 
   const int h = blockIdx.y, kvh = h / (p.heads / p.kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane % 4;
-  // Positions within the sequence.
-  const int i0 = tile * kEncoderQueryTile + warp * 16 + lane / 4, i1 = i0 + 8;
-  const bool has0 = i0 < len, has1 = i1 < len, warp_has = tile * kEncoderQueryTile + warp * 16 < len;
+  // Positions within the sequence: group g's rows i0[g] and i0[g] + 8.
+  const int warp_first = tile * kEncoderQueryTile + warp * 16 * G;
+  int i0[G], i1[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) i0[g] = warp_first + g * 16 + lane / 4, i1[g] = i0[g] + 8;
+  const bool warp_has = warp_first < len;
   const int key_tiles = int(ceil_div(len, kKeyTile));
-  stage_kv<D, kEncoderThreads>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
+  stage_kv<D, kThreadsHere>(tiles, 0, p.k, p.v, start, len, p.kv_heads, kvh);
 
   if constexpr (kBias) {  // the distances of this sequence, |j − i| < len; read after the first tile's barrier
-    for (int r = p.max_len - len + int(threadIdx.x); r < p.max_len + len - 1; r += kEncoderThreads)
+    for (int r = p.max_len - len + int(threadIdx.x); r < p.max_len + len - 1; r += kThreadsHere)
       bias[r] = __bfloat162float(
                     p.bias[relative_bucket(r - (p.max_len - 1), p.num_buckets, p.log_ratio) * p.heads + h]) *
                 kLog2e;
   }
 
-  QueryRows<D> rows;
-  rows.begin(p.q, start + i0, start + i1, has0, has1, p.heads, h, lane);
+  QueryRows<D, G> rows;
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+    rows.begin(g, p.q, start + i0[g], start + i1[g], i0[g] < len, i1[g] < len, p.heads, h, lane);
   for (int kt = 0; kt < key_tiles; ++kt) {
     const int first_key = kt * kKeyTile;
     if (kt + 1 < key_tiles) {
-      stage_kv<D, kEncoderThreads>(tiles, (kt + 1) % 2, p.k, p.v, start + first_key + kKeyTile, len - first_key - kKeyTile,
-                  p.kv_heads, kvh);
+      stage_kv<D, kThreadsHere>(tiles, (kt + 1) % 2, p.k, p.v, start + first_key + kKeyTile,
+                                len - first_key - kKeyTile, p.kv_heads, kvh);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
     if (warp_has) {
-      float s[kKeyBlocks][4];
+      float s[G][kKeyBlocks][4];
       rows.scores(s, key_tile<D>(tiles, kt % 2), lane);
-      // Score s[nb][c] is key first_key + 2·quad + t (t = nb·8 + c % 2) of row i0 (c < 2) or i1: its bias sits at
-      // t past the row's base. Rows past the sequence read the last row's (they are never stored), so that every
-      // distance stays in the table.
+      // Score s[g][nb][c] is key first_key + 2·quad + t (t = nb·8 + c % 2) of row i0[g] (c < 2) or i1[g]: its bias
+      // sits at t past the row's base. Rows past the sequence read the last row's (they are never stored), so that
+      // every distance stays in the table.
       const int key0 = first_key + 2 * quad;
-      const float* base0 = bias + (p.max_len - 1) + key0 - min(i0, len - 1);
-      const float* base1 = bias + (p.max_len - 1) + key0 - min(i1, len - 1);
       // Without a bias the scores go to absorb unscaled (it scales them in the FMA that subtracts the max).
       const auto finish_scores = [&](auto last_tile) {
 #pragma unroll
-        for (int nb = 0; nb < kKeyBlocks; ++nb)
+        for (int g = 0; g < G; ++g) {
+          const float* base0 = bias + (p.max_len - 1) + key0 - min(i0[g], len - 1);
+          const float* base1 = bias + (p.max_len - 1) + key0 - min(i1[g], len - 1);
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const int t = nb * 8 + c % 2;
-            if (decltype(last_tile)::value && key0 + t >= len) s[nb][c] = -INFINITY;  // rows past the sequence: zeros
-            else if constexpr (kBias) s[nb][c] = fmaf(s[nb][c], p.scale_log2, (c < 2 ? base0 : base1)[t]);
-          }
+          for (int nb = 0; nb < kKeyBlocks; ++nb)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              const int t = nb * 8 + c % 2;
+              if (decltype(last_tile)::value && key0 + t >= len) s[g][nb][c] = -INFINITY;  // past the sequence
+              else if constexpr (kBias) s[g][nb][c] = fmaf(s[g][nb][c], p.scale_log2, (c < 2 ? base0 : base1)[t]);
+            }
+        }
       };
       if (first_key + kKeyTile > len) finish_scores(std::true_type{});
       else if constexpr (kBias) finish_scores(std::false_type{});
@@ -118,12 +135,17 @@ __global__ void __launch_bounds__(kEncoderThreads) encoder_kernel(EncoderParams 
     }
     __syncthreads();  // the next iteration stages into this buffer
   }
-  rows.finish(p.out, start + i0, start + i1, has0, has1, p.heads, h, lane);
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+    rows.finish(g, p.out, start + i0[g], start + i1[g], i0[g] < len, i1[g] < len, p.heads, h, lane);
 }
 
-template <int D, bool kBias>
+template <int D, bool kBias, int G = kGroups<D>>
 void launch(const EncoderAttentionParams& a, cudaStream_t stream) {
-  constexpr auto kernel = encoder_kernel<D, kBias>;
+  if constexpr (G == 2) {  // EXPERIMENT (remove): one group a warp, to compare
+    if (std::getenv("WICK_EXP_G1")) return launch<D, kBias, 1>(a, stream);
+  }
+  constexpr auto kernel = encoder_kernel<D, kBias, G>;
   // The limit is raised once, for the largest table a launch may ask for.
   allow_shared_bytes<kernel>(tile_bytes<D>() + sizeof(float) * bias_floats(kEncoderMaxBiasLen));
   const size_t bytes = tile_bytes<D>() + (kBias ? sizeof(float) * bias_floats(a.max_len) : 0);
@@ -136,7 +158,7 @@ void launch(const EncoderAttentionParams& a, cudaStream_t stream) {
       .num_buckets = int(a.num_buckets), .scale_log2 = a.scale * kLog2e,
       .log_ratio = kBias ? float(std::log(double(a.max_distance) / double(half / 2))) : 0.0f};
   const dim3 grid(unsigned(a.sequences * tiles), unsigned(a.heads));
-  kernel<<<grid, kEncoderThreads, bytes, stream>>>(p);
+  kernel<<<grid, kEncoderThreads<G>, bytes, stream>>>(p);
 }
 
 // Calls f(std::integral_constant<int, D>{}) for D = head_dim, a multiple of 16 up to 128; false for any other.

@@ -5,6 +5,7 @@
 
 #include <utility>
 
+#include "backend/cuda/cublas_api.h"
 #include "backend/cuda/cuda_check.h"
 
 namespace wick::cuda {
@@ -13,17 +14,17 @@ namespace {
 
 template <typename T>
 void set(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T& v) {
-  check(cublasLtMatmulDescSetAttribute(d, a, &v, sizeof(v)), "cublasLtMatmulDescSetAttribute");
+  check(cublas().lt_desc_set_attribute(d, a, &v, sizeof(v)), "cublasLtMatmulDescSetAttribute");
 }
 
 template <typename T>
 void set(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a, const T& v) {
-  check(cublasLtMatrixLayoutSetAttribute(l, a, &v, sizeof(v)), "cublasLtMatrixLayoutSetAttribute");
+  check(cublas().lt_layout_set_attribute(l, a, &v, sizeof(v)), "cublasLtMatrixLayoutSetAttribute");
 }
 
 cublasLtMatrixLayout_t layout(uint64_t rows, uint64_t cols, int64_t ld, int32_t batches, int64_t batch_stride) {
   cublasLtMatrixLayout_t l = nullptr;
-  check(cublasLtMatrixLayoutCreate(&l, CUDA_R_16BF, rows, cols, ld), "cublasLtMatrixLayoutCreate");
+  check(cublas().lt_layout_create(&l, CUDA_R_16BF, rows, cols, ld), "cublasLtMatrixLayoutCreate");
   if (batches > 1) {
     set(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, batches);
     set(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, batch_stride);
@@ -47,27 +48,27 @@ struct LtGemm::Plan {
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
   ~Plan() {
-    if (d) cublasLtMatrixLayoutDestroy(d);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (d) cublas().lt_layout_destroy(d);
+    if (b) cublas().lt_layout_destroy(b);
+    if (a) cublas().lt_layout_destroy(a);
+    if (op) cublas().lt_desc_destroy(op);
   }
 };
 
 LtGemm::LtGemm(void* workspace, size_t workspace_bytes) : workspace_(workspace), workspace_bytes_(workspace_bytes) {
-  check(cublasLtCreate(&handle_), "cublasLtCreate");
+  check(cublas().lt_create(&handle_), "cublasLtCreate");
 }
 
 LtGemm::~LtGemm() {
   plans_.clear();
-  cublasLtDestroy(handle_);
+  cublas().lt_destroy(handle_);
 }
 
 std::unique_ptr<LtGemm::Plan> LtGemm::plan(const LtLinear& p, uint32_t align_a, uint32_t align_b,
                                            uint32_t align_d) const {
   auto plan = std::make_unique<Plan>();
   Plan& q = *plan;
-  check(cublasLtMatmulDescCreate(&q.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  check(cublas().lt_desc_create(&q.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
   set(q.op, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
   set(q.op, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
@@ -83,22 +84,22 @@ std::unique_ptr<LtGemm::Plan> LtGemm::plan(const LtLinear& p, uint32_t align_a, 
   q.b = layout(uint64_t(p.in), uint64_t(p.rows), p.in, groups, 0);  // every group reads the same x
   q.d = layout(uint64_t(p.outs), uint64_t(p.rows), p.outs, groups, p.rows * p.outs);
   cublasLtMatmulPreference_t raw = nullptr;
-  check(cublasLtMatmulPreferenceCreate(&raw), "cublasLtMatmulPreferenceCreate");
+  check(cublas().lt_preference_create(&raw), "cublasLtMatmulPreferenceCreate");
   const std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, cublasStatus_t (*)(cublasLtMatmulPreference_t)> pref(
-      raw, cublasLtMatmulPreferenceDestroy);
+      raw, cublas().lt_preference_destroy);
   const uint64_t bytes = workspace_bytes_;
-  check(cublasLtMatmulPreferenceSetAttribute(raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof(bytes)),
+  check(cublas().lt_preference_set_attribute(raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof(bytes)),
         "cublasLtMatmulPreferenceSetAttribute");
   for (const auto& [attribute, align] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
                                         std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
                                         std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},
                                         std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}})
-    check(cublasLtMatmulPreferenceSetAttribute(raw, attribute, &align, sizeof(align)),
+    check(cublas().lt_preference_set_attribute(raw, attribute, &align, sizeof(align)),
           "cublasLtMatmulPreferenceSetAttribute");
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(handle_, q.op, q.a, q.b, q.d, q.d, raw, 1, &result, &found);
+      cublas().lt_algo_get_heuristic(handle_, q.op, q.a, q.b, q.d, q.d, raw, 1, &result, &found);
   q.found = status == CUBLAS_STATUS_SUCCESS && found > 0;
   if (q.found) q.algo = result.algo;
   return plan;
@@ -121,7 +122,7 @@ bool LtGemm::run(const LtLinear& p, cudaStream_t stream) {
   if (!chosen.found) return false;
   if (p.bias) set(chosen.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
   const float alpha = 1.0f, beta = 0.0f;
-  check(cublasLtMatmul(handle_, chosen.op, &alpha, p.w, chosen.a, p.x, chosen.b, &beta, p.out, chosen.d, p.out,
+  check(cublas().lt_matmul(handle_, chosen.op, &alpha, p.w, chosen.a, p.x, chosen.b, &beta, p.out, chosen.d, p.out,
                           chosen.d, &chosen.algo, workspace_, workspace_bytes_, stream),
            "cublasLtMatmul");
   return true;
