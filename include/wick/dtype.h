@@ -15,9 +15,11 @@ enum class DType : uint8_t { f32, bf16, f16, i32, q8_0 };
 /// What the CPU backend multiplies by (the GPU holds every weight in bf16 whatever this says).
 enum class CpuWeights : uint8_t {
   /// Weight matrices stay in the file's dtype where the CPU kernels take it — bf16 or f16, read in place from the
-  /// file's mapping (copied where the file leaves a tensor unaligned), half the memory of f32 — with f32 activations
-  /// and sums (every product is that of the f32 reference: a bf16 or f16 value widens to f32 exactly; only the order
-  /// of the sums differs, and f16's is f32's). Other dtypes are widened to f32.
+  /// file's mapping (copied where the file leaves a tensor unaligned), half the memory of f32 — with f32 sums. On a
+  /// CPU with AVX512_BF16 the activations meeting bf16 weights are rounded to bf16 (vdpbf16ps; logits about 3·10⁻³
+  /// relative off the f32 reference); elsewhere, with WICK_CPU_ISA=avx512 and with f16 weights, every product is that
+  /// of the f32 reference (a bf16 or f16 value widens to f32 exactly; only the order of the sums differs, and f16's is
+  /// f32's). Other dtypes are widened to f32.
   native,
   /// Every weight widened to f32 at load (the reference: `--compute f32`).
   f32,

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include "adapter_test_util.h"
+#include "cpu_paths.h"
 
 namespace wick::test {
 namespace {
@@ -82,7 +83,8 @@ TEST(Cli, LogitsWithAdapterMatchPeft) {
   const CliRun r = wick_cli("logits --model " + fixture("models/tiny-untied").string() + " --adapter " + dir.string() +
                             " --tokens '" + join(reference_rows(*ref)) + "' --out " + out.string());
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_LE(relative_max_error(SafetensorsFile::open(out)->tensor("logits"), ref->tensor("logits")), 1e-4);
+  EXPECT_LE(relative_max_error(SafetensorsFile::open(out)->tensor("logits"), ref->tensor("logits")),
+            default_path_tolerance(1e-4));
 }
 
 TEST(Cli, LogitsWithBadAdapterIsAOneLineError) {

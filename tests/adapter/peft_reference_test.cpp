@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "adapter_test_util.h"
+#include "cpu_paths.h"
 
 namespace wick::test {
 namespace {
@@ -39,16 +40,20 @@ class PeftAdapter : public ::testing::TestWithParam<Case> {
 };
 
 TEST_P(PeftAdapter, LogitsMatchPeft) {
-  const Tensor logits = model->logits(rows, &adapter->source());
   const Tensor expected = ref->tensor("logits");
-  ASSERT_EQ(logits.shape(), expected.shape());
-  EXPECT_LE(relative_max_error(logits, expected), kTolerance);
+  on_each_cpu_path(kTolerance, [&](double tolerance) {
+    const Tensor logits = model->logits(rows, &adapter->source());
+    ASSERT_EQ(logits.shape(), expected.shape());
+    EXPECT_LE(relative_max_error(logits, expected), tolerance);
+  });
   // The adapter must matter: PEFT's logits are far from the base model's.
   EXPECT_GT(relative_max_error(model->logits(rows), expected), 100 * kTolerance);
 }
 
+// Through the f32 products: rounded activations may part at a near tie of a random model's logits.
 TEST_P(PeftAdapter, GreedyIdsMatchPeft) {
   if (!causal()) GTEST_SKIP() << "a classifier does not generate";
+  const F32CpuProducts exact;
   model->apply_adapter(adapter);
   const Tensor prompts = ref->tensor("greedy_prompts"), expected = ref->tensor("greedy_ids");
   for (int64_t r = 0; r < prompts.dim(0); ++r)
@@ -63,7 +68,7 @@ TEST_P(PeftAdapter, RemoveRestoresBaseLogitsBitExactly) {
   EXPECT_TRUE(model->has_adapter());
   EXPECT_EQ(model->current_adapter(), adapter);
   const Tensor with = model->logits(rows, model->active_lora().get());
-  EXPECT_LE(relative_max_error(with, ref->tensor("logits")), kTolerance);
+  EXPECT_LE(relative_max_error(with, ref->tensor("logits")), default_path_tolerance(kTolerance));
   EXPECT_EQ(changed_tensors(weights, weight_snapshot(*model)), 0) << "an unmerged adapter must not touch the weights";
   EXPECT_EQ(model->remove_adapter(), adapter);
   EXPECT_FALSE(model->has_adapter());

@@ -410,8 +410,7 @@ TEST(CpuKernels, EmptyProductsScaleOrClearOut) {
   }
 }
 
-// All 2¹⁰ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has
-// that keeps activations in f32.
+// All 2¹⁰ combinations of the feature bits: the chosen path needs nothing the CPU lacks, and is the best one it has.
 TEST(CpuKernelsDispatch, NeverPicksWhatTheCpuLacks) {
   for (unsigned bits = 0; bits < 1024; ++bits) {
     CpuFeatures f;
@@ -421,7 +420,7 @@ TEST(CpuKernelsDispatch, NeverPicksWhatTheCpuLacks) {
     const bool avx2 = f.avx2 && f.fma && f.f16c && f.os_saves_ymm;
     const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.os_saves_zmm;
     const bool bf16 = avx512 && f.avx512bf16;
-    const Isa want = avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar;  // avx512bf16 only when asked for
+    const Isa want = bf16 ? Isa::avx512bf16 : avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar;
     EXPECT_EQ(best_isa(f), want) << "feature bits " << bits;
     EXPECT_EQ(isa_supported(Isa::avx2, f), avx2) << "feature bits " << bits;
     EXPECT_EQ(isa_supported(Isa::avx512, f), avx512) << "feature bits " << bits;

@@ -1,6 +1,7 @@
 // Qwen2 forward and greedy decoding against transformers' dumps (scripts/make_fixtures.py).
 #include <gtest/gtest.h>
 
+#include "cpu_paths.h"
 #include "model/linear.h"
 #include "model_test_util.h"
 #include "test_util.h"
@@ -23,13 +24,17 @@ TEST_P(CausalFixture, LogitsMatchTransformers) {
   const Tensor ids = ref->tensor("input_ids");
   std::vector<std::vector<int32_t>> rows;
   for (int64_t r = 0; r < ids.dim(0); ++r) rows.push_back(int_row(ids, r));
-  const Tensor logits = model->logits(rows);
   const Tensor expected = ref->tensor("logits");
-  ASSERT_EQ(logits.shape(), expected.shape());
-  EXPECT_LE(relative_max_error(logits, expected), kTolerance);
+  on_each_cpu_path(kTolerance, [&](double tolerance) {
+    const Tensor logits = model->logits(rows);
+    ASSERT_EQ(logits.shape(), expected.shape());
+    EXPECT_LE(relative_max_error(logits, expected), tolerance);
+  });
 }
 
+// Greedy ids through the f32 products: rounded activations may part at a near tie of a random model's logits.
 TEST_P(CausalFixture, GreedyIdsMatchTransformers) {
+  const F32CpuProducts exact;
   const auto dir = fixture("models/" + GetParam());
   auto model = Model::load(dir);
   auto ref = SafetensorsFile::open(dir / "reference.safetensors");

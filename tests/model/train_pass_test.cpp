@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpu_paths.h"
 #include "model/training.h"
 #include "model/weights.h"
 #include "model_test_util.h"
@@ -101,8 +102,8 @@ class TrainPass : public ::testing::TestWithParam<const char*> {
   bool classify = false;
 };
 
-// Central differences of the pass's loss (f32 forward, summed in double) at a few elements of every trained
-// tensor, against the backward's gradient. The step trades truncation (~1 % where the loss curves most) against f32
+// Central differences of the pass's loss (f32 forward with f32 products, summed in double) at a few elements of
+// every trained tensor, against the backward's gradient. The step trades truncation (~1 % where the loss curves most) against f32
 // rounding (~1e-3 of the largest gradient); a missing or wrong term (a dropped residual path, an unrotated
 // gradient) is off by far more.
 TEST_P(TrainPass, GradientsMatchFiniteDifferences) { check_gradients({}); }
@@ -113,6 +114,7 @@ TEST_P(TrainPass, GradientsMatchFiniteDifferencesWithDropout) {
 }
 
 void TrainPass::check_gradients(const TrainOpsOptions& base) {
+  const F32CpuProducts exact;  // bf16-rounded activations would be noise far above the differences' own
   const float scale = 0.5f;
   TrainOpsOptions o = base;
   o.loss_scale = scale;

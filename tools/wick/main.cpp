@@ -56,7 +56,8 @@ Device parse_device(const std::string& text) {
 
 void add_cpu_flags(CLI::App* cmd, CpuFlags& flags) {
   cmd->add_option("--compute", flags.compute,
-                  "auto (CPU: the file's bf16 weights kept as they are) or f32 (every weight widened: the reference)")
+                  "auto (CPU: the file's bf16 weights kept as they are; with AVX512_BF16 the activations they meet rounded "
+                  "to bf16) or f32 (every weight widened, every product f32: the reference)")
       ->capture_default_str();
   cmd->add_option("--weights", flags.weights,
                   "auto (as the file holds them) or int8 (CPU: weight matrices quantised at load to 8 bits, blocks of "

@@ -242,7 +242,7 @@ bool isa_supported(Isa isa, const CpuFeatures& f) { return missing_features(isa,
 Isa best_isa(const CpuFeatures& f) {
   Isa best = Isa::scalar;
   for (Isa isa : kIsas)
-    if (isa != Isa::avx512bf16 && isa_supported(isa, f)) best = isa;
+    if (isa_supported(isa, f)) best = isa;
   return best;
 }
 

@@ -39,10 +39,11 @@ CpuFeatures detect_cpu_features();
 /// Whether a CPU with features `f` can run path `isa`.
 bool isa_supported(Isa isa, const CpuFeatures& f);
 
-/// The fastest path a CPU with features `f` can run that keeps activations in f32: avx512bf16 is taken only when
-/// asked for (WICK_CPU_ISA, force_isa), since it rounds them to bf16 — measured on a Zen 5 with the 0.5B model, its
-/// faster products gained 6 % in a 512-token prefill and 9 % in decode, while its logits moved 3·10⁻³ (relative) off
-/// transformers' and a tiny model's greedy ids parted from transformers' at the second token.
+/// The fastest path a CPU with features `f` can run. avx512bf16 rounds activations to bf16 where they meet bf16
+/// weights, as llama.cpp's bf16 path and PyTorch's bf16 matmuls do (on a Zen 5 with the 0.5B model: 1.27× the f32
+/// products' 512-token prefill, 1.06× their decode; logits about 3·10⁻³ relative off the f32 reference, within bf16's
+/// tolerance). What needs the f32 products asks for them: WICK_CPU_ISA=avx512, or f32 weights (`--compute f32`,
+/// CpuWeights::f32), which no path rounds.
 Isa best_isa(const CpuFeatures& f);
 
 /// The path for a request (WICK_CPU_ISA's value; null or empty: none) on a CPU with features `f`: the one asked for,
