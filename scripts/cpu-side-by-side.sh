@@ -65,9 +65,10 @@ open(sys.argv[1], "w").write("%d\n" % resource.getrusage(resource.RUSAGE_CHILDRE
 }
 
 # wick: wick-bench's CPU prefill (512 tokens) and decode (32 tokens after a 16-token prompt), then `wick generate`,
-# with the file's bf16 weights or 8-bit ones (--weights int8, quantised at load), on the kernels' default path
-# (activations in f32) or with WICK_CPU_ISA=avx512bf16 (bf16 weights only: activations rounded to bf16 for vdpbf16ps,
-# as llama.cpp's bf16 path does; only where the CPU has AVX512_BF16).
+# with the file's bf16 weights or 8-bit ones (--weights int8, quantised at load), on the kernels' default path (the
+# best the CPU has: with AVX512_BF16, activations rounded to bf16 where they meet bf16 weights, for vdpbf16ps, as
+# llama.cpp's bf16 path does) and, where that rounds, with WICK_CPU_ISA=avx512 too (bf16 weights only: the f32
+# products of the reference).
 run_wick() {  # ROUND WEIGHTS (bf16 or int8) ISA (default or a WICK_CPU_ISA value)
   local r=$1 w=$2 isa=$3 tag=$2_$3
   local json=$out/r${r}_wick_${tag}_bench.json bench=cpu_qwen2_5_0_5b
@@ -113,7 +114,7 @@ EOF
 cpu="$(lscpu | sed -n 's/^Model name: *//p') (family $(lscpu | sed -n 's/^CPU family: *//p'), model \
 $(lscpu | sed -n 's/^Model: *//p'), stepping $(lscpu | sed -n 's/^Stepping: *//p'))"
 wick_runs=(bf16 default int8 default)  # WEIGHTS ISA pairs
-if grep -qw avx512_bf16 /proc/cpuinfo; then cpu+=", AVX512_BF16"; wick_runs+=(bf16 avx512bf16); fi
+if grep -qw avx512_bf16 /proc/cpuinfo; then cpu+=", AVX512_BF16"; wick_runs+=(bf16 avx512); fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= rounds; ++r)); do
   echo "round $r/$rounds" >&2
