@@ -103,6 +103,26 @@ put('tokenizer', 'small.json', json.dumps(small) + '\0' + json.dumps(small_cfg) 
 put('tokenizer', 'small_no_config.json', json.dumps(small, indent=1))
 for d in ['trained', 'trained_str']:
     put('tokenizer', d + '.json', open(f'{F}/tokenizer/{d}/tokenizer.json').read() + '\0\0Hello, world! 你好 <|im_start|>')
+# The embedders' tokenizers (tests/fixtures/embed, made by scripts/make_embed_fixtures.py), cut to the fuzzer's
+# -max_len: WordPiece with the BERT normaliser and pre-tokeniser and the [CLS]/[SEP] or <s>/</s> post-processors, and
+# Unigram with Metaspace (its precompiled character map, hundreds of KB, left out; the unit tests cover it).
+mixed = 'Héllo, WORLD! naïve 你好 🙂 un-believable\t  spaces\n'
+for d in ['wordpiece-uncased', 'wordpiece-cased', 'wordpiece-mpnet']:
+    path = f'{F}/embed/tokenizers/{d}/tokenizer.json'
+    if not os.path.exists(path): continue
+    t = json.load(open(path))
+    keep = {k: v for k, v in t['model']['vocab'].items() if v < 400}
+    t['model']['vocab'] = keep
+    t['added_tokens'] = [a for a in t['added_tokens'] if a['id'] < 400]
+    put('tokenizer', 'embed_' + d + '.json', json.dumps(t, ensure_ascii=False) + '\0\0' + mixed)
+path = f'{F}/embed/tokenizers/unigram/tokenizer.json'
+if os.path.exists(path):
+    t = json.load(open(path))
+    t['normalizer'] = {'type': 'Sequence', 'normalizers': [n for n in t['normalizer']['normalizers']
+                                                           if n['type'] != 'Precompiled']}
+    t['model']['vocab'] = t['model']['vocab'][:400]
+    t['added_tokens'] = [a for a in t['added_tokens'] if a['id'] < 400]
+    put('tokenizer', 'embed_unigram.json', json.dumps(t, ensure_ascii=False) + '\0\0' + mixed)
 
 # openai_request: the first byte picks the parser (0 completions, 1 chat, 2 adapter load, 3 embeddings, 4 fine-tuning
 # job)
