@@ -119,6 +119,19 @@ TEST(Encoder, UnsupportedActivationNamesField) {
   EXPECT_WICK_ERROR(Encoder::load(dir, *backend), ErrorKind::unsupported, "config.json", "hidden_act", "relu");
 }
 
+TEST(Encoder, MpnetVocabularyWithoutItsPaddingIndexIsCorrupt) {
+  TinyEncoder model = tiny_encoder("mpnet");
+  model.pad = 0;
+  const auto dir = temp_dir("mpnet-vocab1");
+  model.write(dir);
+  nlohmann::json config = nlohmann::json::parse(read_file(dir / "config.json"));
+  config["vocab_size"] = 1;  // pad_token_id 0 fits; MPNet's padding index 1 does not
+  write_file(dir / "config.json", config.dump());
+  auto backend = make_cpu_backend();
+  EXPECT_WICK_ERROR(Encoder::load(dir, *backend), ErrorKind::corrupt, "config.json", "'vocab_size' 1",
+                    "padding index 1");
+}
+
 TEST(Encoder, MissingTensorsAreAllNamed) {
   const TinyEncoder model = tiny_encoder("mpnet");
   const auto dir = temp_dir("missing");
