@@ -56,7 +56,8 @@ void read_pooling(const std::filesystem::path& path, SentenceFolder& f) {
   std::vector<On> on;
   if (auto it = j.find("pooling_mode"); it != j.end() && !it->is_null()) {
     const json names = it->is_array() ? *it : json::array({*it});
-    if (names.empty()) fail(ErrorKind::corrupt, source + ": field 'pooling_mode': an empty list, no pooling mode is on");
+    if (names.empty())
+      fail(ErrorKind::corrupt, source + ": field 'pooling_mode': an empty list, no pooling mode is on");
     for (const json& name : names) {
       if (!name.is_string())
         fail(ErrorKind::corrupt, source + ": field 'pooling_mode': expected a pooling mode's name or a list of "

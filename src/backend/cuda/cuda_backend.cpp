@@ -340,9 +340,9 @@ class CudaBackend final : public Backend {
         return;
     }
     // Row-major out[rows, outs] = x[rows, in] · w[outs, in]ᵀ is column-major outᵀ = w · xᵀ.
-    check(cuda::cublas().gemm_ex(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(), CUDA_R_16BF,
-                       int(in), x.raw(), CUDA_R_16BF, int(in), &p.beta, out.raw(), cuda_type(out.dtype()), int(outs),
-                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    check(cuda::cublas().gemm_ex(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(outs), int(rows), int(in), &p.alpha, w.raw(),
+                                 CUDA_R_16BF, int(in), x.raw(), CUDA_R_16BF, int(in), &p.beta, out.raw(),
+                                 cuda_type(out.dtype()), int(outs), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           "cublasGemmEx");
     if (bias.defined()) {
       expect(bias.numel() == outs, "linear", "bias shape " + to_string(bias.shape()));
@@ -578,10 +578,10 @@ class CudaBackend final : public Backend {
     // Row-major out [m, n] is column-major outᵀ = op(b)ᵀ·op(a)ᵀ, and a row-major t is column-major tᵀ: so the
     // operands swap places and each keeps its own flag. Leading dimensions must be ≥ 1 even for an empty k.
     const int ldb = int(std::max<int64_t>(1, b.dim(1))), lda = int(std::max<int64_t>(1, a.dim(1)));
-    check(cuda::cublas().gemm_ex(blas_, p.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                       int(n), int(m), int(k), &p.alpha, b.raw(), cuda_type(b.dtype()), ldb, a.raw(),
-                       cuda_type(a.dtype()), lda, &p.beta, out.raw(), cuda_type(out.dtype()), int(n),
-                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    check(cuda::cublas().gemm_ex(blas_, p.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                 p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &p.alpha, b.raw(),
+                                 cuda_type(b.dtype()), ldb, a.raw(), cuda_type(a.dtype()), lda, &p.beta, out.raw(),
+                                 cuda_type(out.dtype()), int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           "cublasGemmEx (matmul)");
   }
 

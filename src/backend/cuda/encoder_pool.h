@@ -18,7 +18,8 @@ struct EncoderPoolParams {
   bool normalize = false;  // divide each output row by max(‖row‖₂, 1e-12)
 };
 
-/// Queues the pooling: a block per sequence and 64 columns, then the normalisation. Spans are clamped to [0, rows] (an end before its start is empty).
+/// Queues the pooling: a block per sequence and 64 columns, then the normalisation. Spans are clamped to [0, rows]
+/// (an end before its start is empty).
 void encoder_pool(const EncoderPoolParams& p, cudaStream_t stream);
 
 }  // namespace wick::cuda
