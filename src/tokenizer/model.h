@@ -38,13 +38,13 @@ class Model {
   /// Vocab entries as written in tokenizer.json. Ids may have holes (empty optional).
   const std::vector<std::optional<std::string>>& vocab() const { return id_to_token_; }
   const StringIdMap& token_to_id() const { return token_to_id_; }
-
- protected:
-  // The id of a vocab token, or -1.
+  /// The id of a vocab token, or -1.
   int32_t vocab_id(std::string_view token) const {
     auto it = token_to_id_.find(token);
     return it == token_to_id_.end() ? -1 : it->second;
   }
+
+ protected:
   /// Reads a {"token": id, ...} object (BPE, WordPiece) into both tables; Error{corrupt} naming `here` for an id
   /// out of range or given twice.
   void read_vocab_object(const nlohmann::json& vocab, const std::string& here);

@@ -44,9 +44,7 @@ std::optional<int32_t> config_token(const json& config, const char* key, const T
   if (v.is_string()) content = v.get<std::string>();
   else if (v.is_object() && v.contains("content") && v["content"].is_string()) content = v["content"].get<std::string>();
   else return std::nullopt;
-  auto it = im.ids.find(content);
-  if (it == im.ids.end()) return std::nullopt;
-  return it->second;
+  return im.id_of(content);
 }
 
 std::string config_chat_template(const json& config, const std::string& where) {
@@ -96,17 +94,21 @@ std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, st
     im->text[id] = *vocab[id];
     im->flags[id] = Tokenizer::Impl::known;
   }
-  im->ids = im->model->token_to_id();
   for (const auto& a : im->added.tokens()) {
     const auto id = size_t(a.id);
     if (id < vocab.size() && vocab[id] && *vocab[id] != a.content) {
       fail(ErrorKind::corrupt, origin + ": added token '" + a.content + "' has id " + std::to_string(id) +
                                    ", which the model vocab gives to '" + *vocab[id] + "'");
     }
-    auto [it, inserted] = im->ids.emplace(a.content, a.id);
+    const int32_t in_vocab = im->model->vocab_id(a.content);
+    if (in_vocab >= 0 && in_vocab != a.id) {
+      fail(ErrorKind::corrupt, origin + ": added token '" + a.content + "' has id " + std::to_string(id) +
+                                   " but the vocab has it as " + std::to_string(in_vocab));
+    }
+    const auto [it, inserted] = im->added_ids.emplace(a.content, a.id);
     if (!inserted && it->second != a.id) {
       fail(ErrorKind::corrupt, origin + ": added token '" + a.content + "' has id " + std::to_string(id) +
-                                   " but the vocab has it as " + std::to_string(it->second));
+                                   " but is also added as " + std::to_string(it->second));
     }
     im->text[id] = a.content;
     im->flags[id] = uint8_t(Tokenizer::Impl::known | Tokenizer::Impl::is_added | (a.special ? Tokenizer::Impl::special : 0));
@@ -224,9 +226,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOption
 int32_t Tokenizer::vocab_size() const { return int32_t(impl_->flags.size()); }
 
 std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
-  auto it = impl_->ids.find(token);
-  if (it == impl_->ids.end()) return std::nullopt;
-  return it->second;
+  return impl_->id_of(token);
 }
 
 std::string Tokenizer::token_text(int32_t id) const {

@@ -37,7 +37,14 @@ struct Tokenizer::Impl {
   std::vector<std::string> text;
   std::vector<std::string> bytes;
   std::vector<uint8_t> flags;
-  tok::StringIdMap ids;  // every token string -> id, added tokens included
+  tok::StringIdMap added_ids;  // the added tokens' strings -> id (the model's own vocab: model->vocab_id)
+
+  /// The id of a token string: an added token's, else the model vocab's.
+  std::optional<int32_t> id_of(std::string_view token) const {
+    if (const auto it = added_ids.find(token); it != added_ids.end()) return it->second;
+    const int32_t id = model->vocab_id(token);
+    return id < 0 ? std::nullopt : std::optional<int32_t>(id);
+  }
 
   std::optional<int32_t> eos, bos, pad;
   tok::ChatTemplate chat;

@@ -116,6 +116,16 @@ TEST(TokenizerMalformed, ErrorsNameTheComponent) {
                       j["added_tokens"].push_back({{"id", 2}, {"content", "<x>"}, {"special", true}});
                     })),
                     ErrorKind::corrupt, "added token '<x>' has id 2");
+  // Added tokens name one id per string: the vocab's own, and the same on every entry that adds it.
+  EXPECT_WICK_ERROR(Tokenizer::from_json(broken([](json& j) {
+                      j["added_tokens"].push_back({{"id", 4}, {"content", "ab"}, {"special", true}});
+                    })),
+                    ErrorKind::corrupt, "added token 'ab' has id 4", "the vocab has it as 2");
+  EXPECT_WICK_ERROR(Tokenizer::from_json(broken([](json& j) {
+                      j["added_tokens"].push_back({{"id", 4}, {"content", "<y>"}, {"special", true}});
+                      j["added_tokens"].push_back({{"id", 5}, {"content", "<y>"}, {"special", true}});
+                    })),
+                    ErrorKind::corrupt, "added token '<y>' has id 5", "also added as 4");
   EXPECT_WICK_ERROR(Tokenizer::from_json(broken([](json& j) {
                       j["pre_tokenizer"]["pretokenizers"].push_back({{"type", "Split"}, {"pattern", {{"String", " "}}}});
                     })),
