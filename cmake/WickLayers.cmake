@@ -21,7 +21,7 @@ function(wick_add_layer layer)
     list(FILTER sources EXCLUDE REGEX "${arg_EXCLUDE_REGEX}")
   endif()
   add_library(wick_${layer} STATIC ${sources})
-  if(WICK_UNITY_LAYERS)  # files with their own compile options (the CPU kernels' -m flags) stay apart
+  if(WICK_UNITY)  # files with their own compile options (the CPU kernels' -m flags) stay apart
     set_target_properties(wick_${layer} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 8)
   endif()
   target_include_directories(wick_${layer} PUBLIC ${WICK_PUBLIC_INCLUDE_DIR} PRIVATE ${WICK_SRC_DIR})

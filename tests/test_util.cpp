@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -68,6 +69,10 @@ Tensor random_normal(const Shape& shape, std::mt19937& rng, float scale) {
   Tensor t = Tensor::empty(shape, DType::f32);
   for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
   return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 }  // namespace wick::test

@@ -26,6 +26,14 @@ int64_t proc_status_kb(std::string_view field);
 bool reset_peak_resident();
 /// A CPU f32 tensor of normal(0, scale) values drawn from `rng` in element order.
 Tensor random_normal(const Shape& shape, std::mt19937& rng, float scale = 1.0f);
+/// Whether two CPU tensors have the same shape, dtype and bytes.
+bool same_bits(const Tensor& a, const Tensor& b);
+
+/// What a run of the wick CLI left: its exit code (−1 when a signal ended it), stdout and stderr.
+struct CliRun {
+  int code;
+  std::string out, err;
+};
 
 /// Runs `statement`, expects a wick::Error of `want_kind` whose message contains every `needle`.
 /// (The parameter is not called `kind`: the macro would rewrite `e_.kind()` with it.)

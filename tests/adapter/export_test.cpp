@@ -11,11 +11,6 @@
 namespace wick::test {
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
 CliRun wick_cli(const std::string& args) {
   const auto dir = temp_dir("cli");
   const std::string cmd = std::string(WICK_CLI) + " " + args + " >" + (dir / "out").string() + " 2>" + (dir / "err").string();

@@ -52,6 +52,16 @@ inline ::testing::AssertionResult close(const Tensor& got, const Tensor& ref, do
 
 #define EXPECT_CLOSE(got, ref, tol) EXPECT_TRUE(close(got, ref, tol))
 
+constexpr double kBf16Tol = 1e-2;  // bf16 range (DESIGN: relative error ≤ 1e-2, never NaN)
+
+/// Whether rows [begin, end) of two f32 tensors hold the same floats.
+inline bool same_rows(const Tensor& a, const Tensor& b, int64_t begin, int64_t end) {
+  const int64_t row = a.numel() / a.dim(0);
+  for (int64_t i = begin * row; i < end * row; ++i)
+    if (a.data<float>()[i] != b.data<float>()[i]) return false;
+  return true;
+}
+
 /// Both backends, the CUDA one under test and the CPU one as its reference; skipped (not failed) without a GPU.
 class CudaBackendTest : public ::testing::Test {
  protected:

@@ -84,14 +84,6 @@ Tensor minus(const Tensor& a, const Tensor& b) {
   return ::testing::AssertionSuccess();
 }
 
-// Whether rows [begin, end) of a and b hold identical values.
-bool same_rows(const Tensor& a, const Tensor& b, int64_t begin, int64_t end) {
-  const int64_t row = a.numel() / a.dim(0);
-  for (int64_t i = begin * row; i < end * row; ++i)
-    if (a.data<float>()[i] != b.data<float>()[i]) return false;
-  return true;
-}
-
 class CpuBackward : public ::testing::Test {
  protected:
   std::unique_ptr<Backend> be = make_cpu_backend();

@@ -19,10 +19,6 @@ class CpuF16Weights : public ::testing::Test {
   std::unique_ptr<Backend> f32 = make_cpu_backend(CpuWeights::f32);
 };
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
 // An f16 (or bf16) matrix is kept as it is, its storage shared; CpuWeights::f32 widens it.
 TEST_F(CpuF16Weights, UploadWeightKeepsTheMatrix) {
   std::mt19937 rng(1);

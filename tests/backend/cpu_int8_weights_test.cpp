@@ -23,10 +23,6 @@ class CpuInt8Weights : public ::testing::Test {
   std::unique_ptr<Backend> f32 = make_cpu_backend(CpuWeights::f32);
 };
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
 // upload_weight quantises any dtype, each row as quantize_q8_0 does; a q8_0 matrix (a merged weight) is kept.
 TEST_F(CpuInt8Weights, UploadWeightQuantisesEachRow) {
   std::mt19937 rng(1);

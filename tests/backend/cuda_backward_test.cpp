@@ -37,14 +37,6 @@ Tensor added(const Tensor& after, const Tensor& before) {
   return d;
 }
 
-// Whether rows [begin, end) of a and b hold identical values.
-bool same_rows(const Tensor& a, const Tensor& b, int64_t begin, int64_t end) {
-  const int64_t row = a.numel() / a.dim(0);
-  for (int64_t i = begin * row; i < end * row; ++i)
-    if (a.data<float>()[i] != b.data<float>()[i]) return false;
-  return true;
-}
-
 // out = alpha·op(a)·op(b) + beta·out in every transpose combination, accumulating onto a non-zero out: bf16 operands
 // into f32 (a LoRA parameter gradient) and into bf16 (an activation gradient), and f32 operands into f32.
 TEST_F(CudaBackward, MatmulEveryTransposeWithAccumulate) {

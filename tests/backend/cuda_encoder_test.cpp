@@ -181,7 +181,7 @@ TEST(MpnetBucket, MatchesTransformers) {
   EXPECT_EQ(mpnet_bucket(500, 32, 128), 31);
 }
 
-struct AttentionCase {
+struct EncoderAttentionCase {
   std::vector<int32_t> lengths;
   int64_t heads, kv_heads, d;
   bool bias;
@@ -189,8 +189,9 @@ struct AttentionCase {
 };
 
 // out [rows, heads·d]: softmax over the keys of each query's own sequence.
-std::vector<double> encoder_attention_ref(const AttentionCase& c, const std::vector<int32_t>& starts, const Tensor& q,
-                                          const Tensor& k, const Tensor& v, const Tensor& table, double scale) {
+std::vector<double> encoder_attention_ref(const EncoderAttentionCase& c, const std::vector<int32_t>& starts,
+                                          const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                                          double scale) {
   const int64_t rows = starts.back(), d = c.d, group = c.heads / c.kv_heads;
   std::vector<double> out(size_t(rows * c.heads * d), 0.0);
   const float *qv = q.data<float>(), *kv = k.data<float>(), *vv = v.data<float>();
@@ -220,7 +221,7 @@ std::vector<double> encoder_attention_ref(const AttentionCase& c, const std::vec
 TEST(EncoderAttentionReference, MatchesCausalAttentionWhereEveryQuerySeesEveryKey) {
   // The reference above against the CPU backend's causal attention() with every query at the last position: one
   // sequence, no bias, is then the same softmax. Runs without a GPU.
-  const AttentionCase c{{33}, 4, 2, 32, false};
+  const EncoderAttentionCase c{{33}, 4, 2, 32, false};
   const Tensor q = random_bf16_values({33, 4, 32}, 60), k = random_bf16_values({33, 2, 32}, 61),
                v = random_bf16_values({33, 2, 32}, 62);
   const double scale = 1.0 / std::sqrt(32.0);
@@ -235,7 +236,7 @@ TEST(EncoderAttentionReference, MatchesCausalAttentionWhereEveryQuerySeesEveryKe
 
 TEST_F(CudaEncoder, AttentionOverRaggedPackedSequences) {
   const std::vector<int32_t> ragged = {1, 7, 0, 33, 128, 300};  // an empty sequence too
-  const AttentionCase cases[] = {
+  const EncoderAttentionCase cases[] = {
       {ragged, 12, 12, 32, false},  // MiniLM's heads
       {ragged, 12, 12, 32, true},
       {ragged, 12, 12, 64, false},  // BERT's heads
@@ -247,7 +248,7 @@ TEST_F(CudaEncoder, AttentionOverRaggedPackedSequences) {
       {{600, 17}, 2, 2, 64, true, 32, 1000},  // longer than a typical encoder takes, other bucket edges
   };
   uint32_t seed = 20;
-  for (const AttentionCase& c : cases) {
+  for (const EncoderAttentionCase& c : cases) {
     std::vector<int32_t> starts = {0};
     for (int32_t len : c.lengths) starts.push_back(starts.back() + len);
     const int64_t rows = starts.back(), max_len = *std::max_element(c.lengths.begin(), c.lengths.end());

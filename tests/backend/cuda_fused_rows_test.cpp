@@ -18,7 +18,6 @@
 namespace wick::test {
 namespace {
 
-constexpr double kTol = 1e-2;
 const int64_t kRowCounts[] = {1, 5, 8, 13, 16, 32};
 
 class CudaFusedRows : public CudaBackendTest {
@@ -45,15 +44,15 @@ class CudaFusedRows : public CudaBackendTest {
   FusedRows* rows = nullptr;
 };
 
-struct AttnCase {
+struct RowsAttnCase {
   int64_t hidden, heads, kv_heads, d;
   bool bias;
 };
 
 TEST_F(CudaFusedRows, AttentionInputsMatchLinearRopeAndPoolWrite) {
-  const AttnCase cases[] = {{96, 6, 2, 16, true}, {896, 14, 2, 64, true}, {3584, 28, 4, 128, false}};
+  const RowsAttnCase cases[] = {{96, 6, 2, 16, true}, {896, 14, 2, 64, true}, {3584, 28, 4, 128, false}};
   uint32_t seed = 300;
-  for (const AttnCase& c : cases)
+  for (const RowsAttnCase& c : cases)
     for (const int64_t n : kRowCounts) {
       const int64_t q_dim = c.heads * c.d, kv_dim = c.kv_heads * c.d, pool_rows = 40;
       const Tensor x = random_bf16_values({n, c.hidden}, ++seed);
@@ -93,9 +92,9 @@ TEST_F(CudaFusedRows, AttentionInputsMatchLinearRopeAndPoolWrite) {
       for (int run = 0; run < 2; ++run) rows->attention_inputs(in, p, gq, gkc, gvc);
       const std::string where = "hidden " + std::to_string(c.hidden) + " d " + std::to_string(c.d) + " rows " +
                                 std::to_string(n);
-      EXPECT_CLOSE(gpu->download(gq), q.reshape({n, q_dim}), kTol) << where << ": q";
-      EXPECT_CLOSE(gpu->download(gkc), kc, kTol) << where << ": k pool";
-      EXPECT_CLOSE(gpu->download(gvc), vc, kTol) << where << ": v pool";
+      EXPECT_CLOSE(gpu->download(gq), q.reshape({n, q_dim}), kBf16Tol) << where << ": q";
+      EXPECT_CLOSE(gpu->download(gkc), kc, kBf16Tol) << where << ": k pool";
+      EXPECT_CLOSE(gpu->download(gvc), vc, kBf16Tol) << where << ": v pool";
     }
 }
 
@@ -118,7 +117,7 @@ TEST_F(CudaFusedRows, ResidualLinearMatchesLinearAndAdd) {
         gx = on_gpu(x);
         rows->residual_linear(gin, gw, gx);
       }
-      EXPECT_CLOSE(gpu->download(gx), want, kTol) << k << " × " << out << ", rows " << n;
+      EXPECT_CLOSE(gpu->download(gx), want, kBf16Tol) << k << " × " << out << ", rows " << n;
     }
   }
 }
@@ -137,7 +136,7 @@ TEST_F(CudaFusedRows, GateUpMatchesSwiglu) {
       Tensor h = gpu->alloc({n, ffn}, DType::bf16);
       const Tensor gin = on_gpu(in);
       for (int run = 0; run < 2; ++run) rows->gate_up({.x = gin, .norm = on_gpu(g), .eps = 1e-6f}, gwg, gwu, h);
-      EXPECT_CLOSE(gpu->download(h), want, kTol) << k << " × " << ffn << ", rows " << n;
+      EXPECT_CLOSE(gpu->download(h), want, kBf16Tol) << k << " × " << ffn << ", rows " << n;
     }
   }
 }
@@ -155,7 +154,7 @@ TEST_F(CudaFusedRows, LinearF32MatchesLinear) {
       const FusedInput gin{.x = on_gpu(in), .norm = norm ? on_gpu(g) : Tensor(), .eps = 1e-6f};
       for (int run = 0; run < 2; ++run) rows->linear_f32(gin, gw, logits);
       const Tensor want = cpu_linear(norm ? cpu_norm(on_cpu(in), on_cpu(g)) : on_cpu(in), cw);
-      EXPECT_CLOSE(gpu->download(logits), want, kTol) << k << " × " << out << ", rows " << n;
+      EXPECT_CLOSE(gpu->download(logits), want, kBf16Tol) << k << " × " << out << ", rows " << n;
     }
   }
 }

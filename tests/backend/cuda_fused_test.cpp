@@ -16,8 +16,6 @@
 namespace wick::test {
 namespace {
 
-constexpr double kTol = 1e-2;
-
 // Low-rank factors of one projection on both backends.
 struct Factors {
   Tensor a_cpu, b_cpu, a_gpu, b_gpu;
@@ -132,9 +130,9 @@ TEST_F(CudaFused, AttentionInputsMatchNormLinearRopeAndCacheWrite) {
                               lora ? device_lora({&f[0], &f[1], &f[2]}) : DecodeLora{});
     const std::string where = "hidden " + std::to_string(c.hidden) + " d " + std::to_string(c.d) + " ranks " +
                               std::to_string(c.rank_q) + "/" + std::to_string(c.rank_k) + "/" + std::to_string(c.rank_v);
-    EXPECT_CLOSE(gpu->download(gq), q.reshape({1, q_dim}), kTol) << where << ": q";
-    EXPECT_CLOSE(gpu->download(gkc), kc, kTol) << where << ": k cache";
-    EXPECT_CLOSE(gpu->download(gvc), vc, kTol) << where << ": v cache";
+    EXPECT_CLOSE(gpu->download(gq), q.reshape({1, q_dim}), kBf16Tol) << where << ": q";
+    EXPECT_CLOSE(gpu->download(gkc), kc, kBf16Tol) << where << ": k cache";
+    EXPECT_CLOSE(gpu->download(gvc), vc, kBf16Tol) << where << ": v cache";
   }
 }
 
@@ -157,7 +155,7 @@ TEST_F(CudaFused, GateUpMatchesNormLinearSwiglu) {
     Tensor h = gpu->alloc({1, c.ffn}, DType::bf16);
     const bool lora = c.rank_gate || c.rank_up;
     fused->gate_up(normed_input(x, g), on_gpu(wg), on_gpu(wu), h, lora ? device_lora({&fg, &fu}) : DecodeLora{});
-    EXPECT_CLOSE(gpu->download(h), gate, kTol) << "ffn " << c.ffn << " ranks " << c.rank_gate << "/" << c.rank_up;
+    EXPECT_CLOSE(gpu->download(h), gate, kBf16Tol) << "ffn " << c.ffn << " ranks " << c.rank_gate << "/" << c.rank_up;
   }
 }
 
@@ -175,7 +173,7 @@ TEST_F(CudaFused, ResidualLinearAddsIntoTheStream) {
     cpu->add(want, cpu_projection(on_cpu(in), on_cpu(w), Tensor(), f), want);
     Tensor got = on_gpu(x);
     fused->residual_linear(on_gpu(in), on_gpu(w), got, c.rank ? device_lora({&f}) : DecodeLora{});
-    EXPECT_CLOSE(gpu->download(got), want, kTol) << "in " << c.in << " rows " << c.rows << " rank " << c.rank;
+    EXPECT_CLOSE(gpu->download(got), want, kBf16Tol) << "in " << c.in << " rows " << c.rows << " rank " << c.rank;
   }
 }
 
@@ -186,7 +184,7 @@ TEST_F(CudaFused, NormLinearGivesF32Logits) {
     const Tensor want = cpu_projection(cpu_norm(on_cpu(x), on_cpu(g)), on_cpu(w), Tensor(), Factors{});
     Tensor got = gpu->alloc({1, rows}, DType::f32);
     fused->norm_linear(normed_input(x, g), on_gpu(w), got);
-    EXPECT_CLOSE(gpu->download(got), want, kTol) << "rows " << rows;
+    EXPECT_CLOSE(gpu->download(got), want, kBf16Tol) << "rows " << rows;
   }
 }
 
@@ -196,12 +194,12 @@ TEST_F(CudaFused, OpsWithoutNormTakeTheInputAsItIs) {
   const Tensor w = random_bf16_values({96, 256}, 452, 0.05f), w_up = random_bf16_values({96, 256}, 453, 0.05f);
   Tensor logits = gpu->alloc({1, 96}, DType::f32);
   fused->norm_linear({.x = on_gpu(x)}, on_gpu(w), logits);
-  EXPECT_CLOSE(gpu->download(logits), cpu_projection(on_cpu(x), on_cpu(w), Tensor(), Factors{}), kTol);
+  EXPECT_CLOSE(gpu->download(logits), cpu_projection(on_cpu(x), on_cpu(w), Tensor(), Factors{}), kBf16Tol);
   Tensor gate = cpu_projection(on_cpu(x), on_cpu(w), Tensor(), Factors{});
   cpu->swiglu(gate, cpu_projection(on_cpu(x), on_cpu(w_up), Tensor(), Factors{}), gate);
   Tensor h = gpu->alloc({1, 96}, DType::bf16);
   fused->gate_up({.x = on_gpu(x)}, on_gpu(w), on_gpu(w_up), h, {});
-  EXPECT_CLOSE(gpu->download(h), gate, kTol);
+  EXPECT_CLOSE(gpu->download(h), gate, kBf16Tol);
 }
 
 TEST_F(CudaFused, SupportsShapesWhoseRowsAreWhole16ByteChunks) {
@@ -231,7 +229,7 @@ TEST_F(CudaFused, MaxLoraRankIsTheLargestTheLoraBuildsTake) {
   cpu->add(want, cpu_projection(on_cpu(in), on_cpu(w), Tensor(), f), want);
   Tensor got = on_gpu(x);
   fused->residual_linear(on_gpu(in), on_gpu(w), got, device_lora({&f}));
-  EXPECT_CLOSE(gpu->download(got), want, kTol);
+  EXPECT_CLOSE(gpu->download(got), want, kBf16Tol);
 }
 
 // A row per call, zero-filled; a LoRA op publishes into its own row only.

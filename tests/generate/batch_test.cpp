@@ -19,13 +19,13 @@ std::shared_ptr<const LoraAdapter> adapter(const Model& model, const char* name,
   return LoraAdapter::random(name, config, model, seed);
 }
 
-struct Case {
+struct BatchCase {
   std::vector<int32_t> prompt;
   GenerateParams params;
   std::shared_ptr<const LoraAdapter> adapter;
 };
 
-std::vector<Case> cases(const Model& model) {
+std::vector<BatchCase> cases(const Model& model) {
   const auto a = adapter(model, "a", 1), b = adapter(model, "b", 2);
   const SamplingParams greedy = SamplingParams::greedy_params();
   SamplingParams drawn{.temperature = 3.0f, .top_k = 50, .top_p = 0.98f, .repetition_penalty = 1.1f, .seed = 7};
@@ -41,9 +41,9 @@ std::vector<Case> cases(const Model& model) {
 TEST(GenerateBatch, EachRequestGetsWhatItGetsAlone) {
   auto model = Model::load(fixture("models/tiny-tied"));
   const Generator gen(model, tiny_tokenizer());
-  const std::vector<Case> cs = cases(*model);
+  const std::vector<BatchCase> cs = cases(*model);
   std::vector<BatchRequest> requests;
-  for (const Case& c : cs)
+  for (const BatchCase& c : cs)
     requests.push_back({.prompt = c.prompt, .params = c.params, .lora = LoraAdapter::shared_source(c.adapter)});
   std::vector<std::vector<int32_t>> streamed(cs.size());
   const std::vector<GenerateResult> got = gen.generate_batch(requests, [&](size_t i, const StreamToken& t) {
@@ -98,7 +98,7 @@ TEST(GenerateBatch, SubmitToACallersEngineEndsThroughItsCallbacks) {
   auto model = Model::load(fixture("models/tiny-tied"));
   const Generator gen(model, tiny_tokenizer());
   Engine engine(model, {.block_size = 4, .num_blocks = 64, .max_running = 4});
-  const std::vector<Case> all = cases(*model);
+  const std::vector<BatchCase> all = cases(*model);
   std::vector<GenerateResult> results(all.size());
   std::vector<std::vector<int32_t>> streamed(all.size());
   std::vector<SequenceEnd> ends(all.size(), SequenceEnd::failed);

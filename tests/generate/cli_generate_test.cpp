@@ -12,11 +12,6 @@
 namespace wick::test {
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
 CliRun wick(const std::string& args, const std::string& stdin_text = "") {
   const auto dir = temp_dir("cli-gen");
   write_file(dir / "in", stdin_text);

@@ -8,14 +8,14 @@ namespace wick::test {
 namespace {
 
 constexpr std::string_view kUrl = "https://huggingface.co/api/models/org/name/revision/main";
-const std::string kSha(40, 'a');
+const std::string kCommit(40, 'a');
 
 TEST(RevisionListing, ReadsShaAndFiles) {
   const hub::RevisionListing l = hub::parse_revision_listing(
-      R"({"id": "org/name", "sha": ")" + kSha + R"(", "siblings": [{"rfilename": "config.json"},
+      R"({"id": "org/name", "sha": ")" + kCommit + R"(", "siblings": [{"rfilename": "config.json"},
           {"rfilename": "sub/model.safetensors", "size": 3}], "tags": []})",
       kUrl, "org/name");
-  EXPECT_EQ(l.sha, kSha);
+  EXPECT_EQ(l.sha, kCommit);
   EXPECT_EQ(l.files, (std::vector<std::string>{"config.json", "sub/model.safetensors"}));
 }
 
@@ -24,12 +24,12 @@ TEST(RevisionListing, AnythingElseIsCorruptNamingTheUrl) {
   EXPECT_WICK_ERROR(parse("<html>"), ErrorKind::corrupt, "GET https://huggingface.co/api/models/org/name/revision/main: ",
                     "not a JSON object");
   EXPECT_WICK_ERROR(parse(R"({"sha": "ABC", "siblings": []})"), ErrorKind::corrupt, "no 40-hex \"sha\"");
-  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kSha + R"("})"), ErrorKind::corrupt, "no \"siblings\" list");
-  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kSha + R"(", "siblings": [{"path": "x"}]})"), ErrorKind::corrupt,
+  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kCommit + R"("})"), ErrorKind::corrupt, "no \"siblings\" list");
+  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kCommit + R"(", "siblings": [{"path": "x"}]})"), ErrorKind::corrupt,
                     "a sibling without \"rfilename\"");
-  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kSha + R"(", "siblings": [{"rfilename": "../x"}]})"), ErrorKind::corrupt,
+  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kCommit + R"(", "siblings": [{"rfilename": "../x"}]})"), ErrorKind::corrupt,
                     "org/name", "../x");
-  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kSha + R"(", "n": 1e999, "siblings": []})"), ErrorKind::corrupt,
+  EXPECT_WICK_ERROR(parse(R"({"sha": ")" + kCommit + R"(", "n": 1e999, "siblings": []})"), ErrorKind::corrupt,
                     "not a JSON object");
 }
 

@@ -4,7 +4,6 @@
 // once, and the logits against transformers'.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,10 +17,6 @@
 
 namespace wick::test {
 namespace {
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 // Factors on the q and down projections of every layer, shaped for the model.
 struct QAndDown : LoraSource {

@@ -12,15 +12,15 @@
 namespace wick::test {
 namespace {
 
-constexpr int64_t kRows = 5, kHidden = 6, kVocab = 11;
+constexpr int64_t kTokens = 5, kHidden = 6, kVocab = 11;
 
 class HeadLoss : public ::testing::Test {
  protected:
   void SetUp() override {
     std::mt19937 rng(5);
-    x = random_normal({kRows, kHidden}, rng);
+    x = random_normal({kTokens, kHidden}, rng);
     head = random_normal({kVocab, kHidden}, rng, 0.7f);
-    targets = Tensor::from_ints({3, -100, 10, 0, 7}, {kRows});
+    targets = Tensor::from_ints({3, -100, 10, 0, 7}, {kTokens});
   }
   std::unique_ptr<Backend> cpu = make_cpu_backend();
   Tensor x, head, targets;
@@ -28,10 +28,10 @@ class HeadLoss : public ::testing::Test {
 
 TEST_F(HeadLoss, EqualsTheSumsWrittenOutInDouble) {
   const float scale = 0.25f;
-  Tensor dx = Tensor::empty({kRows, kHidden}, DType::f32);
+  Tensor dx = Tensor::empty({kTokens, kHidden}, DType::f32);
   const double loss = head_cross_entropy(*cpu, x, head, targets, {.dx = &dx}, {.chunk_rows = 2, .scale = scale});
   double want = 0;
-  for (int64_t r = 0; r < kRows; ++r) {
+  for (int64_t r = 0; r < kTokens; ++r) {
     const int32_t t = targets.data<int32_t>()[r];
     std::vector<double> logit(kVocab), prob(kVocab);
     double mx = -INFINITY, sum = 0;
@@ -53,24 +53,24 @@ TEST_F(HeadLoss, EqualsTheSumsWrittenOutInDouble) {
 }
 
 TEST_F(HeadLoss, ChunksGiveTheWholeResult) {
-  Tensor whole = Tensor::empty({kRows, kHidden}, DType::f32);
+  Tensor whole = Tensor::empty({kTokens, kHidden}, DType::f32);
   const double all = head_cross_entropy(*cpu, x, head, targets, {.dx = &whole}, {.chunk_rows = 100});
   for (int64_t chunk : {1, 2, 3}) {
-    Tensor dx = Tensor::empty({kRows, kHidden}, DType::f32);
+    Tensor dx = Tensor::empty({kTokens, kHidden}, DType::f32);
     const double part = head_cross_entropy(*cpu, x, head, targets, {.dx = &dx}, {.chunk_rows = chunk});
     // The logits are f32 products: a chunk of one row takes the one-row path, others OpenBLAS's blocking.
     EXPECT_NEAR(part, all, 1e-6 * all) << "chunk " << chunk;
     for (int64_t i = 0; i < dx.numel(); ++i)
       EXPECT_NEAR(dx.data<float>()[i], whole.data<float>()[i], 1e-6) << "chunk " << chunk << " dx[" << i << "]";
   }
-  Tensor dx = Tensor::empty({kRows, kHidden}, DType::f32);
+  Tensor dx = Tensor::empty({kTokens, kHidden}, DType::f32);
   EXPECT_EQ(head_cross_entropy(*cpu, x, head, targets, {}, {.chunk_rows = 2}),
             head_cross_entropy(*cpu, x, head, targets, {.dx = &dx}, {.chunk_rows = 2}))
       << "the loss does not depend on whether dx is asked for";
 }
 
 TEST_F(HeadLoss, GradientMatchesFiniteDifferences) {
-  Tensor dx = Tensor::empty({kRows, kHidden}, DType::f32);
+  Tensor dx = Tensor::empty({kTokens, kHidden}, DType::f32);
   head_cross_entropy(*cpu, x, head, targets, {.dx = &dx}, {.chunk_rows = 2});
   for (int64_t i = 0; i < x.numel(); ++i) {
     float& v = x.data<float>()[i];
@@ -108,7 +108,7 @@ TEST_F(HeadLoss, TrainedHeadGradientMatchesFiniteDifferences) {
 }
 
 TEST_F(HeadLoss, MisshapedInputsAreInternalErrors) {
-  Tensor dx = Tensor::empty({kRows + 1, kHidden}, DType::f32);
+  Tensor dx = Tensor::empty({kTokens + 1, kHidden}, DType::f32);
   EXPECT_WICK_ERROR(head_cross_entropy(*cpu, x, head, targets, {.dx = &dx}), ErrorKind::internal, "head_cross_entropy", "dx");
   EXPECT_WICK_ERROR(head_cross_entropy(*cpu, x, head, targets.rows(0, 3)), ErrorKind::internal, "targets");
   EXPECT_WICK_ERROR(head_cross_entropy(*cpu, x, head, targets, {}, {.chunk_rows = 0}), ErrorKind::internal,
@@ -116,7 +116,7 @@ TEST_F(HeadLoss, MisshapedInputsAreInternalErrors) {
 }
 
 TEST_F(HeadLoss, TargetOutsideTheVocabularyIsBadInput) {
-  const Tensor bad = Tensor::from_ints({3, -100, 11, 0, 7}, {kRows});
+  const Tensor bad = Tensor::from_ints({3, -100, 11, 0, 7}, {kTokens});
   EXPECT_WICK_ERROR(head_cross_entropy(*cpu, x, head, bad), ErrorKind::bad_input, "11");
 }
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,10 +19,6 @@
 
 namespace wick::test {
 namespace {
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 std::vector<std::vector<int32_t>> reference_rows(const SafetensorsFile& ref, const char* lengths = nullptr) {
   const Tensor ids = ref.tensor("input_ids");

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -18,10 +17,6 @@
 
 namespace wick::test {
 namespace {
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 // Factors on two projections of a model shaped like tiny-tied (hidden 64), plus a replaced head.
 struct TwoProjections : LoraSource {

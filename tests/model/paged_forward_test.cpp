@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <numeric>
 
@@ -30,10 +29,6 @@ std::shared_ptr<const LoraAdapter> adapter(const Model& model, const char* name,
 int32_t argmax(const Tensor& logits, int64_t row) {
   const float* p = logits.data<float>() + row * logits.dim(1);
   return int32_t(std::max_element(p, p + logits.dim(1)) - p);
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), size_t(a.nbytes())) == 0;
 }
 
 // One sequence decoded alone through a contiguous cache: the logits of its prompt's last token, then of each

@@ -16,11 +16,6 @@ namespace fs = std::filesystem;
 
 constexpr const char* kSha = "89abcdef0123456789abcdef0123456789abcdef";
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
 struct CliPull : ::testing::Test {
   FakeHub hub;
   fs::path home = temp_dir("hf-home");

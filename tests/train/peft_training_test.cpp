@@ -58,7 +58,7 @@ double max_rel(const Tensor& got, const Tensor& want) {
   return den > 0 ? num / den : num;
 }
 
-struct Case {
+struct PeftCase {
   nlohmann::json args;
   fs::path dir;
   std::shared_ptr<Model> model;
@@ -66,8 +66,8 @@ struct Case {
   std::shared_ptr<const SafetensorsFile> expected;
 };
 
-Case open_case(const std::string& name, Device device = Device::cpu) {
-  Case c;
+PeftCase open_case(const std::string& name, Device device = Device::cpu) {
+  PeftCase c;
   c.dir = reference_root() / name;
   std::ifstream f(c.dir / "args.json");
   c.args = nlohmann::json::parse(f);
@@ -78,7 +78,7 @@ Case open_case(const std::string& name, Device device = Device::cpu) {
   return c;
 }
 
-TrainOptions options_for(const Case& c, const fs::path& out) {
+TrainOptions options_for(const PeftCase& c, const fs::path& out) {
   const nlohmann::json& a = c.args;
   TrainOptions o;
   o.data = c.dir / "data.jsonl";
@@ -102,7 +102,7 @@ TrainOptions options_for(const Case& c, const fs::path& out) {
 class PeftTraining : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PeftTraining, LossGradientsAndWeightsMatchPeft) {
-  const Case c = open_case(GetParam());
+  const PeftCase c = open_case(GetParam());
   const fs::path out = temp_dir("peft-" + GetParam());
   Trainer trainer(c.model, c.tokenizer, options_for(c, out));
   const Tensor losses = c.expected->tensor("loss"), lrs = c.expected->tensor("lr");
@@ -130,7 +130,7 @@ TEST_P(PeftTraining, LossGradientsAndWeightsMatchPeft) {
 }
 
 TEST_P(PeftTraining, OnCudaWithinBf16) {
-  Case c;
+  PeftCase c;
   try {
     c = open_case(GetParam(), Device::cuda);
   } catch (const Error& e) {
