@@ -400,23 +400,14 @@ void launch_rows(const Params& a, const FusedRowsInput& in, cudaStream_t stream)
     for (int w = std::min(kMaxWarps, (kblocks + cluster - 1) / cluster); w > 1; --w) {
       const size_t bytes = shared_bytes<NT, S>(w, cluster);
       if (bytes > size_t(optin)) continue;
-      int fit = 0;
-      if (cluster == 1) {
-        check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, w * 32, bytes), "fused rows occupancy");
-        fit *= sms;
-      } else {
-        cudaLaunchAttribute attr{};
-        attr.id = cudaLaunchAttributeClusterDimension;
-        attr.val.clusterDim = {unsigned(cluster), 1, 1};
-        cudaLaunchConfig_t config{};
-        config.gridDim = dim3(unsigned(a.tiles * cluster));
-        config.blockDim = dim3(unsigned(w * 32));
-        config.dynamicSmemBytes = bytes;
-        config.attrs = &attr;
-        config.numAttrs = 1;
-        check(cudaOccupancyMaxActiveClusters(&fit, kernel, &config), "fused rows cluster occupancy");
-      }
-      if (fit >= a.tiles) {
+      // Blocks of w warps that fit an SM at once, over every SM, in clusters: a property of the kernel and the chip's
+      // SM, the same on every card of a kind. (cudaOccupancyMaxActiveClusters also weighs how clusters pack into the
+      // card's GPCs, whose SM counts differ from card to card: one H100 answered 7 warps for q/k/v where others
+      // answered 10, and that card ran 32-row steps 20 % slower. With two or three blocks an SM, clusters of 2 and 3
+      // blocks fit the GPCs however their SMs are counted.)
+      int per_sm = 0;
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * 32, bytes), "fused rows occupancy");
+      if (per_sm * sms / cluster >= a.tiles) {
         split.warps = w;
         break;
       }
