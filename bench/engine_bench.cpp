@@ -45,11 +45,11 @@ class FixedSink final : public TokenSink {
   int64_t n_ = 0;
 };
 
-void BM_EngineDecode(benchmark::State& state, const std::string& like, Device device) {
+void BM_EngineDecode(benchmark::State& state, const std::string& like, Device device, int tensor_parallel = 1) {
   const int64_t seqs = state.range(0), n_adapters = state.range(1);
   std::shared_ptr<Model> model;
   try {
-    model = Model::load(bench_model(like), {.device = device});
+    model = Model::load(bench_model(like), {.device = device, .tensor_parallel = tensor_parallel});
   } catch (const Error& e) {
     state.SkipWithError(e.what());
     return;
@@ -263,6 +263,26 @@ BENCHMARK_CAPTURE(BM_EngineDecode, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"
     ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({16, 0})->Args({32, 0})->Args({64, 0})
     ->Args({128, 0})
     ->Args({32, 1})->Args({32, 8})->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+// Tensor parallelism (issue 25): batched decode of the 0.5B and 7B shapes on one GPU and split over 2, in one run
+// (`--benchmark_filter=BM_EngineDecodeSplit`); the split ones are skipped where the machine has fewer GPUs. The CPU's
+// split (the reference) shows that it runs, not a speed.
+void BM_EngineDecodeSplit(benchmark::State& state, const std::string& like, Device device, int tensor_parallel) {
+  BM_EngineDecode(state, like, device, tensor_parallel);
+}
+BENCHMARK_CAPTURE(BM_EngineDecodeSplit, cpu_tiny_tp2, std::string("tiny"), Device::cpu, 2)
+    ->ArgNames({"seqs", "adapters"})->Args({8, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineDecodeSplit, cuda_qwen2_5_0_5b_tp1, std::string("qwen2.5-0.5b"), Device::cuda, 1)
+    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({32, 0})->Args({32, 8})
+    ->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineDecodeSplit, cuda_qwen2_5_0_5b_tp2, std::string("qwen2.5-0.5b"), Device::cuda, 2)
+    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({32, 0})->Args({32, 8})
+    ->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineDecodeSplit, cuda_qwen2_5_7b_tp1, std::string("qwen2.5-7b"), Device::cuda, 1)
+    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({32, 0})->Unit(benchmark::kMillisecond)->Iterations(1)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineDecodeSplit, cuda_qwen2_5_7b_tp2, std::string("qwen2.5-7b"), Device::cuda, 2)
+    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({32, 0})->Unit(benchmark::kMillisecond)->Iterations(1)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace wick::bench

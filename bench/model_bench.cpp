@@ -17,19 +17,20 @@
 namespace wick::bench {
 namespace {
 
-// One loaded model per (shape, device, CPU weights), kept for the whole run.
-std::shared_ptr<Model> load_model(const std::string& like, Device device, CpuWeights weights) {
-  static std::map<std::tuple<std::string, Device, CpuWeights>, std::shared_ptr<Model>> cache;
-  auto& m = cache[{like, device, weights}];
-  if (!m) m = Model::load(bench_model(like), {.device = device, .cpu_weights = weights});
+// One loaded model per (shape, device, CPU weights, devices split over), kept for the whole run.
+std::shared_ptr<Model> load_model(const std::string& like, Device device, CpuWeights weights, int tensor_parallel) {
+  static std::map<std::tuple<std::string, Device, CpuWeights, int>, std::shared_ptr<Model>> cache;
+  auto& m = cache[{like, device, weights, tensor_parallel}];
+  if (!m)
+    m = Model::load(bench_model(like), {.device = device, .cpu_weights = weights, .tensor_parallel = tensor_parallel});
   return m;
 }
 
-// The model, or nullptr after marking the benchmark skipped (no GPU here).
+// The model, or nullptr after marking the benchmark skipped (no GPU here, or fewer GPUs than the split needs).
 std::shared_ptr<Model> model_or_skip(benchmark::State& state, const std::string& like, Device device,
-                                     CpuWeights weights = CpuWeights::native) {
+                                     CpuWeights weights = CpuWeights::native, int tensor_parallel = 1) {
   try {
-    return load_model(like, device, weights);
+    return load_model(like, device, weights, tensor_parallel);
   } catch (const Error& e) {
     state.SkipWithError(e.what());
     return nullptr;
@@ -98,10 +99,11 @@ void BM_FirstPrefill(benchmark::State& state, const std::string& like, Device de
 }
 
 // Decode of `steps` tokens after a 16-token prompt (prefill excluded): tok/s, and the roofline given by
-// the weight bytes read per token at the measured bandwidth (streaming reads on the CPU, copy on the GPU).
+// the weight bytes read per token at the measured bandwidth (streaming reads on the CPU, copy on the GPU; one
+// device's: a model split over N devices reads 1/N of its weights on each).
 void BM_Decode(benchmark::State& state, const std::string& like, Device device,
-               CpuWeights weights = CpuWeights::native) {
-  auto model = model_or_skip(state, like, device, weights);
+               CpuWeights weights = CpuWeights::native, int tensor_parallel = 1) {
+  auto model = model_or_skip(state, like, device, weights, tensor_parallel);
   if (!model) return;
   const ModelConfig& c = model->config();
   const int64_t steps = state.range(0);
@@ -121,7 +123,7 @@ void BM_Decode(benchmark::State& state, const std::string& like, Device device,
   // Every weight is read once per token, except the embedding table (one row) when the head is untied.
   const double params = double(c.parameter_count()) - (c.tie_word_embeddings ? 0.0 : double(c.vocab_size * c.hidden_size));
   const double bytes_per_weight = double(storage_bytes(model->weight_dtype(), {1024})) / 1024;  // bf16, q8_0 or f32
-  const double bytes_per_token = params * bytes_per_weight;
+  const double bytes_per_token = params * bytes_per_weight / double(tensor_parallel);
   const double gbps = device == Device::cpu ? memory_bandwidth().read_gbps : device_copy_bandwidth_gbps();
   state.counters["roofline_tok_per_s"] = gbps * 1e9 / bytes_per_token;
   state.counters["GB_per_token"] = bytes_per_token / 1e9;
@@ -146,6 +148,14 @@ BENCHMARK_CAPTURE(BM_Prefill, cuda_qwen2_5_7b, std::string("qwen2.5-7b"), Device
     ->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_7b, std::string("qwen2.5-7b"), Device::cuda)
     ->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+// Tensor parallelism (issue 25): the same shapes split over 2 and 4 GPUs, beside the single-GPU figures above in one
+// run (`--benchmark_filter='BM_Decode/cuda_qwen2_5_7b'`); skipped where the machine has fewer GPUs.
+BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_7b_tp2, std::string("qwen2.5-7b"), Device::cuda, CpuWeights::native, 2)
+    ->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_7b_tp4, std::string("qwen2.5-7b"), Device::cuda, CpuWeights::native, 4)
+    ->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, cuda_qwen2_5_0_5b_tp2, std::string("qwen2.5-0.5b"), Device::cuda, CpuWeights::native, 2)
+    ->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace wick::bench

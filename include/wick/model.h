@@ -32,6 +32,12 @@ struct LoadOptions {
   /// Loads the body only, as ModelHead::none whatever config.json's architecture: no head is read (an embedder's
   /// folder, such as gte-Qwen2's, may say Qwen2ForCausalLM and hold none); only hidden_states() runs.
   bool hidden_states_only = false;
+  /// Tensor parallelism: the model split over this many devices (CUDA: GPUs 0 … N − 1, joined by NCCL; the CPU:
+  /// N ranks in one process, the reference), each holding its share of every layer (whole attention heads and KV
+  /// heads, a slice of the MLP and of the vocabulary). The number must divide the attention heads, the KV heads and
+  /// the MLP width (bad_input otherwise). A split model runs the plain passes (no recorded decode steps yet) and
+  /// cannot merge adapters, export or train; everything else is as on one device.
+  int tensor_parallel = 1;
 };
 
 /// The new tokens of one sequence and the cache they extend (positions continue from cache->length()).
@@ -74,6 +80,8 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const;
+  /// The devices the model is split over (LoadOptions::tensor_parallel; 1: one).
+  int tensor_parallel() const;
   const GenerationDefaults& generation_defaults() const;
   Device device() const;
   /// The dtype the model keeps its activations (and KV cache) in on its device (f32 on the CPU, bf16 on CUDA).

@@ -106,14 +106,15 @@ void Backend::embedding_backward(const Tensor&, const Tensor&, Tensor&) { no_tra
 void Backend::dropout(const Tensor&, float, uint64_t, Tensor&) { no_training_op(*this, "dropout"); }
 
 #ifdef WICK_WITH_CUDA
-std::unique_ptr<Backend> make_cuda_backend();
+std::unique_ptr<Backend> make_cuda_backend(int index);
 #endif
 
-std::unique_ptr<Backend> make_backend(Device device, CpuWeights cpu_weights) {
+std::unique_ptr<Backend> make_backend(Device device, CpuWeights cpu_weights, int index) {
   if (device == Device::cpu) return make_cpu_backend(cpu_weights);
 #ifdef WICK_WITH_CUDA
-  return make_cuda_backend();
+  return make_cuda_backend(index);
 #else
+  (void)index;
   fail(ErrorKind::unsupported, "--device cuda: this build of wick has no CUDA backend (configure with nvcc present)");
 #endif
 }

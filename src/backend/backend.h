@@ -234,6 +234,11 @@ class Backend {
   /// The most device memory this backend's tensors have held at once (torch's max_memory_allocated); 0 for a
   /// backend in host memory (the process's peak resident set tells that).
   virtual int64_t peak_memory_bytes() const { return 0; }
+  /// Makes this backend's device the calling thread's current one (a GPU among several); nothing on the CPU.
+  virtual void bind_thread() {}
+  /// The stream this backend's work is ordered on (a cudaStream_t), for libraries that enqueue onto it (NCCL);
+  /// null on the CPU.
+  virtual void* native_stream() { return nullptr; }
 
   /// The fused one-token decode ops, or nullptr where the plain ops serve (the CPU backend).
   virtual FusedDecode* fused_decode() { return nullptr; }
@@ -269,6 +274,8 @@ class Backend {
   virtual void zero(Tensor& t) = 0;
   /// dst[row0 + i, :] = src[i, :].  src [n, ...], dst [capacity, ...] of the same row size.
   virtual void copy_rows(const Tensor& src, Tensor& dst, int64_t row0) = 0;
+  /// dst[:, col0 : col0 + width] = src[:, 0 : width].  src [rows, w ≥ width], dst [rows, W], one dtype.
+  virtual void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col0) = 0;
   /// dst[rows[i], :] = src[i, :] (the KV-cache write).  src [n, ...]; dst [capacity, ...]; rows i32 [n], each
   /// < capacity (callers validate: the index lives on the device).
   virtual void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) = 0;
@@ -356,7 +363,9 @@ class Backend {
 
 /// The CPU backend (the reference: f32 activations, wick's thread pool); `weights` says how upload_weight keeps a weight matrix (wick/model.h's CpuWeights).
 std::unique_ptr<Backend> make_cpu_backend(CpuWeights weights = CpuWeights::native);
-/// The backend for `device`; unsupported when this build lacks it.
-std::unique_ptr<Backend> make_backend(Device device, CpuWeights cpu_weights = CpuWeights::native);
+/// The backend for `device`; unsupported when this build lacks it. `index`: which GPU of the machine (CUDA; the
+/// backend's calls must then come from threads whose current device it is: Backend::bind_thread); −1, the default:
+/// the calling thread's current GPU. The CPU ignores it.
+std::unique_ptr<Backend> make_backend(Device device, CpuWeights cpu_weights = CpuWeights::native, int index = -1);
 
 }  // namespace wick

@@ -25,6 +25,12 @@ const LoraSource::Table& LoraSource::table(int64_t layers) const {
   return table_;
 }
 
+const LoraSource::Shards& LoraSource::rank_shards(int ranks, const std::function<Shards()>& make) const {
+  const std::lock_guard lock(shards_mu_);
+  if (int(shards_.size()) != ranks) shards_ = make();
+  return shards_;
+}
+
 const Tensor& LoraSource::device_table(int64_t layers, Backend& backend) const {
   std::call_once(device_once_, [&] {
     const std::vector<LoraEntry>& entries = table(layers).entries;

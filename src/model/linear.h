@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <vector>
@@ -63,7 +65,14 @@ class LoraSource {
   /// models of the same shape may share an adapter.
   const Tensor& device_table(int64_t layers, Backend& backend) const;
 
+  /// This adapter's share for every rank of a model split `ranks` ways (tensor_parallel.h), made by `make` on first
+  /// use and kept with the adapter (an adapter serves the one model it was made for). Thread-safe.
+  using Shards = std::vector<std::unique_ptr<LoraSource>>;
+  const Shards& rank_shards(int ranks, const std::function<Shards()>& make) const;
+
  private:
+  mutable std::mutex shards_mu_;
+  mutable Shards shards_;
   mutable std::once_flag table_once_, device_once_;
   mutable Table table_;
   mutable Tensor device_table_;

@@ -40,6 +40,7 @@ Tensor merged_weight(Backend& b, const Tensor& w, const LoraFactors& f) {
 
 void Model::merge_lora(std::shared_ptr<const LoraSource> lora) {
   if (!lora) fail(ErrorKind::bad_input, "merge: no adapter");
+  require_whole(*impl_, "merging an adapter");
   Backend& b = *impl_->backend;
   ModelWeights& w = impl_->weights;
   const std::unique_lock lock(impl_->weights_mutex);

@@ -1,6 +1,8 @@
 // Model's API: loading, the forward pass over a batch (validated whole before any cache changes), logits.
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
+#include <optional>
 
 #include "core/thread_pool.h"
 #include "model/forward.h"
@@ -14,6 +16,36 @@ namespace wick {
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
+namespace {
+
+// Tensor parallelism: a backend per rank (rank r on GPU r), each made, loaded and driven from its rank's thread; the
+// ranks joined by the host collective (CPU) or NCCL (GPUs). WICK_TP_ONE_GPU=1 puts every rank on GPU 0, joined
+// through the host: the split model's device code checked on a machine with one GPU (tests).
+void load_split(Model::Impl& impl, const TensorStore& store, const std::filesystem::path& dir, const LoadOptions& o) {
+  const int n = o.tensor_parallel;
+  const char* one_gpu_env = std::getenv("WICK_TP_ONE_GPU");
+  const bool one_gpu = o.device != Device::cpu && one_gpu_env && std::string(one_gpu_env) == "1";
+  auto tp = std::make_unique<TensorParallel>();
+  tp->config = shard_config(impl.config, n);
+  tp->backends.assign(size_t(n), nullptr);
+  tp->owned.resize(size_t(n));
+  tp->weights.resize(size_t(n));
+  tp->threads = std::make_unique<RankThreads>(n, nullptr);
+  tp->threads->run([&](int r) {
+    tp->owned[size_t(r)] = make_backend(o.device, o.cpu_weights, one_gpu ? 0 : r);
+    tp->backends[size_t(r)] = tp->owned[size_t(r)].get();
+    tp->weights[size_t(r)] = load_weights(impl.config, store, *tp->backends[size_t(r)], dir.string(), {r, n});
+  });
+  tp->collective = o.device == Device::cpu ? make_host_collective(n)
+                   : one_gpu                ? make_staged_collective(tp->backends)
+                                            : make_nccl_collective(tp->backends);
+  impl.backend = std::move(tp->owned[0]);
+  impl.weights = tp->weights[0];
+  impl.tp = std::move(tp);
+}
+
+}  // namespace
+
 std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
   if (options.cpu_threads != 0) set_thread_count(options.cpu_threads);
   auto impl = std::make_unique<Impl>();
@@ -22,9 +54,13 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
   impl->generation = GenerationDefaults::load(dir);
   if (impl->generation.eos_token_ids.empty()) impl->generation.eos_token_ids = impl->config.eos_token_ids;
   const TensorStore store = TensorStore::open_dir(dir);
-  impl->backend = make_backend(options.device, options.cpu_weights);
-  impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
-  if (impl->backend->device() != Device::cpu && impl->config.head != ModelHead::none) {
+  if (options.tensor_parallel != 1) {
+    load_split(*impl, store, dir, options);
+  } else {
+    impl->backend = make_backend(options.device, options.cpu_weights);
+    impl->weights = load_weights(impl->config, store, *impl->backend, dir.string());
+  }
+  if (!impl->tp && impl->backend->device() != Device::cpu && impl->config.head != ModelHead::none) {
     impl->decode_steps = std::make_unique<DecodeSteps>(*impl->backend, impl->config, impl->weights);
     impl->paged_steps = std::make_unique<PagedSteps>(*impl->backend, impl->config);
   }
@@ -44,6 +80,13 @@ void Model::warm_up() const {
 }
 
 const ModelConfig& Model::config() const { return impl_->config; }
+void require_whole(const Model::Impl& impl, const char* what) {
+  if (impl.tp)
+    fail(ErrorKind::unsupported, std::string(what) + ": not on a model split over " + std::to_string(impl.tp->ranks()) +
+                                     " devices (--tensor-parallel); load it whole for this");
+}
+
+int Model::tensor_parallel() const { return impl_->tp ? impl_->tp->ranks() : 1; }
 const GenerationDefaults& Model::generation_defaults() const { return impl_->generation; }
 Device Model::device() const { return impl_->backend->device(); }
 
@@ -60,6 +103,15 @@ KVCache Model::make_cache(int64_t capacity) const {
   if (capacity <= 0 || capacity > c.max_position_embeddings)
     fail(ErrorKind::bad_input, "KV cache capacity " + std::to_string(capacity) + " is outside [1, " +
                                    std::to_string(c.max_position_embeddings) + "] (max_position_embeddings)");
+  if (const TensorParallel* tp = impl_->tp.get()) {  // each rank's KV heads on its device
+    const Shape shape{c.num_layers, capacity, tp->config.num_kv_heads, c.head_dim};
+    std::vector<Tensor> keys, values;
+    for (Backend* b : tp->backends) {
+      keys.push_back(b->alloc(shape, b->compute_dtype()));
+      values.push_back(b->alloc(shape, b->compute_dtype()));
+    }
+    return KVCache(std::move(keys), std::move(values));
+  }
   const Shape shape{c.num_layers, capacity, c.num_kv_heads, c.head_dim};
   Backend& b = *impl_->backend;
   return KVCache(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()));
@@ -102,11 +154,13 @@ FlatBatch flatten(const ModelConfig& c, std::span<const SequenceInput> batch) {
 }
 
 // Validates a paged batch whole (before any block row is written) and flattens it: each span's pool rows.
-FlatBatch flatten_paged(const ModelConfig& c, Device device, const KVBlockPool& pool,
-                        std::span<const PagedSequence> batch) {
+FlatBatch flatten_paged(const Model::Impl& impl, const KVBlockPool& pool, std::span<const PagedSequence> batch) {
+  const ModelConfig& c = impl.config;
+  const int shards = impl.tp ? impl.tp->ranks() : 1;
+  const int64_t kv_heads = impl.tp ? impl.tp->config.num_kv_heads : c.num_kv_heads;
   if (batch.empty()) fail(ErrorKind::bad_input, "forward_paged: empty batch");
-  if (pool.layers() != c.num_layers || pool.keys(0).dim(1) != c.num_kv_heads || pool.keys(0).dim(2) != c.head_dim ||
-      pool.keys(0).device() != device)
+  if (pool.layers() != c.num_layers || pool.shards() != shards || pool.keys(0).dim(1) != kv_heads ||
+      pool.keys(0).dim(2) != c.head_dim || pool.keys(0).device() != impl.backend->device())
     fail(ErrorKind::bad_input, "forward_paged: the KV block pool was not made for this model (Model::make_block_pool)");
   const int64_t bs = pool.block_size(), blocks_in_pool = pool.num_blocks();
   FlatBatch flat;
@@ -192,10 +246,10 @@ class PackedInts {
   Tensor device_;
 };
 
-// The forward pass by the plain ops over a flattened batch; the device logits.
-Tensor plain_pass(Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
-  const ModelConfig& c = impl.config;
-  Backend& b = *impl.backend;
+// The forward pass by the plain ops over a flattened batch on one device (a whole model, or one rank of a split one:
+// its config, share of the weights and place among the ranks); the device logits.
+Tensor plain_pass(Backend& b, const ModelConfig& c, const ModelWeights& weights, const FlatBatch& flat,
+                  const PlainPassOptions& o, const RankOfMany* tp = nullptr) {
   const int64_t T = int64_t(flat.ids.size());
   PackedInts ints;
   const int64_t ids = ints.add(flat.ids), positions = ints.add(flat.positions);
@@ -222,15 +276,86 @@ Tensor plain_pass(Model::Impl& impl, const FlatBatch& flat, const PlainPassOptio
                          .positions = ints.view(positions, T),
                          .paged = o.pool ? &paged : nullptr,
                          .mixed_lora = o.mixed_lora,
-                         .row_adapters = adapter_tables >= 0 ? &row_adapters : nullptr};
-  Heads heads = pick_heads(impl.weights, o.lora);
+                         .row_adapters = adapter_tables >= 0 ? &row_adapters : nullptr,
+                         .tp = tp};
+  Heads heads = pick_heads(weights, o.lora);
   if (o.hidden_states) heads.head = Tensor();
   const bool last = o.logits == LogitsFor::last_token;
   Activations a(b, c, T);
-  HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last);
+  HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last,
+                 tp && tp->split_head ? tp->shard.ranks : 1);
   PlainOps ops(b, c, plain, o.lora, a, hb);
-  forward_pass(ops, impl.weights, heads, a, hb.logits);
+  forward_pass(ops, weights, heads, a, hb.logits);
   return hb.logits;
+}
+
+// An adapter's share on rank r of a split model (nullptr for none), its shards made on first use: the factors copied
+// to the host once (from rank 0's device), each rank's cut uploaded from its own thread.
+const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int r) {
+  if (!lora) return nullptr;
+  const TensorParallel& tp = *impl.tp;
+  return lora
+      ->rank_shards(tp.ranks(),
+                    [&] {
+                      std::unique_ptr<LoraSource> host;
+                      tp.threads->run_on(0, [&] {
+                        tp.backends[0]->bind_thread();
+                        host = host_lora_copy(*lora, impl.config.num_layers, *tp.backends[0]);
+                      });
+                      LoraSource::Shards shards(size_t(tp.ranks()));
+                      tp.threads->run([&](int k) {
+                        tp.backends[size_t(k)]->bind_thread();
+                        shards[size_t(k)] =
+                            shard_lora(*host, impl.config, {k, tp.ranks()}, *tp.backends[size_t(k)]);
+                      });
+                      return shards;
+                    })[size_t(r)]
+      .get();
+}
+
+// plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard;
+// rank 0's logits (the whole vocabulary).
+Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
+  const TensorParallel& tp = *impl.tp;
+  const int n = tp.ranks();
+  rank_lora(impl, o.lora, 0);  // the shards made here, before the ranks run
+  for (const Span& s : flat.spans) rank_lora(impl, s.lora, 0);
+  Tensor logits;
+  tp.threads->run(
+      [&](int r) {
+        Backend& b = *tp.backends[size_t(r)];
+        b.bind_thread();
+        FlatBatch mine = flat;
+        shard_ids(flat.ids, {r, n}, impl.config.vocab_size, mine.ids);
+        for (Span& s : mine.spans) s.lora = rank_lora(impl, s.lora, r);
+        PlainPassOptions ro = o;
+        ro.lora = rank_lora(impl, o.lora, r);
+        const RankOfMany rank{.collective = tp.collective.get(),
+                              .shard = {r, n},
+                              .vocab = impl.config.vocab_size,
+                              .split_head = impl.config.head == ModelHead::causal_lm};
+        Tensor out = plain_pass(b, tp.config, tp.weights[size_t(r)], mine, ro, &rank);
+        if (r == 0) logits = out;
+      },
+      [&] { tp.collective->abort(); });
+  return logits;
+}
+
+// The pass for a whole model or a split one.
+Tensor any_plain_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
+  return impl.tp ? split_pass(impl, flat, o) : plain_pass(*impl.backend, impl.config, impl.weights, flat, o);
+}
+
+// read(backend, logits) where the logits are: on rank 0's thread for a split model (its GPU current there).
+template <class Read>
+auto read_on_device(const Model::Impl& impl, Read&& read, const Tensor& logits) {
+  if (!impl.tp) return read(*impl.backend, logits);
+  std::optional<decltype(read(*impl.backend, logits))> out;
+  impl.tp->threads->run_on(0, [&] {
+    impl.backend->bind_thread();
+    out.emplace(read(*impl.backend, logits));
+  });
+  return std::move(*out);
 }
 
 // The forward pass; `read(backend, logits)` takes what the caller gets from the device logits, under the device
@@ -250,8 +375,8 @@ auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const 
 
   const Tensor logits = T == 1 && impl.decode_steps && impl.decode_steps->takes(options.lora)
                            ? impl.decode_steps->run(impl.weights, flat.spans[0], flat.ids[0], options.lora)
-                           : plain_pass(impl, flat, {.logits = options.logits, .lora = options.lora});
-  auto out = read(b, logits);
+                           : any_plain_pass(impl, flat, {.logits = options.logits, .lora = options.lora});
+  auto out = read_on_device(impl, read, logits);
   for (const Span& s : flat.spans) s.cache->advance(s.count);
   return out;
 }
@@ -280,7 +405,8 @@ Tensor Model::hidden_states(std::span<const std::span<const int32_t>> sequences)
   std::unique_lock<std::mutex> device_lock(impl_->device_mutex, std::defer_lock);
   if (b.device() != Device::cpu) device_lock.lock();
   const std::shared_lock weights_lock(impl_->weights_mutex);
-  return b.download(plain_pass(*impl_, flat, {.logits = LogitsFor::every_token, .hidden_states = true}));
+  const Tensor hidden = any_plain_pass(*impl_, flat, {.logits = LogitsFor::every_token, .hidden_states = true});
+  return read_on_device(*impl_, [](Backend& on, const Tensor& t) { return on.download(t); }, hidden);
 }
 
 KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const {
@@ -288,6 +414,15 @@ KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const
     fail(ErrorKind::bad_input, "KV block pool: " + std::to_string(num_blocks) + " blocks of " +
                                    std::to_string(block_size) + " positions (both must be at least 1)");
   const ModelConfig& c = impl_->config;
+  if (const TensorParallel* tp = impl_->tp.get()) {  // each rank's KV heads on its device
+    const Shape shape{c.num_layers, num_blocks * block_size, tp->config.num_kv_heads, c.head_dim};
+    std::vector<Tensor> keys, values;
+    for (Backend* b : tp->backends) {
+      keys.push_back(b->alloc(shape, b->compute_dtype()));
+      values.push_back(b->alloc(shape, b->compute_dtype()));
+    }
+    return KVBlockPool(std::move(keys), std::move(values), block_size);
+  }
   const Shape shape{c.num_layers, num_blocks * block_size, c.num_kv_heads, c.head_dim};
   Backend& b = *impl_->backend;
   return KVBlockPool(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()), block_size);
@@ -302,7 +437,7 @@ auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequen
                Read&& read) {
   Backend& b = *impl.backend;
   require_head(impl.config);
-  const FlatBatch flat = flatten_paged(impl.config, b.device(), pool, batch);
+  const FlatBatch flat = flatten_paged(impl, pool, batch);
   const LoraSource* first = batch[0].lora;
   const bool mixed = std::any_of(batch.begin(), batch.end(), [&](const PagedSequence& s) { return s.lora != first; });
   if (mixed)
@@ -321,8 +456,9 @@ auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequen
     return read(b, impl.decode_steps->run_paged(impl.weights, flat, pool, first));
   if (impl.paged_steps && logits == LogitsFor::last_token && impl.paged_steps->takes(flat))
     return read(b, impl.paged_steps->run(impl.weights, flat, pool));
-  return read(b, plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
-                                         .mixed_lora = by_rows}));
+  return read_on_device(impl, read,
+                        any_plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
+                                                    .mixed_lora = by_rows}));
 }
 
 // The rows of `logits` that `reads` asks for: every summary in one device pass, whole rows downloaded (all at once

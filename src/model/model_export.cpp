@@ -42,6 +42,7 @@ std::string generation_json(const GenerationDefaults& g) {
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor>> Model::state_dict() const {
+  require_whole(*impl_, "exporting the weights");
   Backend& b = *impl_->backend;
   const std::shared_lock lock(impl_->weights_mutex);
   const ModelWeights& w = impl_->weights;

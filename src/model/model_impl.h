@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/collective.h"
+#include "core/rank_threads.h"
 #include "model/decode_step.h"
 #include "model/paged_step.h"
 #include "model/weights.h"
@@ -37,11 +39,26 @@ class LoraSlot {
   std::shared_ptr<const LoraSource> ptr_;
 };
 
+// A model split over several devices (LoadOptions::tensor_parallel): each rank's backend, share of the weights and
+// thread, and the collective that joins them.
+struct TensorParallel {
+  ModelConfig config;                            // a rank's (shard_config)
+  std::vector<std::unique_ptr<Backend>> owned;   // the backends of ranks 1 …; rank 0's is Model::Impl::backend
+  std::vector<Backend*> backends;                // rank r's
+  std::vector<ModelWeights> weights;             // rank r's share
+  std::unique_ptr<RankThreads> threads;
+  std::unique_ptr<Collective> collective;        // after the backends: gone before them
+
+  int ranks() const { return int(backends.size()); }
+};
+
 struct Model::Impl {
   ModelConfig config;
   GenerationDefaults generation;
+  // Split over several devices: rank 0's backend and share of the weights.
   std::unique_ptr<Backend> backend;
   ModelWeights weights;
+  std::unique_ptr<TensorParallel> tp;  // null: the model is whole on `backend`
   LoraSlot active_lora;
 
   // Merging swaps weight tensors in `weights`: forward() holds this lock shared, merge/unmerge exclusive.
@@ -57,5 +74,8 @@ struct Model::Impl {
   // Recorded decode steps of paged batches (device backends only); the same rules as decode_steps.
   std::unique_ptr<PagedSteps> paged_steps;
 };
+
+/// unsupported naming `what` when the model is split over several devices (what cannot run on a split model yet).
+void require_whole(const Model::Impl& impl, const char* what);
 
 }  // namespace wick

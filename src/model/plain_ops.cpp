@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/collective.h"
 #include "wick/error.h"
 
 namespace wick {
@@ -26,6 +27,7 @@ std::optional<AdapterWords> adapter_words(Backend& b, const ModelConfig& c, cons
 PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
                    HeadBuffers& hb)
     : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {
+  if (batch_.tp) shard_ = batch_.tp->shard.rank;
   FusedRows* rows = b.fused_rows();
   if (rows && batch_.paged && !batch_.mixed_lora && !lora && batch_.ids.numel() <= rows->step_rows() &&
       rows->supports({.hidden = c.hidden_size, .ffn = c.intermediate_size, .heads = c.num_heads,
@@ -50,6 +52,7 @@ void PlainOps::project(const Tensor& in, const Projection& w, Tensor& out) {
 
 void PlainOps::embed(const Tensor& table, Tensor& x) {
   b_.embedding(table, batch_.ids, x);
+  if (const RankOfMany* tp = batch_.tp) tp->collective->all_reduce(x, shard_);  // each token's row is on one rank
   pending_ = Tensor();
 }
 
@@ -82,7 +85,7 @@ void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
                            ? QkvBias{.q = q.bias, .k = k.bias, .v = v.bias}
                            : QkvBias{};
   if (rows_ && (bias.defined() || !(q.bias.defined() || k.bias.defined() || v.bias.defined()))) {
-    Tensor kp = batch_.paged->pool->keys(layer), vp = batch_.paged->pool->values(layer);
+    Tensor kp = batch_.paged->pool->keys(layer, shard_), vp = batch_.paged->pool->values(layer, shard_);
     rows_->attention_inputs(normed_input(h),
                             {.weight = {q.weight, k.weight, v.weight}, .bias = {bias.q, bias.k, bias.v},
                              .positions = batch_.positions, .slots = batch_.paged->slots,
@@ -104,14 +107,14 @@ void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
   Tensor kh = a_.k.reshape({T, c_.num_kv_heads, d});
   const Tensor vh = a_.v.reshape({T, c_.num_kv_heads, d});
   if (const PagedRows* paged = batch_.paged) {  // RoPE, then every new key and value into its pool row
-    Tensor kp = paged->pool->keys(layer), vp = paged->pool->values(layer);
+    Tensor kp = paged->pool->keys(layer, shard_), vp = paged->pool->values(layer, shard_);
     b_.rope_kv(qh, kh, vh, batch_.positions, c_.rope_theta, kp, vp, paged->slots, bias);
     return;
   }
   for (const Span& s : *batch_.spans) {
     Tensor qs = qh.rows(s.begin, s.begin + s.count), ks = kh.rows(s.begin, s.begin + s.count);
     const Tensor vs = vh.rows(s.begin, s.begin + s.count), pos = batch_.positions.rows(s.begin, s.begin + s.count);
-    Tensor kc = s.cache->keys(layer), vc = s.cache->values(layer);  // [capacity, kv_heads, d]
+    Tensor kc = s.cache->keys(layer, shard_), vc = s.cache->values(layer, shard_);  // [capacity, kv_heads, d]
     b_.rope_kv(qs, ks, vs, pos, c_.rope_theta, kc, vc, Tensor(), bias);
   }
 }
@@ -119,19 +122,25 @@ void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
 void PlainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
   const Tensor qh = q.reshape({q.dim(0), c_.num_heads, c_.head_dim});
   if (const PagedRows* paged = batch_.paged) {
-    b_.paged_attention(qh, paged->pool->keys(layer), paged->pool->values(layer), paged->keys, out,
+    b_.paged_attention(qh, paged->pool->keys(layer, shard_), paged->pool->values(layer, shard_), paged->keys, out,
                        attention_params(c_));
     return;
   }
   for (const Span& s : *batch_.spans) {
     Tensor rows = out.rows(s.begin, s.begin + s.count);
-    b_.attention(qh.rows(s.begin, s.begin + s.count), s.cache->keys(layer), s.cache->values(layer),
+    b_.attention(qh.rows(s.begin, s.begin + s.count), s.cache->keys(layer, shard_), s.cache->values(layer, shard_),
                  batch_.positions.rows(s.begin, s.begin + s.count), rows, attention_params(c_));
   }
 }
 
 void PlainOps::add_projection(const Tensor& in, const Projection& w, Tensor& x) {
   settle_residual();
+  if (const RankOfMany* tp = batch_.tp) {  // each rank's product is a part of the sum over the split columns
+    project(in, w, a_.proj);
+    tp->collective->all_reduce(a_.proj, shard_);
+    pending_ = x;
+    return;
+  }
   if (rows_ && !w.bias.defined()) {  // the add rides in the projection's epilogue
     rows_->residual_linear(in, w.weight, x);
     return;
@@ -164,6 +173,18 @@ void PlainOps::logits(const Normed& n, const Tensor& head, Tensor& logits) {
   }
   if (!head.defined()) {  // the hidden states are the result
     b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), logits);
+    return;
+  }
+  if (const RankOfMany* tp = batch_.tp; tp && tp->split_head) {  // each rank's vocabulary slice, then rank 0's whole
+    b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), hb_.normed);
+    b_.linear(hb_.normed, head, Tensor(), hb_.local);
+    tp->collective->all_gather(hb_.local, hb_.gathered, shard_);
+    if (shard_ != 0) return;
+    const int64_t R = rows.dim(0);
+    for (int r = 0; r < tp->shard.ranks; ++r) {
+      const VocabSlice v = vocab_slice(tp->vocab, {.rank = r, .ranks = tp->shard.ranks});
+      b_.copy_columns(hb_.gathered.rows(r * R, (r + 1) * R), v.count, logits, v.begin);
+    }
     return;
   }
   if (rows_ && rows.dim(0) <= rows_->head_rows()) {

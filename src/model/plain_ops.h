@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/forward.h"
+#include "model/tensor_parallel.h"
 
 namespace wick {
 
@@ -45,6 +46,10 @@ struct PlainBatch {
   const PagedRows* paged = nullptr;
   bool mixed_lora = false;
   const RowAdapters* row_adapters = nullptr;
+  /// One rank of a model split over several devices: ids are the rank's (shard_ids), caches and pools are read at
+  /// its shard, the two projections that end a layer's halves are summed across ranks, and so is the embedding; the
+  /// head's vocabulary slices are gathered into rank 0's logits. Null: the model is whole.
+  const RankOfMany* tp = nullptr;
 };
 
 class PlainOps final : public LayerOps {
@@ -80,6 +85,7 @@ class PlainOps final : public LayerOps {
   // The few-row kernels, for a paged batch of at most their rows without adapters (a decode step of that many
   // sequences, a short prefill chunk); null: the plain ops.
   FusedRows* rows_ = nullptr;
+  int shard_ = 0;  // the KV shard this rank reads and writes (0: a whole model)
   std::vector<LoraSegment> segments_;  // runs of spans sharing an adapter (mixed_lora)
   // The stream add_projection left a_.proj to be added into: the add is folded into the next norm of that stream
   // (Backend::add_rmsnorm, one pass over x instead of two).

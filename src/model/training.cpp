@@ -66,6 +66,7 @@ double with_train_ops(Model::Impl& impl, std::span<const TrainSequence> batch, c
                       LoraGradients& grads, const TrainOpsOptions& options, Pass&& pass) {
   const ModelConfig& c = impl.config;
   Backend& b = *impl.backend;
+  require_whole(impl, "training");
   if (c.head == ModelHead::none)
     fail(ErrorKind::unsupported, "train: this model has no head (a Qwen2Model, or loaded with hidden_states_only)");
   const HostBatch h = flatten(c, batch);

@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <functional>
+
 #include "wick/error.h"
 
 namespace wick {
@@ -53,7 +55,8 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   return specs;
 }
 
-ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backend& backend, const std::string& source) {
+ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backend& backend, const std::string& source,
+                          Shard shard) {
   // A headless Qwen2Model saves its body without the "model." prefix of the task models (embedders ship it so).
   const bool bare = c.head == ModelHead::none && !store.find("model.embed_tokens.weight") &&
                     store.find("embed_tokens.weight");
@@ -88,23 +91,26 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
   }
 
   const DType dt = backend.compute_dtype();
+  const bool split = shard.ranks > 1;
   auto get = [&](const std::string& name) { return backend.upload(store.tensor(file_name(name)), dt); };
-  auto matrix = [&](const std::string& canonical) {
+  // `cut` takes the rank's share of the file's tensor (the whole of it on one device).
+  auto matrix = [&](const std::string& canonical, const std::function<Tensor(const Tensor&)>& cut) {
     const std::string name = file_name(canonical);
     const Tensor file = store.tensor(name);
     Tensor w;
     try {
-      w = backend.upload_weight(file);
+      w = backend.upload_weight(split ? cut(file) : file);
     } catch (const Error& e) {
       fail(e.kind(), source + ": tensor '" + name + "': " + e.what());
     }
     // A copy of its own (f32, q8_0, device memory): the file's pages need not stay in this process's memory; a view
-    // (the CPU's bf16) keeps them.
-    if (w.raw() != file.raw()) store.release(name);
+    // (the CPU's bf16) keeps them. The other ranks still need a split model's.
+    if (!split && w.raw() != file.raw()) store.release(name);
     return w;
   };
+  const auto vocab_rows = [&](const Tensor& t) { return shard_embedding(t, shard); };
   ModelWeights w;
-  w.embed = matrix("model.embed_tokens.weight");
+  w.embed = matrix("model.embed_tokens.weight", vocab_rows);
   w.layers.resize(size_t(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights& l = w.layers[size_t(i)];
@@ -115,13 +121,20 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
       Projection& proj = l.projection(k);
       proj.layer = int(i);
       proj.kind = k;
-      proj.weight = matrix(p + proj_path(k) + ".weight");
-      if (has_bias(k)) proj.bias = get(p + proj_path(k) + ".bias");
+      proj.weight = matrix(p + proj_path(k) + ".weight", [&](const Tensor& t) { return shard_projection(t, k, shard); });
+      if (has_bias(k)) {
+        const std::string name = p + proj_path(k) + ".bias";
+        proj.bias = split ? backend.upload(shard_projection(store.tensor(file_name(name)), k, shard), dt) : get(name);
+      }
     }
   }
   w.final_norm = get("model.norm.weight");
-  if (c.head != ModelHead::none)
-    w.head = c.head == ModelHead::causal_lm && c.tie_word_embeddings ? w.embed : matrix(head_name(c));
+  if (c.head == ModelHead::causal_lm && c.tie_word_embeddings)  // split: the embedding's rows but its zero row
+    w.head = split ? w.embed.rows(0, vocab_slice(c.vocab_size, shard).per_rank) : w.embed;
+  else if (c.head == ModelHead::causal_lm)
+    w.head = matrix(head_name(c), [&](const Tensor& t) { return shard_head(t, shard); });
+  else if (c.head != ModelHead::none)  // a classifier's head: whole on every rank
+    w.head = matrix(head_name(c), [](const Tensor& t) { return t; });
   return w;
 }
 

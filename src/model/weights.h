@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "model/linear.h"
+#include "model/tensor_parallel.h"
 #include "wick/config.h"
 #include "wick/safetensors.h"
 
@@ -46,8 +47,10 @@ Shape proj_shape(const ModelConfig& config, ProjKind kind);
 std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
 
 /// Checks every expected tensor's presence, shape and dtype in `store` and reports all problems in
-/// one error naming `source`; then uploads them to `backend` in its compute dtype.
+/// one error naming `source`; then uploads them to `backend` in its compute dtype. With shard.ranks > 1, only that
+/// rank's share of each tensor (tensor_parallel.h) is uploaded: the layers' projections as shard_config(config)
+/// shapes them, the embedding and a causal LM's head as their vocabulary slice (padded).
 ModelWeights load_weights(const ModelConfig& config, const TensorStore& store, Backend& backend,
-                          const std::string& source);
+                          const std::string& source, Shard shard = {});
 
 }  // namespace wick

@@ -140,6 +140,19 @@ TEST(Engine, MixedAdaptersAndLengthsDecodeAsEachAlone) {
   EXPECT_EQ(engine.stats().steps, 100) << "all seven ran together: as many steps as the longest needs tokens";
 }
 
+// The engine over a model split over two ranks (tensor parallelism, the CPU's host collective): the same mix of
+// adapters and lengths gives the whole model's greedy tokens (f32 weights, where the split changes only the order of
+// f32 additions).
+TEST(Engine, ASplitModelDecodesMixedAdaptersAsTheWholeModel) {
+  const auto whole = Model::load(fixture("models/tiny-untied"), {.cpu_weights = CpuWeights::f32});
+  const auto split = Model::load(fixture("models/tiny-untied"), {.cpu_weights = CpuWeights::f32, .tensor_parallel = 2});
+  const std::vector<Req> reqs = mixed_requests(*split);  // the same seeds: each model's copy of the same adapters
+  Engine engine(split, {.block_size = 8, .num_blocks = 256});
+  const std::vector<std::vector<int32_t>> got = run_engine(engine, reqs);
+  expect_as_alone(*whole, mixed_requests(*whole), got);
+  expect_pool_whole(engine);
+}
+
 TEST(Engine, SinksChooseFromSummariesAsFromWholeRows) {
   auto model = tiny();
   const std::vector<Req> reqs = mixed_requests(*model);

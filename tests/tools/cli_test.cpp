@@ -107,6 +107,24 @@ TEST(Cli, OneThreadGivesTheDefaultsTokens) {
   EXPECT_EQ(nlohmann::json::parse(one.out)["output_ids"], nlohmann::json::parse(many.out)["output_ids"]);
 }
 
+// --tensor-parallel 2 on the CPU splits the model over two ranks: with f32 products (--compute f32) the greedy tokens
+// are the whole model's, for one prompt and a batch of two.
+TEST(Cli, TensorParallelGivesTheWholeModelsTokens) {
+  const std::string args = "generate --model " + model("tiny-untied") + " --tokens '1,2,3;9,8' --greedy --ignore-eos " +
+                           "--max-tokens 24 --json --compute f32";
+  const CliRun whole = wick(args), split = wick(args + " --tensor-parallel 2");
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  ASSERT_EQ(split.code, 0) << split.err;
+  std::istringstream w(whole.out), s(split.out);
+  std::string wl, sl;
+  int rows = 0;
+  while (std::getline(w, wl) && std::getline(s, sl)) {
+    EXPECT_EQ(nlohmann::json::parse(sl)["output_ids"], nlohmann::json::parse(wl)["output_ids"]) << "prompt " << rows;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 2);
+}
+
 TEST(Cli, RandomModelRoundTrip) {
   const auto dir = temp_dir("rm") / "tiny";
   CliRun r = wick("random-model --like tiny --dtype f32 --out " + dir.string());
@@ -128,6 +146,10 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --device tpu", "--device"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --compute f64", "--compute: expected auto or f32"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --threads -2", "--threads"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --tensor-parallel 0",
+       "--tensor-parallel: expected a count ≥ 1, found 0"},
+      {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --tensor-parallel 3",
+       "config.json's num_attention_heads (4) is not a multiple of it"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --weights foo",
        "--weights: expected auto or int8, found 'foo'"},
       {"generate --model " + model("tiny-tied") + " --tokens 1,2 --greedy --weights int8 --compute f32",

@@ -50,8 +50,12 @@ struct CpuFlags {
   std::string compute = "auto";
   std::string weights = "auto";
   int threads = 0;
+  int tensor_parallel = 1;  ///< --tensor-parallel, on the commands that run a model (add_tensor_parallel_flag)
 };
 void add_cpu_flags(CLI::App* cmd, CpuFlags& flags);
+/// --tensor-parallel N: the model split over N devices (LoadOptions::tensor_parallel), for generate, chat, logits
+/// and serve.
+void add_tensor_parallel_flag(CLI::App* cmd, CpuFlags& flags);
 /// The load options of --device and the CPU flags; bad_input naming the flag on anything else.
 LoadOptions load_options(const std::string& device, const CpuFlags& cpu);
 

@@ -26,6 +26,7 @@ Action add_chat(CLI::App& app) {
   o->sampling.add_to(cmd);
   cmd->add_option("--device", o->device, "cpu or cuda");
   add_cpu_flags(cmd, o->cpu);
+  add_tensor_parallel_flag(cmd, o->cpu);
   return [o]() {
     const LoadOptions load = load_options(o->device, o->cpu);
     const std::string model_dir = resolve_model_arg(o->model);

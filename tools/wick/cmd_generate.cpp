@@ -109,6 +109,7 @@ Action add_generate(CLI::App& app) {
   cmd->add_flag("--json", o->json, "print one JSON object (with --stream: one per token, then the summary)");
   cmd->add_option("--device", o->device, "cpu or cuda");
   add_cpu_flags(cmd, o->cpu);
+  add_tensor_parallel_flag(cmd, o->cpu);
   return [o]() {
     if (o->prompts.empty() == o->tokens.empty())
       fail(ErrorKind::bad_input, "generate: give the prompt as --prompt TEXT or --tokens 1,2,3");

@@ -21,6 +21,7 @@ Action add_logits(CLI::App& app) {
   cmd->add_option("--out", o->out, "output .safetensors file")->required();
   cmd->add_option("--device", o->device, "cpu or cuda");
   add_cpu_flags(cmd, o->cpu);
+  add_tensor_parallel_flag(cmd, o->cpu);
   return [o]() {
     const auto rows = parse_token_rows(o->tokens, "--tokens");
     auto model = Model::load(resolve_model_arg(o->model), load_options(o->device, o->cpu));

@@ -103,6 +103,7 @@ Action add_serve(CLI::App& app) {
                                            "(default: $WICK_API_KEY, else none)");
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   add_cpu_flags(cmd, o->cpu);
+  add_tensor_parallel_flag(cmd, o->cpu);
   cmd->add_option("--served-model-name", o->served_name, "the base model's id (default: the model folder's name)");
   cmd->add_option("--max-batch", o->max_batch, "sequences decoded together at most")->capture_default_str();
   cmd->add_option("--kv-blocks", o->kv_blocks, "KV pool size in blocks of 16 positions (0: room for --max-batch "

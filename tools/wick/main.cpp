@@ -67,6 +67,13 @@ void add_cpu_flags(CLI::App* cmd, CpuFlags& flags) {
       ->capture_default_str();
 }
 
+void add_tensor_parallel_flag(CLI::App* cmd, CpuFlags& flags) {
+  cmd->add_option("--tensor-parallel", flags.tensor_parallel,
+                  "split the model over N devices (cuda: GPUs 0..N-1 over NCCL; cpu: N ranks, the reference); N must "
+                  "divide the attention heads, KV heads and MLP width")
+      ->capture_default_str();
+}
+
 LoadOptions load_options(const std::string& device, const CpuFlags& cpu) {
   if (cpu.compute != "auto" && cpu.compute != "f32")
     fail(ErrorKind::bad_input, "--compute: expected auto or f32, found '" + cpu.compute + "'");
@@ -76,11 +83,14 @@ LoadOptions load_options(const std::string& device, const CpuFlags& cpu) {
     fail(ErrorKind::bad_input, "--compute f32 and --weights int8 exclude each other (f32 widens every weight to f32, "
                                "int8 quantises them to 8 bits): give one");
   if (cpu.threads < 0) fail(ErrorKind::bad_input, "--threads: expected a count ≥ 0, found " + std::to_string(cpu.threads));
+  if (cpu.tensor_parallel < 1)
+    fail(ErrorKind::bad_input, "--tensor-parallel: expected a count ≥ 1, found " + std::to_string(cpu.tensor_parallel));
   return {.device = parse_device(device),
           .cpu_weights = cpu.compute == "f32"    ? CpuWeights::f32
                          : cpu.weights == "int8" ? CpuWeights::int8
                                                  : CpuWeights::native,
-          .cpu_threads = cpu.threads};
+          .cpu_threads = cpu.threads,
+          .tensor_parallel = cpu.tensor_parallel};
 }
 
 }  // namespace wick::cli

@@ -10,11 +10,9 @@
 
 namespace wick::cuda {
 
-namespace {
-
 // Opens `name` as the dynamic loader finds it, else from the directory of the CUDA runtime this process uses (a
 // toolkit outside the loader's paths, as /usr/local/cuda/lib is). Kept open for the process's life.
-void* open_library(const std::string& name) {
+void* open_library(const std::string& name, const std::string& what) {
   if (void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
   std::string why = dlerror();
   Dl_info info{};
@@ -23,23 +21,17 @@ void* open_library(const std::string& name) {
     if (void* h = dlopen(beside.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
     why += "; " + std::string(dlerror());
   }
-  fail(ErrorKind::not_found, "CUDA backend: cannot load " + name + " (cuBLAS " + std::to_string(CUBLAS_VER_MAJOR) +
-                                 ", which wick was built against): " + why);
+  fail(ErrorKind::not_found, "CUDA backend: cannot load " + name + " (" + what + "): " + why);
 }
 
-template <class F>
-void load(void* lib, const std::string& lib_name, const char* symbol, F& out) {
-  dlerror();
-  void* p = dlsym(lib, symbol);
-  if (!p) fail(ErrorKind::not_found, "CUDA backend: " + lib_name + " has no function " + symbol);
-  out = reinterpret_cast<F>(p);
-}
+namespace {
 
 CublasApi load_all() {
   const std::string major = std::to_string(CUBLAS_VER_MAJOR);
   const std::string lt_name = "libcublasLt.so." + major, blas_name = "libcublas.so." + major;
-  void* lt = open_library(lt_name);  // first: libcublas needs it, and finds it loaded
-  void* blas = open_library(blas_name);
+  const std::string what = "cuBLAS " + major + ", which wick was built against";
+  void* lt = open_library(lt_name, what);  // first: libcublas needs it, and finds it loaded
+  void* blas = open_library(blas_name, what);
   CublasApi a{};
   load(blas, blas_name, "cublasCreate_v2", a.create);
   load(blas, blas_name, "cublasDestroy_v2", a.destroy);

@@ -7,7 +7,26 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <dlfcn.h>
+
+#include <string>
+
+#include "wick/error.h"
+
 namespace wick::cuda {
+
+/// Opens the shared library `name` as the dynamic loader finds it, else from the directory of the CUDA runtime this
+/// process uses; not_found naming it and `what` (what wick needs it as) when neither has it. Kept open for good.
+void* open_library(const std::string& name, const std::string& what);
+
+/// out = the function `symbol` of `lib`; not_found naming `lib_name` when it has none.
+template <class F>
+void load(void* lib, const std::string& lib_name, const char* symbol, F& out) {
+  dlerror();
+  void* p = dlsym(lib, symbol);
+  if (!p) fail(ErrorKind::not_found, "CUDA backend: " + lib_name + " has no function " + symbol);
+  out = reinterpret_cast<F>(p);
+}
 
 /// The cuBLAS / cuBLASLt functions the CUDA backend calls (cublas_v2.h's macros name the _v2 entry points).
 struct CublasApi {

@@ -156,12 +156,21 @@ std::optional<std::vector<LogitSummary>> summaries(Backend& b, cudaStream_t stre
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() : allocator_(std::make_shared<cuda::DeviceAllocator>()) {
+  explicit CudaBackend(int index) : index_(index) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
       cudaGetLastError();
       fail(ErrorKind::unsupported, "--device cuda: no CUDA device is available on this machine");
     }
+    if (index < 0) {
+      check(cudaGetDevice(&index_), "cudaGetDevice");
+    } else if (index >= count) {
+      fail(ErrorKind::unsupported, "--device cuda: GPU " + std::to_string(index) + " does not exist (this machine has " +
+                                       std::to_string(count) + ")");
+    } else {
+      check(cudaSetDevice(index), "cudaSetDevice");
+    }
+    allocator_ = std::make_shared<cuda::DeviceAllocator>(index_);
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cuda::cublas().create(&blas_), "cublasCreate");
     check(cuda::cublas().set_stream(blas_, stream_), "cublasSetStream");
@@ -191,6 +200,8 @@ class CudaBackend final : public Backend {
 
   Tensor alloc(const Shape& shape, DType dtype) override { return allocator_->allocate(shape, dtype); }
   int64_t peak_memory_bytes() const override { return int64_t(allocator_->peak_in_use_bytes()); }
+  void bind_thread() override { check(cudaSetDevice(index_), "cudaSetDevice"); }
+  void* native_stream() override { return stream_; }
 
   Tensor upload(const Tensor& host, DType dtype) override {
     expect(host.device() == Device::cpu, "upload", "source must be a CPU tensor");
@@ -394,6 +405,19 @@ class CudaBackend final : public Backend {
     check(cudaMemcpyAsync(static_cast<std::byte*>(dst.raw()) + size_t(row0 * row) * dtype_size(dst.dtype()), src.raw(),
                           bytes, cudaMemcpyDeviceToDevice, stream_),
           "copy_rows");
+  }
+
+  void copy_columns(const Tensor& src, int64_t w, Tensor& dst, int64_t col0) override {
+    const int64_t rows = src.dim(0), pitch = src.dim(1), W = dst.dim(1);
+    expect(src.rank() == 2 && dst.rank() == 2 && dst.dim(0) == rows && w >= 0 && w <= pitch && col0 >= 0 && col0 + w <= W &&
+               src.dtype() == dst.dtype(),
+           "copy_columns", "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()) + " at column " +
+                               std::to_string(col0));
+    const size_t e = dtype_size(src.dtype());
+    if (rows > 0 && w > 0)
+      check(cudaMemcpy2DAsync(static_cast<std::byte*>(dst.raw()) + size_t(col0) * e, size_t(W) * e, src.raw(),
+                              size_t(pitch) * e, size_t(w) * e, size_t(rows), cudaMemcpyDeviceToDevice, stream_),
+            "copy_columns");
   }
 
   void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) override {
@@ -705,6 +729,7 @@ class CudaBackend final : public Backend {
   // head_dim 128; larger shapes take fewer splits.
   static constexpr int64_t kAttentionWorkspaceBytes = int64_t(16) << 20;
   static constexpr int64_t kLoraLowFloats = int64_t(1) << 18;  // lora_rows' low-rank products: 1 MB
+  int index_ = 0;  // which GPU
   std::shared_ptr<cuda::DeviceAllocator> allocator_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -718,6 +743,6 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<Backend> make_cuda_backend(int index) { return std::make_unique<CudaBackend>(index); }
 
 }  // namespace wick

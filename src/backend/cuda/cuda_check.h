@@ -24,6 +24,28 @@ inline void check(cublasStatus_t status, const char* what) {
 /// After a kernel launch: reports a bad launch configuration at once (execution errors surface at the next sync).
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
+/// Makes `device` the calling thread's current device for the guard's life (memory freed or allocated from a thread
+/// that works on another GPU), then puts the previous one back.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == device) {
+      cudaGetLastError();
+      previous_ = -1;
+      return;
+    }
+    check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 /// Streaming multiprocessors of the current device (how many blocks fill it).
 inline int sm_count() {
   int device = 0, sms = 0;

@@ -22,6 +22,7 @@ size_t size_class(size_t bytes) {
 }  // namespace
 
 DeviceAllocator::~DeviceAllocator() {
+  const DeviceGuard guard(device_);
   for (auto& [size, blocks] : free_)
     for (void* p : blocks) cudaFree(p);
 }
@@ -40,6 +41,7 @@ Tensor DeviceAllocator::allocate(const Shape& shape, DType dtype) {
     peak_in_use_ = std::max(peak_in_use_, in_use_);
   }
   if (!p) {
+    const DeviceGuard guard(device_);
     cudaError_t err = cudaMalloc(&p, bytes);
     if (err == cudaErrorMemoryAllocation) {  // retry once after returning cached blocks
       cudaGetLastError();
@@ -81,6 +83,7 @@ size_t DeviceAllocator::in_use_bytes() const {
 }
 
 void DeviceAllocator::release_cached() {
+  const DeviceGuard guard(device_);
   std::lock_guard lock(mu_);
   for (auto& [size, blocks] : free_) {
     for (void* p : blocks) cudaFree(p);

@@ -15,6 +15,8 @@ namespace wick::cuda {
 
 class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
  public:
+  /// Memory of GPU `device`.
+  explicit DeviceAllocator(int device = 0) : device_(device) {}
   ~DeviceAllocator();
   /// Device memory for `shape` x `dtype`, owned by the returned tensor (and its views).
   Tensor allocate(const Shape& shape, DType dtype);
@@ -30,6 +32,7 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
  private:
   void give_back(void* p, size_t bytes);
 
+  int device_ = 0;
   mutable std::mutex mu_;
   std::map<size_t, std::vector<void*>> free_;  // size class -> free blocks
   size_t reserved_ = 0, in_use_ = 0, peak_in_use_ = 0;

@@ -1,0 +1,152 @@
+#include "model/tensor_parallel.h"
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "wick/error.h"
+
+namespace wick {
+
+namespace {
+
+// A CPU tensor of rows [begin, end) of `full` (any dtype the files hold), then zero rows up to `rows`.
+Tensor padded_rows(const Tensor& full, int64_t begin, int64_t end, int64_t rows) {
+  const int64_t width = full.numel() / full.dim(0);
+  const size_t row_bytes = full.nbytes() / size_t(full.dim(0));
+  Tensor out = Tensor::zeros({rows, width}, full.dtype());
+  std::memcpy(out.raw(), static_cast<const std::byte*>(full.raw()) + size_t(begin) * row_bytes,
+              size_t(end - begin) * row_bytes);
+  return out;
+}
+
+// Columns [begin, end) of a CPU matrix.
+Tensor columns(const Tensor& full, int64_t begin, int64_t end) {
+  const int64_t rows = full.dim(0), width = full.dim(1), n = end - begin;
+  const size_t e = full.nbytes() / size_t(full.numel());
+  Tensor out = Tensor::empty({rows, n}, full.dtype());
+  const auto* src = static_cast<const std::byte*>(full.raw());
+  auto* dst = static_cast<std::byte*>(out.raw());
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst + size_t(r * n) * e, src + size_t(r * width + begin) * e, size_t(n) * e);
+  return out;
+}
+
+// Rows [begin, end) of a CPU tensor, as a tensor of its own.
+Tensor row_range(const Tensor& full, int64_t begin, int64_t end) {
+  return padded_rows(full.reshape({full.dim(0), full.numel() / std::max<int64_t>(full.dim(0), 1)}), begin, end,
+                     end - begin)
+      .reshape([&] {
+        Shape s = full.shape();
+        s[0] = end - begin;
+        return s;
+      }());
+}
+
+void require_divides(int64_t count, int ranks, const char* field) {
+  if (count % ranks != 0)
+    fail(ErrorKind::bad_input, "--tensor-parallel " + std::to_string(ranks) + ": config.json's " + field + " (" +
+                                   std::to_string(count) + ") is not a multiple of it; each device takes an equal share");
+}
+
+// An adapter's factors held by this object (CPU copies, or one rank's share on its device).
+class OwnedLora final : public LoraSource {
+ public:
+  explicit OwnedLora(int64_t layers) : factors_(size_t(layers * kProjKinds)) {}
+  const LoraFactors* factors(int layer, ProjKind kind) const override {
+    const auto& f = factors_[size_t(lora_slot(layer, kind))];
+    return f ? &*f : nullptr;
+  }
+  const Tensor* head() const override { return head_.defined() ? &head_ : nullptr; }
+  const Tensor* embedding() const override { return embed_.defined() ? &embed_ : nullptr; }
+
+  std::vector<std::optional<LoraFactors>> factors_;
+  Tensor head_, embed_;
+};
+
+}  // namespace
+
+ModelConfig shard_config(const ModelConfig& full, int ranks) {
+  if (ranks < 1) fail(ErrorKind::bad_input, "--tensor-parallel " + std::to_string(ranks) + ": at least 1");
+  require_divides(full.num_heads, ranks, "num_attention_heads");
+  require_divides(full.num_kv_heads, ranks, "num_key_value_heads");
+  require_divides(full.intermediate_size, ranks, "intermediate_size");
+  ModelConfig c = full;
+  c.num_heads /= ranks;
+  c.num_kv_heads /= ranks;
+  c.intermediate_size /= ranks;
+  return c;
+}
+
+VocabSlice vocab_slice(int64_t vocab, Shard s) {
+  const int64_t per = (vocab + s.ranks - 1) / s.ranks, begin = std::min(vocab, per * s.rank);
+  return {.begin = begin, .count = std::min(per, vocab - begin), .per_rank = per};
+}
+
+Tensor shard_projection(const Tensor& full, ProjKind kind, Shard s) {
+  if (full.rank() == 1 || column_parallel(kind)) {
+    const int64_t per = full.dim(0) / s.ranks;
+    // A row-split projection's bias: added once, by rank 0, before the sum (Qwen2 has none).
+    if (full.rank() == 1 && !column_parallel(kind)) return s.rank == 0 ? full : Tensor::zeros(full.shape(), full.dtype());
+    return row_range(full, per * s.rank, per * (s.rank + 1));
+  }
+  const int64_t per = full.dim(1) / s.ranks;
+  return columns(full, per * s.rank, per * (s.rank + 1));
+}
+
+Tensor shard_embedding(const Tensor& full, Shard s) {
+  const VocabSlice v = vocab_slice(full.dim(0), s);
+  return padded_rows(full, v.begin, v.begin + v.count, v.per_rank + 1);
+}
+
+Tensor shard_head(const Tensor& full, Shard s) {
+  const VocabSlice v = vocab_slice(full.dim(0), s);
+  return padded_rows(full, v.begin, v.begin + v.count, v.per_rank);
+}
+
+void shard_ids(std::span<const int32_t> ids, Shard s, int64_t vocab, std::span<int32_t> out) {
+  const VocabSlice v = vocab_slice(vocab, s);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int64_t local = int64_t(ids[i]) - v.begin;
+    out[i] = int32_t(local >= 0 && local < v.count ? local : v.per_rank);
+  }
+}
+
+std::unique_ptr<LoraSource> host_lora_copy(const LoraSource& lora, int64_t layers, Backend& from) {
+  auto out = std::make_unique<OwnedLora>(layers);
+  const auto host = [&](const Tensor& t) { return t.device() == Device::cpu ? t.to(DType::f32) : from.download(t).to(DType::f32); };
+  for (int64_t l = 0; l < layers; ++l)
+    for (int k = 0; k < kProjKinds; ++k)
+      if (const LoraFactors* f = lora.factors(int(l), ProjKind(k)))
+        out->factors_[size_t(lora_slot(l, ProjKind(k)))] = LoraFactors{.a = host(f->a), .b = host(f->b), .scale = f->scale};
+  if (const Tensor* h = lora.head()) out->head_ = host(*h);
+  if (const Tensor* e = lora.embedding()) out->embed_ = host(*e);
+  return out;
+}
+
+std::unique_ptr<LoraSource> shard_lora(const LoraSource& host_full, const ModelConfig& c, Shard s, Backend& backend) {
+  auto out = std::make_unique<OwnedLora>(c.num_layers);
+  const DType dt = backend.compute_dtype();
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    for (int k = 0; k < kProjKinds; ++k) {
+      const ProjKind kind = ProjKind(k);
+      const LoraFactors* f = host_full.factors(int(l), kind);
+      if (!f) continue;
+      // Column-split: A whole, B's rows; row-split: A's columns, B whole.
+      const Tensor a = column_parallel(kind) ? f->a : columns(f->a, f->a.dim(1) / s.ranks * s.rank,
+                                                              f->a.dim(1) / s.ranks * (s.rank + 1));
+      const Tensor b = column_parallel(kind) ? row_range(f->b, f->b.dim(0) / s.ranks * s.rank,
+                                                         f->b.dim(0) / s.ranks * (s.rank + 1))
+                                             : f->b;
+      out->factors_[size_t(lora_slot(l, kind))] =
+          LoraFactors{.a = backend.upload(a, dt), .b = backend.upload(b, dt), .scale = f->scale};
+    }
+  if (const Tensor* e = host_full.embedding()) out->embed_ = backend.upload(shard_embedding(*e, s), dt);
+  if (const Tensor* h = host_full.head())
+    out->head_ = backend.upload(c.head == ModelHead::causal_lm ? shard_head(*h, s) : *h, dt);
+  return out;
+}
+
+}  // namespace wick

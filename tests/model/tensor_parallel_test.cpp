@@ -1,0 +1,278 @@
+// Tensor parallelism on the CPU (the reference for the GPUs' NCCL path): a model split over 2 or 4 ranks against the
+// same model whole — logits, greedy tokens, adapters (one and mixed), the paged pass and hidden states — and the
+// refusals of what cannot be split. The ranks add their partial sums in another order than one device's GEMM does,
+// so logits agree to f32 rounding, not bit for bit; the models load with f32 weights (CpuWeights::f32), as the CPU's
+// bf16-weight path rounds activations to bf16, where a last-bit difference of a sum can flip a rounding (~4·10⁻³).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+#include "backend/collective.h"
+#include "model_test_util.h"
+#include "test_util.h"
+#include "wick/adapter.h"
+#include "wick/error.h"
+#include "wick/model.h"
+#include "wick/random_model.h"
+
+namespace wick::test {
+namespace {
+
+std::shared_ptr<const LoraAdapter> tp_adapter(const Model& model, const char* name, uint64_t seed, bool saves = false) {
+  LoraConfig config;
+  config.r = 4;
+  config.lora_alpha = 16;
+  config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  if (saves) config.modules_to_save = {"lm_head", "embed_tokens"};
+  return LoraAdapter::random(name, config, model, seed);
+}
+
+LoadOptions tp_options(int ranks) { return {.cpu_weights = CpuWeights::f32, .tensor_parallel = ranks}; }
+
+int32_t tp_argmax(const Tensor& logits, int64_t row) {
+  const float* p = logits.data<float>() + row * logits.dim(1);
+  return int32_t(std::max_element(p, p + logits.dim(1)) - p);
+}
+
+// Greedy decoding through a contiguous cache: every step's logits and the ids chosen.
+std::pair<std::vector<Tensor>, std::vector<int32_t>> tp_greedy(const Model& model, const std::vector<int32_t>& prompt,
+                                                               int steps, const LoraSource* lora) {
+  KVCache cache = model.make_cache(int64_t(prompt.size()) + steps + 1);
+  std::vector<Tensor> logits{model.forward(std::vector<SequenceInput>{{prompt, &cache}}, {.lora = lora})};
+  std::vector<int32_t> ids;
+  for (int s = 0; s < steps; ++s) {
+    ids.push_back(tp_argmax(logits.back(), 0));
+    const std::vector<int32_t> one{ids.back()};
+    logits.push_back(model.forward(std::vector<SequenceInput>{{one, &cache}}, {.lora = lora}));
+  }
+  return {logits, ids};
+}
+
+// A random model whose heads, KV heads and MLP divide by 4, with a vocabulary that does not (the last rank's slice is
+// short) and an untied head.
+std::filesystem::path four_way_model() {
+  static const std::filesystem::path dir = [] {
+    ModelConfig c;
+    c.vocab_size = 1001;
+    c.hidden_size = 64;
+    c.intermediate_size = 96;
+    c.num_layers = 2;
+    c.num_heads = 8;
+    c.num_kv_heads = 4;
+    c.head_dim = 8;
+    c.max_position_embeddings = 128;
+    c.tie_word_embeddings = false;
+    const std::filesystem::path d = temp_dir("tp-four");
+    write_random_model(c, d, {.dtype = DType::f32, .seed = 7});
+    return d;
+  }();
+  return dir;
+}
+
+TEST(TensorParallel, TwoRanksGiveTheLogitsOfTheWholeModel) {
+  for (const char* name : {"models/tiny-tied", "models/tiny-untied"}) {
+    const auto whole = Model::load(fixture(name), tp_options(1));
+    const auto split = Model::load(fixture(name), tp_options(2));
+    EXPECT_EQ(split->tensor_parallel(), 2);
+    const std::vector<std::vector<int32_t>> rows{{5, 17, 42, 99, 103, 250, 77, 12}, {1, 2, 3, 4, 5, 6, 7, 8}};
+    const Tensor want = whole->logits(rows), got = split->logits(rows);
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_LE(relative_max_error(got, want), 1e-5) << name;
+  }
+}
+
+TEST(TensorParallel, FourRanksWithAShortLastVocabularySlice) {
+  const auto whole = Model::load(four_way_model(), tp_options(1));
+  const auto split = Model::load(four_way_model(), tp_options(4));
+  const std::vector<std::vector<int32_t>> rows{{0, 250, 251, 500, 750, 999, 1000, 3}};  // ids on every rank
+  EXPECT_LE(relative_max_error(split->logits(rows), whole->logits(rows)), 1e-5);
+  const auto two = Model::load(four_way_model(), tp_options(2));
+  EXPECT_LE(relative_max_error(two->logits(rows), whole->logits(rows)), 1e-5);
+}
+
+TEST(TensorParallel, GreedyTokensOver64StepsEqualTheWholeModels) {
+  const auto whole = Model::load(fixture("models/tiny-untied"), tp_options(1));
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  const std::vector<int32_t> prompt{5, 17, 42, 99};
+  const auto [want_logits, want] = tp_greedy(*whole, prompt, 64, nullptr);
+  const auto [got_logits, got] = tp_greedy(*split, prompt, 64, nullptr);
+  EXPECT_EQ(got, want);
+  for (size_t s = 0; s < want_logits.size(); ++s)
+    EXPECT_LE(relative_max_error(got_logits[s], want_logits[s]), 1e-5) << "step " << s;
+}
+
+TEST(TensorParallel, AnAdapterSplitAsTheBaseGivesTheWholeModelsTokens) {
+  const auto whole = Model::load(fixture("models/tiny-untied"), tp_options(1));
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  // The same seed, the same factors: one adapter for each model.
+  const auto a_whole = tp_adapter(*whole, "a", 3), a_split = tp_adapter(*split, "a", 3);
+  const std::vector<int32_t> prompt{9, 8, 7, 6, 5};
+  const auto [want_logits, want] = tp_greedy(*whole, prompt, 64, &a_whole->source());
+  const auto [got_logits, got] = tp_greedy(*split, prompt, 64, &a_split->source());
+  EXPECT_EQ(got, want);
+  for (size_t s = 0; s < want_logits.size(); ++s)
+    EXPECT_LE(relative_max_error(got_logits[s], want_logits[s]), 1e-5) << "step " << s;
+  const auto [base_logits, base] = tp_greedy(*split, prompt, 64, nullptr);
+  EXPECT_NE(base, got) << "the adapter changes the output (the test would be vacuous)";
+  // An adapter that replaces the embedding and the head (modules_to_save) is split over the vocabulary as they are.
+  const auto s_whole = tp_adapter(*whole, "s", 4, true), s_split = tp_adapter(*split, "s", 4, true);
+  const std::vector<std::vector<int32_t>> rows{prompt};
+  EXPECT_LE(relative_max_error(split->logits(rows, &s_split->source()), whole->logits(rows, &s_whole->source())), 1e-5);
+}
+
+TEST(TensorParallel, PagedBatchesOfMixedAdaptersMatchTheWholeModel) {
+  const auto whole = Model::load(fixture("models/tiny-untied"), tp_options(1));
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  const auto a_whole = tp_adapter(*whole, "a", 1), a_split = tp_adapter(*split, "a", 1);
+  const auto b_whole = tp_adapter(*whole, "b", 2), b_split = tp_adapter(*split, "b", 2);
+  KVBlockPool whole_pool = whole->make_block_pool(16, 4), split_pool = split->make_block_pool(16, 4);
+  EXPECT_EQ(split_pool.shards(), 2);
+  const std::vector<std::vector<int32_t>> prompts{{5, 17, 42, 99, 3}, {301, 7, 7}, {2, 300, 11, 12, 13, 14}};
+  const std::vector<std::vector<int32_t>> blocks{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9, 10, 11}};
+  std::vector<int64_t> past(3, 0);
+  std::vector<std::vector<int32_t>> next = prompts;
+  for (int step = 0; step < 8; ++step) {
+    std::vector<PagedSequence> wb, sb;
+    const LoraSource* wl[] = {&a_whole->source(), nullptr, &b_whole->source()};
+    const LoraSource* sl[] = {&a_split->source(), nullptr, &b_split->source()};
+    for (size_t i = 0; i < 3; ++i) {
+      wb.push_back({.tokens = next[i], .past = past[i], .blocks = blocks[i], .lora = wl[i]});
+      sb.push_back({.tokens = next[i], .past = past[i], .blocks = blocks[i], .lora = sl[i]});
+    }
+    const Tensor want = whole->forward_paged(whole_pool, wb), got = split->forward_paged(split_pool, sb);
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_LE(relative_max_error(got, want), 1e-5) << "step " << step;
+    for (size_t i = 0; i < 3; ++i) {
+      past[i] += int64_t(next[i].size());
+      next[i] = {tp_argmax(want, int64_t(i))};
+      EXPECT_EQ(tp_argmax(got, int64_t(i)), next[i][0]) << "sequence " << i << " step " << step;
+    }
+  }
+  // A pool made for the whole model is refused by the split one, and the other way round.
+  std::vector<PagedSequence> one{{.tokens = prompts[0], .past = 0, .blocks = blocks[0]}};
+  EXPECT_THROW(split->forward_paged(whole_pool, one), Error);
+  EXPECT_THROW(whole->forward_paged(split_pool, one), Error);
+}
+
+TEST(TensorParallel, HiddenStatesOfASplitModelEqualTheWholeModels) {
+  const auto whole = Model::load(fixture("models/tiny-untied"), tp_options(1));
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  const std::vector<int32_t> a{5, 17, 42}, b{1, 2, 3, 4, 5};
+  const std::vector<std::span<const int32_t>> seqs{a, b};
+  EXPECT_LE(relative_max_error(split->hidden_states(seqs), whole->hidden_states(seqs)), 1e-5);
+}
+
+TEST(TensorParallel, AClassifiersHeadStaysWholeOnEveryRank) {
+  const auto whole = Model::load(fixture("models/tiny-seqcls"), tp_options(1));
+  const auto split = Model::load(fixture("models/tiny-seqcls"), tp_options(2));
+  const std::vector<std::vector<int32_t>> rows{{5, 17, 42, 99}, {1, 2, 3, 4}};
+  const Tensor want = whole->logits(rows), got = split->logits(rows);
+  ASSERT_EQ(got.shape(), want.shape());
+  EXPECT_LE(relative_max_error(got, want), 1e-5);
+}
+
+TEST(TensorParallel, CountsThatDoNotDivideAreRefusedByName) {
+  // tiny: 6 heads, 2 KV heads.
+  EXPECT_WICK_ERROR(Model::load(fixture("models/tiny-untied"), tp_options(4)), ErrorKind::bad_input,
+                    "--tensor-parallel 4", "num_attention_heads (6)");
+  EXPECT_WICK_ERROR(Model::load(fixture("models/tiny-untied"), tp_options(3)), ErrorKind::bad_input,
+                    "--tensor-parallel 3", "num_key_value_heads (2)");
+  EXPECT_WICK_ERROR(Model::load(fixture("models/tiny-untied"), tp_options(0)), ErrorKind::bad_input,
+                    "--tensor-parallel 0");
+}
+
+TEST(TensorParallel, WhatASplitModelCannotDoIsRefusedAndChangesNothing) {
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  const std::vector<std::vector<int32_t>> rows{{5, 17, 42}};
+  const Tensor before = split->logits(rows);
+  const auto a = tp_adapter(*split, "a", 1);
+  EXPECT_WICK_ERROR(split->merge_adapter(a), ErrorKind::unsupported, "merging an adapter", "--tensor-parallel");
+  EXPECT_WICK_ERROR(split->save_pretrained(temp_dir("tp-save")), ErrorKind::unsupported, "exporting");
+  EXPECT_EQ(split->merged_lora(), nullptr);
+  EXPECT_LE(relative_max_error(split->logits(rows), before), 0.0);
+}
+
+// On CUDA: the split model's device code — its share of the weights and KV heads, the vocabulary gather, an adapter's
+// shares — over NCCL where the machine has two GPUs, else with both ranks on GPU 0 joined through the host
+// (WICK_TP_ONE_GPU): within bf16 tolerance of the whole model on the GPU, with its greedy tokens.
+TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
+  std::shared_ptr<Model> whole, split;
+  try {
+    whole = Model::load(fixture("models/tiny-untied"), {.device = Device::cuda});
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  const auto load_split = [] { return Model::load(fixture("models/tiny-untied"), {.device = Device::cuda, .tensor_parallel = 2}); };
+  try {
+    split = load_split();
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("does not exist") == std::string::npos) throw;
+    setenv("WICK_TP_ONE_GPU", "1", 1);
+    split = load_split();
+    unsetenv("WICK_TP_ONE_GPU");
+  }
+  const auto a_whole = tp_adapter(*whole, "a", 3), a_split = tp_adapter(*split, "a", 3);
+  const std::vector<std::vector<int32_t>> rows{{5, 17, 42, 99, 103, 250, 77, 12}, {1, 2, 3, 4, 5, 6, 7, 8}};
+  for (const LoraSource* l : {static_cast<const LoraSource*>(nullptr), &a_split->source()}) {
+    const Tensor want = whole->logits(rows, l ? &a_whole->source() : nullptr), got = split->logits(rows, l);
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_LE(relative_l2_error(got, want), 3e-2) << (l ? "adapter" : "base");
+  }
+  const std::vector<int32_t> prompt{9, 8, 7, 6, 5};
+  EXPECT_EQ(tp_greedy(*split, prompt, 32, &a_split->source()).second,
+            tp_greedy(*whole, prompt, 32, &a_whole->source()).second);
+  KVBlockPool pool = split->make_block_pool(8, 4);
+  const std::vector<int32_t> blocks{0, 1, 2};
+  std::vector<PagedSequence> batch{{.tokens = prompt, .past = 0, .blocks = blocks, .lora = &a_split->source()}};
+  const Tensor paged = split->forward_paged(pool, batch);
+  EXPECT_LE(relative_l2_error(paged, tp_greedy(*whole, prompt, 0, &a_whole->source()).first[0]), 3e-2);
+}
+
+TEST(HostCollective, SumsAndGathersAcrossThreadsInRankOrder) {
+  constexpr int kRanks = 3;
+  const auto c = make_host_collective(kRanks);
+  std::vector<Tensor> x, gathered;
+  for (int r = 0; r < kRanks; ++r) {
+    x.push_back(Tensor::from_floats({float(r), 1.0f, 10.0f * float(r), 0.5f}, {4}));
+    gathered.push_back(Tensor::zeros({kRanks * 2}, DType::f32));
+  }
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kRanks; ++r)
+    threads.emplace_back([&, r] {
+      c->all_reduce(x[size_t(r)], r);
+      const Tensor part = Tensor::from_floats({float(r), float(-r)}, {2});
+      c->all_gather(part, gathered[size_t(r)], r);
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < kRanks; ++r) {
+    EXPECT_EQ(std::vector<float>(x[size_t(r)].data<float>(), x[size_t(r)].data<float>() + 4),
+              (std::vector<float>{3.0f, 3.0f, 30.0f, 1.5f}));
+    EXPECT_EQ(std::vector<float>(gathered[size_t(r)].data<float>(), gathered[size_t(r)].data<float>() + 6),
+              (std::vector<float>{0, 0, 1, -1, 2, -2}));
+  }
+}
+
+TEST(HostCollective, AnAbortEndsTheWaitOfTheRanksThatCame) {
+  const auto c = make_host_collective(3);
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)  // rank 2 never comes
+    threads.emplace_back([&, r] {
+      Tensor x = Tensor::zeros({4}, DType::f32);
+      try {
+        c->all_reduce(x, r);
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("another rank failed") != std::string::npos) ++failed;
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  c->abort();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failed.load(), 2);
+}
+
+}  // namespace
+}  // namespace wick::test
