@@ -231,6 +231,23 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
   EXPECT_LE(relative_l2_error(paged, tp_greedy(*whole, prompt, 0, &a_whole->source()).first[0]), 3e-2);
 }
 
+// A split over more GPUs than the machine has fails at load, naming the GPU, without waiting on the ranks that did
+// start (no collective is made before every rank's backend exists).
+TEST(TensorParallel, MoreRanksThanGpusIsAClearErrorNotAHang) {
+  try {
+    Model::load(fixture("models/tiny-untied"), {.device = Device::cuda});
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  try {
+    Model::load(four_way_model(), {.device = Device::cuda, .tensor_parallel = 4});
+    GTEST_SKIP() << "this machine has 4 GPUs or more";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find("does not exist (this machine has"), std::string::npos) << e.what();
+  }
+}
+
 TEST(HostCollective, SumsAndGathersAcrossThreadsInRankOrder) {
   constexpr int kRanks = 3;
   const auto c = make_host_collective(kRanks);
