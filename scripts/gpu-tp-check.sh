@@ -11,13 +11,16 @@ cd "$(dirname "$0")/.." || exit 1
 exec > >(tee "$out/summary.txt") 2>&1
 source scripts/deb-prefix.sh
 export NCCL_NVLS_ENABLE=0
+# NCCL from the CUDA toolkit, else the one PyTorch's wheels bring.
+nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+[ -n "$nccl_dir" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$nccl_dir"
 t0=$(date +%s)
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 nvidia-smi topo -m 2>/dev/null | head -12
 build=build-gpu
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DWICK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DWICK_SERVE=OFF \
   >"$out/configure.log" 2>&1 || { echo "configure FAILED"; tail -20 "$out/configure.log"; exit 1; }
-timeout 330 cmake --build $build -j"$(nproc)" --target wick-bench wick_model_tests wick_engine_tests wick_cli \
+timeout 330 cmake --build $build -j"$(nproc)" --target wick-bench wick_model_tests wick_engine_tests wick_backend_tests wick_cli \
   >"$out/build.log" 2>&1 || { echo "build FAILED"; grep -E "error" -A3 "$out/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 suite() {  # name, binary, filter
@@ -25,6 +28,7 @@ suite() {  # name, binary, filter
   echo "$1: exit $? $(grep -E '^\[  (PASSED|FAILED)' "$out/$1.log" | tr '\n' ' ')"
   grep -E "^\[  FAILED|Failure|Expected|actual" "$out/$1.log" | head -20
 }
+suite collective $build/tests/wick_backend_tests 'NcclCollective.*:StagedCollective.*'
 suite tp $build/tests/wick_model_tests 'TensorParallel.*:HostCollective.*'
 suite engine_tp $build/tests/wick_engine_tests 'Engine.ASplit*'
 if command -v compute-sanitizer >/dev/null; then
