@@ -13,6 +13,12 @@
 
 namespace wick {
 
+void require_whole(const Model::Impl& impl, const char* what) {
+  if (impl.tp)
+    fail(ErrorKind::unsupported, std::string(what) + ": not on a model split over " + std::to_string(impl.tp->ranks()) +
+                                     " devices (--tensor-parallel); load it whole for this");
+}
+
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
@@ -80,12 +86,6 @@ void Model::warm_up() const {
 }
 
 const ModelConfig& Model::config() const { return impl_->config; }
-void require_whole(const Model::Impl& impl, const char* what) {
-  if (impl.tp)
-    fail(ErrorKind::unsupported, std::string(what) + ": not on a model split over " + std::to_string(impl.tp->ranks()) +
-                                     " devices (--tensor-parallel); load it whole for this");
-}
-
 int Model::tensor_parallel() const { return impl_->tp ? impl_->tp->ranks() : 1; }
 const GenerationDefaults& Model::generation_defaults() const { return impl_->generation; }
 Device Model::device() const { return impl_->backend->device(); }
