@@ -18,6 +18,14 @@ std::string read_text_file(const std::filesystem::path& path) {
 nlohmann::json parse_json(std::string_view text, const std::string& source) {
   try {
     return nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception&) {
+    fail_parsing_json(source);
+  }
+}
+
+void fail_parsing_json(const std::string& source) {
+  try {
+    throw;
   } catch (const nlohmann::json::parse_error& e) {
     fail(ErrorKind::corrupt, source + ": not valid JSON (" + e.what() + ")");
   } catch (const nlohmann::json::out_of_range& e) {  // a number past a double's range: "1e400"

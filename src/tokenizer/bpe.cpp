@@ -94,9 +94,8 @@ std::string byte_fallback_token(unsigned char b) {
 
 }  // namespace
 
-void BpeModel::read_vocab(const nlohmann::json& m, const std::string& here) {
-  if (!m.contains("vocab") || !m["vocab"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"vocab\" object");
-  read_vocab_object(m["vocab"], here);
+void BpeModel::read_vocab(const VocabAndMerges& lists, const std::string& here) {
+  read_vocab_object(lists, here);
   // Byte-level keys: the raw bytes each token stands for.
   if (byte_level_) {
     key_to_id_.reserve(token_to_id_.size());
@@ -113,39 +112,45 @@ void BpeModel::read_vocab(const nlohmann::json& m, const std::string& here) {
   }
 }
 
-// ["a", "b"] pairs or "a b" strings; rank = position.
-void BpeModel::read_merges(const nlohmann::json& m, const std::string& here) {
-  const nlohmann::json empty = nlohmann::json::array();
-  const auto& merges = m.contains("merges") && !m["merges"].is_null() ? m["merges"] : empty;
-  if (!merges.is_array()) fail(ErrorKind::corrupt, here + ": \"merges\" must be an array");
+// ["a", "b"] pairs or "a b" strings; rank = position. `m` holds "merges" only when it is not an array.
+void BpeModel::read_merges(const nlohmann::json& m, const VocabAndMerges& lists, const std::string& here) {
+  if (!lists.merges && m.contains("merges") && !m["merges"].is_null()) {
+    fail(ErrorKind::corrupt, here + ": \"merges\" must be an array");
+  }
+  const std::vector<VocabAndMerges::Merge> none;
+  const auto& merges = lists.merges ? *lists.merges : none;
   merges_ = std::make_unique<PairMap>(merges.size());
   uint32_t rank = 0;
+  std::string merged;
   for (size_t i = 0; i < merges.size(); ++i) {
-    const auto& e = merges[i];
-    std::string a, b;
-    if (e.is_string()) {
-      const std::string& line = e.get_ref<const std::string&>();
-      if (line.rfind("#version", 0) == 0) continue;
+    const VocabAndMerges::Merge& e = merges[i];
+    std::string_view a, b;
+    if (e.form == VocabAndMerges::Merge::Form::line) {
+      const std::string_view line = lists.slice(e.begin, e.end);
+      if (line.starts_with("#version")) continue;
       const size_t sp = line.find(' ');
-      if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos) {
-        fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] '" + line + "' is not two tokens separated by one space");
+      if (sp == std::string_view::npos || line.find(' ', sp + 1) != std::string_view::npos) {
+        fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] '" + std::string(line) +
+                                     "' is not two tokens separated by one space");
       }
       a = line.substr(0, sp);
       b = line.substr(sp + 1);
-    } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-      a = e[0].get<std::string>();
-      b = e[1].get<std::string>();
+    } else if (e.form == VocabAndMerges::Merge::Form::pair) {
+      a = lists.slice(e.begin, e.split);
+      b = lists.slice(e.split, e.end);
     } else {
       fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] must be \"a b\" or [\"a\", \"b\"]");
     }
     const int32_t ia = vocab_id(a), ib = vocab_id(b);
     if (ia < 0 || ib < 0) {
-      fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] names token '" + (ia < 0 ? a : b) + "', which is not in the vocab");
+      fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] names token '" + std::string(ia < 0 ? a : b) +
+                                   "', which is not in the vocab");
     }
     if (b.size() < prefix_.size()) {
-      fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "]: '" + b + "' is shorter than continuing_subword_prefix");
+      fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "]: '" + std::string(b) +
+                                   "' is shorter than continuing_subword_prefix");
     }
-    const std::string merged = a + b.substr(prefix_.size());
+    merged.assign(a).append(b.substr(prefix_.size()));
     const int32_t im = vocab_id(merged);
     if (im < 0) {
       fail(ErrorKind::corrupt, here + ": merges[" + std::to_string(i) + "] makes '" + merged + "', which is not in the vocab");
@@ -154,7 +159,8 @@ void BpeModel::read_merges(const nlohmann::json& m, const std::string& here) {
   }
 }
 
-std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, bool byte_level, const std::string& where) {
+std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, const VocabAndMerges& lists, bool byte_level,
+                                               const std::string& where) {
   if (m.is_null()) fail(ErrorKind::corrupt, where + ": missing \"model\"");
   if (!m.is_object()) fail(ErrorKind::corrupt, where + ": \"model\" must be an object");
   const std::string type = m.contains("type") && m["type"].is_string() ? m["type"].get<std::string>() : "BPE";
@@ -176,14 +182,14 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, bool byte
     fail(ErrorKind::unsupported, here + ": continuing_subword_prefix / end_of_word_suffix with a ByteLevel pre_tokenizer");
   }
 
-  bpe->read_vocab(m, here);
+  bpe->read_vocab(lists, here);
   const std::string unk = optional_string(m, "unk_token", here);
   if (!unk.empty()) {
     bpe->unk_id_ = bpe->vocab_id(unk);
     if (bpe->unk_id_ < 0) fail(ErrorKind::corrupt, here + ": unk_token '" + unk + "' is not in the vocab");
   }
 
-  bpe->read_merges(m, here);
+  bpe->read_merges(m, lists, here);
   return bpe;
 }
 

@@ -20,11 +20,13 @@ namespace wick::tok {
 
 class BpeModel : public Model {
  public:
-  /// Parses tokenizer.json's "model". With `byte_level` the model reads raw bytes (words from a
+  /// Parses tokenizer.json's "model": the tree of its other keys and its streamed `lists` of vocab and merges.
+  /// With `byte_level` the model reads raw bytes (words from a
   /// ByteLevel pre-tokenizer) through the byte-level alphabet, which is equivalent to HF reading the
   /// "Ġ..." strings. Throws Error{corrupt} for a merge naming an unknown token, {unsupported} for
   /// a model other than BPE or dropout > 0.
-  static std::unique_ptr<BpeModel> from_json(const nlohmann::json& model, bool byte_level, const std::string& where);
+  static std::unique_ptr<BpeModel> from_json(const nlohmann::json& model, const VocabAndMerges& lists, bool byte_level,
+                                             const std::string& where);
   ~BpeModel() override;
 
   /// Appends the ids of one pre-tokenized word (through the cache).
@@ -39,8 +41,8 @@ class BpeModel : public Model {
 
  private:
   // from_json's parts: "vocab" (and the byte-level keys), then "merges" (rank = position).
-  void read_vocab(const nlohmann::json& model, const std::string& here);
-  void read_merges(const nlohmann::json& model, const std::string& here);
+  void read_vocab(const VocabAndMerges& lists, const std::string& here);
+  void read_merges(const nlohmann::json& model, const VocabAndMerges& lists, const std::string& here);
 
   BpeModel();
   // The initial symbols of a word: one per byte (byte-level) or per character, with unk / byte_fallback.

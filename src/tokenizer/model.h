@@ -25,11 +25,34 @@ using StringIdMap = std::unordered_map<std::string, int32_t, StringHash, std::eq
 /// of 2^31 in a hostile file would ask for tens of GB; released vocabularies stay below 2^18 (Gemma 3: 262,144).
 constexpr int64_t kMaxTokenId = (int64_t(1) << 22) - 1;
 
+/// tokenizer.json's "model.vocab" object ({"token": id, ...}) and "model.merges" array as flat lists in file order,
+/// unchecked: the loader streams them out of the file (tokenizer_json.h) so that 150k-entry lists never become a
+/// JSON tree, and the model that adopts them checks them once it knows its type.
+struct VocabAndMerges {
+  struct Token {
+    size_t begin = 0, end = 0;  // the key: text[begin, end)
+    int64_t id = 0;
+    bool is_integer = false;    // false: the value was not an integer (id is then 0)
+  };
+  struct Merge {
+    enum class Form : uint8_t { line, pair, other };  // "a b", ["a", "b"], anything else
+    Form form = Form::other;
+    size_t begin = 0, split = 0, end = 0;  // line: text[begin, end); pair: text[begin, split) and text[split, end)
+  };
+  std::string text;                          // every key and merge string, back to back
+  std::optional<std::vector<Token>> vocab;   // absent: "model" has no "vocab" object
+  std::optional<std::vector<Merge>> merges;  // absent: "model" has no "merges" array
+
+  std::string_view slice(size_t begin, size_t end) const { return std::string_view(text).substr(begin, end - begin); }
+};
+
 class Model {
  public:
-  /// Parses tokenizer.json's "model" by its "type" (BPE when absent). `byte_level`: the pre-tokenizer ends with
-  /// ByteLevel (the BPE model then reads raw bytes). Error{unsupported} for another type.
-  static std::unique_ptr<Model> from_json(const nlohmann::json& model, bool byte_level, const std::string& where);
+  /// Parses tokenizer.json's "model" by its "type" (BPE when absent): the tree of its other keys and its streamed
+  /// `lists`. `byte_level`: the pre-tokenizer ends with ByteLevel (the BPE model then reads raw bytes).
+  /// Error{unsupported} for another type.
+  static std::unique_ptr<Model> from_json(const nlohmann::json& model, const VocabAndMerges& lists, bool byte_level,
+                                          const std::string& where);
   virtual ~Model();
 
   /// Appends the ids of one pre-tokenized word (valid UTF-8, or raw bytes for a byte-level BPE).
@@ -45,9 +68,9 @@ class Model {
   }
 
  protected:
-  /// Reads a {"token": id, ...} object (BPE, WordPiece) into both tables; Error{corrupt} naming `here` for an id
-  /// out of range or given twice.
-  void read_vocab_object(const nlohmann::json& vocab, const std::string& here);
+  /// Reads the {"token": id, ...} object (BPE, WordPiece) into both tables; Error{corrupt} naming `here` when it is
+  /// absent, or for an id that is not an integer, out of range or given twice.
+  void read_vocab_object(const VocabAndMerges& lists, const std::string& here);
 
   std::vector<std::optional<std::string>> id_to_token_;
   StringIdMap token_to_id_;

@@ -7,6 +7,7 @@
 
 #include "core/json_util.h"
 #include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/tokenizer_json.h"
 #include "tokenizer/unicode.h"
 #include "wick/error.h"
 
@@ -61,11 +62,11 @@ std::string config_chat_template(const json& config, const std::string& where) {
   fail(ErrorKind::corrupt, where + ": \"chat_template\" must be a string or a list with a \"default\" entry");
 }
 
-std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, std::string_view config_json,
+std::shared_ptr<const Tokenizer::Impl> build(tok::TokenizerJson parsed, std::string_view config_json,
                                              std::string chat_template_source, const std::string& origin) {
   auto im = std::make_shared<Tokenizer::Impl>();
   im->origin = origin;
-  const json j = parse_json(tokenizer_json, origin);
+  const json& j = parsed.tree;
   if (!j.is_object()) fail(ErrorKind::corrupt, origin + ": top level must be an object");
   if (!j.contains("model") || j["model"].is_null()) fail(ErrorKind::corrupt, origin + ": missing \"model\"");
   // "truncation" and "padding" are what the file's last user left set (sentence-transformers folders ship them);
@@ -78,7 +79,10 @@ std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, st
 
   im->normalizer = tok::Normalizer::from_json(j.value("normalizer", json()), origin);
   im->pre_tokenizer = tok::PreTokenizer::from_json(j.value("pre_tokenizer", json()), origin);
-  im->model = tok::Model::from_json(j["model"], im->pre_tokenizer.byte_level(), origin);
+  {
+    const tok::VocabAndMerges lists = std::move(parsed.lists);  // freed once the model holds its tables
+    im->model = tok::Model::from_json(j["model"], lists, im->pre_tokenizer.byte_level(), origin);
+  }
   im->added = tok::AddedVocabulary::from_json(j.value("added_tokens", json()), im->normalizer, origin);
   parse_decoder(j.value("decoder", json()), origin, *im);
   im->post_processor = tok::PostProcessor::from_json(j.value("post_processor", json()), origin);
@@ -139,7 +143,8 @@ std::shared_ptr<const Tokenizer::Impl> build(std::string_view tokenizer_json, st
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json,
                                std::string_view origin) {
-  return Tokenizer(build(tokenizer_json, tokenizer_config_json, {}, std::string(origin)));
+  const std::string where(origin);
+  return Tokenizer(build(tok::read_tokenizer_json(tokenizer_json, where), tokenizer_config_json, {}, where));
 }
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path) {
@@ -149,13 +154,14 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   if (fs::is_directory(path, ec)) file = path / "tokenizer.json";
   if (!fs::exists(file, ec)) fail(ErrorKind::not_found, file.string() + ": no such file");
   const fs::path dir = file.parent_path();
-  const std::string text = read_text_file(file);
+  // The file's text (11 MB for Qwen's) is freed before the tables are built.
+  tok::TokenizerJson parsed = tok::read_tokenizer_json(read_text_file(file), file.string());
   const fs::path config_path = dir / "tokenizer_config.json";
   const std::string config = fs::exists(config_path, ec) ? read_text_file(config_path) : std::string();
   // transformers >= 4.43 saves the template beside the config; it takes precedence.
   const fs::path jinja_path = dir / "chat_template.jinja";
   std::string jinja = fs::exists(jinja_path, ec) ? read_text_file(jinja_path) : std::string();
-  return Tokenizer(build(text, config, std::move(jinja), file.string()));
+  return Tokenizer(build(std::move(parsed), config, std::move(jinja), file.string()));
 }
 
 void Tokenizer::encode(std::string_view text, std::vector<int32_t>& out) const {

@@ -7,11 +7,11 @@
 
 namespace wick::tok {
 
-std::unique_ptr<WordPieceModel> WordPieceModel::from_json(const nlohmann::json& m, const std::string& where) {
+std::unique_ptr<WordPieceModel> WordPieceModel::from_json(const nlohmann::json& m, const VocabAndMerges& lists,
+                                                          const std::string& where) {
   const std::string here = where + ": model WordPiece";
   std::unique_ptr<WordPieceModel> wp(new WordPieceModel());
-  if (!m.contains("vocab") || !m["vocab"].is_object()) fail(ErrorKind::corrupt, here + ": missing \"vocab\" object");
-  wp->read_vocab_object(m["vocab"], here);
+  wp->read_vocab_object(lists, here);
   auto string_field = [&](const char* key, const std::string& fallback) {
     if (!m.contains(key) || m[key].is_null()) return fallback;
     if (!m[key].is_string()) fail(ErrorKind::corrupt, here + ": \"" + key + "\" must be a string");

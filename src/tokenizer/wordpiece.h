@@ -13,8 +13,10 @@ namespace wick::tok {
 class WordPieceModel : public Model {
  public:
   /// Parses a {"type": "WordPiece", "unk_token", "continuing_subword_prefix", "max_input_chars_per_word",
-  /// "vocab"} model. Error{corrupt} naming `where` when unk_token is not in the vocab.
-  static std::unique_ptr<WordPieceModel> from_json(const nlohmann::json& model, const std::string& where);
+  /// "vocab"} model: the tree of its other keys and its streamed `lists` (whose "merges" it ignores). Error{corrupt}
+  /// naming `where` when unk_token is not in the vocab.
+  static std::unique_ptr<WordPieceModel> from_json(const nlohmann::json& model, const VocabAndMerges& lists,
+                                                   const std::string& where);
 
   /// Cost: O(n^2) vocab lookups for a word of n bytes in the worst case (n <= max_input_chars_per_word chars).
   void encode_word(std::string_view word, std::vector<int32_t>& out) const override;
