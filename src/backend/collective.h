@@ -22,6 +22,9 @@ class Collective {
   /// A rank failed: every collective in progress or to come ends with an error on every rank instead of waiting for
   /// it forever. The collective is unusable afterwards.
   virtual void abort() = 0;
+  /// Whether its calls can be recorded into a device graph (Backend::capture) and replayed there: NCCL's can; the
+  /// host's and the staged one's wait on the host.
+  virtual bool capturable() const { return false; }
 };
 
 /// Ranks that are threads of this process over CPU tensors (f32).

@@ -45,6 +45,15 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
   tp->collective = o.device == Device::cpu ? make_host_collective(n)
                    : one_gpu                ? make_staged_collective(tp->backends)
                                             : make_nccl_collective(tp->backends);
+  for (int r = 0; r < n; ++r)
+    tp->rank_of.push_back({.collective = tp->collective.get(),
+                           .shard = {r, n},
+                           .vocab = impl.config.vocab_size,
+                           .split_head = impl.config.head == ModelHead::causal_lm});
+  if (tp->collective->capturable() && impl.config.head != ModelHead::none)
+    for (int r = 0; r < n; ++r)
+      tp->paged_steps.push_back(
+          std::make_unique<PagedSteps>(*tp->backends[size_t(r)], tp->config, &tp->rank_of[size_t(r)]));
   impl.backend = std::move(tp->owned[0]);
   impl.weights = tp->weights[0];
   impl.tp = std::move(tp);
@@ -313,28 +322,31 @@ const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int
       .get();
 }
 
-// plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard;
-// rank 0's logits (the whole vocabulary).
+// plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard
+// (or, for a decode step of a paged batch, each rank's recorded step: every rank takes the same path, or their
+// collectives would not meet); rank 0's logits (the whole vocabulary).
 Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
   const TensorParallel& tp = *impl.tp;
   const int n = tp.ranks();
-  rank_lora(impl, o.lora, 0);  // the shards made here, before the ranks run
-  for (const Span& s : flat.spans) rank_lora(impl, s.lora, 0);
+  std::vector<FlatBatch> mine(size_t(n), flat);  // the adapters' shares are made here, before the ranks run
+  for (int r = 0; r < n; ++r) {
+    shard_ids(flat.ids, {r, n}, impl.config.vocab_size, mine[size_t(r)].ids);
+    for (Span& s : mine[size_t(r)].spans) s.lora = rank_lora(impl, s.lora, r);
+  }
+  const bool recorded = !tp.paged_steps.empty() && o.pool && o.logits == LogitsFor::last_token && !o.hidden_states &&
+                        tp.paged_steps[0]->takes(mine[0]);
+  std::vector<const LoraSource*> lora(mine.size());
+  for (int r = 0; r < n; ++r) lora[size_t(r)] = rank_lora(impl, o.lora, r);
   Tensor logits;
   tp.threads->run(
       [&](int r) {
         Backend& b = *tp.backends[size_t(r)];
         b.bind_thread();
-        FlatBatch mine = flat;
-        shard_ids(flat.ids, {r, n}, impl.config.vocab_size, mine.ids);
-        for (Span& s : mine.spans) s.lora = rank_lora(impl, s.lora, r);
+        const FlatBatch& f = mine[size_t(r)];
         PlainPassOptions ro = o;
-        ro.lora = rank_lora(impl, o.lora, r);
-        const RankOfMany rank{.collective = tp.collective.get(),
-                              .shard = {r, n},
-                              .vocab = impl.config.vocab_size,
-                              .split_head = impl.config.head == ModelHead::causal_lm};
-        Tensor out = plain_pass(b, tp.config, tp.weights[size_t(r)], mine, ro, &rank);
+        ro.lora = lora[size_t(r)];
+        const Tensor out = recorded ? tp.paged_steps[size_t(r)]->run(tp.weights[size_t(r)], f, *o.pool)
+                                    : plain_pass(b, tp.config, tp.weights[size_t(r)], f, ro, &tp.rank_of[size_t(r)]);
         if (r == 0) logits = out;
       },
       [&] { tp.collective->abort(); });
@@ -550,6 +562,17 @@ Model::SummaryResult Model::forward_summary(const SequenceInput& input, const Fo
 }
 
 void Model::record_paged_steps(KVBlockPool& pool, int64_t rows) const {
+  if (const TensorParallel* tp = impl_->tp.get(); tp && !tp->paged_steps.empty()) {  // every rank at once
+    const std::lock_guard device_lock(impl_->device_mutex);
+    const std::shared_lock weights_lock(impl_->weights_mutex);
+    tp->threads->run(
+        [&](int r) {
+          tp->backends[size_t(r)]->bind_thread();
+          tp->paged_steps[size_t(r)]->record(tp->weights[size_t(r)], pool, rows, 1);
+        },
+        [&] { tp->collective->abort(); });
+    return;
+  }
   if (!impl_->paged_steps) return;
   const std::lock_guard device_lock(impl_->device_mutex);
   const std::shared_lock weights_lock(impl_->weights_mutex);
@@ -557,7 +580,10 @@ void Model::record_paged_steps(KVBlockPool& pool, int64_t rows) const {
   impl_->decode_steps->record_paged(impl_->weights, pool, 1);  // a batch of one runs the one-token kernels
 }
 
-int64_t Model::paged_graphs_recorded() const { return impl_->paged_steps ? impl_->paged_steps->graphs_recorded() : 0; }
+int64_t Model::paged_graphs_recorded() const {
+  if (impl_->tp && !impl_->tp->paged_steps.empty()) return impl_->tp->paged_steps[0]->graphs_recorded();  // each rank's
+  return impl_->paged_steps ? impl_->paged_steps->graphs_recorded() : 0;
+}
 
 int64_t Model::decode_graphs_recorded() const {
   return impl_->decode_steps ? impl_->decode_steps->graphs_recorded() : 0;

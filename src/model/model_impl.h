@@ -48,6 +48,10 @@ struct TensorParallel {
   std::vector<ModelWeights> weights;             // rank r's share
   std::unique_ptr<RankThreads> threads;
   std::unique_ptr<Collective> collective;        // after the backends: gone before them
+  std::vector<RankOfMany> rank_of;               // rank r's place among the ranks, as its plain ops take it
+  // Rank r's recorded decode steps of paged batches, the collectives inside the graphs (a capturable collective
+  // only: NCCL's); empty on the CPU. Last: gone before the collective and the backends.
+  std::vector<std::unique_ptr<PagedSteps>> paged_steps;
 
   int ranks() const { return int(backends.size()); }
 };

@@ -39,8 +39,10 @@ struct PagedSteps::Buffers {
   Tensor tables() const { return inputs.rows(6 * rows, 6 * rows + table_capacity); }
 };
 
-PagedSteps::PagedSteps(Backend& backend, const ModelConfig& config)
-    : backend_(backend), config_(config), graphs_(backend.device() != Device::cpu) {}
+PagedSteps::PagedSteps(Backend& backend, const ModelConfig& config, const RankOfMany* tp)
+    : backend_(backend), config_(config), graphs_(backend.device() != Device::cpu) {
+  if (tp) tp_ = *tp;
+}
 
 PagedSteps::~PagedSteps() = default;
 
@@ -67,14 +69,16 @@ PagedSteps::Buffers& PagedSteps::buffers_for(int64_t rows, const ModelWeights& w
                         .table_capacity = table_capacity,
                         .inputs = backend_.alloc({6 * rows + table_capacity}, DType::i32),
                         .acts = Activations(backend_, config_, rows),
-                        .head = HeadBuffers(backend_, config_, weights.head, rows, false)});
+                        .head = HeadBuffers(backend_, config_, weights.head, rows, false,
+                                            tp_ && tp_->split_head ? tp_->shard.ranks : 1)});
   return *b;
 }
 
 void PagedSteps::use_pool(const KVBlockPool& pool) {
-  if (pool.keys(0).raw() == pool_storage_) return;
+  const void* storage = pool.keys(0, tp_ ? tp_->shard.rank : 0).raw();
+  if (storage == pool_storage_) return;
   for (auto& [rows, b] : buffers_) b->graphs.clear();  // they write into the other pool's rows
-  pool_storage_ = pool.keys(0).raw();
+  pool_storage_ = storage;
 }
 
 Graph* PagedSteps::graph_for(const ModelWeights& weights, KVBlockPool& pool, Buffers& buffers, int64_t context,
@@ -95,7 +99,8 @@ Graph* PagedSteps::graph_for(const ModelWeights& weights, KVBlockPool& pool, Buf
                          .positions = buffers.positions(),
                          .paged = &paged,
                          .mixed_lora = lora,
-                         .row_adapters = lora ? &adapters : nullptr};
+                         .row_adapters = lora ? &adapters : nullptr,
+                         .tp = tp_ ? &*tp_ : nullptr};
   const Heads heads = pick_heads(weights, nullptr);  // adapters with their own head or embedding run eagerly
   // Recording runs nothing: the inputs are read when the graph is replayed.
   graph = backend_.capture([&] {

@@ -8,9 +8,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "model/forward.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 #include "wick/kv_cache.h"
 
@@ -27,7 +29,9 @@ class PagedSteps {
   static constexpr int64_t kMaxRows = 256;
   static constexpr int32_t kMaxRank = 64;
 
-  PagedSteps(Backend& backend, const ModelConfig& config);
+  /// `tp`: the steps of one rank of a split model (its backend and config), whose collective must be capturable;
+  /// every rank records and replays its own graphs, the collectives inside them, in the same order.
+  PagedSteps(Backend& backend, const ModelConfig& config, const RankOfMany* tp = nullptr);
   ~PagedSteps();
 
   /// Whether a step of `flat` over `pool` is replayed: a device backend with graphs, every sequence one token, at
@@ -56,6 +60,7 @@ class PagedSteps {
 
   Backend& backend_;
   const ModelConfig& config_;
+  std::optional<RankOfMany> tp_;
   bool graphs_ = false;
   std::mutex mutex_;
   const void* pool_storage_ = nullptr;  // the pool the graphs write to; another pool forgets them

@@ -128,6 +128,7 @@ class NcclCollective final : public Collective {
   ~NcclCollective() override { destroy(aborted_.load()); }
 
   int ranks() const override { return int(comms_.size()); }
+  bool capturable() const override { return true; }
 
   void all_reduce(Tensor& x, int rank) override {
     settle(rank, nccl().all_reduce(x.raw(), x.raw(), size_t(x.numel()), nccl_type(x.dtype()), ncclSum,
