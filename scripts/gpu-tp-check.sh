@@ -2,9 +2,12 @@
 # On a machine with 2 or more GPUs: issue 25's checks in one go — the split model's tests over NCCL (TP = 2 against
 # the whole model on the GPU, with an adapter, the paged pass), compute-sanitizer memcheck of one of them, and the
 # decode benchmarks of the 0.5B and 7B shapes whole and split in the same run (command N of docs/BENCHMARKS.md).
-# usage: scripts/gpu-tp-check.sh RESULTS_DIR   (summary in RESULTS_DIR/summary.txt, logs beside it)
+# usage: scripts/gpu-tp-check.sh RESULTS_DIR [all|tests|bench]   (summary in RESULTS_DIR/summary.txt, logs beside it)
+#   tests or bench alone: each fits one 10-minute device call (the build is kept between calls on a warm machine; the
+#   first bench call also writes the random 7B model, 15 GB, into WICK_BENCH_MODELS).
 set -uo pipefail
-out=${1:?usage: scripts/gpu-tp-check.sh RESULTS_DIR}
+out=${1:?usage: scripts/gpu-tp-check.sh RESULTS_DIR [all|tests|bench]}
+stage=${2:-all}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.." || exit 1
@@ -28,6 +31,7 @@ suite() {  # name, binary, filter
   echo "$1: exit $? $(grep -E '^\[  (PASSED|FAILED)' "$out/$1.log" | tr '\n' ' ')"
   grep -E "^\[  FAILED|Failure|Expected|actual" "$out/$1.log" | head -20
 }
+if [ "$stage" != bench ]; then
 suite collective $build/tests/wick_backend_tests 'NcclCollective.*:StagedCollective.*'
 suite tp $build/tests/wick_model_tests 'TensorParallel.*:HostCollective.*'
 suite engine_tp $build/tests/wick_engine_tests 'Engine.ASplit*'
@@ -36,6 +40,8 @@ if command -v compute-sanitizer >/dev/null; then
     --gtest_filter='TensorParallel.CudaSplitMatchesTheWholeCudaModel' >"$out/memcheck.log" 2>&1
   echo "memcheck: exit $? ($(tail -1 "$out/memcheck.log"))"
 fi
+fi
+[ "$stage" = tests ] && exit 0
 # A greedy run through the CLI, whole and split, on the same random 0.5B model: the same tokens expected.
 export WICK_BENCH_MODELS=${WICK_BENCH_MODELS:-/tmp/wick-bench-models}
 timeout 120 $build/bench/wick-bench --benchmark_filter='BM_Decode/cuda_qwen2_5_0_5b/256$' >/dev/null 2>&1  # makes the model
