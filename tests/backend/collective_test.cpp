@@ -4,6 +4,7 @@
 // (Several GPUs: tests/model/tensor_parallel_test.cpp, scripts/gpu-tp-check.sh.)
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
 
 #include "backend/collective.h"
@@ -69,6 +70,38 @@ TEST(NcclCollective, OneRankOnOneGpu) {
     EXPECT_EQ(std::vector<float>(host.data<float>(), host.data<float>() + 2), (std::vector<float>{7.0f, 8.0f}));
   }
   c.reset();  // finalized and destroyed before the backend
+}
+
+// Two ranks on the one GPU: NCCL refuses a communicator whose ranks share a device (a clear error within the timeout,
+// not a hang) — or, where a version accepts it, the two ranks' all-reduce sums both parts.
+TEST(NcclCollective, TwoRanksOnOneGpuAreRefusedOrSummedNeverAHang) {
+  std::unique_ptr<Backend> a, b;
+  try {
+    a = make_backend(Device::cuda, CpuWeights::native, 0);
+    b = make_backend(Device::cuda, CpuWeights::native, 0);
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  Backend* ranks[] = {a.get(), b.get()};
+  std::unique_ptr<Collective> c;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    c = make_nccl_collective(ranks, 20.0);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::not_found) GTEST_SKIP() << "NCCL is not installed here: " << e.what();
+    EXPECT_NE(std::string(e.what()).find("--tensor-parallel 2"), std::string::npos) << e.what();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30)) << e.what();
+    return;
+  }
+  std::vector<Tensor> x{a->upload(Tensor::from_floats({1, 2}, {2}), DType::f32),
+                        b->upload(Tensor::from_floats({10, 20}, {2}), DType::f32)};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) threads.emplace_back([&, r] { c->all_reduce(x[size_t(r)], r); });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    const Tensor h = ranks[r]->download(x[size_t(r)]);
+    EXPECT_EQ(std::vector<float>(h.data<float>(), h.data<float>() + 2), (std::vector<float>{11, 22}));
+  }
 }
 
 }  // namespace

@@ -85,44 +85,41 @@ class NcclCollective final : public Collective {
     // gains nothing from it).
     setenv("NCCL_NVLS_ENABLE", "0", 1);
     const int n = int(backends_.size());
+    // Every failure names the split and leaves no communicator behind (the constructor's caller gets no object to
+    // destroy them).
+    const auto failed = [&](const std::string& why) {
+      destroy(true);
+      fail(ErrorKind::unsupported, "--tensor-parallel " + std::to_string(n) + ": NCCL could not join the GPUs: " + why);
+    };
+    const auto why = [&](const char* call, ncclResult_t res) { return std::string(call) + ": " + api.error_string(res); };
     ncclUniqueId id{};
-    ok(api.get_unique_id(&id), "ncclGetUniqueId");
+    if (const ncclResult_t res = api.get_unique_id(&id); res != ncclSuccess) failed(why("ncclGetUniqueId", res));
     comms_.assign(size_t(n), nullptr);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    ok(api.group_start(), "ncclGroupStart");
+    if (const ncclResult_t res = api.group_start(); res != ncclSuccess) failed(why("ncclGroupStart", res));
     for (int r = 0; r < n; ++r) {
       backends_[size_t(r)]->bind_thread();
       const ncclResult_t res = api.comm_init_rank_config(&comms_[size_t(r)], n, id, r, &config);
       if (res != ncclSuccess && res != ncclInProgress) {
         api.group_end();
-        ok(res, "ncclCommInitRankConfig");
+        failed("rank " + std::to_string(r) + ": " + why("ncclCommInitRankConfig", res));
       }
     }
-    const ncclResult_t grouped = api.group_end();
-    if (grouped != ncclSuccess && grouped != ncclInProgress) {
-      destroy(true);
-      ok(grouped, "ncclGroupEnd");
-    }
+    if (const ncclResult_t res = api.group_end(); res != ncclSuccess && res != ncclInProgress)
+      failed(why("ncclGroupEnd", res));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     for (int r = 0; r < n; ++r) {
       ncclResult_t state = ncclInProgress;
-      while (true) {
-        ok(api.comm_get_async_error(comms_[size_t(r)], &state), "ncclCommGetAsyncError");
-        if (state != ncclInProgress) break;
-        if (std::chrono::steady_clock::now() > deadline) {
-          destroy(true);
-          fail(ErrorKind::unsupported, "--tensor-parallel " + std::to_string(n) + ": NCCL did not connect rank " +
-                                           std::to_string(r) + " within " + std::to_string(int(timeout_s)) +
-                                           " s (a GPU that does not answer, or peers that cannot reach each other)");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      while (state == ncclInProgress) {
+        if (const ncclResult_t res = api.comm_get_async_error(comms_[size_t(r)], &state); res != ncclSuccess)
+          failed("rank " + std::to_string(r) + ": " + why("ncclCommGetAsyncError", res));
+        if (state == ncclInProgress && std::chrono::steady_clock::now() > deadline)
+          failed("rank " + std::to_string(r) + " did not connect within " + std::to_string(int(timeout_s)) +
+                 " s (a GPU that does not answer, or peers that cannot reach each other)");
+        if (state == ncclInProgress) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
-      if (state != ncclSuccess) {
-        destroy(true);
-        fail(ErrorKind::unsupported, "--tensor-parallel " + std::to_string(n) + ": NCCL could not set up rank " +
-                                         std::to_string(r) + ": " + api.error_string(state));
-      }
+      if (state != ncclSuccess) failed("rank " + std::to_string(r) + ": " + api.error_string(state));
     }
   }
   ~NcclCollective() override { destroy(aborted_.load()); }
