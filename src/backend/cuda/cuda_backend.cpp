@@ -100,13 +100,19 @@ cudaDataType_t cuda_type(DType t) {
 
 class CudaGraph final : public Graph {
  public:
-  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
-  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {
+    cuda::check(cudaGetDevice(&device_), "cudaGetDevice");
+  }
+  ~CudaGraph() override {
+    const cuda::DeviceGuard guard(device_);  // destroyed from any thread: the graph belongs to its GPU
+    cudaGraphExecDestroy(exec_);
+  }
   void replay() override { check(cudaGraphLaunch(exec_, stream_), "cudaGraphLaunch"); }
 
  private:
   cudaGraphExec_t exec_;
   cudaStream_t stream_;
+  int device_ = 0;
 };
 
 // The summaries of `rows` rows of n f32 logits on the device, gathered ids already checked: two launches and one
@@ -187,7 +193,11 @@ class CudaBackend final : public Backend {
     fused_rows_ = make_cuda_fused_rows(stream_);
   }
   ~CudaBackend() override {
+    const cuda::DeviceGuard guard(index_);  // destroyed from any thread: its handles belong to its GPU
     cudaStreamSynchronize(stream_);
+    fused_rows_.reset();  // what holds handles of its own, gone under the guard too
+    fused_.reset();
+    lt_.reset();
     cuda::cublas().destroy(blas_);
     cudaStreamDestroy(stream_);
   }

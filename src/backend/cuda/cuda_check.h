@@ -24,17 +24,16 @@ inline void check(cublasStatus_t status, const char* what) {
 /// After a kernel launch: reports a bad launch configuration at once (execution errors surface at the next sync).
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
-/// Makes `device` the calling thread's current device for the guard's life (memory freed or allocated from a thread
-/// that works on another GPU), then puts the previous one back.
+/// Makes `device` the calling thread's current device for the guard's life (memory freed or allocated, handles
+/// destroyed, from a thread that works on another GPU), then puts the previous one back. Never throws (destructors
+/// use it): where the device cannot be made current, the call it guards reports the error.
 class DeviceGuard {
  public:
-  explicit DeviceGuard(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == device) {
+  explicit DeviceGuard(int device) noexcept {
+    if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == device || cudaSetDevice(device) != cudaSuccess) {
       cudaGetLastError();
       previous_ = -1;
-      return;
     }
-    check(cudaSetDevice(device), "cudaSetDevice");
   }
   ~DeviceGuard() {
     if (previous_ >= 0) cudaSetDevice(previous_);
