@@ -12,7 +12,8 @@ namespace wick {
 
 namespace {
 
-// A CPU tensor of rows [begin, end) of `full` (any dtype the files hold), then zero rows up to `rows`.
+// A CPU matrix of rows [begin, end) of `full` (its first dimension; any dtype the files hold), then zero rows up to
+// `rows`.
 Tensor padded_rows(const Tensor& full, int64_t begin, int64_t end, int64_t rows) {
   const int64_t width = full.numel() / full.dim(0);
   const size_t row_bytes = full.nbytes() / size_t(full.dim(0));
@@ -34,15 +35,11 @@ Tensor columns(const Tensor& full, int64_t begin, int64_t end) {
   return out;
 }
 
-// Rows [begin, end) of a CPU tensor, as a tensor of its own.
+// Rows [begin, end) of a CPU tensor (a matrix or a bias), as a tensor of its own.
 Tensor row_range(const Tensor& full, int64_t begin, int64_t end) {
-  return padded_rows(full.reshape({full.dim(0), full.numel() / std::max<int64_t>(full.dim(0), 1)}), begin, end,
-                     end - begin)
-      .reshape([&] {
-        Shape s = full.shape();
-        s[0] = end - begin;
-        return s;
-      }());
+  Shape shape = full.shape();
+  shape[0] = end - begin;
+  return padded_rows(full, begin, end, end - begin).reshape(shape);
 }
 
 void require_divides(int64_t count, int ranks, const char* field) {
