@@ -1,5 +1,6 @@
 #include "model/tensor_parallel.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -45,7 +46,8 @@ Tensor row_range(const Tensor& full, int64_t begin, int64_t end) {
 void require_divides(int64_t count, int ranks, const char* field) {
   if (count % ranks != 0)
     fail(ErrorKind::bad_input, "--tensor-parallel " + std::to_string(ranks) + ": config.json's " + field + " (" +
-                                   std::to_string(count) + ") is not a multiple of it; each device takes an equal share");
+                                   std::to_string(count) +
+                                   ") is not a multiple of it; each device takes an equal share");
 }
 
 // An adapter's factors held by this object (CPU copies, or one rank's share on its device).
@@ -83,12 +85,12 @@ VocabSlice vocab_slice(int64_t vocab, Shard s) {
 }
 
 Tensor shard_projection(const Tensor& full, ProjKind kind, Shard s) {
-  if (full.rank() == 1 || column_parallel(kind)) {
+  if (column_parallel(kind)) {  // the weight's rows, and the bias's
     const int64_t per = full.dim(0) / s.ranks;
-    // A row-split projection's bias: added once, by rank 0, before the sum (Qwen2 has none).
-    if (full.rank() == 1 && !column_parallel(kind)) return s.rank == 0 ? full : Tensor::zeros(full.shape(), full.dtype());
     return row_range(full, per * s.rank, per * (s.rank + 1));
   }
+  // A row-split projection's bias is added once, by rank 0, before the sum (Qwen2 has none).
+  if (full.rank() == 1) return s.rank == 0 ? full : Tensor::zeros(full.shape(), full.dtype());
   const int64_t per = full.dim(1) / s.ranks;
   return columns(full, per * s.rank, per * (s.rank + 1));
 }
@@ -113,11 +115,14 @@ void shard_ids(std::span<const int32_t> ids, Shard s, int64_t vocab, std::span<i
 
 std::unique_ptr<LoraSource> host_lora_copy(const LoraSource& lora, int64_t layers, Backend& from) {
   auto out = std::make_unique<OwnedLora>(layers);
-  const auto host = [&](const Tensor& t) { return t.device() == Device::cpu ? t.to(DType::f32) : from.download(t).to(DType::f32); };
+  const auto host = [&](const Tensor& t) {
+    return t.device() == Device::cpu ? t.to(DType::f32) : from.download(t).to(DType::f32);
+  };
   for (int64_t l = 0; l < layers; ++l)
     for (int k = 0; k < kProjKinds; ++k)
       if (const LoraFactors* f = lora.factors(int(l), ProjKind(k)))
-        out->factors_[size_t(lora_slot(l, ProjKind(k)))] = LoraFactors{.a = host(f->a), .b = host(f->b), .scale = f->scale};
+        out->factors_[size_t(lora_slot(l, ProjKind(k)))] =
+            LoraFactors{.a = host(f->a), .b = host(f->b), .scale = f->scale};
   if (const Tensor* h = lora.head()) out->head_ = host(*h);
   if (const Tensor* e = lora.embedding()) out->embed_ = host(*e);
   return out;

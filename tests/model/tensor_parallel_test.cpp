@@ -205,7 +205,9 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
   } catch (const Error& e) {
     GTEST_SKIP() << e.what();
   }
-  const auto load_split = [] { return Model::load(fixture("models/tiny-untied"), {.device = Device::cuda, .tensor_parallel = 2}); };
+  const auto load_split = [] {
+    return Model::load(fixture("models/tiny-untied"), {.device = Device::cuda, .tensor_parallel = 2});
+  };
   bool one_gpu = false;
   try {
     split = load_split();

@@ -91,7 +91,9 @@ class NcclCollective final : public Collective {
       destroy(true);
       fail(ErrorKind::unsupported, "--tensor-parallel " + std::to_string(n) + ": NCCL could not join the GPUs: " + why);
     };
-    const auto why = [&](const char* call, ncclResult_t res) { return std::string(call) + ": " + api.error_string(res); };
+    const auto why = [&](const char* call, ncclResult_t res) {
+      return std::string(call) + ": " + api.error_string(res);
+    };
     ncclUniqueId id{};
     if (const ncclResult_t res = api.get_unique_id(&id); res != ncclSuccess) failed(why("ncclGetUniqueId", res));
     comms_.assign(size_t(n), nullptr);
