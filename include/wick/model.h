@@ -35,8 +35,10 @@ struct LoadOptions {
   /// Tensor parallelism: the model split over this many devices (CUDA: GPUs 0 … N − 1, joined by NCCL; the CPU:
   /// N ranks in one process, the reference), each holding its share of every layer (whole attention heads and KV
   /// heads, a slice of the MLP and of the vocabulary). The number must divide the attention heads, the KV heads and
-  /// the MLP width (bad_input otherwise). A split model runs the plain passes (no recorded decode steps yet) and
-  /// cannot merge adapters, export or train; everything else is as on one device.
+  /// the MLP width (bad_input otherwise); unsupported, naming the GPU, when the machine has fewer GPUs, or when NCCL
+  /// cannot join them within 60 s. On GPUs the engine's decode steps are recorded per GPU (record_paged_steps); one
+  /// sequence through a contiguous cache runs the plain passes. A split model cannot merge adapters, export or train
+  /// (unsupported); everything else is as on one device.
   int tensor_parallel = 1;
 };
 
