@@ -1,6 +1,5 @@
 // Model's API: loading, the forward pass over a batch (validated whole before any cache changes), logits.
 #include <algorithm>
-#include <cstdlib>
 #include <exception>
 #include <optional>
 
@@ -8,6 +7,7 @@
 #include "model/forward.h"
 #include "model/model_impl.h"
 #include "model/plain_ops.h"
+#include "model/split_model.h"
 #include "wick/error.h"
 #include "wick/model.h"
 
@@ -21,45 +21,6 @@ void require_whole(const Model::Impl& impl, const char* what) {
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
-
-namespace {
-
-// Tensor parallelism: a backend per rank (rank r on GPU r), each made, loaded and driven from its rank's thread; the
-// ranks joined by the host collective (CPU) or NCCL (GPUs). WICK_TP_ONE_GPU=1 puts every rank on GPU 0, joined
-// through the host: the split model's device code checked on a machine with one GPU (tests).
-void load_split(Model::Impl& impl, const TensorStore& store, const std::filesystem::path& dir, const LoadOptions& o) {
-  const int n = o.tensor_parallel;
-  const char* one_gpu_env = std::getenv("WICK_TP_ONE_GPU");
-  const bool one_gpu = o.device != Device::cpu && one_gpu_env && std::string(one_gpu_env) == "1";
-  auto tp = std::make_unique<TensorParallel>();
-  tp->config = shard_config(impl.config, n);
-  tp->backends.assign(size_t(n), nullptr);
-  tp->owned.resize(size_t(n));
-  tp->weights.resize(size_t(n));
-  tp->threads = std::make_unique<RankThreads>(n, nullptr);
-  tp->threads->run([&](int r) {
-    tp->owned[size_t(r)] = make_backend(o.device, o.cpu_weights, one_gpu ? 0 : r);
-    tp->backends[size_t(r)] = tp->owned[size_t(r)].get();
-    tp->weights[size_t(r)] = load_weights(impl.config, store, *tp->backends[size_t(r)], dir.string(), {r, n});
-  });
-  tp->collective = o.device == Device::cpu ? make_host_collective(n)
-                   : one_gpu                ? make_staged_collective(tp->backends)
-                                            : make_nccl_collective(tp->backends);
-  for (int r = 0; r < n; ++r)
-    tp->rank_of.push_back({.collective = tp->collective.get(),
-                           .shard = {r, n},
-                           .vocab = impl.config.vocab_size,
-                           .split_head = impl.config.head == ModelHead::causal_lm});
-  if (tp->collective->capturable() && impl.config.head != ModelHead::none)
-    for (int r = 0; r < n; ++r)
-      tp->paged_steps.push_back(
-          std::make_unique<PagedSteps>(*tp->backends[size_t(r)], tp->config, &tp->rank_of[size_t(r)]));
-  impl.backend = std::move(tp->owned[0]);
-  impl.weights = tp->weights[0];
-  impl.tp = std::move(tp);
-}
-
-}  // namespace
 
 std::shared_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
   if (options.cpu_threads != 0) set_thread_count(options.cpu_threads);
@@ -102,6 +63,24 @@ Device Model::device() const { return impl_->backend->device(); }
 DType Model::compute_dtype() const { return impl_->backend->compute_dtype(); }
 DType Model::weight_dtype() const { return impl_->weights.layers.at(0).q.weight.dtype(); }
 
+namespace {
+
+// Keys and values [layers, rows, KV heads, head_dim] for every device the model is on: a split model's ranks each
+// hold their own KV heads.
+std::pair<std::vector<Tensor>, std::vector<Tensor>> kv_tensors(const Model::Impl& impl, int64_t rows) {
+  const ModelConfig& c = impl.config;
+  const Shape shape{c.num_layers, rows, impl.tp ? impl.tp->config.num_kv_heads : c.num_kv_heads, c.head_dim};
+  const std::vector<Backend*> on = impl.tp ? impl.tp->backends : std::vector<Backend*>{impl.backend.get()};
+  std::pair<std::vector<Tensor>, std::vector<Tensor>> kv;
+  for (Backend* b : on) {
+    kv.first.push_back(b->alloc(shape, b->compute_dtype()));
+    kv.second.push_back(b->alloc(shape, b->compute_dtype()));
+  }
+  return kv;
+}
+
+}  // namespace
+
 Tensor Model::upload(const Tensor& host) const {
   Backend& b = *impl_->backend;
   return b.upload(host, b.compute_dtype());
@@ -112,18 +91,8 @@ KVCache Model::make_cache(int64_t capacity) const {
   if (capacity <= 0 || capacity > c.max_position_embeddings)
     fail(ErrorKind::bad_input, "KV cache capacity " + std::to_string(capacity) + " is outside [1, " +
                                    std::to_string(c.max_position_embeddings) + "] (max_position_embeddings)");
-  if (const TensorParallel* tp = impl_->tp.get()) {  // each rank's KV heads on its device
-    const Shape shape{c.num_layers, capacity, tp->config.num_kv_heads, c.head_dim};
-    std::vector<Tensor> keys, values;
-    for (Backend* b : tp->backends) {
-      keys.push_back(b->alloc(shape, b->compute_dtype()));
-      values.push_back(b->alloc(shape, b->compute_dtype()));
-    }
-    return KVCache(std::move(keys), std::move(values));
-  }
-  const Shape shape{c.num_layers, capacity, c.num_kv_heads, c.head_dim};
-  Backend& b = *impl_->backend;
-  return KVCache(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()));
+  auto [keys, values] = kv_tensors(*impl_, capacity);
+  return KVCache(std::move(keys), std::move(values));
 }
 
 namespace {
@@ -228,15 +197,6 @@ void require_head(const ModelConfig& c) {
                                  "hidden states (Model::hidden_states), not logits");
 }
 
-// What plain_pass runs beyond a ForwardOptions: keys and values in a pool's blocks, and each span's own adapter.
-struct PlainPassOptions {
-  LogitsFor logits = LogitsFor::last_token;
-  const LoraSource* lora = nullptr;  // the adapter of every sequence (unless mixed)
-  KVBlockPool* pool = nullptr;
-  bool mixed_lora = false;
-  bool hidden_states = false;  // the final norm's output instead of the head's (every token)
-};
-
 // The i32 inputs of one pass, uploaded together: views of one device tensor. Each starts on an 8-byte boundary:
 // the adapter addresses among them are read as 8-byte words (a misaligned one faults on a GPU).
 class PackedInts {
@@ -255,10 +215,10 @@ class PackedInts {
   Tensor device_;
 };
 
-// The forward pass by the plain ops over a flattened batch on one device (a whole model, or one rank of a split one:
-// its config, share of the weights and place among the ranks); the device logits.
+}  // namespace
+
 Tensor plain_pass(Backend& b, const ModelConfig& c, const ModelWeights& weights, const FlatBatch& flat,
-                  const PlainPassOptions& o, const RankOfMany* tp = nullptr) {
+                  const PlainPassOptions& o, const RankOfMany* tp) {
   const int64_t T = int64_t(flat.ids.size());
   PackedInts ints;
   const int64_t ids = ints.add(flat.ids), positions = ints.add(flat.positions);
@@ -298,60 +258,7 @@ Tensor plain_pass(Backend& b, const ModelConfig& c, const ModelWeights& weights,
   return hb.logits;
 }
 
-// An adapter's share on rank r of a split model (nullptr for none), its shards made on first use: the factors copied
-// to the host once (from rank 0's device), each rank's cut uploaded from its own thread.
-const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int r) {
-  if (!lora) return nullptr;
-  const TensorParallel& tp = *impl.tp;
-  return lora
-      ->rank_shards(tp.ranks(),
-                    [&] {
-                      std::unique_ptr<LoraSource> host;
-                      tp.threads->run_on(0, [&] {
-                        tp.backends[0]->bind_thread();
-                        host = host_lora_copy(*lora, impl.config.num_layers, *tp.backends[0]);
-                      });
-                      LoraSource::Shards shards(size_t(tp.ranks()));
-                      tp.threads->run([&](int k) {
-                        tp.backends[size_t(k)]->bind_thread();
-                        shards[size_t(k)] =
-                            shard_lora(*host, impl.config, {k, tp.ranks()}, *tp.backends[size_t(k)]);
-                      });
-                      return shards;
-                    })[size_t(r)]
-      .get();
-}
-
-// plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard
-// (or, for a decode step of a paged batch, each rank's recorded step: every rank takes the same path, or their
-// collectives would not meet); rank 0's logits (the whole vocabulary).
-Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
-  const TensorParallel& tp = *impl.tp;
-  const int n = tp.ranks();
-  std::vector<FlatBatch> mine(size_t(n), flat);  // the adapters' shares are made here, before the ranks run
-  for (int r = 0; r < n; ++r) {
-    shard_ids(flat.ids, {r, n}, impl.config.vocab_size, mine[size_t(r)].ids);
-    for (Span& s : mine[size_t(r)].spans) s.lora = rank_lora(impl, s.lora, r);
-  }
-  const bool recorded = !tp.paged_steps.empty() && o.pool && o.logits == LogitsFor::last_token && !o.hidden_states &&
-                        tp.paged_steps[0]->takes(mine[0]);
-  std::vector<const LoraSource*> lora(mine.size());
-  for (int r = 0; r < n; ++r) lora[size_t(r)] = rank_lora(impl, o.lora, r);
-  Tensor logits;
-  tp.threads->run(
-      [&](int r) {
-        Backend& b = *tp.backends[size_t(r)];
-        b.bind_thread();
-        const FlatBatch& f = mine[size_t(r)];
-        PlainPassOptions ro = o;
-        ro.lora = lora[size_t(r)];
-        const Tensor out = recorded ? tp.paged_steps[size_t(r)]->run(tp.weights[size_t(r)], f, *o.pool)
-                                    : plain_pass(b, tp.config, tp.weights[size_t(r)], f, ro, &tp.rank_of[size_t(r)]);
-        if (r == 0) logits = out;
-      },
-      [&] { tp.collective->abort(); });
-  return logits;
-}
+namespace {
 
 // The pass for a whole model or a split one.
 Tensor any_plain_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
@@ -425,19 +332,8 @@ KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const
   if (num_blocks < 1 || block_size < 1)
     fail(ErrorKind::bad_input, "KV block pool: " + std::to_string(num_blocks) + " blocks of " +
                                    std::to_string(block_size) + " positions (both must be at least 1)");
-  const ModelConfig& c = impl_->config;
-  if (const TensorParallel* tp = impl_->tp.get()) {  // each rank's KV heads on its device
-    const Shape shape{c.num_layers, num_blocks * block_size, tp->config.num_kv_heads, c.head_dim};
-    std::vector<Tensor> keys, values;
-    for (Backend* b : tp->backends) {
-      keys.push_back(b->alloc(shape, b->compute_dtype()));
-      values.push_back(b->alloc(shape, b->compute_dtype()));
-    }
-    return KVBlockPool(std::move(keys), std::move(values), block_size);
-  }
-  const Shape shape{c.num_layers, num_blocks * block_size, c.num_kv_heads, c.head_dim};
-  Backend& b = *impl_->backend;
-  return KVBlockPool(b.alloc(shape, b.compute_dtype()), b.alloc(shape, b.compute_dtype()), block_size);
+  auto [keys, values] = kv_tensors(*impl_, num_blocks * block_size);
+  return KVBlockPool(std::move(keys), std::move(values), block_size);
 }
 
 namespace {
