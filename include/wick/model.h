@@ -169,7 +169,8 @@ class Model {
   /// How many one-token decode steps were recorded as CUDA graphs so far: per KV cache in use (a few are
   /// kept), one for the base model and one for any unmerged adapter, each replayed for every later step.
   /// Swapping adapters records none (the graph reads the adapter from device memory); merging or unmerging
-  /// one does (the weights move). Always 0 on the CPU.
+  /// one does (the weights move). A split model: each rank's (its steps without an adapter, over NCCL). Always 0
+  /// on the CPU.
   int64_t decode_graphs_recorded() const;
 
   /// The LoRA adapter in effect for new requests (nullptr: the base model). Setting it is a pointer

@@ -135,8 +135,13 @@ bool fused_takes(const FusedDecode& f, const ModelConfig& c, const ModelWeights&
 
 }  // namespace
 
-DecodeSteps::DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights)
+DecodeSteps::DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights,
+                         const RankOfMany* tp)
     : backend_(backend), config_(config) {
+  if (tp) {  // the fused one-token kernels add a whole projection into the stream: no sum across ranks between
+    tp_ = *tp;
+    return;
+  }
   FusedDecode* f = backend.fused_decode();
   if (f && fused_takes(*f, config, weights)) fused_ = f;
 }
@@ -162,7 +167,7 @@ const void* DecodeSteps::table_address(const LoraSource* lora) {
 
 DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Tensor& head) {
   const std::lock_guard lock(mutex_);
-  const void* storage = cache.keys(0).raw();
+  const void* storage = cache.keys(0, tp_ ? tp_->shard.rank : 0).raw();
   for (auto& r : graphs_)
     if (!r->paged && r->storage == storage && r->capacity == cache.capacity()) return *r;
   if (graphs_.size() >= kMaxRecorded) graphs_.erase(graphs_.begin());
@@ -171,7 +176,8 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Ten
                                                   .paged = false,
                                                   .inputs = backend_.alloc({kStepWords}, DType::i32),
                                                   .acts = Activations(backend_, config_, 1),
-                                                  .head = HeadBuffers(backend_, config_, head, 1, false)});
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false,
+                                                                      tp_ && tp_->split_head ? tp_->shard.ranks : 1)});
   if (fused_) r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
   graphs_.push_back(std::move(r));
   return *graphs_.back();
@@ -228,8 +234,9 @@ Graph* DecodeSteps::graph_for(const ModelWeights& weights, Recorded& r, KVCache*
       forward_pass(ops, weights, heads, r.acts, r.head.logits);
     } else {
       const std::vector<Span> spans{{.begin = 0, .count = 1, .past = 0, .cache = cache}};
-      PlainOps ops(backend_, config_, {.spans = &spans, .ids = r.token, .positions = r.position}, nullptr, r.acts,
-                   r.head);
+      PlainOps ops(backend_, config_,
+                   {.spans = &spans, .ids = r.token, .positions = r.position, .tp = tp_ ? &*tp_ : nullptr}, nullptr,
+                   r.acts, r.head);
       forward_pass(ops, weights, heads, r.acts, r.head.logits);
     }
   };

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "model/forward.h"
+#include "model/tensor_parallel.h"
 
 namespace wick {
 
@@ -30,8 +32,11 @@ static_assert(sizeof(StepInputs) == 24 && offsetof(StepInputs, token) == 8, "Ste
 class DecodeSteps {
  public:
   /// For a model on `backend` whose weights are shaped as `weights` (fused kernels only where the backend has
-  /// them and they take the model's shapes).
-  DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights);
+  /// them and they take the model's shapes). `tp`: the steps of one rank of a split model (its backend, config and
+  /// share of the weights), whose collective must be capturable: the plain ops (the few-row kernels where they take
+  /// the step), the collectives inside the graphs; every rank records and replays its own, in the same order.
+  DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights,
+              const RankOfMany* tp = nullptr);
   ~DecodeSteps();
 
   /// Whether a step with `lora` (nullptr: none) is recorded: always without an adapter; with one only through the
@@ -72,6 +77,7 @@ class DecodeSteps {
   Backend& backend_;
   const ModelConfig& config_;
   FusedDecode* fused_ = nullptr;  // the fused kernels, when they take this model
+  std::optional<RankOfMany> tp_;
   std::mutex mutex_;              // guards graphs_
   std::vector<std::unique_ptr<Recorded>> graphs_;  // a few caches' steps; the oldest goes first
   std::atomic<int64_t> captures_{0};

@@ -482,6 +482,7 @@ int64_t Model::paged_graphs_recorded() const {
 }
 
 int64_t Model::decode_graphs_recorded() const {
+  if (impl_->tp && !impl_->tp->decode_steps.empty()) return impl_->tp->decode_steps[0]->graphs_recorded();  // each rank's
   return impl_->decode_steps ? impl_->decode_steps->graphs_recorded() : 0;
 }
 

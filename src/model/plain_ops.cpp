@@ -29,7 +29,8 @@ PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, co
     : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {
   if (batch_.tp) shard_ = batch_.tp->shard.rank;
   FusedRows* rows = b.fused_rows();
-  if (rows && batch_.paged && !batch_.mixed_lora && !lora && batch_.ids.numel() <= rows->step_rows() &&
+  const bool one_cache = !batch_.paged && batch_.spans->size() == 1 && batch_.spans->front().cache;
+  if (rows && (batch_.paged || one_cache) && !batch_.mixed_lora && !lora && batch_.ids.numel() <= rows->step_rows() &&
       rows->supports({.hidden = c.hidden_size, .ffn = c.intermediate_size, .heads = c.num_heads,
                       .kv_heads = c.num_kv_heads, .head_dim = c.head_dim}))
     rows_ = rows;
@@ -85,10 +86,14 @@ void PlainOps::attention_inputs(const Normed& h, const Projection& q, const Proj
                            ? QkvBias{.q = q.bias, .k = k.bias, .v = v.bias}
                            : QkvBias{};
   if (rows_ && (bias.defined() || !(q.bias.defined() || k.bias.defined() || v.bias.defined()))) {
-    Tensor kp = batch_.paged->pool->keys(layer, shard_), vp = batch_.paged->pool->values(layer, shard_);
+    // The pool's rows, or one sequence's cache: rows [capacity, kv_heads, d], a token's at its position.
+    const PagedRows* paged = batch_.paged;
+    const KVCache* cache = paged ? nullptr : batch_.spans->front().cache;
+    Tensor kp = paged ? paged->pool->keys(layer, shard_) : cache->keys(layer, shard_);
+    Tensor vp = paged ? paged->pool->values(layer, shard_) : cache->values(layer, shard_);
     rows_->attention_inputs(normed_input(h),
                             {.weight = {q.weight, k.weight, v.weight}, .bias = {bias.q, bias.k, bias.v},
-                             .positions = batch_.positions, .slots = batch_.paged->slots,
+                             .positions = batch_.positions, .slots = paged ? paged->slots : batch_.positions,
                              .rope_theta = c_.rope_theta, .head_dim = c_.head_dim},
                             q_out, kp, vp);
     return;
@@ -136,6 +141,20 @@ void PlainOps::attention(const Tensor& q, int64_t layer, Tensor& out) {
 void PlainOps::add_projection(const Tensor& in, const Projection& w, Tensor& x) {
   settle_residual();
   if (const RankOfMany* tp = batch_.tp) {  // each rank's product is a part of the sum over the split columns
+    if (rows_) {
+      // The add rides in the projection's epilogue: rank 0 adds its part into the stream, every other rank its part
+      // into zeros, and the sum across ranks is the updated stream. (A row-split projection's bias is rank 0's only:
+      // every rank takes this path, whatever its bias.)
+      if (shard_ != 0) b_.zero(x);
+      if (w.bias.defined()) {
+        project(in, w, a_.proj);
+        b_.add(x, a_.proj, x);
+      } else {
+        rows_->residual_linear(in, w.weight, x);
+      }
+      tp->collective->all_reduce(x, shard_);
+      return;
+    }
     project(in, w, a_.proj);
     tp->collective->all_reduce(a_.proj, shard_);
     pending_ = x;
@@ -176,8 +195,12 @@ void PlainOps::logits(const Normed& n, const Tensor& head, Tensor& logits) {
     return;
   }
   if (const RankOfMany* tp = batch_.tp; tp && tp->split_head) {  // each rank's vocabulary slice, then rank 0's whole
-    b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), hb_.normed);
-    b_.linear(hb_.normed, head, Tensor(), hb_.local);
+    if (rows_ && rows.dim(0) <= rows_->head_rows()) {
+      rows_->linear_f32({.x = rows, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}, head, hb_.local);
+    } else {
+      b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), hb_.normed);
+      b_.linear(hb_.normed, head, Tensor(), hb_.local);
+    }
     tp->collective->all_gather(hb_.local, hb_.gathered, shard_);
     if (shard_ != 0) return;
     const int64_t R = rows.dim(0);

@@ -82,8 +82,8 @@ class PlainOps final : public LayerOps {
   const LoraSource* lora_;
   Activations& a_;
   HeadBuffers& hb_;
-  // The few-row kernels, for a paged batch of at most their rows without adapters (a decode step of that many
-  // sequences, a short prefill chunk); null: the plain ops.
+  // The few-row kernels, for a paged batch, or one sequence's cache, of at most their rows without adapters (a decode
+  // step of that many sequences, a short prefill chunk); null: the plain ops.
   FusedRows* rows_ = nullptr;
   int shard_ = 0;  // the KV shard this rank reads and writes (0: a whole model)
   std::vector<LoraSegment> segments_;  // runs of spans sharing an adapter (mixed_lora)

@@ -38,9 +38,12 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
                            .vocab = impl.config.vocab_size,
                            .split_head = impl.config.head == ModelHead::causal_lm});
   if (tp->collective->capturable() && impl.config.head != ModelHead::none)
-    for (int r = 0; r < n; ++r)
-      tp->paged_steps.push_back(
-          std::make_unique<PagedSteps>(*tp->backends[size_t(r)], tp->config, &tp->rank_of[size_t(r)]));
+    for (int r = 0; r < n; ++r) {
+      Backend& b = *tp->backends[size_t(r)];
+      tp->paged_steps.push_back(std::make_unique<PagedSteps>(b, tp->config, &tp->rank_of[size_t(r)]));
+      tp->decode_steps.push_back(
+          std::make_unique<DecodeSteps>(b, tp->config, tp->weights[size_t(r)], &tp->rank_of[size_t(r)]));
+    }
   impl.backend = std::move(tp->owned[0]);
   impl.weights = tp->weights[0];
   impl.tp = std::move(tp);
@@ -75,8 +78,8 @@ const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int
 }  // namespace
 
 // plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard
-// (or, for a decode step of a paged batch, each rank's recorded step: every rank takes the same path, or their
-// collectives would not meet); rank 0's logits (the whole vocabulary).
+// (or, for a decode step of a paged batch or of one sequence in its cache, each rank's recorded step: every rank
+// takes the same path, or their collectives would not meet); rank 0's logits (the whole vocabulary).
 Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
   const TensorParallel& tp = *impl.tp;
   const int n = tp.ranks();
@@ -85,8 +88,11 @@ Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPas
     shard_ids(flat.ids, {r, n}, impl.config.vocab_size, mine[size_t(r)].ids);
     for (Span& s : mine[size_t(r)].spans) s.lora = rank_lora(impl, s.lora, r);
   }
-  const bool recorded = !tp.paged_steps.empty() && o.pool && o.logits == LogitsFor::last_token && !o.hidden_states &&
-                        tp.paged_steps[0]->takes(mine[0]);
+  const bool last = o.logits == LogitsFor::last_token && !o.hidden_states;
+  const bool recorded = !tp.paged_steps.empty() && o.pool && last && tp.paged_steps[0]->takes(mine[0]);
+  // One new token of one sequence in its own cache, without an adapter: each rank's recorded one-token step.
+  const bool one_token = !tp.decode_steps.empty() && !o.pool && last && flat.ids.size() == 1 && !o.lora &&
+                         !flat.spans[0].lora && tp.decode_steps[0]->takes(nullptr);
   std::vector<const LoraSource*> lora(mine.size());
   for (int r = 0; r < n; ++r) lora[size_t(r)] = rank_lora(impl, o.lora, r);
   Tensor logits;
@@ -97,8 +103,10 @@ Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPas
         const FlatBatch& f = mine[size_t(r)];
         PlainPassOptions ro = o;
         ro.lora = lora[size_t(r)];
-        const Tensor out = recorded ? tp.paged_steps[size_t(r)]->run(tp.weights[size_t(r)], f, *o.pool)
-                                    : plain_pass(b, tp.config, tp.weights[size_t(r)], f, ro, &tp.rank_of[size_t(r)]);
+        const ModelWeights& w = tp.weights[size_t(r)];
+        const Tensor out = recorded    ? tp.paged_steps[size_t(r)]->run(w, f, *o.pool)
+                           : one_token ? tp.decode_steps[size_t(r)]->run(w, f.spans[0], f.ids[0], nullptr)
+                                       : plain_pass(b, tp.config, w, f, ro, &tp.rank_of[size_t(r)]);
         if (r == 0) logits = out;
       },
       [&] { tp.collective->abort(); });

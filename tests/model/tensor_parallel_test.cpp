@@ -72,6 +72,38 @@ std::filesystem::path four_way_model() {
   return dir;
 }
 
+// A random model whose split over two ranks the GPU's few-row kernels take (each rank's heads·head_dim, hidden and
+// MLP multiples of 32), with a vocabulary that does not divide by 2.
+std::filesystem::path few_row_model() {
+  static const std::filesystem::path dir = [] {
+    ModelConfig c;
+    c.vocab_size = 501;
+    c.hidden_size = 128;
+    c.intermediate_size = 256;
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 32;
+    c.max_position_embeddings = 128;
+    c.tie_word_embeddings = false;
+    const std::filesystem::path d = temp_dir("tp-few-rows");
+    write_random_model(c, d, {.dtype = DType::bf16, .seed = 11});
+    return d;
+  }();
+  return dir;
+}
+
+// The logits of each step of decoding `ids` after `prompt` through a contiguous cache (the prompt's last first).
+std::vector<Tensor> tp_forced(const Model& model, const std::vector<int32_t>& prompt, const std::vector<int32_t>& ids) {
+  KVCache cache = model.make_cache(int64_t(prompt.size() + ids.size()) + 1);
+  std::vector<Tensor> logits{model.forward(std::vector<SequenceInput>{{prompt, &cache}})};
+  for (const int32_t id : ids) {
+    const std::vector<int32_t> one{id};
+    logits.push_back(model.forward(std::vector<SequenceInput>{{one, &cache}}));
+  }
+  return logits;
+}
+
 TEST(TensorParallel, TwoRanksGiveTheLogitsOfTheWholeModel) {
   for (const char* name : {"models/tiny-tied", "models/tiny-untied"}) {
     const auto whole = Model::load(fixture(name), tp_options(1));
@@ -195,29 +227,35 @@ TEST(TensorParallel, WhatASplitModelCannotDoIsRefusedAndChangesNothing) {
   EXPECT_LE(relative_max_error(split->logits(rows), before), 0.0);
 }
 
+// `dir` split over two GPUs (NCCL), or, on a machine with one, both ranks on GPU 0 joined through the host
+// (WICK_TP_ONE_GPU; `one_gpu` set).
+std::shared_ptr<Model> cuda_split(const std::filesystem::path& dir, bool& one_gpu) {
+  const auto load = [&] { return Model::load(dir, {.device = Device::cuda, .tensor_parallel = 2}); };
+  one_gpu = false;
+  try {
+    return load();
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("does not exist") == std::string::npos) throw;
+  }
+  one_gpu = true;
+  setenv("WICK_TP_ONE_GPU", "1", 1);
+  std::shared_ptr<Model> split = load();
+  unsetenv("WICK_TP_ONE_GPU");
+  return split;
+}
+
 // On CUDA: the split model's device code — its share of the weights and KV heads, the vocabulary gather, an adapter's
 // shares — over NCCL where the machine has two GPUs, else with both ranks on GPU 0 joined through the host
 // (WICK_TP_ONE_GPU): within bf16 tolerance of the whole model on the GPU, with its greedy tokens.
 TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
-  std::shared_ptr<Model> whole, split;
+  std::shared_ptr<Model> whole;
   try {
     whole = Model::load(fixture("models/tiny-untied"), {.device = Device::cuda});
   } catch (const Error& e) {
     GTEST_SKIP() << e.what();
   }
-  const auto load_split = [] {
-    return Model::load(fixture("models/tiny-untied"), {.device = Device::cuda, .tensor_parallel = 2});
-  };
   bool one_gpu = false;
-  try {
-    split = load_split();
-  } catch (const Error& e) {
-    if (std::string(e.what()).find("does not exist") == std::string::npos) throw;
-    one_gpu = true;
-    setenv("WICK_TP_ONE_GPU", "1", 1);
-    split = load_split();
-    unsetenv("WICK_TP_ONE_GPU");
-  }
+  const std::shared_ptr<Model> split = cuda_split(fixture("models/tiny-untied"), one_gpu);
   const auto a_whole = tp_adapter(*whole, "a", 3), a_split = tp_adapter(*split, "a", 3);
   const std::vector<std::vector<int32_t>> rows{{5, 17, 42, 99, 103, 250, 77, 12}, {1, 2, 3, 4, 5, 6, 7, 8}};
   for (const LoraSource* l : {static_cast<const LoraSource*>(nullptr), &a_split->source()}) {
@@ -250,6 +288,46 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
     if (step == 12) break;
     for (int i = 0; i < 2; ++i) past[size_t(i)] += int64_t(next[size_t(i)].size());
     next = {{ids_a[size_t(step)]}, {ids_b[size_t(step)]}};  // the whole model's tokens: the contexts stay alike
+  }
+}
+
+// On CUDA, a split the few-row kernels take: a short prompt and one-token steps of a sequence in its own cache (over
+// NCCL each rank's recorded step), and of a paged batch, through the kernels' fused norms, RoPE and cache writes, the
+// projections that end a layer's halves adding into the stream in their epilogue on every rank (rank 0 its part,
+// the others theirs into zeros) before the all-reduce, and the head's slices — within bf16 tolerance of the whole
+// model at every step of its greedy tokens.
+TEST(TensorParallel, CudaSplitThroughTheFewRowKernelsMatchesTheWholeModel) {
+  std::shared_ptr<Model> whole;
+  try {
+    whole = Model::load(few_row_model(), {.device = Device::cuda});
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  bool one_gpu = false;
+  const std::shared_ptr<Model> split = cuda_split(few_row_model(), one_gpu);
+  const std::vector<int32_t> prompt{9, 8, 7, 6, 5, 400, 3};
+  const auto [want, ids] = tp_greedy(*whole, prompt, 24, nullptr);
+  const std::vector<Tensor> got = tp_forced(*split, prompt, ids);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t s = 0; s < got.size(); ++s) EXPECT_LE(relative_l2_error(got[s], want[s]), 3e-2) << "step " << s;
+  if (one_gpu) EXPECT_EQ(split->decode_graphs_recorded(), 0) << "ranks joined through the host record nothing";
+  else EXPECT_GT(split->decode_graphs_recorded(), 0);
+
+  KVBlockPool pool = split->make_block_pool(32, 4);
+  const std::vector<int32_t> other{4, 44, 144, 500};
+  const auto [want_b, ids_b] = tp_greedy(*whole, other, 12, nullptr);
+  const std::vector<std::vector<int32_t>> blocks{{0, 1, 2, 3, 4, 5, 6, 7}, {8, 9, 10, 11, 12, 13}};
+  std::vector<std::vector<int32_t>> next{prompt, other};
+  std::vector<int64_t> past{0, 0};
+  for (int step = 0; step <= 12; ++step) {
+    std::vector<PagedSequence> batch{{.tokens = next[0], .past = past[0], .blocks = blocks[0]},
+                                     {.tokens = next[1], .past = past[1], .blocks = blocks[1]}};
+    const Tensor logits = split->forward_paged(pool, batch);
+    EXPECT_LE(relative_l2_error(logits.rows(0, 1), want[size_t(step)]), 3e-2) << "step " << step;
+    EXPECT_LE(relative_l2_error(logits.rows(1, 2), want_b[size_t(step)]), 3e-2) << "step " << step;
+    if (step == 12) break;
+    for (int i = 0; i < 2; ++i) past[size_t(i)] += int64_t(next[size_t(i)].size());
+    next = {{ids[size_t(step)]}, {ids_b[size_t(step)]}};
   }
 }
 
