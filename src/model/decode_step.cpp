@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "backend/collective.h"
 #include "model/paged_step.h"
 #include "model/plain_ops.h"
 #include "wick/error.h"
@@ -62,16 +63,22 @@ namespace {
 // The layer steps as the fused one-token kernels of a recorded step: q/k/v with the norm before them and RoPE and the
 // cache write after; attention; o_proj and its residual add; gate/up with the norm and SwiGLU; down_proj and its
 // residual add. With `lora`, every kernel reads the adapter table (the projection's LoraEntry at lora_slot) and the
-// step's epoch; without, they are the builds that read no table at all.
+// step's epoch; without, they are the builds that read no table at all. With `tp`, one rank's step of a split model:
+// the same kernels over the rank's share (column-parallel q/k/v and gate/up need nothing more), the embedding summed
+// across ranks, o_proj and down_proj adding rank 0's part into the stream and every other rank's into zeros before the
+// stream is summed, and the head's vocabulary slices gathered into rank 0's logits. An adapter's shares split as the
+// base (tensor_parallel.h), so its low-rank terms ride in the same sums.
 class FusedOps final : public LayerOps {
  public:
   // Keys and values in `cache`, or (cache null) in `pool`'s rows that `paged` names.
   FusedOps(Backend& b, FusedDecode& f, const ModelConfig& c, KVCache* cache, KVBlockPool* pool, const PagedKeys& paged,
-           DecodeSteps::Recorded& r, Tensor& table, bool lora)
-      : b_(b), f_(f), c_(c), cache_(cache), pool_(pool), paged_(paged), r_(r), table_(table), lora_(lora) {}
+           DecodeSteps::Recorded& r, Tensor& table, bool lora, const RankOfMany* tp)
+      : b_(b), f_(f), c_(c), cache_(cache), pool_(pool), paged_(paged), r_(r), table_(table), lora_(lora), tp_(tp),
+        shard_(tp ? tp->shard.rank : 0) {}
 
   void embed(const Tensor& table, Tensor& x) override {
     f_.begin_step(table, r_.token, x, r_.lora_table_address, table_);
+    if (tp_) tp_->collective->all_reduce(x, shard_);  // the token's row is on one rank
   }
   void attention_inputs(const Normed& h, const Projection& q, const Projection& k, const Projection& v, int64_t layer,
                         Tensor& q_out) override {
@@ -87,18 +94,25 @@ class FusedOps final : public LayerOps {
     else b_.paged_attention(qh, keys(layer), values(layer), paged_, out, attention_params(c_));
   }
   void add_projection(const Tensor& in, const Projection& w, Tensor& x) override {
+    if (tp_ && shard_ != 0) b_.zero(x);
     f_.residual_linear(in, w.weight, x, lora_for(w));
+    if (tp_) tp_->collective->all_reduce(x, shard_);
   }
   void gated_mlp_input(const Normed& m, const Projection& gate, const Projection& up, Tensor& out) override {
     f_.gate_up(input(m), gate.weight, up.weight, out, lora_for(gate));
   }
   void logits(const Normed& n, const Tensor& head, Tensor& logits) override {
-    f_.norm_linear(input(n), head, logits);
+    if (!tp_ || !tp_->split_head) {
+      f_.norm_linear(input(n), head, logits);
+      return;
+    }
+    f_.norm_linear(input(n), head, r_.head.local);
+    gather_vocab_slices(b_, *tp_, r_.head, 1, logits);
   }
 
  private:
-  Tensor keys(int64_t layer) const { return cache_ ? cache_->keys(layer) : pool_->keys(layer); }
-  Tensor values(int64_t layer) const { return cache_ ? cache_->values(layer) : pool_->values(layer); }
+  Tensor keys(int64_t layer) const { return cache_ ? cache_->keys(layer, shard_) : pool_->keys(layer, shard_); }
+  Tensor values(int64_t layer) const { return cache_ ? cache_->values(layer, shard_) : pool_->values(layer, shard_); }
   FusedInput input(const Normed& n) const { return {.x = *n.x, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}; }
   // Where the call that starts with projection `p` finds its factors: consecutive entries from p's (gate/up's call
   // covers up, q/k/v's k and v: lora_slot order).
@@ -119,13 +133,16 @@ class FusedOps final : public LayerOps {
   DecodeSteps::Recorded& r_;
   Tensor& table_;
   bool lora_;
+  const RankOfMany* tp_;
+  int shard_;
 };
 
-// Whether the fused kernels compute this model: shapes they take, and no bias where they add none (o_proj,
-// gate/up, down_proj).
-bool fused_takes(const FusedDecode& f, const ModelConfig& c, const ModelWeights& w) {
-  if (!f.supports({.hidden = c.hidden_size, .ffn = c.intermediate_size, .heads = c.num_heads,
-                   .kv_heads = c.num_kv_heads, .head_dim = c.head_dim}))
+}  // namespace
+
+bool DecodeSteps::fused_takes(Backend& backend, const ModelConfig& c, const ModelWeights& w) {
+  const FusedDecode* f = backend.fused_decode();
+  if (!f || !f->supports({.hidden = c.hidden_size, .ffn = c.intermediate_size, .heads = c.num_heads,
+                          .kv_heads = c.num_kv_heads, .head_dim = c.head_dim}))
     return false;
   for (const LayerWeights& l : w.layers)
     for (const Projection* p : {&l.o, &l.gate, &l.up, &l.down})
@@ -133,17 +150,11 @@ bool fused_takes(const FusedDecode& f, const ModelConfig& c, const ModelWeights&
   return true;
 }
 
-}  // namespace
-
 DecodeSteps::DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights,
-                         const RankOfMany* tp)
+                         const RankOfMany* tp, bool fused)
     : backend_(backend), config_(config) {
-  if (tp) {  // the fused one-token kernels add a whole projection into the stream: no sum across ranks between
-    tp_ = *tp;
-    return;
-  }
-  FusedDecode* f = backend.fused_decode();
-  if (f && fused_takes(*f, config, weights)) fused_ = f;
+  if (tp) tp_ = *tp;
+  if (fused && fused_takes(backend, config, weights)) fused_ = backend.fused_decode();
 }
 
 DecodeSteps::~DecodeSteps() = default;
@@ -176,8 +187,7 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Ten
                                                   .paged = false,
                                                   .inputs = backend_.alloc({kStepWords}, DType::i32),
                                                   .acts = Activations(backend_, config_, 1),
-                                                  .head = HeadBuffers(backend_, config_, head, 1, false,
-                                                                      tp_ && tp_->split_head ? tp_->shard.ranks : 1)});
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false, head_ranks())});
   if (fused_) r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
   graphs_.push_back(std::move(r));
   return *graphs_.back();
@@ -185,7 +195,7 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Ten
 
 DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVBlockPool& pool, const Tensor& head) {
   const std::lock_guard lock(mutex_);
-  const void* storage = pool.keys(0).raw();
+  const void* storage = pool.keys(0, tp_ ? tp_->shard.rank : 0).raw();
   // A block table at its longest: the whole context, or the whole pool.
   const int64_t bs = pool.block_size();
   const int64_t capacity = std::min((config_.max_position_embeddings + bs - 1) / bs, pool.num_blocks());
@@ -197,7 +207,7 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVBlockPool& pool, const 
                                                   .paged = true,
                                                   .inputs = backend_.alloc({kTableAt + capacity}, DType::i32),
                                                   .acts = Activations(backend_, config_, 1),
-                                                  .head = HeadBuffers(backend_, config_, head, 1, false)});
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false, head_ranks())});
   r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
   graphs_.push_back(std::move(r));
   return *graphs_.back();
@@ -230,7 +240,7 @@ Graph* DecodeSteps::graph_for(const ModelWeights& weights, Recorded& r, KVCache*
                         .block_size = pool ? pool->block_size() : 1, .max_visible = context};
   const auto body = [&] {
     if (fused_) {
-      FusedOps ops(backend_, *fused_, config_, cache, pool, paged, r, lora_table_, lora);
+      FusedOps ops(backend_, *fused_, config_, cache, pool, paged, r, lora_table_, lora, tp_ ? &*tp_ : nullptr);
       forward_pass(ops, weights, heads, r.acts, r.head.logits);
     } else {
       const std::vector<Span> spans{{.begin = 0, .count = 1, .past = 0, .cache = cache}};
@@ -240,9 +250,11 @@ Graph* DecodeSteps::graph_for(const ModelWeights& weights, Recorded& r, KVCache*
       forward_pass(ops, weights, heads, r.acts, r.head.logits);
     }
   };
-  graph = backend_.capture(body);
+  // A backend without graphs, or the ranks of a split joined by a collective that cannot be recorded: run now,
+  // nothing kept.
+  if (!tp_ || tp_->collective->capturable()) graph = backend_.capture(body);
   if (graph) ++captures_;
-  else body();  // a backend without graphs: run now, nothing kept
+  else body();
   return graph.get();
 }
 
@@ -265,7 +277,7 @@ Tensor DecodeSteps::run_paged(const ModelWeights& weights, const FlatBatch& flat
 }
 
 void DecodeSteps::record_paged(const ModelWeights& weights, KVBlockPool& pool, int64_t context) {
-  if (!fused_) return;
+  if (!fused_ || (tp_ && !tp_->collective->capturable())) return;
   Recorded& r = recorded_for(pool, weights.head);
   for (const bool lora : {false, true}) graph_for(weights, r, nullptr, &pool, paged_context_bucket(context), lora);
 }

@@ -31,12 +31,16 @@ static_assert(sizeof(StepInputs) == 24 && offsetof(StepInputs, token) == 8, "Ste
 
 class DecodeSteps {
  public:
-  /// For a model on `backend` whose weights are shaped as `weights` (fused kernels only where the backend has
-  /// them and they take the model's shapes). `tp`: the steps of one rank of a split model (its backend, config and
-  /// share of the weights), whose collective must be capturable: the plain ops (the few-row kernels where they take
-  /// the step), the collectives inside the graphs; every rank records and replays its own, in the same order.
+  /// For a model on `backend` whose weights are shaped as `weights` (fused kernels only where `fused`, the backend
+  /// has them and they take the model's shapes). `tp`: the steps of one rank of a split model (its backend, config
+  /// and share of the weights), the collectives inside the graphs; every rank records and replays its own, in the
+  /// same order, so all ranks must take the same kernels (pass `fused` = whether every rank's share takes them). Under
+  /// a collective that cannot be recorded (the host's, the staged one's) the steps run eagerly, recording nothing.
   DecodeSteps(Backend& backend, const ModelConfig& config, const ModelWeights& weights,
-              const RankOfMany* tp = nullptr);
+              const RankOfMany* tp = nullptr, bool fused = true);
+  /// Whether the fused one-token kernels of `backend` compute a model of `config` with `weights` (shapes they take,
+  /// no bias where they add none).
+  static bool fused_takes(Backend& backend, const ModelConfig& config, const ModelWeights& weights);
   ~DecodeSteps();
 
   /// Whether a step with `lora` (nullptr: none) is recorded: always without an adapter; with one only through the
@@ -73,6 +77,8 @@ class DecodeSteps {
   Graph* graph_for(const ModelWeights& weights, Recorded& r, KVCache* cache, KVBlockPool* pool, int64_t context,
                    bool lora);
   const void* table_address(const LoraSource* lora);
+  // The vocabulary slices a step's head buffers gather (a split causal LM's ranks; else 1).
+  int head_ranks() const { return tp_ && tp_->split_head ? tp_->shard.ranks : 1; }
 
   Backend& backend_;
   const ModelConfig& config_;

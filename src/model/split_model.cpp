@@ -37,13 +37,21 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
                            .shard = {r, n},
                            .vocab = impl.config.vocab_size,
                            .split_head = impl.config.head == ModelHead::causal_lm});
-  if (tp->collective->capturable() && impl.config.head != ModelHead::none)
+  // On GPUs: each rank's recorded steps (the one-token ones run eagerly where the collective cannot be recorded).
+  // Every rank takes the same kernels: the fused one-token ones only if every rank's share suits them (a row-split
+  // projection's bias is rank 0's alone).
+  if (o.device != Device::cpu && impl.config.head != ModelHead::none) {
+    bool fused = true;
+    for (int r = 0; r < n; ++r)
+      fused = fused && DecodeSteps::fused_takes(*tp->backends[size_t(r)], tp->config, tp->weights[size_t(r)]);
     for (int r = 0; r < n; ++r) {
       Backend& b = *tp->backends[size_t(r)];
-      tp->paged_steps.push_back(std::make_unique<PagedSteps>(b, tp->config, &tp->rank_of[size_t(r)]));
-      tp->decode_steps.push_back(
-          std::make_unique<DecodeSteps>(b, tp->config, tp->weights[size_t(r)], &tp->rank_of[size_t(r)]));
+      const RankOfMany* rank = &tp->rank_of[size_t(r)];
+      if (tp->collective->capturable())
+        tp->paged_steps.push_back(std::make_unique<PagedSteps>(b, tp->config, rank));
+      tp->decode_steps.push_back(std::make_unique<DecodeSteps>(b, tp->config, tp->weights[size_t(r)], rank, fused));
     }
+  }
   impl.backend = std::move(tp->owned[0]);
   impl.weights = tp->weights[0];
   impl.tp = std::move(tp);
@@ -88,13 +96,17 @@ Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPas
     shard_ids(flat.ids, {r, n}, impl.config.vocab_size, mine[size_t(r)].ids);
     for (Span& s : mine[size_t(r)].spans) s.lora = rank_lora(impl, s.lora, r);
   }
-  const bool last = o.logits == LogitsFor::last_token && !o.hidden_states;
-  const bool recorded = !tp.paged_steps.empty() && o.pool && last && tp.paged_steps[0]->takes(mine[0]);
-  // One new token of one sequence in its own cache, without an adapter: each rank's recorded one-token step.
-  const bool one_token = !tp.decode_steps.empty() && !o.pool && last && flat.ids.size() == 1 && !o.lora &&
-                         !flat.spans[0].lora && tp.decode_steps[0]->takes(nullptr);
   std::vector<const LoraSource*> lora(mine.size());
   for (int r = 0; r < n; ++r) lora[size_t(r)] = rank_lora(impl, o.lora, r);
+  // One new token of one sequence — in its own cache (o.lora its adapter) or a pool's rows (its span's) — as each
+  // rank's one-token step, recorded where the collective can be: the fused kernels over a pool, any kernels over a
+  // cache, as a whole model takes them (run_forward, run_paged).
+  const auto adapter = [&](int r) { return o.pool ? mine[size_t(r)].spans[0].lora : lora[size_t(r)]; };
+  const bool last = o.logits == LogitsFor::last_token && !o.hidden_states;
+  const bool one_token = !tp.decode_steps.empty() && last && flat.ids.size() == 1 && flat.spans.size() == 1 &&
+                         (!o.pool || tp.decode_steps[0]->fused()) && tp.decode_steps[0]->takes(adapter(0));
+  const bool recorded =
+      !one_token && !tp.paged_steps.empty() && o.pool && last && tp.paged_steps[0]->takes(mine[0]);
   Tensor logits;
   tp.threads->run(
       [&](int r) {
@@ -104,9 +116,11 @@ Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPas
         PlainPassOptions ro = o;
         ro.lora = lora[size_t(r)];
         const ModelWeights& w = tp.weights[size_t(r)];
-        const Tensor out = recorded    ? tp.paged_steps[size_t(r)]->run(w, f, *o.pool)
-                           : one_token ? tp.decode_steps[size_t(r)]->run(w, f.spans[0], f.ids[0], nullptr)
-                                       : plain_pass(b, tp.config, w, f, ro, &tp.rank_of[size_t(r)]);
+        DecodeSteps* steps = one_token ? tp.decode_steps[size_t(r)].get() : nullptr;
+        const Tensor out = steps && o.pool ? steps->run_paged(w, f, *o.pool, adapter(r))
+                           : steps         ? steps->run(w, f.spans[0], f.ids[0], adapter(r))
+                           : recorded      ? tp.paged_steps[size_t(r)]->run(w, f, *o.pool)
+                                           : plain_pass(b, tp.config, w, f, ro, &tp.rank_of[size_t(r)]);
         if (r == 0) logits = out;
       },
       [&] { tp.collective->abort(); });

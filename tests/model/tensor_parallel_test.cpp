@@ -72,8 +72,8 @@ std::filesystem::path four_way_model() {
   return dir;
 }
 
-// A random model whose split over two ranks the GPU's few-row kernels take (each rank's heads·head_dim, hidden and
-// MLP multiples of 32), with a vocabulary that does not divide by 2.
+// A random model whose split over two ranks the GPU's fused kernels take (each rank's heads·head_dim, hidden and MLP
+// multiples of 32, as the few-row kernels need), with a vocabulary that does not divide by 2.
 std::filesystem::path few_row_model() {
   static const std::filesystem::path dir = [] {
     ModelConfig c;
@@ -264,6 +264,7 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
     EXPECT_LE(relative_l2_error(got, want), 3e-2) << (l ? "adapter" : "base");
   }
   const std::vector<int32_t> prompt{9, 8, 7, 6, 5};
+  // One-token steps with the adapter: the fused one-token kernels, the adapter's shares in the same sums.
   EXPECT_EQ(tp_greedy(*split, prompt, 32, &a_split->source()).second,
             tp_greedy(*whole, prompt, 32, &a_whole->source()).second);
   // The paged pass: a prompt, then one-token steps of two sequences (one with the adapter), which over NCCL replay
@@ -291,12 +292,12 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
   }
 }
 
-// On CUDA, a split the few-row kernels take: a short prompt and one-token steps of a sequence in its own cache (over
-// NCCL each rank's recorded step), and of a paged batch, through the kernels' fused norms, RoPE and cache writes, the
-// projections that end a layer's halves adding into the stream in their epilogue on every rank (rank 0 its part,
-// the others theirs into zeros) before the all-reduce, and the head's slices — within bf16 tolerance of the whole
-// model at every step of its greedy tokens.
-TEST(TensorParallel, CudaSplitThroughTheFewRowKernelsMatchesTheWholeModel) {
+// On CUDA, a split the fused kernels take, against the whole model at every step of its greedy tokens (within bf16
+// tolerance): a short prompt through the few-row kernels, one-token steps of a sequence in its own cache through the
+// fused one-token kernels (over NCCL each rank's recorded step), and steps of a paged batch of two through the
+// few-row kernels — the projections that end a layer's halves adding into the stream in their epilogue (rank 0 its
+// part, the others theirs into zeros) before the all-reduce, and the head's slices gathered.
+TEST(TensorParallel, CudaSplitThroughTheFusedKernelsMatchesTheWholeModel) {
   std::shared_ptr<Model> whole;
   try {
     whole = Model::load(few_row_model(), {.device = Device::cuda});
