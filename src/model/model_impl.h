@@ -52,7 +52,8 @@ struct TensorParallel {
   // Rank r's recorded decode steps of paged batches, the collectives inside the graphs (a capturable collective
   // only: NCCL's); empty on the CPU. Last: gone before the collective and the backends.
   std::vector<std::unique_ptr<PagedSteps>> paged_steps;
-  // Rank r's recorded one-token steps of a sequence in its own cache (KVCache), likewise.
+  // Rank r's one-token steps of one sequence (in its own cache or a pool's rows): recorded over NCCL, eager
+  // otherwise (the CPU too).
   std::vector<std::unique_ptr<DecodeSteps>> decode_steps;
 
   int ranks() const { return int(backends.size()); }

@@ -37,10 +37,11 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
                            .shard = {r, n},
                            .vocab = impl.config.vocab_size,
                            .split_head = impl.config.head == ModelHead::causal_lm});
-  // On GPUs: each rank's recorded steps (the one-token ones run eagerly where the collective cannot be recorded).
-  // Every rank takes the same kernels: the fused one-token ones only if every rank's share suits them (a row-split
-  // projection's bias is rank 0's alone).
-  if (o.device != Device::cpu && impl.config.head != ModelHead::none) {
+  // Each rank's recorded steps: the paged ones where the collective can be recorded (NCCL's), the one-token ones
+  // everywhere, run eagerly where it cannot (the host's on the CPU — the reference of the GPUs' — and the staged
+  // one). Every rank takes the same kernels: the fused one-token ones only if every rank's share suits them (a
+  // row-split projection's bias is rank 0's alone).
+  if (impl.config.head != ModelHead::none) {
     bool fused = true;
     for (int r = 0; r < n; ++r)
       fused = fused && DecodeSteps::fused_takes(*tp->backends[size_t(r)], tp->config, tp->weights[size_t(r)]);
