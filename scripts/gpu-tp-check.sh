@@ -37,7 +37,7 @@ suite tp $build/tests/wick_model_tests 'TensorParallel.*:HostCollective.*'
 suite engine_tp $build/tests/wick_engine_tests 'Engine.ASplit*'
 if command -v compute-sanitizer >/dev/null; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $build/tests/wick_model_tests \
-    --gtest_filter='TensorParallel.CudaSplitMatchesTheWholeCudaModel' >"$out/memcheck.log" 2>&1
+    --gtest_filter='TensorParallel.CudaSplit*' >"$out/memcheck.log" 2>&1
   echo "memcheck: exit $? ($(tail -1 "$out/memcheck.log"))"
 fi
 fi
