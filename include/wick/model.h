@@ -36,9 +36,9 @@ struct LoadOptions {
   /// N ranks in one process, the reference), each holding its share of every layer (whole attention heads and KV
   /// heads, a slice of the MLP and of the vocabulary). The number must divide the attention heads, the KV heads and
   /// the MLP width (bad_input otherwise); unsupported, naming the GPU, when the machine has fewer GPUs, or when NCCL
-  /// cannot join them within 60 s. On GPUs the engine's decode steps are recorded per GPU (record_paged_steps); one
-  /// sequence through a contiguous cache runs the plain passes. A split model cannot merge adapters, export or train
-  /// (unsupported); everything else is as on one device.
+  /// cannot join them within 60 s. On GPUs each GPU records its decode steps (the engine's: record_paged_steps; one
+  /// sequence's one-token steps), the NCCL calls inside. Merging an adapter merges each rank's share into its share of
+  /// the weights. A split model cannot export or train (unsupported); everything else is as on one device.
   int tensor_parallel = 1;
 };
 
@@ -185,8 +185,9 @@ class Model {
   /// (CpuWeights::int8) quantised again — q8_0 of (the dequantised W + scale·B·A), each value within half its
   /// block's new step of that sum, so the merged model is near the unmerged one (the adapter exact on top of the
   /// 8-bit weights), not equal to it. Waits for forward passes in flight and forgets recorded decode steps (they
-  /// read the old tensors). bad_input, changing nothing, when an adapter is already merged. (merge_adapter() is the
-  /// checked form for a LoraAdapter.)
+  /// read the old tensors). bad_input, changing nothing, when an adapter is already merged. A split model merges each
+  /// rank's share of the adapter into its share of the weights. (merge_adapter() is the checked form for a
+  /// LoraAdapter.)
   void merge_lora(std::shared_ptr<const LoraSource> lora);
   /// Puts the base tensors back; returns what was merged (or nullptr).
   std::shared_ptr<const LoraSource> unmerge_lora();

@@ -1,8 +1,10 @@
 // Model::merge_lora / unmerge_lora: an adapter folded into the weights (W + scale·B·A in new tensors) and the base
-// tensors put back bit-exactly (kept, never recomputed by subtraction).
+// tensors put back bit-exactly (kept, never recomputed by subtraction); on a split model, each rank's share.
+#include <iterator>
 #include <utility>
+#include <vector>
 
-#include "model/model_impl.h"
+#include "model/split_model.h"
 #include "wick/error.h"
 
 namespace wick {
@@ -36,32 +38,59 @@ Tensor merged_weight(Backend& b, const Tensor& w, const LoraFactors& f) {
   return w.dtype() == dt ? merged : b.upload_weight(b.download(merged).to(w.dtype()));
 }
 
+// The slots of `w` that merging `lora` replaces, each with its merged tensor (made on `b`; none changed yet).
+std::vector<std::pair<Tensor*, Tensor>> merged_slots(Backend& b, ModelWeights& w, const LoraSource& lora) {
+  std::vector<std::pair<Tensor*, Tensor>> out;
+  for (int64_t l = 0; l < int64_t(w.layers.size()); ++l)
+    for (int k = 0; k < kProjKinds; ++k)
+      if (const LoraFactors* f = lora.factors(int(l), ProjKind(k))) {
+        Projection& p = w.layers[size_t(l)].projection(ProjKind(k));
+        out.emplace_back(&p.weight, merged_weight(b, p.weight, *f));
+      }
+  if (lora.head()) out.emplace_back(&w.head, *lora.head());
+  if (lora.embedding()) out.emplace_back(&w.embed, *lora.embedding());
+  return out;
+}
+
+// Recorded steps read the weight tensors they were recorded with: forgotten after any slot changes.
+void forget_recorded(Model::Impl& impl) {
+  if (impl.decode_steps) impl.decode_steps->forget_graphs();
+  if (impl.paged_steps) impl.paged_steps->forget_graphs();
+  if (TensorParallel* tp = impl.tp.get()) {
+    for (auto& steps : tp->decode_steps) steps->forget_graphs();
+    for (auto& steps : tp->paged_steps) steps->forget_graphs();
+    impl.weights = tp->weights[0];  // rank 0's share, as loading left it
+  }
+}
+
 }  // namespace
 
 void Model::merge_lora(std::shared_ptr<const LoraSource> lora) {
   if (!lora) fail(ErrorKind::bad_input, "merge: no adapter");
-  require_whole(*impl_, "merging an adapter");
-  Backend& b = *impl_->backend;
-  ModelWeights& w = impl_->weights;
   const std::unique_lock lock(impl_->weights_mutex);
   if (impl_->merged) fail(ErrorKind::bad_input, "merge: an adapter is already merged (unmerge it first)");
 
-  // Every merged tensor is made before any slot changes, so a failure leaves the weights as they were.
+  // Every merged tensor is made before any slot changes, so a failure leaves the weights as they were. A split model
+  // merges each rank's share of the adapter into its share of the weights (the adapter split as the base: W's rows
+  // get B's rows, W's columns A's), each on its rank's thread.
   std::vector<std::pair<Tensor*, Tensor>> replacements;
-  for (int64_t l = 0; l < int64_t(w.layers.size()); ++l)
-    for (int k = 0; k < kProjKinds; ++k)
-      if (const LoraFactors* f = lora->factors(int(l), ProjKind(k))) {
-        Projection& p = w.layers[size_t(l)].projection(ProjKind(k));
-        replacements.emplace_back(&p.weight, merged_weight(b, p.weight, *f));
-      }
-  if (lora->head()) replacements.emplace_back(&w.head, *lora->head());
-  if (lora->embedding()) replacements.emplace_back(&w.embed, *lora->embedding());
+  if (TensorParallel* tp = impl_->tp.get()) {
+    std::vector<const LoraSource*> shares(size_t(tp->ranks()));
+    for (int r = 0; r < tp->ranks(); ++r) shares[size_t(r)] = rank_lora(*impl_, lora.get(), r);
+    std::vector<std::vector<std::pair<Tensor*, Tensor>>> per_rank(shares.size());
+    tp->threads->run([&](int r) {
+      tp->backends[size_t(r)]->bind_thread();
+      per_rank[size_t(r)] = merged_slots(*tp->backends[size_t(r)], tp->weights[size_t(r)], *shares[size_t(r)]);
+    });
+    for (auto& slots : per_rank) std::move(slots.begin(), slots.end(), std::back_inserter(replacements));
+  } else {
+    replacements = merged_slots(*impl_->backend, impl_->weights, *lora);
+  }
   for (auto& [slot, tensor] : replacements) {
     impl_->unmerged.emplace_back(slot, *slot);
     *slot = std::move(tensor);
   }
-  if (impl_->decode_steps) impl_->decode_steps->forget_graphs();  // recorded steps read the old weight tensors
-  if (impl_->paged_steps) impl_->paged_steps->forget_graphs();
+  forget_recorded(*impl_);
   impl_->merged = std::move(lora);
 }
 
@@ -69,8 +98,7 @@ std::shared_ptr<const LoraSource> Model::unmerge_lora() {
   const std::unique_lock lock(impl_->weights_mutex);
   for (auto it = impl_->unmerged.rbegin(); it != impl_->unmerged.rend(); ++it) *it->first = std::move(it->second);
   impl_->unmerged.clear();
-  if (impl_->decode_steps) impl_->decode_steps->forget_graphs();
-  if (impl_->paged_steps) impl_->paged_steps->forget_graphs();
+  forget_recorded(*impl_);
   return std::exchange(impl_->merged, nullptr);
 }
 

@@ -58,10 +58,7 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
   impl.tp = std::move(tp);
 }
 
-namespace {
-
-// An adapter's share on rank r of a split model (nullptr for none), its shards made on first use: the factors copied
-// to the host once (from rank 0's device), each rank's cut uploaded from its own thread.
+// The factors copied to the host once (from rank 0's device), each rank's cut uploaded from its own thread.
 const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int r) {
   if (!lora) return nullptr;
   const TensorParallel& tp = *impl.tp;
@@ -83,8 +80,6 @@ const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int
                     })[size_t(r)]
       .get();
 }
-
-}  // namespace
 
 // plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard
 // (or, for a decode step of a paged batch or of one sequence in its cache, each rank's recorded step: every rank

@@ -27,6 +27,10 @@ Tensor plain_pass(Backend& b, const ModelConfig& c, const ModelWeights& weights,
 /// Loads `impl` split over LoadOptions::tensor_parallel devices: its ranks, their shares, their collective.
 void load_split(Model::Impl& impl, const TensorStore& store, const std::filesystem::path& dir, const LoadOptions& o);
 
+/// An adapter's share on rank r of a split model (nullptr for none), its shares cut on first use — from the calling
+/// thread, never a rank's (the cut runs on every rank's thread).
+const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int r);
+
 /// plain_pass on every rank of a split model at once (or each rank's recorded decode step); rank 0's logits.
 Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o);
 

@@ -216,13 +216,37 @@ TEST(TensorParallel, CountsThatDoNotDivideAreRefusedByName) {
                     "--tensor-parallel 0");
 }
 
+// Merging an adapter into a split model (each rank's share into its share of the weights, modules_to_save's head and
+// embedding slices swapped in) gives the whole model's merged logits and greedy tokens; unmerging puts every rank's
+// base tensors back bit for bit.
+TEST(TensorParallel, AMergedAdapterGivesTheWholeMergedModelAndUnmergesExactly) {
+  const auto whole = Model::load(fixture("models/tiny-untied"), tp_options(1));
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  const std::vector<std::vector<int32_t>> rows{{5, 17, 42, 99}, {1, 2, 3, 300}};
+  const Tensor before = split->logits(rows);
+  for (const bool saves : {false, true}) {
+    const auto a_whole = tp_adapter(*whole, "a", 5, saves), a_split = tp_adapter(*split, "a", 5, saves);
+    const Tensor unmerged = split->logits(rows, &a_split->source());
+    whole->merge_adapter(a_whole);
+    split->merge_adapter(a_split);
+    EXPECT_EQ(split->merged_lora().get(), &a_split->source());
+    const Tensor merged = split->logits(rows);
+    EXPECT_LE(relative_max_error(merged, whole->logits(rows)), 1e-5) << (saves ? "saves" : "factors");
+    EXPECT_LE(relative_max_error(merged, unmerged), 1e-5) << "merged as the adapter gives unmerged";
+    const std::vector<int32_t> prompt{9, 8, 7};
+    EXPECT_EQ(tp_greedy(*split, prompt, 16, nullptr).second, tp_greedy(*whole, prompt, 16, nullptr).second);
+    whole->unmerge_lora();
+    EXPECT_EQ(split->unmerge_lora().get(), &a_split->source());
+    EXPECT_LE(relative_max_error(split->logits(rows), before), 0.0) << "unmerged: the base, bit for bit";
+  }
+}
+
 TEST(TensorParallel, WhatASplitModelCannotDoIsRefusedAndChangesNothing) {
   const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
   const std::vector<std::vector<int32_t>> rows{{5, 17, 42}};
   const Tensor before = split->logits(rows);
-  const auto a = tp_adapter(*split, "a", 1);
-  EXPECT_WICK_ERROR(split->merge_adapter(a), ErrorKind::unsupported, "merging an adapter", "--tensor-parallel");
-  EXPECT_WICK_ERROR(split->save_pretrained(temp_dir("tp-save")), ErrorKind::unsupported, "exporting");
+  EXPECT_WICK_ERROR(split->save_pretrained(temp_dir("tp-save")), ErrorKind::unsupported, "exporting",
+                    "--tensor-parallel");
   EXPECT_EQ(split->merged_lora(), nullptr);
   EXPECT_LE(relative_max_error(split->logits(rows), before), 0.0);
 }
