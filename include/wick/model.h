@@ -38,7 +38,8 @@ struct LoadOptions {
   /// the MLP width (bad_input otherwise); unsupported, naming the GPU, when the machine has fewer GPUs, or when NCCL
   /// cannot join them within 60 s. On GPUs each GPU records its decode steps (the engine's: record_paged_steps; one
   /// sequence's one-token steps), the NCCL calls inside. Merging an adapter merges each rank's share into its share of
-  /// the weights. A split model cannot export or train (unsupported); everything else is as on one device.
+  /// the weights; exporting joins the shares back. A split model cannot train (unsupported); everything else is as on
+  /// one device.
   int tensor_parallel = 1;
 };
 
@@ -216,7 +217,8 @@ class Model {
   std::shared_ptr<const LoraAdapter> merged_adapter() const;
 
   /// Every tensor of the model as a Hugging Face directory stores it, by name (in a fixed order), as CPU f32 copies
-  /// of the weights as they are now (a merged adapter included; a tied lm_head is the embedding, not listed).
+  /// of the weights as they are now (a merged adapter included; a tied lm_head is the embedding, not listed). A split
+  /// model's ranks' shares are joined back into the whole tensors.
   std::vector<std::pair<std::string, Tensor>> state_dict() const;
 
   /// Writes the weights as they are now (a merged adapter included) as a Hugging Face directory that

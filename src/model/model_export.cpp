@@ -1,5 +1,5 @@
 // Model::save_pretrained: the weights as they are now, as a Hugging Face directory (used to export a
-// model with an adapter merged in).
+// model with an adapter merged in); a split model's shares joined back into whole tensors.
 #include <fstream>
 #include <map>
 #include <shared_mutex>
@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/model_impl.h"
+#include "model/tensor_parallel.h"
 #include "wick/error.h"
 #include "wick/safetensors.h"
 
@@ -39,34 +40,68 @@ std::string generation_json(const GenerationDefaults& g) {
   return j.dump(2) + "\n";
 }
 
-}  // namespace
+// How a tensor of a split model is joined from its ranks' shares.
+enum class Join { whole, projection, vocabulary };
+struct Named {
+  const Tensor* tensor;
+  Join join = Join::whole;
+  ProjKind kind = ProjKind::q;
+};
 
-std::vector<std::pair<std::string, Tensor>> Model::state_dict() const {
-  require_whole(*impl_, "exporting the weights");
-  Backend& b = *impl_->backend;
-  const std::shared_lock lock(impl_->weights_mutex);
-  const ModelWeights& w = impl_->weights;
-  std::map<std::string, const Tensor*> by_name{{"model.embed_tokens.weight", &w.embed},
-                                               {"model.norm.weight", &w.final_norm},
-                                               {"lm_head.weight", &w.head},
-                                               {"score.weight", &w.head}};
+// Every tensor of `w` by its name in a Hugging Face directory.
+std::map<std::string, Named> by_name(const ModelWeights& w, bool split_head) {
+  std::map<std::string, Named> out{{"model.embed_tokens.weight", {&w.embed, Join::vocabulary}},
+                                   {"model.norm.weight", {&w.final_norm}},
+                                   {"lm_head.weight", {&w.head, split_head ? Join::vocabulary : Join::whole}},
+                                   {"score.weight", {&w.head}}};
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LayerWeights& l = w.layers[i];
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    by_name[p + "input_layernorm.weight"] = &l.input_norm;
-    by_name[p + "post_attention_layernorm.weight"] = &l.post_attention_norm;
+    out[p + "input_layernorm.weight"] = {&l.input_norm};
+    out[p + "post_attention_layernorm.weight"] = {&l.post_attention_norm};
     for (int k = 0; k < kProjKinds; ++k) {
       const Projection& proj = l.projection(ProjKind(k));
-      by_name[p + proj_path(proj.kind) + ".weight"] = &proj.weight;
-      if (proj.bias.defined()) by_name[p + proj_path(proj.kind) + ".bias"] = &proj.bias;
+      out[p + proj_path(proj.kind) + ".weight"] = {&proj.weight, Join::projection, proj.kind};
+      // A row-split projection's bias is rank 0's alone: whole.
+      if (proj.bias.defined())
+        out[p + proj_path(proj.kind) + ".bias"] = {&proj.bias, column_parallel(proj.kind) ? Join::projection : Join::whole,
+                                                   proj.kind};
     }
   }
-  // expected_tensors() is the one list of what a Qwen2 directory holds.
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, Tensor>> Model::state_dict() const {
+  const std::shared_lock lock(impl_->weights_mutex);
+  const TensorParallel* tp = impl_->tp.get();
+  const int ranks = tp ? tp->ranks() : 1;
+  const bool split_head = tp && impl_->config.head == ModelHead::causal_lm;
+  // expected_tensors() is the one list of what a Qwen2 directory holds; each rank downloads its shares of them (a
+  // split model's on the rank's thread, its GPU current there).
+  const std::vector<TensorSpec> specs = expected_tensors(impl_->config);
+  std::vector<std::vector<Tensor>> shares(specs.size(), std::vector<Tensor>(size_t(ranks)));
+  std::vector<Named> named(specs.size());
+  const auto download = [&](int r) {
+    Backend& b = tp ? *tp->backends[size_t(r)] : *impl_->backend;
+    if (tp) b.bind_thread();
+    const std::map<std::string, Named> names = by_name(tp ? tp->weights[size_t(r)] : impl_->weights, split_head);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      auto it = names.find(specs[i].name);
+      if (it == names.end()) fail(ErrorKind::internal, "state_dict: no weight for '" + specs[i].name + "'");
+      if (r == 0) named[i] = it->second;
+      if (r == 0 || it->second.join != Join::whole) shares[i][size_t(r)] = b.download(*it->second.tensor);
+    }
+  };
+  if (tp) tp->threads->run(download);
+  else download(0);
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const TensorSpec& spec : expected_tensors(impl_->config)) {
-    auto it = by_name.find(spec.name);
-    if (it == by_name.end()) fail(ErrorKind::internal, "state_dict: no weight for '" + spec.name + "'");
-    tensors.emplace_back(spec.name, b.download(*it->second));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const std::vector<Tensor>& s = shares[i];
+    tensors.emplace_back(specs[i].name, named[i].join == Join::whole        ? s[0]
+                                        : named[i].join == Join::projection ? join_projection(s, named[i].kind)
+                                                                            : join_vocabulary(s, impl_->config.vocab_size));
   }
   return tensors;
 }

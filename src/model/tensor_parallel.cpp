@@ -67,6 +67,51 @@ class OwnedLora final : public LoraSource {
 
 }  // namespace
 
+namespace {
+
+// Row blocks of CPU tensors of one width and dtype: rows [0, counts[i]) of each, one after another.
+Tensor stacked_rows(std::span<const Tensor> parts, std::span<const int64_t> counts) {
+  const int64_t width = parts[0].numel() / parts[0].dim(0);
+  const size_t row_bytes = parts[0].nbytes() / size_t(parts[0].dim(0));
+  int64_t rows = 0;
+  for (const int64_t n : counts) rows += n;
+  Shape shape = parts[0].shape();
+  shape[0] = rows;
+  Tensor out = Tensor::empty({rows, width}, parts[0].dtype());
+  auto* dst = static_cast<std::byte*>(out.raw());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::memcpy(dst, parts[i].raw(), size_t(counts[i]) * row_bytes);
+    dst += size_t(counts[i]) * row_bytes;
+  }
+  return out.reshape(shape);
+}
+
+}  // namespace
+
+Tensor join_projection(std::span<const Tensor> shares, ProjKind kind) {
+  if (shares.size() == 1 || (!column_parallel(kind) && shares[0].shape().size() == 1)) return shares[0];
+  if (column_parallel(kind)) {
+    std::vector<int64_t> counts;
+    for (const Tensor& t : shares) counts.push_back(t.dim(0));
+    return stacked_rows(shares, counts);
+  }
+  const int64_t rows = shares[0].dim(0), part = shares[0].dim(1), n = int64_t(shares.size());
+  const size_t e = shares[0].nbytes() / size_t(shares[0].numel());
+  Tensor out = Tensor::empty({rows, part * n}, shares[0].dtype());
+  auto* dst = static_cast<std::byte*>(out.raw());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(dst + size_t(r * part * n + i * part) * e,
+                  static_cast<const std::byte*>(shares[size_t(i)].raw()) + size_t(r * part) * e, size_t(part) * e);
+  return out;
+}
+
+Tensor join_vocabulary(std::span<const Tensor> shares, int64_t vocab) {
+  std::vector<int64_t> counts;
+  for (int r = 0; r < int(shares.size()); ++r) counts.push_back(vocab_slice(vocab, {r, int(shares.size())}).count);
+  return stacked_rows(shares, counts);
+}
+
 ModelConfig shard_config(const ModelConfig& full, int ranks) {
   if (ranks < 1) fail(ErrorKind::bad_input, "--tensor-parallel " + std::to_string(ranks) + ": at least 1");
   require_divides(full.num_heads, ranks, "num_attention_heads");

@@ -44,6 +44,14 @@ Tensor shard_embedding(const Tensor& full, Shard s);
 /// The rank's rows of a causal LM's head [vocab, hidden], zero rows up to per_rank.
 Tensor shard_head(const Tensor& full, Shard s);
 
+/// The inverse of shard_projection: every rank's share of a projection's weight or bias (CPU tensors, rank order)
+/// joined into the whole tensor — rows stacked for a column-split projection, columns side by side for a row-split
+/// one (whose bias is rank 0's: pass that alone).
+Tensor join_projection(std::span<const Tensor> shares, ProjKind kind);
+/// The inverse of shard_embedding and shard_head: each rank's vocabulary slice (its padding and zero row dropped)
+/// stacked into [vocab, hidden].
+Tensor join_vocabulary(std::span<const Tensor> shares, int64_t vocab);
+
 /// A rank's view of a batch's token ids: id − begin inside its vocabulary slice, else per_rank (the zero row).
 void shard_ids(std::span<const int32_t> ids, Shard s, int64_t vocab, std::span<int32_t> out);
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "backend/collective.h"
+#include "model/training.h"
 #include "model_test_util.h"
 #include "test_util.h"
 #include "wick/adapter.h"
@@ -241,14 +242,46 @@ TEST(TensorParallel, AMergedAdapterGivesTheWholeMergedModelAndUnmergesExactly) {
   }
 }
 
-TEST(TensorParallel, WhatASplitModelCannotDoIsRefusedAndChangesNothing) {
+// A split model's weights, exported, are the whole model's: every share joined back (rows of the column-split
+// projections, columns of the row-split ones, the vocabulary slices without their padding), bit for bit; with an
+// adapter merged, the whole merged model's (each rank's merge the same sums); the folder loads and runs as the whole.
+TEST(TensorParallel, AnExportedSplitModelIsTheWholeModel) {
+  for (const char* name : {"models/tiny-untied", "models/tiny-tied", "models/tiny-seqcls"}) {
+    const auto whole = Model::load(fixture(name), tp_options(1)), split = Model::load(fixture(name), tp_options(2));
+    const auto want = whole->state_dict(), got = split->state_dict();
+    ASSERT_EQ(got.size(), want.size()) << name;
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].first, want[i].first);
+      ASSERT_EQ(got[i].second.shape(), want[i].second.shape()) << got[i].first;
+      EXPECT_LE(relative_max_error(got[i].second, want[i].second), 0.0) << name << " " << got[i].first;
+    }
+  }
+  // Four ranks, a vocabulary that does not divide: the last slice's padding dropped.
+  const auto want4 = Model::load(four_way_model(), tp_options(1))->state_dict();
+  const auto got4 = Model::load(four_way_model(), tp_options(4))->state_dict();
+  ASSERT_EQ(got4.size(), want4.size());
+  for (size_t i = 0; i < got4.size(); ++i)
+    EXPECT_LE(relative_max_error(got4[i].second, want4[i].second), 0.0) << "4 ranks " << got4[i].first;
+  const auto whole = Model::load(fixture("models/tiny-untied"), tp_options(1));
   const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
-  const std::vector<std::vector<int32_t>> rows{{5, 17, 42}};
-  const Tensor before = split->logits(rows);
-  EXPECT_WICK_ERROR(split->save_pretrained(temp_dir("tp-save")), ErrorKind::unsupported, "exporting",
-                    "--tensor-parallel");
-  EXPECT_EQ(split->merged_lora(), nullptr);
-  EXPECT_LE(relative_max_error(split->logits(rows), before), 0.0);
+  whole->merge_adapter(tp_adapter(*whole, "a", 9));
+  split->merge_adapter(tp_adapter(*split, "a", 9));
+  const auto want = whole->state_dict(), got = split->state_dict();
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LE(relative_max_error(got[i].second, want[i].second), 1e-6) << "merged " << got[i].first;
+  const std::filesystem::path dir = temp_dir("tp-export");
+  split->save_pretrained(dir);
+  const std::vector<std::vector<int32_t>> rows{{5, 17, 42, 99}};
+  EXPECT_LE(relative_max_error(Model::load(dir, tp_options(1))->logits(rows), whole->logits(rows)), 1e-5);
+}
+
+TEST(TensorParallel, TrainingASplitModelIsRefusedByName) {
+  const auto split = Model::load(fixture("models/tiny-untied"), tp_options(2));
+  const auto a = tp_adapter(*split, "a", 1);
+  const std::vector<int32_t> ids{5, 17, 42, 99}, labels{5, 17, 42, 99};
+  const std::vector<TrainSequence> batch{{ids, labels}};
+  EXPECT_WICK_ERROR(ModelTraining::loss(*split, batch, a->source()), ErrorKind::unsupported, "training",
+                    "split over 2 devices");
 }
 
 // `dir` split over two GPUs (NCCL), or, on a machine with one, both ranks on GPU 0 joined through the host
