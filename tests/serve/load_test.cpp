@@ -80,10 +80,13 @@ TEST(ServeLoad, TwoHundredStreamsWithDisconnectsFiveRoundsLeaveNothingBehind) {
     for (std::thread& t : clients) t.join();
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(120));
 
-    int completed = 0;
+    int completed = 0, hung_up = 0;
     for (int i = 0; i < kClients; ++i) {
       const Outcome& out = outcomes[size_t(i)];
-      if (out.hung_up) continue;
+      if (out.hung_up) {
+        ++hung_up;
+        continue;
+      }
       ASSERT_TRUE(out.completed) << "client " << i << " did not get its whole stream (" << httplib::to_string(out.error)
                                  << "): " << out.body.substr(0, 300);
       ++completed;
@@ -100,7 +103,11 @@ TEST(ServeLoad, TwoHundredStreamsWithDisconnectsFiveRoundsLeaveNothingBehind) {
       const json usage = json::parse(events[events.size() - 2]);
       EXPECT_EQ(usage["usage"]["completion_tokens"], max_tokens[size_t(i)]) << i;
     }
-    EXPECT_EQ(completed, kClients - kClients / 5);
+    // A client meant to leave after k reads stays to the end when the whole stream came in fewer reads (the server's
+    // writes coalesce under load): it is checked as a completed one.
+    EXPECT_EQ(completed + hung_up, kClients);
+    EXPECT_LE(hung_up, kClients / 5);
+    EXPECT_GT(hung_up, kClients / 10) << "too few disconnects to test them";
     EXPECT_TRUE(test::eventually([&] {
       const ServerStats st = s.server().stats();
       return st.engine.blocks_held == 0 && st.engine.running == 0 && st.engine.waiting == 0 && st.in_flight == 0;
