@@ -465,6 +465,7 @@ void Model::record_paged_steps(KVBlockPool& pool, int64_t rows) const {
         [&](int r) {
           tp->backends[size_t(r)]->bind_thread();
           tp->paged_steps[size_t(r)]->record(tp->weights[size_t(r)], pool, rows, 1);
+          tp->decode_steps[size_t(r)]->record_paged(tp->weights[size_t(r)], pool, 1);  // a batch of one
         },
         [&] { tp->collective->abort(); });
     return;
