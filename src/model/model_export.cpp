@@ -64,8 +64,8 @@ std::map<std::string, Named> by_name(const ModelWeights& w, bool split_head) {
       out[p + proj_path(proj.kind) + ".weight"] = {&proj.weight, Join::projection, proj.kind};
       // A row-split projection's bias is rank 0's alone: whole.
       if (proj.bias.defined())
-        out[p + proj_path(proj.kind) + ".bias"] = {&proj.bias, column_parallel(proj.kind) ? Join::projection : Join::whole,
-                                                   proj.kind};
+        out[p + proj_path(proj.kind) + ".bias"] = {
+            &proj.bias, column_parallel(proj.kind) ? Join::projection : Join::whole, proj.kind};
     }
   }
   return out;
@@ -99,9 +99,10 @@ std::vector<std::pair<std::string, Tensor>> Model::state_dict() const {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (size_t i = 0; i < specs.size(); ++i) {
     const std::vector<Tensor>& s = shares[i];
-    tensors.emplace_back(specs[i].name, named[i].join == Join::whole        ? s[0]
-                                        : named[i].join == Join::projection ? join_projection(s, named[i].kind)
-                                                                            : join_vocabulary(s, impl_->config.vocab_size));
+    const Join join = tp ? named[i].join : Join::whole;
+    tensors.emplace_back(specs[i].name, join == Join::whole        ? s[0]
+                                        : join == Join::projection ? join_projection(s, named[i].kind)
+                                                                   : join_vocabulary(s, impl_->config.vocab_size));
   }
   return tensors;
 }

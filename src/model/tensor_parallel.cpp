@@ -65,10 +65,6 @@ class OwnedLora final : public LoraSource {
   Tensor head_, embed_;
 };
 
-}  // namespace
-
-namespace {
-
 // Row blocks of CPU tensors of one width and dtype: rows [0, counts[i]) of each, one after another.
 Tensor stacked_rows(std::span<const Tensor> parts, std::span<const int64_t> counts) {
   const int64_t width = parts[0].numel() / parts[0].dim(0);
@@ -89,7 +85,7 @@ Tensor stacked_rows(std::span<const Tensor> parts, std::span<const int64_t> coun
 }  // namespace
 
 Tensor join_projection(std::span<const Tensor> shares, ProjKind kind) {
-  if (shares.size() == 1 || (!column_parallel(kind) && shares[0].shape().size() == 1)) return shares[0];
+  if (shares.size() == 1) return shares[0];
   if (column_parallel(kind)) {
     std::vector<int64_t> counts;
     for (const Tensor& t : shares) counts.push_back(t.dim(0));
