@@ -52,45 +52,42 @@ std::pair<std::vector<Tensor>, std::vector<int32_t>> tp_greedy(const Model& mode
   return {logits, ids};
 }
 
+// The shape of a two-layer random model with an untied head (tp_random_model).
+struct TpShape {
+  int64_t vocab, hidden, ffn, heads, kv_heads, head_dim;
+};
+
+// A random model of `shape` written into a fresh folder `name`.
+std::filesystem::path tp_random_model(const char* name, const TpShape& shape, DType dtype, uint64_t seed) {
+  ModelConfig c;
+  c.vocab_size = shape.vocab;
+  c.hidden_size = shape.hidden;
+  c.intermediate_size = shape.ffn;
+  c.num_layers = 2;
+  c.num_heads = shape.heads;
+  c.num_kv_heads = shape.kv_heads;
+  c.head_dim = shape.head_dim;
+  c.max_position_embeddings = 128;
+  c.tie_word_embeddings = false;
+  const std::filesystem::path dir = temp_dir(name);
+  write_random_model(c, dir, {.dtype = dtype, .seed = seed});
+  return dir;
+}
+
 // A random model whose heads, KV heads and MLP divide by 4, with a vocabulary that does not (the last rank's slice is
-// short) and an untied head.
+// short).
 std::filesystem::path four_way_model() {
-  static const std::filesystem::path dir = [] {
-    ModelConfig c;
-    c.vocab_size = 1001;
-    c.hidden_size = 64;
-    c.intermediate_size = 96;
-    c.num_layers = 2;
-    c.num_heads = 8;
-    c.num_kv_heads = 4;
-    c.head_dim = 8;
-    c.max_position_embeddings = 128;
-    c.tie_word_embeddings = false;
-    const std::filesystem::path d = temp_dir("tp-four");
-    write_random_model(c, d, {.dtype = DType::f32, .seed = 7});
-    return d;
-  }();
+  static const std::filesystem::path dir = tp_random_model(
+      "tp-four", {.vocab = 1001, .hidden = 64, .ffn = 96, .heads = 8, .kv_heads = 4, .head_dim = 8}, DType::f32, 7);
   return dir;
 }
 
 // A random model whose split over two ranks the GPU's fused kernels take (each rank's heads·head_dim, hidden and MLP
 // multiples of 32, as the few-row kernels need), with a vocabulary that does not divide by 2.
 std::filesystem::path few_row_model() {
-  static const std::filesystem::path dir = [] {
-    ModelConfig c;
-    c.vocab_size = 501;
-    c.hidden_size = 128;
-    c.intermediate_size = 256;
-    c.num_layers = 2;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 32;
-    c.max_position_embeddings = 128;
-    c.tie_word_embeddings = false;
-    const std::filesystem::path d = temp_dir("tp-few-rows");
-    write_random_model(c, d, {.dtype = DType::bf16, .seed = 11});
-    return d;
-  }();
+  static const std::filesystem::path dir = tp_random_model(
+      "tp-few-rows", {.vocab = 501, .hidden = 128, .ffn = 256, .heads = 4, .kv_heads = 2, .head_dim = 32}, DType::bf16,
+      11);
   return dir;
 }
 
