@@ -274,8 +274,6 @@ class Backend {
   virtual void zero(Tensor& t) = 0;
   /// dst[row0 + i, :] = src[i, :].  src [n, ...], dst [capacity, ...] of the same row size.
   virtual void copy_rows(const Tensor& src, Tensor& dst, int64_t row0) = 0;
-  /// dst[:, col0 : col0 + width] = src[:, 0 : width].  src [rows, w ≥ width], dst [rows, W], one dtype.
-  virtual void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col0) = 0;
   /// dst[rows[i], :] = src[i, :] (the KV-cache write).  src [n, ...]; dst [capacity, ...]; rows i32 [n], each
   /// < capacity (callers validate: the index lives on the device).
   virtual void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) = 0;

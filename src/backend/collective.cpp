@@ -1,7 +1,6 @@
 #include "backend/collective.h"
 
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -49,7 +48,7 @@ class Barrier {
 
 class HostCollective final : public Collective {
  public:
-  explicit HostCollective(int ranks) : ranks_(ranks), barrier_(ranks), in_(size_t(ranks)), out_(size_t(ranks)) {}
+  explicit HostCollective(int ranks) : ranks_(ranks), barrier_(ranks), out_(size_t(ranks)) {}
   int ranks() const override { return ranks_; }
 
   // Each rank sums one slice of the elements over every rank's tensor, in rank order, and writes the sum into all
@@ -71,22 +70,6 @@ class HostCollective final : public Collective {
     barrier_.arrive_and_wait();
   }
 
-  void all_gather(const Tensor& part, Tensor& out, int rank) override {
-    expect_f32(part, "all_gather");
-    expect_f32(out, "all_gather");
-    if (out.numel() != part.numel() * ranks_)
-      fail(ErrorKind::internal, "all_gather: out has " + std::to_string(out.numel()) + " elements, not ranks × " +
-                                    std::to_string(part.numel()));
-    in_[size_t(rank)] = part.data<float>();
-    size_of_[size_t(rank)] = part.numel();
-    barrier_.arrive_and_wait();
-    const int64_t n = part.numel();
-    for (int r = 0; r < ranks_; ++r)
-      if (size_of_[size_t(r)] != n) fail(ErrorKind::internal, "all_gather: ranks passed parts of different sizes");
-    for (int r = 0; r < ranks_; ++r) std::memcpy(out.data<float>() + r * n, in_[size_t(r)], size_t(n) * sizeof(float));
-    barrier_.arrive_and_wait();  // no part changes before every rank has copied it
-  }
-
   void abort() override { barrier_.abort(); }
 
  private:
@@ -97,7 +80,6 @@ class HostCollective final : public Collective {
 
   const int ranks_;
   Barrier barrier_;
-  std::vector<const float*> in_;
   std::vector<float*> out_;
   std::vector<int64_t> size_of_{std::vector<int64_t>(size_t(ranks_), 0)};
 };
@@ -111,12 +93,6 @@ class StagedCollective final : public Collective {
     Tensor h = on_host(x, rank);
     host_.all_reduce(h, rank);
     put_back(h, x, rank);
-  }
-  void all_gather(const Tensor& part, Tensor& out, int rank) override {
-    const Tensor h = on_host(part, rank);
-    Tensor whole = Tensor::zeros(out.shape(), DType::f32);
-    host_.all_gather(h, whole, rank);
-    put_back(whole, out, rank);
   }
   void abort() override { host_.abort(); }
 

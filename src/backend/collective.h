@@ -17,8 +17,6 @@ class Collective {
   virtual int ranks() const = 0;
   /// x = the sum of every rank's x, in place, the same values on every rank (every rank adds in rank order).
   virtual void all_reduce(Tensor& x, int rank) = 0;
-  /// out = every rank's `part` one after another, in rank order.  part [n, ...]; out [ranks · n, ...], same dtype.
-  virtual void all_gather(const Tensor& part, Tensor& out, int rank) = 0;
   /// A rank failed: every collective in progress or to come ends with an error on every rank instead of waiting for
   /// it forever. The collective is unusable afterwards.
   virtual void abort() = 0;
@@ -30,7 +28,7 @@ class Collective {
 /// Ranks that are threads of this process over CPU tensors (f32).
 std::unique_ptr<Collective> make_host_collective(int ranks);
 
-/// Ranks whose tensors live on any backends (`ranks[r]`: rank r's), summed and gathered through the host: each
+/// Ranks whose tensors live on any backends (`ranks[r]`: rank r's), summed through the host: each
 /// rank's part is downloaded, combined as the host collective does (in f32), and written back in its dtype. Slow; for
 /// checking a split model's device code where several ranks share one GPU (WICK_TP_ONE_GPU, tests).
 std::unique_ptr<Collective> make_staged_collective(std::span<Backend* const> ranks);

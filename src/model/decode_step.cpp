@@ -102,12 +102,7 @@ class FusedOps final : public LayerOps {
     f_.gate_up(input(m), gate.weight, up.weight, out, lora_for(gate));
   }
   void logits(const Normed& n, const Tensor& head, Tensor& logits) override {
-    if (!tp_ || !tp_->split_head) {
-      f_.norm_linear(input(n), head, logits);
-      return;
-    }
-    f_.norm_linear(input(n), head, r_.head.local);
-    gather_vocab_slices(b_, *tp_, r_.head, 1, logits);
+    f_.norm_linear(input(n), head, logits);
   }
 
  private:
@@ -187,7 +182,7 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVCache& cache, const Ten
                                                   .paged = false,
                                                   .inputs = backend_.alloc({kStepWords}, DType::i32),
                                                   .acts = Activations(backend_, config_, 1),
-                                                  .head = HeadBuffers(backend_, config_, head, 1, false, head_ranks())});
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false)});
   if (fused_) r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
   graphs_.push_back(std::move(r));
   return *graphs_.back();
@@ -207,7 +202,7 @@ DecodeSteps::Recorded& DecodeSteps::recorded_for(const KVBlockPool& pool, const 
                                                   .paged = true,
                                                   .inputs = backend_.alloc({kTableAt + capacity}, DType::i32),
                                                   .acts = Activations(backend_, config_, 1),
-                                                  .head = HeadBuffers(backend_, config_, head, 1, false, head_ranks())});
+                                                  .head = HeadBuffers(backend_, config_, head, 1, false)});
   r->lora_scratch = fused_->lora_scratch(config_.num_layers * kLoraCallsPerLayer);
   graphs_.push_back(std::move(r));
   return *graphs_.back();

@@ -77,8 +77,6 @@ class DecodeSteps {
   Graph* graph_for(const ModelWeights& weights, Recorded& r, KVCache* cache, KVBlockPool* pool, int64_t context,
                    bool lora);
   const void* table_address(const LoraSource* lora);
-  // The vocabulary slices a step's head buffers gather (a split causal LM's ranks; else 1).
-  int head_ranks() const { return tp_ && tp_->split_head ? tp_->shard.ranks : 1; }
 
   Backend& backend_;
   const ModelConfig& config_;

@@ -43,13 +43,11 @@ struct HeadBuffers {
   bool last_only;  // gather each sequence's last token first
   Tensor last;     // [rows, hidden] when last_only
   Tensor normed;   // [rows, hidden]
-  Tensor logits;   // [rows, vocab or num_labels], f32; without a head [rows, hidden] in the compute dtype
-  // A head split over the vocabulary (tensor parallelism): this rank's columns [rows, per rank], and every rank's,
-  // one block of rows after another [ranks · rows, per rank].
-  Tensor local, gathered;
+  // [rows, head rows] f32 — the vocabulary, or a rank's slice of it (tensor parallelism), or num_labels; without a
+  // head [rows, hidden] in the compute dtype
+  Tensor logits;
 
-  /// `ranks` > 1: `head` is a rank's vocabulary slice of a causal LM's (logits stay [rows, vocab]).
-  HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, int64_t rows, bool last_only, int ranks = 1);
+  HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, int64_t rows, bool last_only);
 };
 
 // Where one sequence's new tokens sit in the flattened batch, and where its keys and values are: a contiguous

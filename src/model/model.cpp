@@ -251,8 +251,7 @@ Tensor plain_pass(Backend& b, const ModelConfig& c, const ModelWeights& weights,
   if (o.hidden_states) heads.head = Tensor();
   const bool last = o.logits == LogitsFor::last_token;
   Activations a(b, c, T);
-  HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last,
-                 tp && tp->split_head ? tp->shard.ranks : 1);
+  HeadBuffers hb(b, c, heads.head, last ? int64_t(flat.spans.size()) : T, last);
   PlainOps ops(b, c, plain, o.lora, a, hb);
   forward_pass(ops, weights, heads, a, hb.logits);
   return hb.logits;
@@ -261,24 +260,13 @@ Tensor plain_pass(Backend& b, const ModelConfig& c, const ModelWeights& weights,
 namespace {
 
 // The pass for a whole model or a split one.
-Tensor any_plain_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
-  return impl.tp ? split_pass(impl, flat, o) : plain_pass(*impl.backend, impl.config, impl.weights, flat, o);
+DeviceLogits any_plain_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
+  if (impl.tp) return split_pass(impl, flat, o);
+  return {*impl.backend, plain_pass(*impl.backend, impl.config, impl.weights, flat, o)};
 }
 
-// read(backend, logits) where the logits are: on rank 0's thread for a split model (its GPU current there).
-template <class Read>
-auto read_on_device(const Model::Impl& impl, Read&& read, const Tensor& logits) {
-  if (!impl.tp) return read(*impl.backend, logits);
-  std::optional<decltype(read(*impl.backend, logits))> out;
-  impl.tp->threads->run_on(0, [&] {
-    impl.backend->bind_thread();
-    out.emplace(read(*impl.backend, logits));
-  });
-  return std::move(*out);
-}
-
-// The forward pass; `read(backend, logits)` takes what the caller gets from the device logits, under the device
-// lock, before the caches advance.
+// The forward pass; `read(logits)` takes what the caller gets from the device logits, under the device lock, before
+// the caches advance.
 template <class Read>
 auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const ForwardOptions& options, Read&& read) {
   const ModelConfig& c = impl.config;
@@ -292,10 +280,9 @@ auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const 
   if (b.device() != Device::cpu) device_lock.lock();
   const std::shared_lock weights_lock(impl.weights_mutex);
 
-  const Tensor logits = T == 1 && impl.decode_steps && impl.decode_steps->takes(options.lora)
-                           ? impl.decode_steps->run(impl.weights, flat.spans[0], flat.ids[0], options.lora)
-                           : any_plain_pass(impl, flat, {.logits = options.logits, .lora = options.lora});
-  auto out = read_on_device(impl, read, logits);
+  auto out = read(T == 1 && impl.decode_steps && impl.decode_steps->takes(options.lora)
+                      ? DeviceLogits(b, impl.decode_steps->run(impl.weights, flat.spans[0], flat.ids[0], options.lora))
+                      : any_plain_pass(impl, flat, {.logits = options.logits, .lora = options.lora}));
   for (const Span& s : flat.spans) s.cache->advance(s.count);
   return out;
 }
@@ -303,7 +290,7 @@ auto run_forward(Model::Impl& impl, std::span<const SequenceInput> batch, const 
 }  // namespace
 
 Tensor Model::forward(std::span<const SequenceInput> batch, const ForwardOptions& options) const {
-  return run_forward(*impl_, batch, options, [](Backend& b, const Tensor& logits) { return b.download(logits); });
+  return run_forward(*impl_, batch, options, [](const DeviceLogits& logits) { return logits.download(); });
 }
 
 Tensor Model::hidden_states(std::span<const std::span<const int32_t>> sequences) const {
@@ -324,8 +311,7 @@ Tensor Model::hidden_states(std::span<const std::span<const int32_t>> sequences)
   std::unique_lock<std::mutex> device_lock(impl_->device_mutex, std::defer_lock);
   if (b.device() != Device::cpu) device_lock.lock();
   const std::shared_lock weights_lock(impl_->weights_mutex);
-  const Tensor hidden = any_plain_pass(*impl_, flat, {.logits = LogitsFor::every_token, .hidden_states = true});
-  return read_on_device(*impl_, [](Backend& on, const Tensor& t) { return on.download(t); }, hidden);
+  return any_plain_pass(*impl_, flat, {.logits = LogitsFor::every_token, .hidden_states = true}).download();
 }
 
 KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const {
@@ -338,7 +324,7 @@ KVBlockPool Model::make_block_pool(int64_t num_blocks, int64_t block_size) const
 
 namespace {
 
-// A paged pass: validated whole, then run under the device lock; `read(backend, logits)` takes what the caller gets
+// A paged pass: validated whole, then run under the device lock; `read(logits)` takes what the caller gets
 // from the device logits before the lock is released.
 template <class Read>
 auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits,
@@ -361,19 +347,18 @@ auto run_paged(Model::Impl& impl, KVBlockPool& pool, std::span<const PagedSequen
   // One sequence decoding one token: the fused one-token kernels, as a contiguous cache's step runs.
   if (impl.decode_steps && impl.decode_steps->fused() && logits == LogitsFor::last_token && flat.ids.size() == 1 &&
       impl.decode_steps->takes(first))
-    return read(b, impl.decode_steps->run_paged(impl.weights, flat, pool, first));
+    return read(DeviceLogits(b, impl.decode_steps->run_paged(impl.weights, flat, pool, first)));
   if (impl.paged_steps && logits == LogitsFor::last_token && impl.paged_steps->takes(flat))
-    return read(b, impl.paged_steps->run(impl.weights, flat, pool));
-  return read_on_device(impl, read,
-                        any_plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
-                                                    .mixed_lora = by_rows}));
+    return read(DeviceLogits(b, impl.paged_steps->run(impl.weights, flat, pool)));
+  return read(any_plain_pass(impl, flat, {.logits = logits, .lora = mixed ? nullptr : first, .pool = &pool,
+                                          .mixed_lora = by_rows}));
 }
 
 // The rows of `logits` that `reads` asks for: every summary in one device pass, whole rows downloaded (all at once
 // when several are).
-std::vector<Model::SummaryResult> read_rows(Backend& b, const Tensor& logits, std::span<const Model::RowRead> reads,
+std::vector<Model::SummaryResult> read_rows(const DeviceLogits& logits, std::span<const Model::RowRead> reads,
                                             std::exception_ptr& thrown) {
-  const int64_t n = logits.dim(0);
+  const int64_t n = logits.rows();
   std::vector<Model::SummaryResult> out(static_cast<size_t>(n));
   std::vector<int64_t> summarized, whole;
   std::vector<std::vector<int32_t>> gathers;
@@ -390,17 +375,11 @@ std::vector<Model::SummaryResult> read_rows(Backend& b, const Tensor& logits, st
     count = std::max(count, read.summary.count);
   }
   Tensor host;  // every row, when several are wanted whole
-  const auto row_of = [&](int64_t r) { return host.defined() ? host.rows(r, r + 1) : b.download(logits.rows(r, r + 1)); };
-  if (whole.size() > 1) host = b.download(logits);
+  const auto row_of = [&](int64_t r) { return host.defined() ? host.rows(r, r + 1) : logits.download_row(r); };
+  if (whole.size() > 1) host = logits.download();
   for (int64_t r : whole) out[size_t(r)].row = row_of(r);
   if (summarized.empty()) return out;
-  Tensor rows = logits;  // the summarized rows, gathered when not all are
-  if (int64_t(summarized.size()) != n) {
-    rows = b.alloc({int64_t(summarized.size()), logits.dim(1)}, DType::f32);
-    for (size_t i = 0; i < summarized.size(); ++i)
-      b.copy_rows(logits.rows(summarized[i], summarized[i] + 1), rows, int64_t(i));
-  }
-  std::vector<LogitSummary> summaries = b.summarize_rows(rows, count, gathers);
+  std::vector<LogitSummary> summaries = logits.summarize(summarized, count, gathers);
   for (size_t i = 0; i < summarized.size(); ++i) {
     const int64_t r = summarized[i];
     const Model::SummaryRequest& request = reads[size_t(r)].summary;
@@ -421,7 +400,7 @@ std::vector<Model::SummaryResult> read_rows(Backend& b, const Tensor& logits, st
 }  // namespace
 
 Tensor Model::forward_paged(KVBlockPool& pool, std::span<const PagedSequence> batch, LogitsFor logits) const {
-  return run_paged(*impl_, pool, batch, logits, [](Backend& b, const Tensor& t) { return b.download(t); });
+  return run_paged(*impl_, pool, batch, logits, [](const DeviceLogits& t) { return t.download(); });
 }
 
 std::vector<Model::SummaryResult> Model::forward_paged_read(KVBlockPool& pool, std::span<const PagedSequence> batch,
@@ -431,8 +410,8 @@ std::vector<Model::SummaryResult> Model::forward_paged_read(KVBlockPool& pool, s
                                    std::to_string(batch.size()) + " sequences");
   std::exception_ptr thrown;  // by an `enough`: rethrown once every row was read
   std::vector<SummaryResult> out = run_paged(*impl_, pool, batch, LogitsFor::last_token,
-                                             [&](Backend& b, const Tensor& logits) {
-                                               return read_rows(b, logits, reads, thrown);
+                                             [&](const DeviceLogits& logits) {
+                                               return read_rows(logits, reads, thrown);
                                              });
   if (thrown) std::rethrow_exception(thrown);
   return out;
@@ -442,15 +421,17 @@ Model::SummaryResult Model::forward_summary(const SequenceInput& input, const Fo
                                             const SummaryRequest& request) const {
   std::exception_ptr thrown;  // by `enough`: rethrown once the cache has advanced, as after forward()
   SummaryResult r = run_forward(*impl_, std::span(&input, 1), {.logits = LogitsFor::last_token, .lora = options.lora},
-                                [&](Backend& b, const Tensor& logits) {
-                                  SummaryResult out{.summary = b.summarize(logits, request.count, request.gather)};
+                                [&](const DeviceLogits& logits) {
+                                  const int64_t row = 0;
+                                  SummaryResult out{.summary = std::move(logits.summarize(
+                                                        std::span(&row, 1), request.count, {request.gather})[0])};
                                   bool enough = true;
                                   try {
                                     if (request.enough) enough = request.enough(out.summary);
                                   } catch (...) {
                                     thrown = std::current_exception();
                                   }
-                                  if (!enough) out.row = b.download(logits);
+                                  if (!enough) out.row = logits.download();
                                   return out;
                                 });
   if (thrown) std::rethrow_exception(thrown);

@@ -69,8 +69,7 @@ PagedSteps::Buffers& PagedSteps::buffers_for(int64_t rows, const ModelWeights& w
                         .table_capacity = table_capacity,
                         .inputs = backend_.alloc({6 * rows + table_capacity}, DType::i32),
                         .acts = Activations(backend_, config_, rows),
-                        .head = HeadBuffers(backend_, config_, weights.head, rows, false,
-                                            tp_ && tp_->split_head ? tp_->shard.ranks : 1)});
+                        .head = HeadBuffers(backend_, config_, weights.head, rows, false)});
   return *b;
 }
 

@@ -24,15 +24,6 @@ std::optional<AdapterWords> adapter_words(Backend& b, const ModelConfig& c, cons
   return out;
 }
 
-void gather_vocab_slices(Backend& b, const RankOfMany& tp, HeadBuffers& hb, int64_t rows, Tensor& logits) {
-  tp.collective->all_gather(hb.local, hb.gathered, tp.shard.rank);
-  if (tp.shard.rank != 0) return;
-  for (int r = 0; r < tp.shard.ranks; ++r) {
-    const VocabSlice v = vocab_slice(tp.vocab, {.rank = r, .ranks = tp.shard.ranks});
-    b.copy_columns(hb.gathered.rows(r * rows, (r + 1) * rows), v.count, logits, v.begin);
-  }
-}
-
 PlainOps::PlainOps(Backend& b, const ModelConfig& c, const PlainBatch& batch, const LoraSource* lora, Activations& a,
                    HeadBuffers& hb)
     : b_(b), c_(c), batch_(batch), lora_(lora), a_(a), hb_(hb) {
@@ -201,16 +192,6 @@ void PlainOps::logits(const Normed& n, const Tensor& head, Tensor& logits) {
   }
   if (!head.defined()) {  // the hidden states are the result
     b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), logits);
-    return;
-  }
-  if (const RankOfMany* tp = batch_.tp; tp && tp->split_head) {  // each rank's vocabulary slice, then rank 0's whole
-    if (rows_ && rows.dim(0) <= rows_->head_rows()) {
-      rows_->linear_f32({.x = rows, .norm = *n.weight, .eps = float(c_.rms_norm_eps)}, head, hb_.local);
-    } else {
-      b_.rmsnorm(rows, *n.weight, float(c_.rms_norm_eps), hb_.normed);
-      b_.linear(hb_.normed, head, Tensor(), hb_.local);
-    }
-    gather_vocab_slices(b_, *tp, hb_, rows.dim(0), logits);
     return;
   }
   if (rows_ && rows.dim(0) <= rows_->head_rows()) {

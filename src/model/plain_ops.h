@@ -35,10 +35,6 @@ struct AdapterWords {
 /// an adapter's factors not all on the device in its dtype.
 std::optional<AdapterWords> adapter_words(Backend& b, const ModelConfig& c, const FlatBatch& flat);
 
-/// A rank of a split causal LM (tp.split_head): the logits of `rows` rows of every rank's vocabulary slice (hb.local)
-/// gathered, then on rank 0 written into `logits` [rows, vocab], each slice at its columns.
-void gather_vocab_slices(Backend& b, const RankOfMany& tp, HeadBuffers& hb, int64_t rows, Tensor& logits);
-
 /// The tokens of one forward pass, flattened: ids and positions i32 [T] on the backend, and where each
 /// sequence's tokens sit. With `paged`, keys and values are rows of its pool, not the spans' caches. With
 /// mixed_lora, each span's own adapter (Span::lora) applies to its rows instead of the one the ops were made with:

@@ -20,18 +20,13 @@ Activations::Activations(Backend& b, const ModelConfig& c, int64_t T) {
   up = b.alloc({T, c.intermediate_size}, dt);
 }
 
-HeadBuffers::HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, int64_t rows, bool last, int ranks)
+HeadBuffers::HeadBuffers(Backend& b, const ModelConfig& c, const Tensor& head, int64_t rows, bool last)
     : last_only(last),
       last(last ? b.alloc({rows, c.hidden_size}, b.compute_dtype()) : Tensor()),
       normed(b.alloc({rows, c.hidden_size}, b.compute_dtype())),
       // f32 logits on every backend; without a head, the hidden states in the compute dtype
-      logits(head.defined() ? b.alloc({rows, ranks > 1 ? c.vocab_size : head.dim(0)}, DType::f32)
-                            : b.alloc({rows, c.hidden_size}, b.compute_dtype())) {
-  if (ranks > 1 && head.defined()) {
-    local = b.alloc({rows, head.dim(0)}, DType::f32);
-    gathered = b.alloc({ranks * rows, head.dim(0)}, DType::f32);
-  }
-}
+      logits(head.defined() ? b.alloc({rows, head.dim(0)}, DType::f32)
+                            : b.alloc({rows, c.hidden_size}, b.compute_dtype())) {}
 
 Heads pick_heads(const ModelWeights& w, const LoraSource* lora) {
   return {.embed = lora && lora->embedding() ? *lora->embedding() : w.embed,

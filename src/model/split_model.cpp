@@ -35,7 +35,6 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
   for (int r = 0; r < n; ++r)
     tp->rank_of.push_back({.collective = tp->collective.get(),
                            .shard = {r, n},
-                           .vocab = impl.config.vocab_size,
                            .split_head = impl.config.head == ModelHead::causal_lm});
   // Each rank's recorded steps: the paged ones where the collective can be recorded (NCCL's), the one-token ones
   // everywhere, run eagerly where it cannot (the host's on the CPU — the reference of the GPUs' — and the staged
@@ -83,8 +82,9 @@ const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int
 
 // plain_pass on every rank of a split model at once, each on its thread with its ids, adapters' shares and KV shard
 // (or, for a decode step of a paged batch or of one sequence in its cache, each rank's recorded step: every rank
-// takes the same path, or their collectives would not meet); rank 0's logits (the whole vocabulary).
-Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
+// takes the same path, or their collectives would not meet): each rank's logits of its vocabulary slice (a causal
+// LM's), else rank 0's.
+DeviceLogits split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o) {
   const TensorParallel& tp = *impl.tp;
   const int n = tp.ranks();
   std::vector<FlatBatch> mine(size_t(n), flat);  // the adapters' shares are made here, before the ranks run
@@ -103,7 +103,7 @@ Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPas
                          (!o.pool || tp.decode_steps[0]->fused()) && tp.decode_steps[0]->takes(adapter(0));
   const bool recorded =
       !one_token && !tp.paged_steps.empty() && o.pool && last && tp.paged_steps[0]->takes(mine[0]);
-  Tensor logits;
+  std::vector<Tensor> logits(static_cast<size_t>(n));
   tp.threads->run(
       [&](int r) {
         Backend& b = *tp.backends[size_t(r)];
@@ -113,14 +113,14 @@ Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPas
         ro.lora = lora[size_t(r)];
         const ModelWeights& w = tp.weights[size_t(r)];
         DecodeSteps* steps = one_token ? tp.decode_steps[size_t(r)].get() : nullptr;
-        const Tensor out = steps && o.pool ? steps->run_paged(w, f, *o.pool, adapter(r))
-                           : steps         ? steps->run(w, f.spans[0], f.ids[0], adapter(r))
-                           : recorded      ? tp.paged_steps[size_t(r)]->run(w, f, *o.pool)
-                                           : plain_pass(b, tp.config, w, f, ro, &tp.rank_of[size_t(r)]);
-        if (r == 0) logits = out;
+        logits[size_t(r)] = steps && o.pool ? steps->run_paged(w, f, *o.pool, adapter(r))
+                            : steps         ? steps->run(w, f.spans[0], f.ids[0], adapter(r))
+                            : recorded      ? tp.paged_steps[size_t(r)]->run(w, f, *o.pool)
+                                            : plain_pass(b, tp.config, w, f, ro, &tp.rank_of[size_t(r)]);
       },
       [&] { tp.collective->abort(); });
-  return logits;
+  if (tp.rank_of[0].split_head && !o.hidden_states) return DeviceLogits(tp, std::move(logits), impl.config.vocab_size);
+  return DeviceLogits(*tp.backends[0], std::move(logits[0]), &tp);
 }
 
 }  // namespace wick

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "model/device_logits.h"
 #include "model/forward.h"
 #include "model/model_impl.h"
 #include "model/tensor_parallel.h"
@@ -31,7 +32,8 @@ void load_split(Model::Impl& impl, const TensorStore& store, const std::filesyst
 /// thread, never a rank's (the cut runs on every rank's thread).
 const LoraSource* rank_lora(const Model::Impl& impl, const LoraSource* lora, int r);
 
-/// plain_pass on every rank of a split model at once (or each rank's recorded decode step); rank 0's logits.
-Tensor split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o);
+/// plain_pass on every rank of a split model at once (or each rank's recorded decode step): a causal LM's logits as
+/// each rank's slice of the vocabulary, a classifier's (or the hidden states) as rank 0's.
+DeviceLogits split_pass(const Model::Impl& impl, const FlatBatch& flat, const PlainPassOptions& o);
 
 }  // namespace wick

@@ -91,14 +91,22 @@ Tensor join_projection(std::span<const Tensor> shares, ProjKind kind) {
     for (const Tensor& t : shares) counts.push_back(t.dim(0));
     return stacked_rows(shares, counts);
   }
-  const int64_t rows = shares[0].dim(0), part = shares[0].dim(1), n = int64_t(shares.size());
-  const size_t e = shares[0].nbytes() / size_t(shares[0].numel());
-  Tensor out = Tensor::empty({rows, part * n}, shares[0].dtype());
+  return join_columns(shares);
+}
+
+Tensor join_columns(std::span<const Tensor> parts) {
+  const int64_t rows = parts[0].dim(0);
+  const size_t e = dtype_size(parts[0].dtype());
+  int64_t width = 0;
+  for (const Tensor& t : parts) width += t.dim(1);
+  Tensor out = Tensor::empty({rows, width}, parts[0].dtype());
   auto* dst = static_cast<std::byte*>(out.raw());
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(dst + size_t(r * part * n + i * part) * e,
-                  static_cast<const std::byte*>(shares[size_t(i)].raw()) + size_t(r * part) * e, size_t(part) * e);
+    for (const Tensor& t : parts) {
+      const size_t n = size_t(t.dim(1)) * e;
+      std::memcpy(dst, static_cast<const std::byte*>(t.raw()) + size_t(r) * n, n);
+      dst += n;
+    }
   return out;
 }
 
@@ -143,7 +151,7 @@ Tensor shard_embedding(const Tensor& full, Shard s) {
 
 Tensor shard_head(const Tensor& full, Shard s) {
   const VocabSlice v = vocab_slice(full.dim(0), s);
-  return padded_rows(full, v.begin, v.begin + v.count, v.per_rank);
+  return row_range(full, v.begin, v.begin + v.count);
 }
 
 void shard_ids(std::span<const int32_t> ids, Shard s, int64_t vocab, std::span<int32_t> out) {

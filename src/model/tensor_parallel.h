@@ -27,7 +27,7 @@ struct Shard {
 ModelConfig shard_config(const ModelConfig& full, int ranks);
 
 /// A rank's rows of the vocabulary: [begin, begin + count) of every rank's `per_rank` (the last rank's count may be
-/// short; its embedding and head are padded with zero rows to per_rank).
+/// short; its embedding is padded with zero rows to per_rank).
 struct VocabSlice {
   int64_t begin = 0, count = 0, per_rank = 0;
 };
@@ -41,13 +41,16 @@ Tensor shard_projection(const Tensor& full, ProjKind kind, Shard s);
 /// The rank's rows of an embedding table [vocab, hidden]: its slice, zero rows up to per_rank, then one more zero
 /// row (the row a token outside the slice is looked up as: local id per_rank).
 Tensor shard_embedding(const Tensor& full, Shard s);
-/// The rank's rows of a causal LM's head [vocab, hidden], zero rows up to per_rank.
+/// The rank's rows of a causal LM's head [vocab, hidden]: its slice [count, hidden], whose logits are the rank's
+/// columns of the vocabulary's.
 Tensor shard_head(const Tensor& full, Shard s);
 
 /// The inverse of shard_projection: every rank's share of a projection's weight or bias (CPU tensors, rank order)
 /// joined into the whole tensor — rows stacked for a column-split projection, columns side by side for a row-split
 /// one (whose bias is rank 0's: pass that alone).
 Tensor join_projection(std::span<const Tensor> shares, ProjKind kind);
+/// CPU matrices of the same rows and dtype side by side: [rows, Σ their widths].
+Tensor join_columns(std::span<const Tensor> parts);
 /// The inverse of shard_embedding and shard_head: each rank's vocabulary slice (its padding and zero row dropped)
 /// stacked into [vocab, hidden].
 Tensor join_vocabulary(std::span<const Tensor> shares, int64_t vocab);
@@ -68,7 +71,6 @@ std::unique_ptr<LoraSource> shard_lora(const LoraSource& host_full, const ModelC
 struct RankOfMany {
   Collective* collective = nullptr;
   Shard shard;
-  int64_t vocab = 0;        // the whole vocabulary (causal LM)
   bool split_head = false;  // the head's rows are this rank's vocabulary slice (a classifier's is whole)
 };
 

@@ -129,8 +129,8 @@ ModelWeights load_weights(const ModelConfig& c, const TensorStore& store, Backen
     }
   }
   w.final_norm = get("model.norm.weight");
-  if (c.head == ModelHead::causal_lm && c.tie_word_embeddings)  // split: the embedding's rows but its zero row
-    w.head = split ? w.embed.rows(0, vocab_slice(c.vocab_size, shard).per_rank) : w.embed;
+  if (c.head == ModelHead::causal_lm && c.tie_word_embeddings)  // split: the embedding's slice, without its padding
+    w.head = split ? w.embed.rows(0, vocab_slice(c.vocab_size, shard).count) : w.embed;
   else if (c.head == ModelHead::causal_lm)
     w.head = matrix(head_name(c), [&](const Tensor& t) { return shard_head(t, shard); });
   else if (c.head != ModelHead::none)  // a classifier's head: whole on every rank

@@ -1,6 +1,6 @@
 // The collectives of tensor parallelism at the backend level: the staged one (through the host, ranks on any
 // backends) against the host one's sums, and NCCL's with one rank on the one GPU a machine may have — its library
-// loaded, a communicator made within the timeout, an all-reduce and an all-gather of bf16 and f32, and its teardown.
+// loaded, a communicator made within the timeout, an all-reduce of bf16 and f32, and its teardown.
 // (Several GPUs: tests/model/tensor_parallel_test.cpp, scripts/gpu-tp-check.sh.)
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 namespace wick::test {
 namespace {
 
-TEST(StagedCollective, SumsAndGathersAsTheHostOne) {
+TEST(StagedCollective, SumsAsTheHostOne) {
   constexpr int kRanks = 2;
   std::vector<std::unique_ptr<Backend>> owned;
   std::vector<Backend*> backends;
@@ -24,20 +24,13 @@ TEST(StagedCollective, SumsAndGathersAsTheHostOne) {
   }
   const auto c = make_staged_collective(backends);
   std::vector<Tensor> x{Tensor::from_floats({1, 2, 3}, {3}), Tensor::from_floats({10, 20, 30}, {3})};
-  std::vector<Tensor> out{Tensor::zeros({2, 2}, DType::f32), Tensor::zeros({2, 2}, DType::f32)};
   std::vector<std::thread> threads;
   for (int r = 0; r < kRanks; ++r)
-    threads.emplace_back([&, r] {
-      c->all_reduce(x[size_t(r)], r);
-      const Tensor part = Tensor::from_floats({float(r), float(r) + 0.5f}, {1, 2});
-      c->all_gather(part, out[size_t(r)], r);
-    });
+    threads.emplace_back([&, r] { c->all_reduce(x[size_t(r)], r); });
   for (auto& t : threads) t.join();
   for (int r = 0; r < kRanks; ++r) {
     EXPECT_EQ(std::vector<float>(x[size_t(r)].data<float>(), x[size_t(r)].data<float>() + 3),
               (std::vector<float>{11, 22, 33}));
-    EXPECT_EQ(std::vector<float>(out[size_t(r)].data<float>(), out[size_t(r)].data<float>() + 4),
-              (std::vector<float>{0, 0.5f, 1, 1.5f}));
   }
 }
 
@@ -63,11 +56,6 @@ TEST(NcclCollective, OneRankOnOneGpu) {
     EXPECT_EQ(std::vector<float>(gpu->download(x).to(DType::f32).data<float>(),
                                  gpu->download(x).to(DType::f32).data<float>() + 4),
               (std::vector<float>{1.5f, -2.0f, 3.25f, 0.0f}));
-    const Tensor part = gpu->upload(Tensor::from_floats({7.0f, 8.0f}, {1, 2}), dt);
-    Tensor out = gpu->alloc({1, 2}, dt);
-    c->all_gather(part, out, 0);
-    const Tensor host = gpu->download(out).to(DType::f32);
-    EXPECT_EQ(std::vector<float>(host.data<float>(), host.data<float>() + 2), (std::vector<float>{7.0f, 8.0f}));
   }
   c.reset();  // finalized and destroyed before the backend
 }

@@ -16,6 +16,7 @@
 #include "test_util.h"
 #include "wick/adapter.h"
 #include "wick/error.h"
+#include "wick/logit_summary.h"
 #include "wick/model.h"
 #include "wick/random_model.h"
 
@@ -100,6 +101,23 @@ std::vector<Tensor> tp_forced(const Model& model, const std::vector<int32_t>& pr
     logits.push_back(model.forward(std::vector<SequenceInput>{{one, &cache}}));
   }
   return logits;
+}
+
+// A device summary of row `r` of `logits` (a split model's: each rank's slice reduced on its GPU, merged on the host)
+// against the host's summary of the same row, within the tolerance of a rerun of the step on the GPU.
+void expect_summary_of(const LogitSummary& got, const Tensor& logits, int64_t r, int32_t count,
+                       const std::vector<int32_t>& gather, const std::string& where) {
+  const int64_t n = logits.dim(1);
+  const LogitSummary want =
+      summarize_logits(std::span<const float>(logits.data<float>() + r * n, size_t(n)), count, gather);
+  ASSERT_EQ(got.ids.size(), want.ids.size()) << where;
+  EXPECT_EQ(got.ids[0], want.ids[0]) << where;
+  EXPECT_EQ(got.vocab, n) << where;
+  EXPECT_NEAR(got.max, want.max, 1e-3 * std::fabs(want.max)) << where;
+  EXPECT_NEAR(got.sum_exp, want.sum_exp, 1e-3 * want.sum_exp) << where;
+  ASSERT_EQ(got.gathered_ids, want.gathered_ids) << where;
+  for (size_t i = 0; i < gather.size(); ++i)
+    EXPECT_NEAR(got.gathered[i], want.gathered[i], 1e-3 * std::max(1.0f, std::fabs(want.gathered[i]))) << where;
 }
 
 TEST(TensorParallel, TwoRanksGiveTheLogitsOfTheWholeModel) {
@@ -298,7 +316,7 @@ std::shared_ptr<Model> cuda_split(const std::filesystem::path& dir, bool& one_gp
   return split;
 }
 
-// On CUDA: the split model's device code — its share of the weights and KV heads, the vocabulary gather, an adapter's
+// On CUDA: the split model's device code — its share of the weights and KV heads, its slice of the head, an adapter's
 // shares — over NCCL where the machine has two GPUs, else with both ranks on GPU 0 joined through the host
 // (WICK_TP_ONE_GPU): within bf16 tolerance of the whole model on the GPU, with its greedy tokens.
 TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
@@ -322,7 +340,7 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
   EXPECT_EQ(tp_greedy(*split, prompt, 32, &a_split->source()).second,
             tp_greedy(*whole, prompt, 32, &a_whole->source()).second);
   // The paged pass: a prompt, then one-token steps of two sequences (one with the adapter), which over NCCL replay
-  // each rank's recorded step (the all-reduces and the head's gather inside the graphs).
+  // each rank's recorded step (the all-reduces inside the graphs).
   KVBlockPool pool = split->make_block_pool(16, 4);
   split->record_paged_steps(pool, 2);
   if (one_gpu) EXPECT_EQ(split->paged_graphs_recorded(), 0) << "ranks joined through the host record nothing";
@@ -350,7 +368,8 @@ TEST(TensorParallel, CudaSplitMatchesTheWholeCudaModel) {
 // tolerance): a short prompt through the few-row kernels, one-token steps of a sequence in its own cache through the
 // fused one-token kernels (over NCCL each rank's recorded step), and steps of a paged batch of two through the
 // few-row kernels — the projections that end a layer's halves adding into the stream in their epilogue (rank 0 its
-// part, the others theirs into zeros) before the all-reduce, and the head's slices gathered.
+// part, the others theirs into zeros) before the all-reduce — and their logits read whole (each rank's slice downloaded
+// and joined) and as summaries (each slice reduced on its rank's GPU, merged on the host).
 TEST(TensorParallel, CudaSplitThroughTheFusedKernelsMatchesTheWholeModel) {
   std::shared_ptr<Model> whole;
   try {
@@ -367,6 +386,13 @@ TEST(TensorParallel, CudaSplitThroughTheFusedKernelsMatchesTheWholeModel) {
   for (size_t s = 0; s < got.size(); ++s) EXPECT_LE(relative_l2_error(got[s], want[s]), 3e-2) << "step " << s;
   if (one_gpu) EXPECT_EQ(split->decode_graphs_recorded(), 0) << "ranks joined through the host record nothing";
   else EXPECT_GT(split->decode_graphs_recorded(), 0);
+  // The first step read as a summary (what the Generator asks for on a GPU): each rank reduces its slice.
+  const std::vector<int32_t> gather{0, 250, 251, 500};  // both ends of both slices
+  KVCache cache = split->make_cache(16);
+  split->forward(std::vector<SequenceInput>{{prompt, &cache}});
+  const std::vector<int32_t> first{ids[0]};
+  expect_summary_of(split->forward_summary({first, &cache}, {}, {.count = 8, .gather = gather}).summary, got[1], 0, 8,
+                    gather, "forward_summary");
 
   KVBlockPool pool = split->make_block_pool(32, 4);
   const std::vector<int32_t> other{4, 44, 144, 500};
@@ -380,6 +406,12 @@ TEST(TensorParallel, CudaSplitThroughTheFusedKernelsMatchesTheWholeModel) {
     const Tensor logits = split->forward_paged(pool, batch);
     EXPECT_LE(relative_l2_error(logits.rows(0, 1), want[size_t(step)]), 3e-2) << "step " << step;
     EXPECT_LE(relative_l2_error(logits.rows(1, 2), want_b[size_t(step)]), 3e-2) << "step " << step;
+    // The same step again, read as summaries (the engine's reads on a GPU): it writes the same keys and values.
+    std::vector<Model::RowRead> reads(2);
+    for (Model::RowRead& r : reads) r.summary = {.count = 8, .gather = gather};
+    const std::vector<Model::SummaryResult> read = split->forward_paged_read(pool, batch, reads);
+    for (int64_t i = 0; i < 2; ++i)
+      expect_summary_of(read[size_t(i)].summary, logits, i, 8, gather, "paged read, step " + std::to_string(step));
     if (step == 12) break;
     for (int i = 0; i < 2; ++i) past[size_t(i)] += int64_t(next[size_t(i)].size());
     next = {{ids[size_t(step)]}, {ids_b[size_t(step)]}};
@@ -403,28 +435,18 @@ TEST(TensorParallel, MoreRanksThanGpusIsAClearErrorNotAHang) {
   }
 }
 
-TEST(HostCollective, SumsAndGathersAcrossThreadsInRankOrder) {
+TEST(HostCollective, SumsAcrossThreadsInRankOrder) {
   constexpr int kRanks = 3;
   const auto c = make_host_collective(kRanks);
-  std::vector<Tensor> x, gathered;
-  for (int r = 0; r < kRanks; ++r) {
-    x.push_back(Tensor::from_floats({float(r), 1.0f, 10.0f * float(r), 0.5f}, {4}));
-    gathered.push_back(Tensor::zeros({kRanks * 2}, DType::f32));
-  }
+  std::vector<Tensor> x;
+  for (int r = 0; r < kRanks; ++r) x.push_back(Tensor::from_floats({float(r), 1.0f, 10.0f * float(r), 0.5f}, {4}));
   std::vector<std::thread> threads;
   for (int r = 0; r < kRanks; ++r)
-    threads.emplace_back([&, r] {
-      c->all_reduce(x[size_t(r)], r);
-      const Tensor part = Tensor::from_floats({float(r), float(-r)}, {2});
-      c->all_gather(part, gathered[size_t(r)], r);
-    });
+    threads.emplace_back([&, r] { c->all_reduce(x[size_t(r)], r); });
   for (auto& t : threads) t.join();
-  for (int r = 0; r < kRanks; ++r) {
+  for (int r = 0; r < kRanks; ++r)
     EXPECT_EQ(std::vector<float>(x[size_t(r)].data<float>(), x[size_t(r)].data<float>() + 4),
               (std::vector<float>{3.0f, 3.0f, 30.0f, 1.5f}));
-    EXPECT_EQ(std::vector<float>(gathered[size_t(r)].data<float>(), gathered[size_t(r)].data<float>() + 6),
-              (std::vector<float>{0, 0, 1, -1, 2, -2}));
-  }
 }
 
 TEST(HostCollective, AnAbortEndsTheWaitOfTheRanksThatCame) {

@@ -211,16 +211,6 @@ class CpuBackend final : public Backend {
     std::memcpy(dst.data<float>() + row0 * row, src.data<float>(), size_t(n * row) * sizeof(float));
   }
 
-  void copy_columns(const Tensor& src, int64_t w, Tensor& dst, int64_t col0) override {
-    const int64_t rows = src.dim(0), pitch = src.dim(1), W = dst.dim(1);
-    expect(src.rank() == 2 && dst.rank() == 2 && dst.dim(0) == rows && w >= 0 && w <= pitch && col0 >= 0 && col0 + w <= W &&
-               src.dtype() == DType::f32 && dst.dtype() == DType::f32,
-           "copy_columns", "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()) + " at column " +
-                               std::to_string(col0));
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(dst.data<float>() + r * W + col0, src.data<float>() + r * pitch, size_t(w) * sizeof(float));
-  }
-
   void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) override {
     const int64_t n = src.dim(0), row = row_size(src);
     expect(row == row_size(dst) && rows.numel() == n, "scatter_rows",

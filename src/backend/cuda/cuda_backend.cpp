@@ -417,19 +417,6 @@ class CudaBackend final : public Backend {
           "copy_rows");
   }
 
-  void copy_columns(const Tensor& src, int64_t w, Tensor& dst, int64_t col0) override {
-    const int64_t rows = src.dim(0), pitch = src.dim(1), W = dst.dim(1);
-    expect(src.rank() == 2 && dst.rank() == 2 && dst.dim(0) == rows && w >= 0 && w <= pitch && col0 >= 0 && col0 + w <= W &&
-               src.dtype() == dst.dtype(),
-           "copy_columns", "src " + to_string(src.shape()) + " into dst " + to_string(dst.shape()) + " at column " +
-                               std::to_string(col0));
-    const size_t e = dtype_size(src.dtype());
-    if (rows > 0 && w > 0)
-      check(cudaMemcpy2DAsync(static_cast<std::byte*>(dst.raw()) + size_t(col0) * e, size_t(W) * e, src.raw(),
-                              size_t(pitch) * e, size_t(w) * e, size_t(rows), cudaMemcpyDeviceToDevice, stream_),
-            "copy_columns");
-  }
-
   void scatter_rows(const Tensor& src, Tensor& dst, const Tensor& rows) override {
     expect_device(rows, DType::i32, "scatter_rows", "rows");
     const int64_t n = src.dim(0), row = row_size(src);

@@ -28,7 +28,6 @@ struct NcclApi {
   decltype(&::ncclCommDestroy) comm_destroy;
   decltype(&::ncclCommAbort) comm_abort;
   decltype(&::ncclAllReduce) all_reduce;
-  decltype(&::ncclAllGather) all_gather;
   decltype(&::ncclGroupStart) group_start;
   decltype(&::ncclGroupEnd) group_end;
   decltype(&::ncclGetErrorString) error_string;
@@ -46,7 +45,6 @@ const NcclApi& nccl() {
     cuda::load(lib, name, "ncclCommDestroy", a.comm_destroy);
     cuda::load(lib, name, "ncclCommAbort", a.comm_abort);
     cuda::load(lib, name, "ncclAllReduce", a.all_reduce);
-    cuda::load(lib, name, "ncclAllGather", a.all_gather);
     cuda::load(lib, name, "ncclGroupStart", a.group_start);
     cuda::load(lib, name, "ncclGroupEnd", a.group_end);
     cuda::load(lib, name, "ncclGetErrorString", a.error_string);
@@ -133,14 +131,6 @@ class NcclCollective final : public Collective {
     settle(rank, nccl().all_reduce(x.raw(), x.raw(), size_t(x.numel()), nccl_type(x.dtype()), ncclSum,
                                    comms_[size_t(rank)], stream(rank)),
            "ncclAllReduce");
-  }
-
-  void all_gather(const Tensor& part, Tensor& out, int rank) override {
-    if (out.numel() != part.numel() * ranks() || out.dtype() != part.dtype())
-      fail(ErrorKind::internal, "all_gather: out is not ranks × part");
-    settle(rank, nccl().all_gather(part.raw(), out.raw(), size_t(part.numel()), nccl_type(part.dtype()),
-                                   comms_[size_t(rank)], stream(rank)),
-           "ncclAllGather");
   }
 
   void abort() override {
