@@ -1,7 +1,8 @@
 // The engine: many sequences decoded together (continuous batching) over a paged KV cache, each with its own
 // adapter. Requests join and leave at every step; prompts are prefilled in chunks mixed with other sequences'
 // decode steps under a per-step token budget; sequences with a common prompt prefix under the same adapter version
-// share the blocks that hold it; when the pool runs out, the newest sequences are preempted and recomputed later.
+// share the blocks that hold it — computed once even when they arrive together (a sequence waits for a block another
+// is computing); when the pool runs out, the newest sequences are preempted and recomputed later.
 //
 //   Engine engine(model, {.num_blocks = 512});
 //   engine.submit({.prompt = ids, .max_new_tokens = 64, .lora = adapter, .sink = my_sink});
@@ -95,6 +96,7 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t tokens_computed = 0;     ///< positions run through the model (prefill and decode, recomputation included)
   int64_t prefix_hit_tokens = 0;   ///< prompt positions taken from cached blocks instead of computed
+  int64_t prefix_waits = 0;        ///< steps a waiting sequence sat out for a block of its prefix another was computing
   int64_t preemptions = 0;         ///< sequences sent back to wait (their blocks freed; recomputed later)
   int64_t waiting = 0, running = 0;
   int64_t finished = 0;            ///< sequences that left the engine (finished, cancelled or failed)

@@ -158,6 +158,21 @@ struct Engine::Impl {
     stats.prefix_hit_tokens += s.computed;
   }
 
+  // Whether a running sequence is about to compute the block a waiting s would compute next — the same tokens up to
+  // that block's end, under the same adapter version, computed not that far yet — so that s, waiting a step or a few
+  // for it, takes it from the cache instead of computing it too: requests that arrive together with a common prefix
+  // (one system prompt, a request's n choices) compute it once. A running sequence always progresses, so s is only
+  // ever held back behind work that is being done.
+  bool prefix_in_flight(const Sequence& s) const {
+    if (!options.share_prefixes) return false;
+    const int64_t next = s.computed + options.block_size;  // the end of the block s would compute next
+    if (next > int64_t(s.tokens.size()) - 1) return false;  // not a block take_prefix would take (see there)
+    return std::any_of(running.begin(), running.end(), [&](const Sequence* r) {
+      return r->lora == s.lora && r->computed < next && int64_t(r->tokens.size()) >= next &&
+             std::equal(s.tokens.begin(), s.tokens.begin() + next, r->tokens.begin());
+    });
+  }
+
   // Registers the blocks s filled completely (they become shareable).
   void register_full_blocks(Sequence& s) {
     if (!options.share_prefixes) return;
@@ -214,17 +229,24 @@ bool Engine::Impl::step() {
     budget -= n;
     ++i;
   }
-  // Waiting sequences, oldest first, while the budget, the running limit and the pool allow.
-  while (!waiting.empty() && budget > 0 && int64_t(running.size()) < options.max_running) {
-    Sequence& s = *waiting.front();
+  // Waiting sequences, oldest first, while the budget, the running limit and the pool allow; one whose next block a
+  // running sequence is computing stays for a later step (prefix_in_flight).
+  for (size_t w = 0; w < waiting.size() && budget > 0 && int64_t(running.size()) < options.max_running;) {
+    Sequence& s = *waiting[w];
     take_prefix(s);
+    const bool later = prefix_in_flight(s);
     const int64_t n = std::min(int64_t(s.tokens.size()) - s.computed, budget);
-    if (!reserve(s, s.computed + n)) {
+    if (later || !reserve(s, s.computed + n)) {
       stats.prefix_hit_tokens -= s.computed;  // counted again when it is admitted
       drop_blocks(s);
+      if (later) {
+        ++stats.prefix_waits;
+        ++w;
+        continue;
+      }
       break;
     }
-    waiting.pop_front();
+    waiting.erase(waiting.begin() + long(w));
     running.push_back(&s);
     plan.push_back({&s, n});
     budget -= n;

@@ -88,6 +88,8 @@ std::string Metrics::render(const EngineStats& e, int64_t in_flight) const {
   gauge(out, "wick_engine_steps_total", "counter", "Engine steps", double(e.steps));
   gauge(out, "wick_prefix_hit_tokens_total", "counter", "Prompt tokens taken from shared KV blocks",
         double(e.prefix_hit_tokens));
+  gauge(out, "wick_prefix_waits_total", "counter", "Steps a request waited for a prefix block another was computing",
+        double(e.prefix_waits));
   gauge(out, "wick_preemptions_total", "counter", "Sequences preempted for KV room", double(e.preemptions));
   ttft_.write(out, "wick_time_to_first_token_seconds", "Time from request to first token");
   tpot_.write(out, "wick_time_per_output_token_seconds", "Mean time per token after the first, per request");

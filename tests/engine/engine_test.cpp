@@ -350,6 +350,36 @@ TEST(Engine, PrefixesAreSharedOnlyUnderTheSameAdapterVersion) {
   EXPECT_GT(engine.stats().blocks_cached, 0);
 }
 
+// Requests submitted together with a common prefix compute it once: the others wait for its blocks (a step, or as
+// many as the first needs under a small step budget) instead of computing them beside it — a shared system prompt,
+// a request's n choices. Their tokens are unchanged; a prefix under another adapter version is still its own.
+TEST(Engine, ACommonPrefixArrivingTogetherIsComputedOnce) {
+  auto model = tiny();
+  const auto a = adapter(*model, "a", 1);
+  std::vector<int32_t> prefix;
+  for (int i = 0; i < 40; ++i) prefix.push_back(int32_t(7 + 5 * i));  // five blocks of 8
+  std::vector<Req> reqs;
+  for (int i = 0; i < 6; ++i) {  // the base model: one computes the prefix, five take it
+    Req r{.prompt = prefix, .adapter = nullptr, .n = 12};
+    for (int t = 0; t <= i; ++t) r.prompt.push_back(int32_t(300 + 11 * i + t));
+    reqs.push_back(r);
+  }
+  for (int i = 0; i < 2; ++i) reqs.push_back({.prompt = reqs[size_t(i)].prompt, .adapter = a, .n = 12});  // its own
+  reqs.push_back({.prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, .adapter = nullptr, .n = 12});                 // no match
+  for (const int64_t budget : {512, 13}) {
+    Engine engine(model, {.block_size = 8, .num_blocks = 256, .max_step_tokens = budget});
+    expect_as_alone(*model, reqs, run_engine(engine, reqs));
+    const EngineStats s = engine.stats();
+    EXPECT_EQ(s.prefix_hit_tokens, (5 + 1) * 40) << "budget " << budget << ": five base requests and one under a";
+    EXPECT_GT(s.prefix_waits, 0) << "budget " << budget;
+    expect_pool_whole(engine);
+  }
+  Engine unshared(model, {.block_size = 8, .num_blocks = 256, .share_prefixes = false});
+  expect_as_alone(*model, reqs, run_engine(unshared, reqs));
+  EXPECT_EQ(unshared.stats().prefix_hit_tokens, 0);
+  EXPECT_EQ(unshared.stats().prefix_waits, 0);
+}
+
 TEST(Engine, CancelledAndFailedRequestsEndAloneAndGiveTheirBlocksBack) {
   auto model = tiny();
   const std::vector<Req> reqs = mixed_requests(*model);
