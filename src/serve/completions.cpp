@@ -1,8 +1,11 @@
 // POST /v1/completions and /v1/chat/completions: a request parsed, its prompt tokenised (through the model's chat
 // template for chat), submitted to the engine with its adapter, and answered whole or streamed as server-sent events
 // while the engine's thread hands tokens over. A client gone mid-stream cancels its sequence (its KV blocks return).
+#include <algorithm>
 #include <chrono>
 #include <deque>
+#include <optional>
+#include <vector>
 
 #include "serve/server_impl.h"
 #include "wick/error.h"
@@ -16,18 +19,32 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// One request's hand-over from the engine's thread (tokens, the end) to the HTTP thread that answers it.
-struct Flow {
-  std::mutex mu;
-  std::condition_variable changed;
-  std::deque<StreamToken> tokens;  // chosen, not yet sent
+// One choice's hand-over from the engine's thread (tokens, the end) to the HTTP thread that answers the request.
+struct Choice {
+  std::deque<StreamToken> tokens;  // chosen, not yet sent (not yet answered, when not streaming)
   bool ended = false;
   SequenceEnd end = SequenceEnd::finished;
   GenerateResult result;
-  std::atomic<bool> abandoned{false};  // the client left: the next token stops the sequence
-  clock_type::time_point start = clock_type::now(), first_token{}, last_token{};
+  clock_type::time_point first_token{}, last_token{};
+  bool announced = false;      // streaming: its first chunk (chat: the role) sent
+  bool closed = false;         // streaming: its end seen and answered
+  int64_t text_offset = 0;     // streaming: the characters sent
   std::optional<uint64_t> id;  // the engine's id (guarded by Server::Impl::mu)
   bool gone = false;           // left the engine (guarded by Server::Impl::mu)
+};
+
+// A request's choices (OpenAI's n: each its own sequence, the prompt's blocks shared), under one lock.
+struct Flow {
+  explicit Flow(size_t n) : choices(n) {}
+  std::mutex mu;
+  std::condition_variable changed;
+  std::vector<Choice> choices;
+  std::atomic<bool> abandoned{false};  // the client left: the next token stops every sequence
+  clock_type::time_point start = clock_type::now();
+
+  bool all_ended() const {
+    return std::all_of(choices.begin(), choices.end(), [](const Choice& c) { return c.ended; });
+  }
 };
 
 std::string sse(const json& j) {
@@ -97,42 +114,58 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
     throw ApiError(429, "rate_limit_error",
                    "The server's queue is full (" + std::to_string(options.max_queue) + " requests waiting): retry later");
 
-  auto flow = std::make_shared<Flow>();
-  EngineCallbacks callbacks{
-      .on_token =
-          [flow](const StreamToken& t) {
-            const std::lock_guard lock(flow->mu);
-            flow->last_token = clock_type::now();
-            if (flow->first_token == clock_type::time_point{}) flow->first_token = flow->last_token;
-            flow->tokens.push_back(t);
-            flow->changed.notify_all();
-            return !flow->abandoned.load();
-          },
-      .on_end =
-          [this, flow](GenerateResult&& result, SequenceEnd end) {
-            {
-              const std::lock_guard lock(mu);
-              flow->gone = true;
-              if (flow->id) live.erase(*flow->id);
-              idle.notify_all();
-            }
-            const std::lock_guard lock(flow->mu);
-            flow->result = std::move(result);
-            flow->end = end;
-            flow->ended = true;
-            flow->changed.notify_all();
-          }};
-  uint64_t id = 0;
-  try {
-    id = generator->submit(*engine, batch, std::move(callbacks));
-  } catch (const Error& e) {  // the checks above leave only what the engine itself refuses (its pool's size)
-    if (e.kind() == ErrorKind::bad_input) throw ApiError(400, "invalid_request_error", e.what(), prompt_field);
-    throw;
+  // Choice i samples with seed + i: a seeded request repeats itself, and its choices differ from one another.
+  const size_t n = size_t(r.n);
+  auto flow = std::make_shared<Flow>(n);
+  std::vector<uint64_t> ids;
+  const auto cancel_all = [this, &ids] {
+    for (uint64_t id : ids) engine->cancel(id);
+  };
+  for (size_t i = 0; i < n; ++i) {
+    EngineCallbacks callbacks{
+        .on_token =
+            [flow, i](const StreamToken& t) {
+              const std::lock_guard lock(flow->mu);
+              Choice& c = flow->choices[i];
+              c.last_token = clock_type::now();
+              if (c.first_token == clock_type::time_point{}) c.first_token = c.last_token;
+              c.tokens.push_back(t);
+              flow->changed.notify_all();
+              return !flow->abandoned.load();
+            },
+        .on_end =
+            [this, flow, i](GenerateResult&& result, SequenceEnd end) {
+              {
+                const std::lock_guard lock(mu);
+                Choice& c = flow->choices[i];
+                c.gone = true;
+                if (c.id) live.erase(*c.id);
+                idle.notify_all();
+              }
+              const std::lock_guard lock(flow->mu);
+              Choice& c = flow->choices[i];
+              c.result = std::move(result);
+              c.end = end;
+              c.ended = true;
+              flow->changed.notify_all();
+            }};
+    BatchRequest one = batch;
+    if (r.sampling.seed) one.params.sampling->seed = *r.sampling.seed + i;
+    uint64_t id = 0;
+    try {
+      id = generator->submit(*engine, one, std::move(callbacks));
+    } catch (const Error& e) {  // the checks above leave only what the engine itself refuses (its pool's size)
+      cancel_all();
+      if (e.kind() == ErrorKind::bad_input) throw ApiError(400, "invalid_request_error", e.what(), prompt_field);
+      throw;
+    }
+    ids.push_back(id);
+    const std::lock_guard lock(mu);
+    flow->choices[i].id = id;
+    if (!flow->choices[i].gone) live.insert(id);
   }
   {
     const std::lock_guard lock(mu);
-    flow->id = id;
-    if (!flow->gone) live.insert(id);
     ++handlers;
   }
   const auto handler_done = [this] {
@@ -140,19 +173,23 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
     --handlers;
     idle.notify_all();
   };
-  const auto record = [this, flow, prompt_len] {  // flow->mu held, the request ended
-    const GenerateResult& g = flow->result;
-    const int64_t n = int64_t(g.output_ids.size());
-    const double ttft = std::chrono::duration<double>(flow->first_token - flow->start).count();
-    const double tpot = n > 1 ? std::chrono::duration<double>(flow->last_token - flow->first_token).count() / double(n - 1) : 0;
-    metrics.generation(prompt_len, n, ttft, tpot);
+  const auto record = [this, flow, prompt_len](const Choice& c) {  // flow->mu held, the choice ended
+    const int64_t tokens = int64_t(c.result.output_ids.size());
+    const double ttft = tokens > 0 ? std::chrono::duration<double>(c.first_token - flow->start).count() : 0;
+    const double tpot =
+        tokens > 1 ? std::chrono::duration<double>(c.last_token - c.first_token).count() / double(tokens - 1) : 0;
+    metrics.generation(prompt_len, tokens, ttft, tpot);
   };
-  const auto error_of = [this, id, flow] {  // flow->mu held, the sequence failed
-    std::exception_ptr e = engine->error(id);
-    return serve::api_error_of(e ? e : std::make_exception_ptr(Error(ErrorKind::internal, "the sequence failed")));
+  const auto error_of = [this, ids](const Flow& f) -> std::optional<ApiError> {  // flow->mu held, every choice ended
+    for (size_t i = 0; i < f.choices.size(); ++i) {
+      if (f.choices[i].end != SequenceEnd::failed) continue;
+      std::exception_ptr e = engine->error(ids[i]);
+      return serve::api_error_of(e ? e : std::make_exception_ptr(Error(ErrorKind::internal, "the sequence failed")));
+    }
+    return std::nullopt;
   };
   const clock_type::time_point deadline = flow->start + options.request_timeout;
-  const serve::ResponseHead head{.id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(id) + "-" +
+  const serve::ResponseHead head{.id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(ids[0]) + "-" +
                                        std::to_string(started_at),
                                  .model = r.model,
                                  .created = std::chrono::duration_cast<std::chrono::seconds>(
@@ -162,85 +199,91 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
 
   if (!r.stream) {
     std::unique_lock lock(flow->mu);
-    if (!flow->changed.wait_until(lock, deadline, [&] { return flow->ended; })) {
-      engine->cancel(id);  // too long: ended as cancelled, answered with what it has
-      flow->changed.wait(lock, [&] { return flow->ended; });
+    if (!flow->changed.wait_until(lock, deadline, [&] { return flow->all_ended(); })) {
+      cancel_all();  // too long: ended as cancelled, answered with what they have
+      flow->changed.wait(lock, [&] { return flow->all_ended(); });
     }
-    record();
-    std::vector<StreamToken> all(flow->tokens.begin(), flow->tokens.end());
-    if (flow->end == SequenceEnd::failed) {
-      const ApiError e = error_of();
+    std::vector<serve::ChoiceAnswer> answers;
+    for (const Choice& c : flow->choices) {
+      record(c);
+      answers.push_back({.tokens = std::vector<StreamToken>(c.tokens.begin(), c.tokens.end()), .result = &c.result});
+    }
+    if (const std::optional<ApiError> e = error_of(*flow)) {
       lock.unlock();
       handler_done();
-      throw e;
+      throw *e;
     }
-    serve::respond_json(res, serve::completion_response(head, r, tokenizer.get(), all, flow->result));
+    serve::respond_json(res, serve::completion_response(head, r, tokenizer.get(), answers));
     lock.unlock();
     handler_done();
     return;
   }
 
-  // Streaming: one event per token as the engine chooses it; the provider runs on this connection's thread.
-  struct StreamState {
-    bool first = true;
-    int64_t text_offset = 0;
-  };
-  auto state = std::make_shared<StreamState>();
+  // Streaming: one event per token as the engine chooses it, each naming its choice; the provider runs on this
+  // connection's thread.
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, flow, state, r, head, id, deadline, record, error_of](size_t, httplib::DataSink& sink) {
-        std::vector<StreamToken> batch;
+      [this, flow, r, head, ids, deadline, record, error_of](size_t, httplib::DataSink& sink) {
+        std::string out;
         bool ended = false;
-        std::optional<ApiError> failure;
         {
           std::unique_lock lock(flow->mu);
           // Wakes at least once a second: a request past its deadline is cancelled, and the loop in httplib sees a
           // server that is stopping.
-          flow->changed.wait_until(lock, std::min(deadline, clock_type::now() + std::chrono::seconds(1)),
-                                   [&] { return flow->ended || !flow->tokens.empty(); });
-          if (clock_type::now() >= deadline && !flow->ended) engine->cancel(id);
-          batch.assign(flow->tokens.begin(), flow->tokens.end());
-          flow->tokens.clear();
-          ended = flow->ended;
-          if (ended) {
-            record();
-            if (flow->end == SequenceEnd::failed) failure = error_of();
-          }
-        }
-        std::string out;
-        if (state->first && r.chat) {  // the role first, as OpenAI streams it
-          out += sse(serve::stream_chunk(head, r, tokenizer.get(), {}, 0, true));
-          state->first = false;
-        }
-        for (const StreamToken& t : batch) {
-          out += sse(serve::stream_chunk(head, r, tokenizer.get(), {t}, state->text_offset, false));
-          state->text_offset += int64_t(t.text.size());
-        }
-        if (ended) {
-          if (failure) {
-            out += sse(json::parse(serve::error_body(*failure)));
-          } else {
-            const GenerateResult& g = flow->result;
-            if (g.finish == FinishReason::cancelled) {  // cancelled by the deadline: say so in a last chunk
-              StreamToken last;
-              last.finish = FinishReason::cancelled;
-              out += sse(serve::stream_chunk(head, r, tokenizer.get(), {last}, state->text_offset, false));
+          const auto news = [&] {
+            return std::any_of(flow->choices.begin(), flow->choices.end(), [](const Choice& c) {
+              return !c.tokens.empty() || (c.ended && !c.closed) || !c.announced;
+            });
+          };
+          flow->changed.wait_until(lock, std::min(deadline, clock_type::now() + std::chrono::seconds(1)), news);
+          if (clock_type::now() >= deadline && !flow->all_ended())
+            for (uint64_t id : ids) engine->cancel(id);
+          bool failed = false;
+          for (size_t i = 0; i < flow->choices.size(); ++i) {
+            Choice& c = flow->choices[i];
+            if (!c.announced && r.chat)  // the role first, as OpenAI streams it
+              out += sse(serve::stream_chunk(head, r, tokenizer.get(), {}, 0, true, int64_t(i)));
+            c.announced = true;
+            for (const StreamToken& t : c.tokens) {
+              out += sse(serve::stream_chunk(head, r, tokenizer.get(), {t}, c.text_offset, false, int64_t(i)));
+              c.text_offset += int64_t(t.text.size());
             }
-            if (r.include_usage)
-              out += sse(serve::usage_chunk(head, int64_t(g.prompt_ids.size()), int64_t(g.output_ids.size())));
+            c.tokens.clear();
+            if (c.ended && !c.closed) {
+              c.closed = true;
+              record(c);
+              failed = failed || c.end == SequenceEnd::failed;
+              if (c.end != SequenceEnd::failed && c.result.finish == FinishReason::cancelled) {
+                StreamToken last;  // cancelled by the deadline: say so in a last chunk
+                last.finish = FinishReason::cancelled;
+                out += sse(serve::stream_chunk(head, r, tokenizer.get(), {last}, c.text_offset, false, int64_t(i)));
+              }
+            }
           }
-          out += "data: [DONE]\n\n";
+          if (failed && !flow->all_ended())
+            for (uint64_t id : ids) engine->cancel(id);  // one choice failed: the request fails, the others go
+          ended = flow->all_ended();
+          if (ended) {
+            if (const std::optional<ApiError> e = error_of(*flow)) {
+              out += sse(json::parse(serve::error_body(*e)));
+            } else if (r.include_usage) {
+              int64_t completion = 0;
+              for (const Choice& c : flow->choices) completion += int64_t(c.result.output_ids.size());
+              out += sse(serve::usage_chunk(head, int64_t(flow->choices[0].result.prompt_ids.size()), completion));
+            }
+            out += "data: [DONE]\n\n";
+          }
         }
         if (!out.empty() && !sink.write(out.data(), out.size())) return false;  // the client left
         if (ended) sink.done();
         return true;
       },
-      [this, flow, id](bool success) {
-        if (!success) {  // the client disconnected (or the server stopped): the sequence goes, its blocks with it
+      [this, flow, ids](bool success) {
+        if (!success) {  // the client disconnected (or the server stopped): the sequences go, their blocks with them
           flow->abandoned = true;
-          engine->cancel(id);
+          for (uint64_t id : ids) engine->cancel(id);
         }
         const std::lock_guard lock(mu);
         --handlers;

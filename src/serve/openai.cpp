@@ -207,8 +207,7 @@ CompletionRequest parse_completion_request(std::string_view body, bool chat) {
   if (chat) r.messages = parse_messages(j);
   else parse_prompt(j, r);
 
-  if (const std::optional<int64_t> n = integer(j, "n", 1, 128); n && *n != 1)
-    bad_field("n", "'n' must be 1 (one choice per request)");
+  r.n = integer(j, "n", 1, 128).value_or(1);
   if (const std::optional<int64_t> best = integer(j, "best_of", 1, 128); best && *best != 1)
     bad_field("best_of", "'best_of' must be 1");
   if (boolean(j, "echo").value_or(false)) bad_field("echo", "'echo' is not supported");
@@ -372,14 +371,14 @@ json usage_object(int64_t prompt_tokens, int64_t completion_tokens) {
 }
 
 json stream_chunk(const ResponseHead& head, const CompletionRequest& request, const Tokenizer* tokenizer,
-                  const std::vector<StreamToken>& tokens, int64_t text_offset, bool first) {
+                  const std::vector<StreamToken>& tokens, int64_t text_offset, bool first, int64_t index) {
   std::string text;
   std::optional<FinishReason> finish;
   for (const StreamToken& t : tokens) {
     text += t.text;
     if (t.finish) finish = t.finish;
   }
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason(finish)}};
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_reason(finish)}};
   if (request.logprobs && !tokens.empty()) choice["logprobs"] = token_logprobs(head, tokenizer, tokens, text_offset);
   if (head.chat) {
     json delta = json::object();
@@ -403,14 +402,20 @@ json usage_chunk(const ResponseHead& head, int64_t prompt_tokens, int64_t comple
 }
 
 json completion_response(const ResponseHead& head, const CompletionRequest& request, const Tokenizer* tokenizer,
-                         const std::vector<StreamToken>& tokens, const GenerateResult& result) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason(result.finish)}};
-  if (request.logprobs) choice["logprobs"] = token_logprobs(head, tokenizer, tokens, 0);
-  if (head.chat) choice["message"] = {{"role", "assistant"}, {"content", result.text}};
-  else choice["text"] = result.text;
+                         std::span<const ChoiceAnswer> choices) {
   json out = envelope(head, false);
-  out["choices"] = json::array({std::move(choice)});
-  out["usage"] = usage_object(int64_t(result.prompt_ids.size()), int64_t(result.output_ids.size()));
+  out["choices"] = json::array();
+  int64_t completion = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const GenerateResult& result = *choices[i].result;
+    json choice = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", finish_reason(result.finish)}};
+    if (request.logprobs) choice["logprobs"] = token_logprobs(head, tokenizer, choices[i].tokens, 0);
+    if (head.chat) choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+    else choice["text"] = result.text;
+    out["choices"].push_back(std::move(choice));
+    completion += int64_t(result.output_ids.size());
+  }
+  out["usage"] = usage_object(int64_t(choices.front().result->prompt_ids.size()), completion);
   return out;
 }
 

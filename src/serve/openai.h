@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -55,10 +56,11 @@ struct CompletionRequest {
   bool include_usage = false;  ///< stream_options.include_usage
   bool logprobs = false;       ///< chat: logprobs true; completions: logprobs ≥ 0 given
   bool ignore_eos = false;     ///< vLLM's and llama.cpp's extension, for benchmarks
+  int64_t n = 1;               ///< choices: each sampled alone (seed + i), the prompt computed once
 };
 
 /// Parses a request body; ApiError 400 naming the field for malformed JSON, a wrong type or a value out of range
-/// (OpenAI's ranges: temperature [0, 2], top_p [0, 1], penalties [-2, 2], n = 1, ...).
+/// (OpenAI's ranges: temperature [0, 2], top_p [0, 1], penalties [-2, 2], n [1, 128], best_of = 1, ...).
 CompletionRequest parse_completion_request(std::string_view body, bool chat);
 
 /// POST /v1/adapters: {name, path}.
@@ -115,15 +117,22 @@ nlohmann::json finish_reason(std::optional<FinishReason> finish);
 /// top_logprobs, text_offset) for the tokens given.
 nlohmann::json token_logprobs(const ResponseHead& head, const Tokenizer* tokenizer,
                               const std::vector<StreamToken>& tokens, int64_t text_offset);
-/// A stream chunk carrying `tokens` (the text they release, their logprobs when asked) and finish, if ended.
+/// A stream chunk of choice `index` carrying `tokens` (the text they release, their logprobs when asked) and finish,
+/// if ended.
 nlohmann::json stream_chunk(const ResponseHead& head, const CompletionRequest& request, const Tokenizer* tokenizer,
-                            const std::vector<StreamToken>& tokens, int64_t text_offset, bool first);
+                            const std::vector<StreamToken>& tokens, int64_t text_offset, bool first,
+                            int64_t index = 0);
 /// The stream's usage chunk (stream_options.include_usage): choices [] and usage.
 nlohmann::json usage_chunk(const ResponseHead& head, int64_t prompt_tokens, int64_t completion_tokens);
-/// The whole response of a non-streaming request.
+/// What one choice of a non-streaming request produced.
+struct ChoiceAnswer {
+  std::vector<StreamToken> tokens;
+  const GenerateResult* result = nullptr;
+};
+/// The whole response of a non-streaming request: its choices in order; usage counts the prompt once and every
+/// choice's tokens.
 nlohmann::json completion_response(const ResponseHead& head, const CompletionRequest& request,
-                                   const Tokenizer* tokenizer, const std::vector<StreamToken>& tokens,
-                                   const GenerateResult& result);
+                                   const Tokenizer* tokenizer, std::span<const ChoiceAnswer> choices);
 nlohmann::json usage_object(int64_t prompt_tokens, int64_t completion_tokens);
 
 }  // namespace wick::serve

@@ -183,6 +183,88 @@ TEST(Server, StopStringsAndSeedsBehaveAsOpenAIs) {
   EXPECT_EQ(a.body["choices"][0]["text"], b.body["choices"][0]["text"]);
 }
 
+// OpenAI's n: n choices, each its own sequence sampled with seed + i (so a seeded request repeats itself and its
+// choices differ), the prompt computed once (the others wait for its KV blocks); usage counts the prompt once. Choice
+// i equals a request of its own with n 1 and seed + i; greedy choices are all the greedy answer; streamed, every
+// chunk names its choice and each choice's text is the whole answer's.
+TEST(Server, NChoicesAreSampledAloneWithSeedPlusIndexAndThePromptComputedOnce) {
+  TestServer s;
+  auto c = s.client();
+  std::string prompt;
+  for (int i = 0; i < 6; ++i) prompt += "In the beginning the river ran to the sea. ";  // several KV blocks
+  const json base = {{"model", "wick-demo"}, {"prompt", prompt}, {"max_tokens", 12}, {"temperature", 1.0},
+                     {"seed", 77}, {"ignore_eos", true}};
+  json four = base;
+  four["n"] = 4;
+  const int64_t hits_before = s.server().stats().engine.prefix_hit_tokens;
+  const test::Reply r = post(c, "/v1/completions", four);
+  ASSERT_EQ(r.status, 200) << r.text;
+  const int64_t prompt_tokens = int64_t(test::demo_tokenizer().encode(prompt).size());
+  EXPECT_GE(s.server().stats().engine.prefix_hit_tokens - hits_before, 3 * ((prompt_tokens - 1) / 16 * 16))
+      << "three choices took the prompt's whole blocks from the first";
+  ASSERT_EQ(r.body["choices"].size(), 4u);
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], 4 * 12);
+  std::set<std::string> texts;
+  for (int i = 0; i < 4; ++i) {
+    const json& choice = r.body["choices"][size_t(i)];
+    EXPECT_EQ(choice["index"], i);
+    EXPECT_EQ(choice["finish_reason"], "length");
+    json alone = base;
+    alone["seed"] = 77 + i;
+    const test::Reply one = post(c, "/v1/completions", alone);
+    ASSERT_EQ(one.status, 200);
+    EXPECT_EQ(choice["text"], one.body["choices"][0]["text"]) << "choice " << i;
+    texts.insert(choice["text"].get<std::string>());
+  }
+  EXPECT_GT(texts.size(), 1u) << "sampled choices differ";
+  EXPECT_EQ(post(c, "/v1/completions", four).body["choices"], r.body["choices"]) << "a seeded request repeats";
+
+  // Greedy chat: every choice is the greedy answer; streamed, the chunks of the choices interleave, each named.
+  json chat = {{"model", "wick-demo"}, {"max_tokens", 8}, {"temperature", 0}, {"n", 3}, {"ignore_eos", true},
+               {"messages", json::array({{{"role", "user"}, {"content", "Where does the river go?"}}})}};
+  const test::Reply whole = post(c, "/v1/chat/completions", chat);
+  ASSERT_EQ(whole.status, 200) << whole.text;
+  ASSERT_EQ(whole.body["choices"].size(), 3u);
+  for (const json& choice : whole.body["choices"])
+    EXPECT_EQ(choice["message"]["content"], whole.body["choices"][0]["message"]["content"]);
+  chat["stream"] = true;
+  chat["stream_options"] = {{"include_usage", true}};
+  const httplib::Result res = c.Post("/v1/chat/completions", chat.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  const std::vector<std::string> events = test::sse_events(res->body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::vector<std::string> text(3);
+  std::vector<int> roles(3, 0), chunks(3, 0);
+  std::vector<std::string> finish(3);
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    if (e["choices"].empty()) {  // the usage chunk
+      EXPECT_EQ(e["usage"]["completion_tokens"], 3 * 8);
+      continue;
+    }
+    ASSERT_EQ(e["choices"].size(), 1u);
+    const json& ch = e["choices"][0];
+    const size_t k = ch["index"].get<size_t>();
+    ASSERT_LT(k, 3u);
+    if (ch["delta"].contains("role")) {
+      ++roles[k];
+      continue;
+    }
+    ++chunks[k];
+    text[k] += ch["delta"].value("content", "");
+    if (!ch["finish_reason"].is_null()) finish[k] = ch["finish_reason"];
+  }
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(roles[k], 1) << "choice " << k;
+    EXPECT_EQ(chunks[k], 8) << "choice " << k;
+    EXPECT_EQ(finish[k], "length") << "choice " << k;
+    EXPECT_EQ(text[k], whole.body["choices"][k]["message"]["content"]) << "choice " << k;
+  }
+}
+
 TEST(Server, ModelsListTheBaseAndEveryAdapter) {
   TestServer s;
   auto c = s.client();
@@ -264,7 +346,10 @@ TEST(Server, BadRequestsAreOpenAIErrorsNamingTheField) {
   expect_error(with("top_p", 1.5), 400, "top_p");
   expect_error(with("presence_penalty", -3), 400, "presence_penalty");
   expect_error(with("frequency_penalty", 2.5), 400, "frequency_penalty");
-  expect_error(with("n", 2), 400, "n");
+  expect_error(with("n", 0), 400, "n");
+  expect_error(with("n", 129), 400, "n");
+  expect_error(with("n", "two"), 400, "n");
+  expect_error(with("best_of", 2), 400, "best_of");
   expect_error(with("max_tokens", 0), 400, "max_tokens");
   expect_error(with("max_tokens", 100000000), 400, "max_tokens");
   expect_error(with("max_tokens", -1), 400, "max_tokens");
