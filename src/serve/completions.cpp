@@ -158,6 +158,9 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
       cancel_all();
       if (e.kind() == ErrorKind::bad_input) throw ApiError(400, "invalid_request_error", e.what(), prompt_field);
       throw;
+    } catch (...) {
+      cancel_all();
+      throw;
     }
     ids.push_back(id);
     const std::lock_guard lock(mu);
