@@ -6,7 +6,7 @@
 #   tests or bench alone: each fits one 10-minute device call (the build is kept between calls on a warm machine).
 set -uo pipefail
 out=${1:?usage: scripts/gpu-engine-check.sh RESULTS_DIR [BENCH_FILTER] [all|tests|bench]}
-filter=${2:-BM_EngineDecode/cuda|BM_EngineServe/cuda|BM_Decode/cuda_qwen2_5_0_5b/256}
+filter=${2:-BM_EngineDecode/cuda|BM_EngineServe/cuda|BM_EngineSharedPrefix/cuda|BM_Decode/cuda_qwen2_5_0_5b/256}
 stage=${3:-all}
 # Every step stops by the deadline (a device call has ten minutes): SECONDS_LEFT from the start, default 580.
 deadline=$(( $(date +%s) + ${SECONDS_LEFT:-580} ))
