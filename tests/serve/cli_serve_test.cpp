@@ -122,6 +122,7 @@ TEST(ServeCli, TheOfficialOpenAIClientDrivesChatCompletionsModelsAdaptersFilesAn
   ASSERT_EQ(out["completion_logprobs"].size(), logprobs.size());
   for (size_t i = 0; i < logprobs.size(); ++i) EXPECT_NEAR(out["completion_logprobs"][i].get<double>(), logprobs[i], 1e-4);
   EXPECT_EQ(out["errors_checked"], true);
+  EXPECT_EQ(out["n_choices_checked"], true);
   EXPECT_EQ(out["fine_tuned_answer"], "The secret word is marmalade.");
   EXPECT_EQ(serve.terminate(), 0);
 }

@@ -64,6 +64,20 @@ for await (const chunk of await client.completions.create({
 })) text += chunk.choices[0]?.text ?? "";
 assert.equal(text, out.completion_base);
 
+// n choices: each sampled alone (seed + i), streamed chunks naming their choice.
+const three = await client.chat.completions.create({
+  model: base, messages, temperature: 1, seed: 5, n: 3, max_tokens: 6, ignore_eos: true,
+});
+assert.equal(three.choices.length, 3);
+assert.deepEqual(three.choices.map((c) => c.index), [0, 1, 2]);
+assert.equal(three.usage.completion_tokens, 18);
+const perChoice = ["", "", ""];
+for await (const chunk of await client.chat.completions.create({
+  model: base, messages, temperature: 1, seed: 5, n: 3, max_tokens: 6, ignore_eos: true, stream: true,
+})) for (const c of chunk.choices) perChoice[c.index] += c.delta.content ?? "";
+assert.deepEqual(perChoice, three.choices.map((c) => c.message.content));
+out.n_choices_checked = true;
+
 // Errors as the client's classes.
 await assert.rejects(client.chat.completions.create({ model: "no-such-model", messages }), (e) => e.status === 404);
 await assert.rejects(
