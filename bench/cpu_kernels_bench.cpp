@@ -115,7 +115,7 @@ void BM_CpuKernelOpenBlas(benchmark::State& state, int64_t rows, int64_t in, int
 // GEMMs take minutes); avx512bf16 runs avx512's kernels on q8_0 and f32 weights, so only bf16 shows it.
 const bool registered = [] {
   const int64_t shapes[][2] = {{896, 4864}, {4864, 896}, {896, 151936}};
-  for (int64_t rows : {1, 512})
+  for (int64_t rows : {1, 8, 32, 512})
     for (const auto& [in, outs] : shapes) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(in) + "x" + std::to_string(outs);
       for (Weights weights : {Weights::bf16, Weights::q8, Weights::f32})

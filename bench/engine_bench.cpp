@@ -30,9 +30,12 @@ constexpr int64_t kPrompt = 128, kNew = 128;
 // Takes a fixed token (no sampling: what is timed is the engine and the model) for kNew positions.
 class FixedSink final : public TokenSink {
  public:
+  explicit FixedSink(bool summaries) : summaries_(summaries) {}
   std::optional<int32_t> next_token(std::span<const float> logits) override { return next(int64_t(logits.size())); }
-  // As a greedy sampler on a GPU: the best id's summary crosses, not the row.
-  std::optional<SummaryAsk> summary_ask() override { return SummaryAsk{.count = 1}; }
+  // As generate's sinks: on a GPU the best id's summary crosses, not the row; on the CPU they take the row.
+  std::optional<SummaryAsk> summary_ask() override {
+    return summaries_ ? std::optional(SummaryAsk{.count = 1}) : std::nullopt;
+  }
   SummaryAnswer next_token(const LogitSummary& s) override { return {.decided = true, .next = next(s.vocab)}; }
 
  private:
@@ -42,6 +45,7 @@ class FixedSink final : public TokenSink {
   }
 
  private:
+  bool summaries_;
   int64_t n_ = 0;
 };
 
@@ -75,7 +79,7 @@ void BM_EngineDecode(benchmark::State& state, const std::string& like, Device de
       for (int64_t i = 0; i < kPrompt; ++i) prompt[size_t(i)] = int32_t((s * 104729 + i * 7919 + 13) % vocab);
       engine.submit({.prompt = prompt, .max_new_tokens = kNew,
                      .lora = n_adapters ? adapters[size_t(s % n_adapters)] : nullptr,
-                     .sink = std::make_shared<FixedSink>()});
+                     .sink = std::make_shared<FixedSink>(device != Device::cpu)});
     }
     engine.step();  // every prompt, and each sequence's first new token
     const auto t0 = std::chrono::steady_clock::now();
@@ -92,9 +96,11 @@ using Clock = std::chrono::steady_clock;
 // Records when each token came (for time to first token and time per output token).
 class TimedSink final : public TokenSink {
  public:
-  TimedSink(int64_t n, Clock::time_point arrival) : n_(n), arrival_(arrival) {}
+  TimedSink(int64_t n, Clock::time_point arrival, bool summaries) : n_(n), arrival_(arrival), summaries_(summaries) {}
   std::optional<int32_t> next_token(std::span<const float> logits) override { return next(int64_t(logits.size())); }
-  std::optional<SummaryAsk> summary_ask() override { return SummaryAsk{.count = 1}; }
+  std::optional<SummaryAsk> summary_ask() override {  // as FixedSink's
+    return summaries_ ? std::optional(SummaryAsk{.count = 1}) : std::nullopt;
+  }
   SummaryAnswer next_token(const LogitSummary& s) override { return {.decided = true, .next = next(s.vocab)}; }
   std::optional<int32_t> next(int64_t vocab) {
     times.push_back(Clock::now());
@@ -114,6 +120,7 @@ class TimedSink final : public TokenSink {
  private:
   int64_t n_;
   Clock::time_point arrival_;
+  bool summaries_;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -160,7 +167,7 @@ void BM_EngineServe(benchmark::State& state, const std::string& like, Device dev
         std::vector<int32_t> prompt(16 + rng() % 497);
         for (int32_t& id : prompt) id = int32_t(rng() % uint32_t(vocab));
         const int64_t n = 16 + int64_t(rng() % 241);
-        sinks.push_back(std::make_shared<TimedSink>(n, Clock::now()));
+        sinks.push_back(std::make_shared<TimedSink>(n, Clock::now(), device != Device::cpu));
         engine.submit({.prompt = prompt, .max_new_tokens = n, .sink = sinks.back()});
       }
       while (!std::all_of(sinks.begin(), sinks.end(), [](const auto& s) { return s->ended.load(); }))
@@ -273,7 +280,7 @@ void BM_EngineSharedPrefix(benchmark::State& state, const std::string& like, Dev
     for (int64_t r = 0; r < requests; ++r) {
       std::vector<int32_t> prompt = system;
       for (int64_t i = 0; i < kOwn; ++i) prompt.push_back(int32_t(rng() % uint32_t(vocab)));
-      sinks.push_back(std::make_shared<TimedSink>(kBurstNew, t0));
+      sinks.push_back(std::make_shared<TimedSink>(kBurstNew, t0, device != Device::cpu));
       engine.submit({.prompt = prompt, .max_new_tokens = kBurstNew, .sink = sinks.back()});
     }
     engine.run();
@@ -311,6 +318,9 @@ BENCHMARK_CAPTURE(BM_EngineServe, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b")
 
 BENCHMARK_CAPTURE(BM_EngineDecode, cpu_tiny, std::string("tiny"), Device::cpu)
     ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({8, 8})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EngineDecode, cpu_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cpu)
+    ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({32, 0})->Iterations(1)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_EngineDecode, cuda_qwen2_5_0_5b, std::string("qwen2.5-0.5b"), Device::cuda)
     ->ArgNames({"seqs", "adapters"})->Args({1, 0})->Args({8, 0})->Args({16, 0})->Args({32, 0})->Args({64, 0})

@@ -62,8 +62,8 @@ std::vector<LogitSummary> DeviceLogits::summarize(std::span<const int64_t> which
     for (size_t i = 0; i < gather.size(); ++i)
       for (const int32_t id : gather[i]) {
         if (id < 0 || id >= vocab)
-          fail(ErrorKind::bad_input, "summarize_rows: gathered id " + std::to_string(id) + " (row " + std::to_string(i) +
-                                         ") outside a row of " + std::to_string(vocab));
+          fail(ErrorKind::bad_input, "summarize_rows: gathered id " + std::to_string(id) + " (row " +
+                                         std::to_string(i) + ") outside a row of " + std::to_string(vocab));
         const size_t k = size_t(std::upper_bound(begins_.begin(), begins_.end(), int64_t(id)) - begins_.begin()) - 1;
         local[k][i].push_back(int32_t(id - begins_[k]));
       }

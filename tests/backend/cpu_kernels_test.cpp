@@ -275,7 +275,8 @@ TEST(CpuKernels, EachRowEqualsItsProductAloneBitForBit) {
   for (Isa isa : runnable_paths()) {
     force_isa(isa);
     for (Weights weights : {Weights::bf16, Weights::f16, Weights::f32, Weights::q8})
-      for (const GemmShape s : {GemmShape{5, 901, 129}, GemmShape{70, 33, 17}, GemmShape{9, 4864 + 3, 21}}) {
+      for (const GemmShape s : {GemmShape{5, 901, 129}, GemmShape{70, 33, 17}, GemmShape{9, 4864 + 3, 21},
+                                GemmShape{16, 130, 37}, GemmShape{17, 130, 37}}) {  // streamed up to 16 rows
         Problem pr = make_problem(s, {0.75f, 0.5f}, seed++);
         if (weights == Weights::q8) quantize_weights(pr);
         if (weights == Weights::f16) round_to_f16(pr);

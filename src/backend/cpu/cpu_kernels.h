@@ -1,6 +1,8 @@
 // wick's own CPU matrix kernels: out = alpha · x · wᵀ + beta · out with f32 activations and bf16, f16, q8_0 or f32
 // weights, one path per instruction set, picked at run time. The decode GEMV (one row) streams w once and is bound by
-// memory; the prefill GEMM (many rows) keeps tiles of x rows × w rows in registers and is bound by arithmetic.
+// memory; on the AVX-512 paths so do products of a few rows (a batched decode step: up to 16), every row group against
+// a tile of w rows before the next; the prefill GEMM (many rows) keeps tiles of x rows × w rows in registers and is
+// bound by arithmetic.
 // Private to src/backend/.
 #pragma once
 

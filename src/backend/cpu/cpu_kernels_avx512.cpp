@@ -15,15 +15,17 @@ namespace wick::cpu {
 namespace {
 
 // One x row: eight w rows per tile, so eight independent weight streams and accumulators cover FMA latency.
-// Several rows: 4 × 4 tiles (16 accumulators + 4 x vectors + 1 w vector of the 32 zmm registers).
+// Several rows: 4 × 4 tiles (16 accumulators + 4 x vectors + 1 w vector of the 32 zmm registers), w streamed up to
+// kStreamRows rows.
 void gemv_f32w(const GemmBlock& b) { gemm_block<F32Ops, 1, 8, true>(b); }
 void gemv_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 1, 8, true>(b); }
-void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 4, 4>(b); }
-void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4>(b); }
+void gemm_f32w(const GemmBlock& b) { gemm_block<F32Ops, 4, 4, false, kStreamRows>(b); }
+void gemm_bf16w(const GemmBlock& b) { gemm_block<Bf16WOps, 4, 4, false, kStreamRows>(b); }
 void gemv_f16w(const GemmBlock& b) { gemm_block<F16WOps, 1, 8, true>(b); }
-void gemm_f16w(const GemmBlock& b) { gemm_block<F16WOps, 4, 4>(b); }
+void gemm_f16w(const GemmBlock& b) { gemm_block<F16WOps, 4, 4, false, kStreamRows>(b); }
 void gemv_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 1, 8, true>(b); }
-void gemm_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 4, 4>(b); }  // 16 accumulators + 8 x + 2 w + the scale
+// q8_0: 16 accumulators + 8 x + 2 w + the scale.
+void gemm_q8w(const GemmBlock& b) { gemm_block<Q8WOps, 4, 4, false, kStreamRows>(b); }
 
 }  // namespace
 

@@ -34,9 +34,10 @@ struct DotOps {
   static void sum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) { sum4_512(a, b, c, d, out); }
 };
 
-// The same tiles as avx512's (cpu_kernels_avx512.cpp): eight w rows streamed for one x row, 4 × 4 for several.
+// The same tiles as avx512's (cpu_kernels_avx512.cpp): eight w rows streamed for one x row, 4 × 4 for several
+// (streamed too up to kStreamRows rows).
 void gemv_bf16(const GemmBlock& b) { gemm_block<DotOps, 1, 8, true>(b); }
-void gemm_bf16(const GemmBlock& b) { gemm_block<DotOps, 4, 4>(b); }
+void gemm_bf16(const GemmBlock& b) { gemm_block<DotOps, 4, 4, false, kStreamRows>(b); }
 
 // Round to nearest even (vcvtneps2bf16; denormals flush to zero).
 void to_bf16(const float* src, uint16_t* dst, int64_t n) {
