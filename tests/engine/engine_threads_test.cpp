@@ -40,6 +40,8 @@ class CountingSink final : public TokenSink {
 
 TEST(EngineThreads, AThousandRequestsWithRandomCancellationsAllEndAndReturnTheirBlocks) {
   auto model = Model::load(fixture("models/tiny-untied"));
+  const std::vector<int32_t> kShared[2] = {{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3},
+                                           {2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5, 9, 0, 4, 5}};
   constexpr int kThreads = 4, kPerThread = 250;
   std::vector<std::shared_ptr<CountingSink>> sinks(kThreads * kPerThread);
   std::vector<std::atomic<uint64_t>> ids(sinks.size());
@@ -55,6 +57,8 @@ TEST(EngineThreads, AThousandRequestsWithRandomCancellationsAllEndAndReturnTheir
           const size_t k = size_t(t * kPerThread + i);
           std::vector<int32_t> prompt(1 + rng() % 24);
           for (int32_t& id : prompt) id = int32_t(rng() % 384);
+          if (i % 3 == 0)  // a third begin with one of two shared prefixes of two blocks: some wait for their blocks
+            prompt.insert(prompt.begin(), kShared[i % 2].begin(), kShared[i % 2].end());
           const int64_t n = 1 + int64_t(rng() % 16);
           sinks[k] = std::make_shared<CountingSink>(n);
           ids[k] = engine.submit({.prompt = prompt, .max_new_tokens = n, .sink = sinks[k]});
@@ -84,6 +88,9 @@ TEST(EngineThreads, AThousandRequestsWithRandomCancellationsAllEndAndReturnTheir
     EXPECT_EQ(st.waiting + st.running, 0);
     EXPECT_EQ(st.finished, int64_t(sinks.size()));
     EXPECT_GT(st.preemptions, 0) << "the pool was meant to run out";
+    EXPECT_GT(st.prefix_hit_tokens, 0) << "the shared prefixes were meant to be shared";
+    std::cout << st.prefix_hit_tokens << " prompt positions taken from shared blocks, " << st.prefix_waits
+              << " steps sat out waiting for a block another was computing\n";
   }
   int cancelled = 0;
   for (size_t k = 0; k < sinks.size(); ++k) {
