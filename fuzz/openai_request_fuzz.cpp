@@ -4,6 +4,7 @@
 // status naming a field (or the body); anything else escapes to libFuzzer and is a finding.
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "fuzz_util.h"
 #include "serve/openai.h"
@@ -28,9 +29,12 @@ void answer(const wick::serve::CompletionRequest& r) {
   g.prompt_ids = r.prompt_ids;
   g.output_ids = {7};
   g.text = t.text;
-  (void)serve::completion_response(head, r, nullptr, {t}, g).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  (void)serve::stream_chunk(head, r, nullptr, {}, 0, true).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  (void)serve::stream_chunk(head, r, nullptr, {t}, 0, false).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // As many choices as the request asks for (n), each the same made-up token.
+  const std::vector<serve::ChoiceAnswer> choices(size_t(r.n), serve::ChoiceAnswer{.tokens = {t}, .result = &g});
+  const auto replace = nlohmann::json::error_handler_t::replace;
+  (void)serve::completion_response(head, r, nullptr, choices).dump(-1, ' ', false, replace);
+  (void)serve::stream_chunk(head, r, nullptr, {}, 0, true, r.n - 1).dump(-1, ' ', false, replace);
+  (void)serve::stream_chunk(head, r, nullptr, {t}, 0, false, r.n - 1).dump(-1, ' ', false, replace);
   (void)serve::usage_chunk(head, 3, 1).dump();
 }
 
