@@ -119,13 +119,8 @@ BENCHMARK(BM_CpuDecodeWithAdapter)->ArgName("none0_unmerged1_merged2")->Arg(0)->
 // prompt) so a shared machine's drift hits all three alike. Counters: tok/s of each, the adapter's overhead in
 // % of the base, and what a swap adds to a step in µs (alternating minus constant adapter, per step).
 void BM_CudaDecodeWithAdapter(benchmark::State& state) {
-  std::shared_ptr<Model> model;
-  try {
-    model = Model::load(bench_model("qwen2.5-0.5b"), {.device = Device::cuda});
-  } catch (const Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
+  const std::shared_ptr<Model> model = load_or_skip(state, "qwen2.5-0.5b", {.device = Device::cuda});
+  if (!model) return;
   const std::shared_ptr<const LoraAdapter> a[2] = {LoraAdapter::random("a", r16_all_seven(), *model, 1),
                                                    LoraAdapter::random("b", r16_all_seven(), *model, 2)};
   const int64_t vocab = model->config().vocab_size, steps = 256;

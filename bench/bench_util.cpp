@@ -13,9 +13,19 @@
 
 #include "core/thread_pool.h"
 #include "wick/config.h"
+#include "wick/error.h"
 #include "wick/random_model.h"
 
 namespace wick::bench {
+
+std::shared_ptr<Model> load_or_skip(benchmark::State& state, const std::string& like, const LoadOptions& options) {
+  try {
+    return Model::load(bench_model(like), options);
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return nullptr;
+  }
+}
 
 std::filesystem::path bench_model(const std::string& like) {
   const char* root = std::getenv("WICK_BENCH_MODELS");

@@ -1,8 +1,13 @@
 // Shared pieces of wick-bench: benchmark models made on first use, and the machine's memory bandwidth.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <filesystem>
+#include <memory>
 #include <string>
+
+#include "wick/model.h"
 
 namespace wick::bench {
 
@@ -10,6 +15,10 @@ namespace wick::bench {
 /// sentence-transformers encoder folder) with bf16 files,
 /// written on first use under $WICK_BENCH_MODELS (default: ./bench-models).
 std::filesystem::path bench_model(const std::string& like);
+
+/// bench_model(like) loaded with `options`, or nullptr after marking the benchmark skipped with the reason (no GPU
+/// here, or fewer GPUs than the split needs).
+std::shared_ptr<Model> load_or_skip(benchmark::State& state, const std::string& like, const LoadOptions& options);
 
 struct Bandwidth {
   double read_gbps;  // GB/s streaming reads (sum of a large buffer), all cores

@@ -51,13 +51,9 @@ class FixedSink final : public TokenSink {
 
 void BM_EngineDecode(benchmark::State& state, const std::string& like, Device device, int tensor_parallel = 1) {
   const int64_t seqs = state.range(0), n_adapters = state.range(1);
-  std::shared_ptr<Model> model;
-  try {
-    model = Model::load(bench_model(like), {.device = device, .tensor_parallel = tensor_parallel});
-  } catch (const Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
+  const std::shared_ptr<Model> model =
+      load_or_skip(state, like, {.device = device, .tensor_parallel = tensor_parallel});
+  if (!model) return;
   LoraConfig config;
   config.r = 16;
   config.lora_alpha = 32;
@@ -144,13 +140,8 @@ void serving_counters(benchmark::State& state, int64_t tokens, double seconds, c
 void BM_EngineServe(benchmark::State& state, const std::string& like, Device device) {
   const int64_t requests = state.range(0);
   const double rate = double(state.range(1));
-  std::shared_ptr<Model> model;
-  try {
-    model = Model::load(bench_model(like), {.device = device});
-  } catch (const Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
+  const std::shared_ptr<Model> model = load_or_skip(state, like, {.device = device});
+  if (!model) return;
   const int64_t vocab = model->config().vocab_size;
   for (auto _ : state) {
     std::mt19937 rng(42);
@@ -193,13 +184,8 @@ void BM_EngineServe(benchmark::State& state, const std::string& like, Device dev
 void BM_EngineClosedLoop(benchmark::State& state, const std::string& like, Device device) {
   const int64_t concurrency = state.range(0), requests = state.range(1);
   constexpr int64_t kLoopPrompt = 100;
-  std::shared_ptr<Model> model;
-  try {
-    model = Model::load(bench_model(like), {.device = device});
-  } catch (const Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
+  const std::shared_ptr<Model> model = load_or_skip(state, like, {.device = device});
+  if (!model) return;
   const int64_t vocab = model->config().vocab_size;
   const Generator gen(model, std::nullopt);
   Engine engine(model, {.block_size = 16, .num_blocks = 64 * 64, .max_step_tokens = 2048, .max_running = 64});
@@ -261,13 +247,8 @@ void BM_EngineSharedPrefix(benchmark::State& state, const std::string& like, Dev
   const int64_t requests = state.range(0), prefix = state.range(1);
   const bool share = state.range(2) != 0;
   constexpr int64_t kOwn = 16, kBurstNew = 16;
-  std::shared_ptr<Model> model;
-  try {
-    model = Model::load(bench_model(like), {.device = device});
-  } catch (const Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
+  const std::shared_ptr<Model> model = load_or_skip(state, like, {.device = device});
+  if (!model) return;
   const int64_t vocab = model->config().vocab_size, block = 16;
   std::mt19937 rng(3);
   std::vector<int32_t> system(static_cast<size_t>(prefix));
