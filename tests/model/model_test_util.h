@@ -9,6 +9,7 @@
 
 #include "test_util.h"
 #include "wick/model.h"
+#include "wick/random_model.h"
 #include "wick/safetensors.h"
 #include "wick/tensor.h"
 
@@ -64,6 +65,36 @@ inline std::vector<int32_t> int_row(const Tensor& t, int64_t r, int64_t n = -1) 
   const int64_t w = t.dim(1);
   const int32_t* p = t.data<int32_t>() + r * w;
   return std::vector<int32_t>(p, p + (n < 0 ? w : n));
+}
+
+// The shape of a two-layer random model with an untied head (tp_random_model).
+struct TpShape {
+  int64_t vocab, hidden, ffn, heads, kv_heads, head_dim;
+};
+
+// A random model of `shape` written into a fresh folder `name`.
+inline std::filesystem::path tp_random_model(const char* name, const TpShape& shape, DType dtype, uint64_t seed) {
+  ModelConfig c;
+  c.vocab_size = shape.vocab;
+  c.hidden_size = shape.hidden;
+  c.intermediate_size = shape.ffn;
+  c.num_layers = 2;
+  c.num_heads = shape.heads;
+  c.num_kv_heads = shape.kv_heads;
+  c.head_dim = shape.head_dim;
+  c.max_position_embeddings = 128;
+  c.tie_word_embeddings = false;
+  const std::filesystem::path dir = temp_dir(name);
+  write_random_model(c, dir, {.dtype = dtype, .seed = seed});
+  return dir;
+}
+
+// A random model whose heads, KV heads and MLP divide by 4, with a vocabulary that does not (the last rank's slice is
+// short).
+inline std::filesystem::path four_way_model() {
+  static const std::filesystem::path dir = tp_random_model(
+      "tp-four", {.vocab = 1001, .hidden = 64, .ffn = 96, .heads = 8, .kv_heads = 4, .head_dim = 8}, DType::f32, 7);
+  return dir;
 }
 
 }  // namespace wick::test

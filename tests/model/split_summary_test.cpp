@@ -16,31 +16,29 @@
 #include "wick/error.h"
 #include "wick/logit_summary.h"
 #include "wick/model.h"
-#include "wick/random_model.h"
 
 namespace wick::test {
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// The same floats, NaN equal to NaN.
+void expect_same_floats(const std::vector<float>& got, const std::vector<float>& want, const std::string& where) {
+  ASSERT_EQ(got.size(), want.size()) << where;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const bool both_nan = std::isnan(want[i]) && std::isnan(got[i]);
+    if (!both_nan) {
+      EXPECT_EQ(got[i], want[i]) << where << " " << i;
+    }
+  }
+}
+
 // Equal as summaries: the same ids, values (NaN equal to NaN), gathered ids and values, max; Σexp to rounding.
 void expect_same_summary(const LogitSummary& got, const LogitSummary& want, const std::string& where) {
   EXPECT_EQ(got.ids, want.ids) << where;
-  ASSERT_EQ(got.values.size(), want.values.size()) << where;
-  for (size_t i = 0; i < want.values.size(); ++i) {
-    const bool both_nan = std::isnan(want.values[i]) && std::isnan(got.values[i]);
-    if (!both_nan) {
-      EXPECT_EQ(got.values[i], want.values[i]) << where << " value " << i;
-    }
-  }
+  expect_same_floats(got.values, want.values, where + ", value");
   EXPECT_EQ(got.gathered_ids, want.gathered_ids) << where;
-  ASSERT_EQ(got.gathered.size(), want.gathered.size()) << where;
-  for (size_t i = 0; i < want.gathered.size(); ++i) {
-    const bool both_nan = std::isnan(want.gathered[i]) && std::isnan(got.gathered[i]);
-    if (!both_nan) {
-      EXPECT_EQ(got.gathered[i], want.gathered[i]) << where << " gathered " << i;
-    }
-  }
+  expect_same_floats(got.gathered, want.gathered, where + ", gathered");
   EXPECT_EQ(got.max, want.max) << where;
   EXPECT_NEAR(got.sum_exp, want.sum_exp, 1e-6 * std::max(1.0f, want.sum_exp)) << where;
   EXPECT_EQ(got.vocab, want.vocab) << where;
@@ -184,19 +182,7 @@ TEST(SplitSummary, PagedReadsOfEveryKindMatchTheSplitModelsWholeRows) {
 }
 
 TEST(SplitSummary, FourRanksWithAShortLastSlice) {
-  ModelConfig c;
-  c.vocab_size = 1001;
-  c.hidden_size = 64;
-  c.intermediate_size = 96;
-  c.num_layers = 2;
-  c.num_heads = 8;
-  c.num_kv_heads = 4;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  c.tie_word_embeddings = false;
-  const std::filesystem::path dir = temp_dir("split-summary-four");
-  write_random_model(c, dir, {.dtype = DType::f32, .seed = 3});
-  const auto split = Model::load(dir, ranks_of(4));
+  const auto split = Model::load(four_way_model(), ranks_of(4));  // a vocabulary of 1,001
   KVBlockPool plain_pool = split->make_block_pool(8, 4), read_pool = split->make_block_pool(8, 4);
   const std::vector<int32_t> tokens{0, 250, 251, 1000}, blocks{0, 1};
   const std::vector<PagedSequence> batch{{.tokens = tokens, .past = 0, .blocks = blocks}};

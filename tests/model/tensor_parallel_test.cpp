@@ -53,36 +53,6 @@ std::pair<std::vector<Tensor>, std::vector<int32_t>> tp_greedy(const Model& mode
   return {logits, ids};
 }
 
-// The shape of a two-layer random model with an untied head (tp_random_model).
-struct TpShape {
-  int64_t vocab, hidden, ffn, heads, kv_heads, head_dim;
-};
-
-// A random model of `shape` written into a fresh folder `name`.
-std::filesystem::path tp_random_model(const char* name, const TpShape& shape, DType dtype, uint64_t seed) {
-  ModelConfig c;
-  c.vocab_size = shape.vocab;
-  c.hidden_size = shape.hidden;
-  c.intermediate_size = shape.ffn;
-  c.num_layers = 2;
-  c.num_heads = shape.heads;
-  c.num_kv_heads = shape.kv_heads;
-  c.head_dim = shape.head_dim;
-  c.max_position_embeddings = 128;
-  c.tie_word_embeddings = false;
-  const std::filesystem::path dir = temp_dir(name);
-  write_random_model(c, dir, {.dtype = dtype, .seed = seed});
-  return dir;
-}
-
-// A random model whose heads, KV heads and MLP divide by 4, with a vocabulary that does not (the last rank's slice is
-// short).
-std::filesystem::path four_way_model() {
-  static const std::filesystem::path dir = tp_random_model(
-      "tp-four", {.vocab = 1001, .hidden = 64, .ffn = 96, .heads = 8, .kv_heads = 4, .head_dim = 8}, DType::f32, 7);
-  return dir;
-}
-
 // A random model whose split over two ranks the GPU's fused kernels take (each rank's heads·head_dim, hidden and MLP
 // multiples of 32, as the few-row kernels need), with a vocabulary that does not divide by 2.
 std::filesystem::path few_row_model() {
